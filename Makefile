@@ -1,0 +1,77 @@
+# claimflow: `make help` lists the targets. Quickstart is `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+export CLAIMFLOW_HOME ?= $(CURDIR)/.claimflow
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export BENTOML_DO_NOT_TRACK := true
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: setup
+setup: setup-system setup-python setup-kafka setup-containers ## Install everything (idempotent)
+
+.PHONY: setup-system
+setup-system: ## System packages (Java, Maven, podman, runc, Chromium) via apt, when missing
+	bash scripts/setup-system.sh
+
+.PHONY: setup-python
+setup-python: $(BIN)/.synced ## Python virtualenv from the committed lock file
+
+$(BIN)/.synced: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync --python $(BIN)/python -q requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python -q --no-deps -e .
+	$(BIN)/python -m pip check
+	touch $@
+
+.PHONY: setup-kafka
+setup-kafka: setup-python ## Kafka jars from Maven Central into the cache
+	bash scripts/setup-kafka.sh
+
+.PHONY: setup-containers
+setup-containers: setup-kafka ## podman API socket + locally built Kafka image (for testcontainers)
+	bash scripts/setup-containers.sh
+
+.PHONY: lock
+lock: ## Re-resolve requirements.lock from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11 -q --no-header
+
+.PHONY: lint
+lint: setup-python ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy claimflow schemas producer trainer scorer gateway broker bench tests
+
+.PHONY: unit
+unit: setup-python ## Unit tests only (no services)
+	$(BIN)/pytest tests/unit
+
+.PHONY: test
+test: setup ## Lint, type-check and run the whole test suite (unit + integration)
+	$(MAKE) lint
+	$(BIN)/pytest tests
+
+.PHONY: demo
+demo: setup ## Run the whole pipeline locally (Ctrl-C stops it)
+	$(BIN)/claimflow up
+
+.PHONY: bench
+bench: setup ## Run every benchmark, write bench/results/latest.{json,md}
+	$(BIN)/python -m bench.run
+
+.PHONY: drills
+drills: setup ## Fault drills against the real stack, write bench/results/drills.json
+	$(BIN)/python -m bench.drills
+
+.PHONY: clean
+clean: ## Remove local state (.claimflow) but keep the virtualenv
+	rm -rf .claimflow

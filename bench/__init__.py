@@ -1,0 +1,1 @@
+"""Benchmarks: each module has ``run(smoke: bool) -> dict`` and prints JSON as a script."""

@@ -1,0 +1,61 @@
+"""Pieces every contract shares."""
+
+from __future__ import annotations
+
+from typing import Final, Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+SchemaVersion = Literal[1]
+SCHEMA_VERSION: Final[SchemaVersion] = 1
+
+
+class FieldError(TypedDict):
+    """One contract violation: where (``loc``, a field path), what kind, and a message."""
+
+    loc: list[str | int]
+    type: str
+    msg: str
+
+
+class Contract(BaseModel):
+    """Base of every message: strict types, no extra fields, immutable, no NaN/inf."""
+
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
+        str_strip_whitespace=False,
+    )
+
+
+class ContractError(ValueError):
+    """A message that violates its contract. ``errors`` holds one entry per violation."""
+
+    def __init__(self, message_type: str, errors: list[FieldError]) -> None:
+        self.message_type = message_type
+        self.errors = errors
+        super().__init__(f"invalid {message_type}: {describe_errors(errors)}")
+
+    @classmethod
+    def from_validation_error(cls, message_type: str, exc: ValidationError) -> ContractError:
+        errors: list[FieldError] = [
+            {"loc": list(err["loc"]), "type": err["type"], "msg": err["msg"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        return cls(message_type, errors)
+
+
+    def paths(self) -> dict[str, str]:
+        """Dotted field path -> error type, e.g. ``{"claim.patient_age": "less_than_equal"}``."""
+        return {error_path(err): err["type"] for err in self.errors}
+
+
+def error_path(err: FieldError) -> str:
+    return ".".join(str(part) for part in err["loc"])
+
+
+def describe_errors(errors: list[FieldError]) -> str:
+    """All violations on one line: ``field.path: message; ...``."""
+    return "; ".join(f"{error_path(err) or '<message>'}: {err['msg']}" for err in errors)

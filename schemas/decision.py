@@ -1,0 +1,80 @@
+"""The ``Decision`` contract: what happened to a claim. Published to ``claims.approved`` or
+``claims.investigate`` keyed by claim_id; downstream investigators consume it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field, ValidationError
+
+from schemas.claim import Claim
+from schemas.common import SCHEMA_VERSION, Contract, ContractError, SchemaVersion
+
+DecisionKind = Literal["approve", "investigate"]
+
+
+class ModelRef(Contract):
+    """Which model made the decision."""
+
+    name: str = Field(min_length=1, examples=["claim-anomaly"])
+    version: str = Field(min_length=1, description="Registry version number.", examples=["3"])
+    run_id: str | None = Field(default=None, description="MLflow run that trained it.")
+
+
+class Reason(Contract):
+    """A feature that made the claim unusual, with its value against the training reference."""
+
+    feature: str
+    value: float
+    percentile: float = Field(
+        ge=0, le=100, description="Where the value falls among training claims (0-100)."
+    )
+    direction: Literal["high", "low"]
+    message: str = Field(examples=["claim_amount 14,200 is above the 99.9th percentile"])
+
+
+class StreamSource(Contract):
+    """The claim came from Kafka: where exactly."""
+
+    kind: Literal["stream"] = "stream"
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+
+
+class GatewaySource(Contract):
+    """The claim was submitted synchronously through the HTTP gateway."""
+
+    kind: Literal["gateway"] = "gateway"
+    request_id: str | None = None
+
+
+Source = Annotated[StreamSource | GatewaySource, Field(discriminator="kind")]
+
+
+class Decision(Contract):
+    """The outcome for one claim."""
+
+    schema_version: SchemaVersion = SCHEMA_VERSION
+    claim: Claim
+    decision: DecisionKind
+    anomaly_score: float = Field(description="Higher is more unusual.")
+    threshold: float = Field(description="anomaly_score above threshold means investigate.")
+    model: ModelRef
+    reasons: list[Reason] = Field(default_factory=list)
+    decided_at: AwareDatetime
+    source: Source
+
+    @property
+    def claim_id(self) -> str:
+        return self.claim.claim_id
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Decision:
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise ContractError.from_validation_error("Decision", exc) from exc
+
+    def to_json(self) -> bytes:
+        return self.__pydantic_serializer__.to_json(self)

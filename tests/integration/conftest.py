@@ -1,0 +1,53 @@
+"""Fixtures for integration tests against real services.
+
+Kafka: a session-scoped broker. Set ``CLAIMFLOW_TEST_BOOTSTRAP=host:port`` to use an already
+running broker; otherwise one is started in a container through testcontainers.
+Every test gets its own uuid-named topics and consumer groups.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.integration.kafka_helpers import start_kafka_container
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    external = os.environ.get("CLAIMFLOW_TEST_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    with start_kafka_container() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def make_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
+    """Factory: ``make_topic(partitions=1, prefix="t")`` creates a uuid-named topic."""
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    created: list[str] = []
+
+    def create(partitions: int = 1, prefix: str = "t") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1)]
+        )
+        futures[name].result(timeout=30)
+        created.append(name)
+        return name
+
+    yield create
+    if created:
+        for future in admin.delete_topics(created).values():
+            future.result(timeout=30)
+
+
+@pytest.fixture
+def group_id() -> str:
+    return f"g-{uuid.uuid4().hex[:12]}"
