@@ -17,7 +17,7 @@ RESULTS_DIR = Path(__file__).parent / "results"
 
 
 def machine_info() -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in ("pydantic", "confluent-kafka", "scikit-learn", "numpy", "mlflow", "bentoml"):
         try:
             versions[dist] = metadata.version(dist)
