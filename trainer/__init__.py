@@ -1,0 +1,1 @@
+"""Trainer: Isolation Forest training tracked in MLflow, model registry and BentoML export."""
