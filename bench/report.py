@@ -1,0 +1,329 @@
+"""Pure core of the benchmark aggregator: medians over repeated runs, figures beside their
+anchors, goals, and the Markdown table. No I/O here; ``bench.run`` is the shell.
+
+A benchmark module returns a free-form JSON-able dict. The aggregator runs it K times and
+takes the median of every numeric leaf (:func:`median_merge`); headline figures are then
+picked out of that median tree by dotted paths (:class:`FigureSpec`), so each module stays
+free to report whatever detail it wants.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Better = Literal["higher", "lower"]
+Op = Literal[">=", "<="]
+
+
+@dataclass(frozen=True)
+class Goal:
+    op: Op
+    target: float
+
+    def met(self, value: float) -> bool:
+        return value >= self.target if self.op == ">=" else value <= self.target
+
+    def describe(self, unit: str = "") -> str:
+        sign = "≥" if self.op == ">=" else "≤"
+        return f"{sign} {format_number(self.target)}{(' ' + unit) if unit else ''}"
+
+
+@dataclass(frozen=True)
+class AnchorSpec:
+    """The comparison point measured in the same run (maybe by another module)."""
+
+    label: str
+    module: str
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One headline figure: where to find it, how to judge it.
+
+    ``paths`` are tried in order (the first one present wins) so that a module may rename a
+    key without silently dropping the figure: a figure that resolves nowhere is reported as
+    missing, never skipped.
+    """
+
+    key: str
+    label: str
+    module: str
+    paths: tuple[str, ...]
+    unit: str
+    better: Better
+    anchor: AnchorSpec | None = None
+    goal: Goal | None = None
+    # Goal on the relative figure (value vs anchor, > 1 = better than the anchor).
+    relative_goal: Goal | None = None
+    note: str = ""
+    # Some figures are converted for readability (e.g. seconds reported as ms).
+    scale: float = 1.0
+    anchor_unit: str | None = None
+    anchor_scale: float = 1.0
+
+
+@dataclass
+class Figure:
+    key: str
+    label: str
+    module: str
+    unit: str
+    better: Better
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    samples: int = 0
+    source_path: str | None = None
+    anchor_label: str | None = None
+    anchor_value: float | None = None
+    anchor_unit: str | None = None
+    relative: float | None = None
+    goal: str | None = None
+    goal_met: bool | None = None
+    relative_goal: str | None = None
+    relative_goal_met: bool | None = None
+    status: str = "ok"
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def met(self) -> bool | None:
+        """Every goal on this figure met (None: no goal, or not measured)."""
+        verdicts = [v for v in (self.goal_met, self.relative_goal_met) if v is not None]
+        if self.goal is None and self.relative_goal is None:
+            return None
+        if self.value is None or not verdicts:
+            return None
+        return all(verdicts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key, "label": self.label, "module": self.module, "unit": self.unit,
+            "better": self.better, "value": self.value, "min": self.low, "max": self.high,
+            "samples": self.samples, "source_path": self.source_path,
+            "anchor": None if self.anchor_label is None else {
+                "label": self.anchor_label, "value": self.anchor_value, "unit": self.anchor_unit,
+            },
+            "relative": self.relative, "goal": self.goal, "goal_met": self.goal_met,
+            "relative_goal": self.relative_goal, "relative_goal_met": self.relative_goal_met,
+            "met": self.met, "status": self.status, "note": self.note,
+        }
+
+
+# --------------------------------------------------------------------------- medians
+
+def is_number(value: Any) -> bool:
+    # bool is an int subclass; a True/False flag is not a measurement.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def median_merge(runs: Sequence[Any]) -> Any:
+    """Merge repeated results into one tree: median of every numeric leaf.
+
+    Dicts merge key by key (a key missing from some runs uses the runs that have it);
+    numbers become their median (NaN/inf samples ignored); booleans take the majority
+    (a tie is False, the cautious answer); equal-length lists merge element-wise; anything
+    else keeps the first run's value.
+    """
+    present = [run for run in runs if run is not None]
+    if not present:
+        return None
+    first = present[0]
+    if all(isinstance(run, Mapping) for run in present):
+        keys: list[str] = []
+        for run in present:
+            keys.extend(key for key in run if key not in keys)
+        return {key: median_merge([run[key] for run in present if key in run]) for key in keys}
+    if all(is_number(run) for run in present):
+        finite = [float(run) for run in present if math.isfinite(run)]
+        if not finite:
+            return first
+        med = statistics.median(finite)
+        if all(isinstance(run, int) for run in present) and med == int(med):
+            return int(med)
+        return med
+    if all(isinstance(run, bool) for run in present):
+        return sum(present) * 2 > len(present)
+    if all(isinstance(run, list) for run in present) and len({len(run) for run in present}) == 1:
+        return [median_merge(list(column)) for column in zip(*present, strict=True)]
+    return first
+
+
+def resolve(tree: Any, path: str) -> Any:
+    """Follow a dotted path (``a.b.0.c``) through dicts and lists; None when absent."""
+    node = tree
+    for part in path.split("."):
+        if isinstance(node, Mapping):
+            if part not in node:
+                return None
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def first_number(tree: Any, paths: Sequence[str]) -> tuple[str | None, float | None]:
+    for path in paths:
+        value = resolve(tree, path)
+        if is_number(value) and math.isfinite(value):
+            return path, float(value)
+    return None, None
+
+
+def relative(value: float | None, anchor: float | None, better: Better) -> float | None:
+    """Value against its anchor, oriented so that > 1 means better than the anchor.
+
+    Throughput (higher is better): value / anchor. Latency or duration (lower is better):
+    anchor / value, i.e. the speed-up over the anchor.
+    """
+    if value is None or anchor is None or value <= 0 or anchor <= 0:
+        return None
+    return value / anchor if better == "higher" else anchor / value
+
+
+# --------------------------------------------------------------------------- figures
+
+def build_figure(
+    spec: FigureSpec,
+    medians: Mapping[str, Any],
+    runs: Mapping[str, Sequence[Any]],
+    statuses: Mapping[str, str],
+) -> Figure:
+    """Pick one figure (and its anchor) out of the per-module median trees."""
+    figure = Figure(key=spec.key, label=spec.label, module=spec.module, unit=spec.unit,
+                    better=spec.better, value=None, note=spec.note)
+    if spec.goal is not None:
+        figure.goal = spec.goal.describe(spec.unit)
+    if spec.relative_goal is not None:
+        figure.relative_goal = "relative " + spec.relative_goal.describe("x")
+    status = statuses.get(spec.module, "not run")
+    if status != "ok":
+        figure.status = status
+        return figure
+    path, value = first_number(medians.get(spec.module), spec.paths)
+    if path is None or value is None:
+        figure.status = "not reported"
+        return figure
+    figure.source_path = path
+    figure.value = value * spec.scale
+    samples = [float(v) * spec.scale for v in
+               (resolve(run, path) for run in runs.get(spec.module, ()))
+               if is_number(v) and math.isfinite(v)]
+    figure.samples = len(samples)
+    if samples:
+        figure.low, figure.high = min(samples), max(samples)
+    if spec.goal is not None:
+        figure.goal_met = spec.goal.met(figure.value)
+    if spec.anchor is not None:
+        figure.anchor_label = spec.anchor.label
+        figure.anchor_unit = spec.anchor_unit or spec.unit
+        if statuses.get(spec.anchor.module) == "ok":
+            _, anchor = first_number(medians.get(spec.anchor.module), spec.anchor.paths)
+            if anchor is not None:
+                figure.anchor_value = anchor * spec.anchor_scale
+        figure.relative = relative(figure.value, figure.anchor_value, spec.better)
+        if spec.relative_goal is not None and figure.relative is not None:
+            figure.relative_goal_met = spec.relative_goal.met(figure.relative)
+    return figure
+
+
+def goals_summary(figures: Sequence[Figure]) -> dict[str, Any]:
+    with_goal = [f for f in figures if f.goal is not None or f.relative_goal is not None]
+    return {
+        "total": len(with_goal),
+        "met": [f.key for f in with_goal if f.met is True],
+        "not_met": [
+            {"key": f.key, "label": f.label, "value": f.value, "unit": f.unit,
+             "goal": f.goal, "relative": f.relative, "relative_goal": f.relative_goal}
+            for f in with_goal if f.met is False
+        ],
+        "unknown": [{"key": f.key, "status": f.status} for f in with_goal if f.met is None],
+    }
+
+
+# --------------------------------------------------------------------------- markdown
+
+def format_number(value: float | None) -> str:
+    """Readable figure: thousands separators for big numbers, 3 significant digits else."""
+    if value is None:
+        return "—"
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        return f"{value:,.0f}"
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude == 0:
+        return "0"
+    return f"{value:.3g}"
+
+
+def format_with_unit(value: float | None, unit: str | None) -> str:
+    text = format_number(value)
+    return text if value is None or not unit else f"{text} {unit}"
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _verdict(figure: Figure) -> str:
+    met = figure.met
+    if met is None:
+        if figure.goal is None and figure.relative_goal is None:
+            return ""
+        return "?"
+    return "yes" if met else "**NO**"
+
+
+def render_markdown(report: Mapping[str, Any], figures: Sequence[Figure]) -> str:
+    """The README table: one row per headline figure, beside its anchor from the same run."""
+    machine = report.get("machine", {})
+    lines = [
+        f"Benchmarks ({'smoke sizes' if report.get('smoke') else 'full sizes'}), "
+        f"{report.get('generated_at', '?')}, median of {report.get('repeats', '?')} run(s); "
+        f"{machine.get('cpu_model', '?')}, {machine.get('cpus', '?')} CPUs, "
+        f"{machine.get('memory_gb', '?')} GB RAM, Python {machine.get('python', '?')}, "
+        f"load average at start {machine.get('load_average_start', '?')}.",
+        "",
+        "| Figure | Measured (median) | Range | Anchor (same run) | vs anchor | Goal | Met |",
+        "|---|---:|---:|---|---:|---|:---:|",
+    ]
+    for fig in figures:
+        if fig.value is None:
+            measured = f"— ({fig.status})"
+            spread = ""
+        else:
+            measured = format_with_unit(fig.value, fig.unit)
+            spread = ("" if fig.samples < 2 or fig.low is None
+                      else f"{format_number(fig.low)}-{format_number(fig.high)}")
+        anchor = ""
+        if fig.anchor_label is not None:
+            anchor = f"{fig.anchor_label}: {format_with_unit(fig.anchor_value, fig.anchor_unit)}"
+        rel = "" if fig.relative is None else f"{fig.relative:.3g}x"
+        goals = [g for g in (fig.goal, fig.relative_goal) if g]
+        label = fig.label + (f" ({fig.note})" if fig.note else "")
+        lines.append(
+            f"| {_escape(label)} | {_escape(measured)} | {spread} | {_escape(anchor)} | {rel} "
+            f"| {_escape('; '.join(goals))} | {_verdict(fig)} |"
+        )
+    lines.append("")
+    lines.append(
+        "vs anchor: > 1x is better than the anchor (throughput: figure / anchor; "
+        "latency and time: anchor / figure)."
+    )
+    failed = {name: info for name, info in report.get("benchmarks", {}).items()
+              if info.get("status") != "ok"}
+    if failed:
+        lines.append("")
+        lines.append("Benchmarks that did not complete: " + "; ".join(
+            f"`{name}`: {_escape(str(info.get('status')))}"
+            + (f" ({_escape(str(info.get('error'))[:160])})" if info.get("error") else "")
+            for name, info in failed.items()))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,452 @@
+"""Run every benchmark of the project and write one report: ``python -m bench.run``.
+
+    python -m bench.run [--smoke] [--only NAME ...] [--repeats K] [--out DIR]
+
+Each benchmark module (``bench/<name>.py`` with ``run(smoke) -> dict``) runs K times, each
+time in a fresh subprocess (no state leaks between runs, a crash or a hang cannot take the
+aggregator down, a timeout kills the whole process group). The median of every numeric leaf
+is kept; headline figures (:data:`FIGURES`) are placed beside their anchors from the same
+run, with goals from the issues. Full runs write ``bench/results/latest.json`` and
+``latest.md`` (committed); ``--smoke`` runs write under ``bench/results/tmp/`` (git-ignored),
+so CI never overwrites the committed results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import import_module, metadata
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS_DIR, machine_info
+from bench.report import (
+    AnchorSpec,
+    Figure,
+    FigureSpec,
+    Goal,
+    build_figure,
+    goals_summary,
+    median_merge,
+    render_markdown,
+)
+
+logger = logging.getLogger(__name__)
+
+BENCH_DIR = Path(__file__).parent
+REPO_ROOT = BENCH_DIR.parent
+SMOKE_DIR = RESULTS_DIR / "tmp"
+
+# Run order: cheap and self-contained first; the broker's ceiling before the producer that
+# is compared with it.
+BENCHMARKS: tuple[str, ...] = (
+    "schema_codec",
+    "kafka_broker",
+    "producer",
+    "training",
+    "model_scoring",
+    "stream_scoring",
+    "gateway",
+)
+# Modules in bench/ that are infrastructure, not benchmarks.
+NOT_BENCHMARKS = frozenset({"__init__", "__main__", "common", "report", "run", "drills",
+                            "stack_harness"})
+
+EXTRA_VERSIONS = ("pydantic-settings", "pandas", "flask", "flask-openapi3", "waitress",
+                  "httpx", "orjson", "hypothesis", "schemathesis")
+
+PPERF = AnchorSpec(
+    "Kafka ProducerPerformance (~200 B records)", "kafka_broker",
+    ("producer_performance.records_per_s", "producer_performance.median_records_per_s",
+     "producer_performance.records_per_sec"),
+)
+
+FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec(
+        "claim_decode", "Claim decode + validate", "schema_codec",
+        ("claim_decode_validate.median_per_s",), "claims/s", "higher",
+        goal=Goal(">=", 200_000),
+    ),
+    FigureSpec(
+        "decision_encode", "Decision encode", "schema_codec",
+        ("decision_encode.median_per_s",), "decisions/s", "higher",
+    ),
+    FigureSpec(
+        "broker_start", "Local broker start (until metadata answers)", "kafka_broker",
+        ("broker_start.seconds", "broker_start_s", "start_seconds"), "s", "lower",
+    ),
+    FigureSpec(
+        "broker_ceiling", "Kafka ProducerPerformance ceiling (~200 B records)", "kafka_broker",
+        PPERF.paths, "records/s", "higher",
+    ),
+    FigureSpec(
+        "produce", "claimflow produce, unthrottled, idempotent, acks=all", "producer",
+        ("produce.claims_per_s", "produce.median_claims_per_s", "produce_claims_per_s"),
+        "claims/s", "higher", anchor=PPERF, goal=Goal(">=", 100_000),
+        anchor_unit="records/s",
+    ),
+    FigureSpec(
+        "generate", "generate 1M realistic rows to CSV", "producer",
+        ("generate.seconds", "generate_seconds", "generate.median_s"), "s", "lower",
+        goal=Goal("<=", 5.0),
+    ),
+    FigureSpec(
+        "training", "train 100k realistic rows incl. MLflow logging + registration", "training",
+        ("train.seconds", "seconds", "train_seconds", "median_s"), "s", "lower",
+        goal=Goal("<=", 10.0),
+    ),
+    FigureSpec(
+        "score_one", "Model: one claim, in process", "model_scoring",
+        ("single.ms", "single_claim.ms", "single_claim_ms"), "ms", "lower",
+        anchor=AnchorSpec("scikit-learn score_samples, one claim", "model_scoring",
+                          ("sklearn_single.ms", "sklearn.single_claim_ms", "sklearn_single_ms")),
+        goal=Goal("<=", 0.1),
+    ),
+    FigureSpec(
+        "score_batch", "Model: batches, in process", "model_scoring",
+        ("batch.claims_per_s", "batch_claims_per_s"), "claims/s", "higher",
+        anchor=AnchorSpec("scikit-learn score_samples, same batches", "model_scoring",
+                          ("sklearn_batch.claims_per_s", "sklearn.batch_claims_per_s",
+                           "sklearn_batch_claims_per_s")),
+        goal=Goal(">=", 200_000),
+    ),
+    FigureSpec(
+        "service_one", "Model service: one claim over HTTP", "model_scoring",
+        ("service_single.ms", "service.single_claim_ms", "service_single_ms"), "ms", "lower",
+        anchor=AnchorSpec("scikit-learn score_samples, one claim", "model_scoring",
+                          ("sklearn_single.ms", "sklearn.single_claim_ms", "sklearn_single_ms")),
+    ),
+    FigureSpec(
+        "stream", "Stream: claims -> committed decisions, everything on this machine",
+        "stream_scoring",
+        ("throughput.claims_per_s", "stream.claims_per_s", "claims_per_s"), "claims/s",
+        "higher",
+        anchor=AnchorSpec("in-process decode + score + encode loop", "stream_scoring",
+                          ("in_process.claims_per_s", "anchor.claims_per_s",
+                           "in_process_claims_per_s")),
+        goal=Goal(">=", 30_000), relative_goal=Goal(">=", 0.5),
+    ),
+    FigureSpec(
+        "e2e_p50", "End-to-end latency p50 at 1,000 claims/s (produce -> committed decision)",
+        "stream_scoring", ("latency.p50_ms", "e2e.p50_ms", "latency_p50_ms"), "ms", "lower",
+        goal=Goal("<=", 30),
+    ),
+    FigureSpec(
+        "e2e_p99", "End-to-end latency p99 at 1,000 claims/s", "stream_scoring",
+        ("latency.p99_ms", "e2e.p99_ms", "latency_p99_ms"), "ms", "lower",
+        goal=Goal("<=", 100),
+    ),
+    FigureSpec(
+        "gateway_p50", "Gateway single-claim POST p50 at 200 req/s (incl. model call)",
+        "gateway", ("latency.p50_ms", "fixed_rate.p50_ms", "p50_ms"), "ms", "lower",
+        goal=Goal("<=", 5),
+    ),
+    FigureSpec(
+        "gateway_p99", "Gateway single-claim POST p99 at 200 req/s", "gateway",
+        ("latency.p99_ms", "fixed_rate.p99_ms", "p99_ms"), "ms", "lower",
+        goal=Goal("<=", 20),
+    ),
+    FigureSpec(
+        "gateway_max", "Gateway maximum single-claim req/s", "gateway",
+        ("max_rate.req_per_s", "max_req_per_s", "throughput.req_per_s"), "req/s", "higher",
+        goal=Goal(">=", 1_000),
+    ),
+)
+
+
+@dataclass
+class ModuleOutcome:
+    name: str
+    runs: list[dict[str, Any]]
+    seconds: list[float]
+    errors: list[str]
+
+    @property
+    def status(self) -> str:
+        if self.runs:
+            return "ok"
+        return "failed" if self.errors else "not run"
+
+
+# --------------------------------------------------------------------------- discovery
+
+def discover(bench_dir: Path = BENCH_DIR) -> list[str]:
+    """Known benchmarks in run order, then any other ``bench/<name>.py`` that defines run()."""
+    found = []
+    for path in sorted(bench_dir.glob("*.py")):
+        name = path.stem
+        if name in NOT_BENCHMARKS or name.startswith("drill") or name.startswith("_"):
+            continue
+        if re.search(r"^def run\(", path.read_text(encoding="utf-8"), re.MULTILINE):
+            found.append(name)
+    known = [name for name in BENCHMARKS if name in found]
+    return known + [name for name in found if name not in BENCHMARKS]
+
+
+# --------------------------------------------------------------------------- child runs
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", BENTOML_DO_NOT_TRACK="true",
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def run_child(name: str, smoke: bool, timeout_s: float, log_path: Path) -> tuple[
+        dict[str, Any] | None, str | None, float]:
+    """One run of one benchmark in a fresh interpreter; returns (result, error, seconds)."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "bench.run", "--child", name, "--child-out", str(out)]
+        if smoke:
+            cmd.append("--smoke")
+        start = time.monotonic()
+        with log_path.open("ab") as log:
+            # Own session: a timeout kills the benchmark and every process it started.
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(), stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                code = proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                return None, f"timed out after {timeout_s:.0f} s", time.monotonic() - start
+            except BaseException:
+                _kill_group(proc)
+                raise
+        elapsed = time.monotonic() - start
+        if code != 0:
+            return None, f"exit code {code}: {_tail(log_path)}", elapsed
+        try:
+            result = json.loads(out.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return None, f"no result written ({exc})", elapsed
+        if not isinstance(result, dict):
+            return None, f"run() returned {type(result).__name__}, not a dict", elapsed
+        return result, None, elapsed
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _tail(path: Path, lines: int = 6) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:])[-600:]
+
+
+def child_main(name: str, smoke: bool, out: Path) -> int:
+    """Inside the child: import the module, run it once, write its dict as JSON."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    module = import_module(f"bench.{name}")
+    result = module.run(smoke=smoke)
+    out.write_text(json.dumps(result, default=str), encoding="utf-8")
+    return 0
+
+
+# --------------------------------------------------------------------------- environment
+
+def environment() -> dict[str, Any]:
+    """machine_info() plus what makes figures comparable: CPU, RAM, load, Java, git."""
+    info = machine_info()
+    versions = info.setdefault("versions", {})
+    for dist in EXTRA_VERSIONS:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    info["cpu_model"] = _cpu_model()
+    info["memory_gb"] = _memory_gb()
+    info["load_average_start"] = _load_average()
+    info["java"] = _command_first_line(["java", "-version"])
+    info["git_commit"] = _command_first_line(["git", "rev-parse", "--short", "HEAD"])
+    return info
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _memory_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _command_first_line(cmd: Sequence[str]) -> str | None:
+    try:
+        done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=20,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (done.stdout or done.stderr).strip().splitlines()
+    return text[0] if text and done.returncode == 0 else None
+
+
+# --------------------------------------------------------------------------- report
+
+def assemble(outcomes: Sequence[ModuleOutcome], *, smoke: bool, repeats: int,
+             machine: dict[str, Any], generated_at: str,
+             specs: Sequence[FigureSpec] = FIGURES,
+             only: Sequence[str] | None = None) -> tuple[dict[str, Any], list[Figure]]:
+    """The report dict and its headline figures.
+
+    Without ``only``, every headline figure is listed, so a benchmark module that does not
+    exist (yet) shows up as a missing row instead of vanishing from the table.
+    """
+    medians = {o.name: median_merge(o.runs) for o in outcomes if o.runs}
+    runs = {o.name: o.runs for o in outcomes}
+    statuses = {spec.module: "no benchmark module" for spec in specs}
+    statuses.update({o.name: o.status for o in outcomes})
+    figures = [build_figure(spec, medians, runs, statuses) for spec in specs
+               if only is None or spec.module in only]
+    report: dict[str, Any] = {
+        "generated_at": generated_at,
+        "smoke": smoke,
+        "repeats": repeats,
+        "machine": machine,
+        "figures": [fig.as_dict() for fig in figures],
+        "goals": goals_summary(figures),
+        "benchmarks": {
+            o.name: {
+                "status": o.status,
+                "error": "; ".join(o.errors) if o.errors else None,
+                "seconds": [round(s, 2) for s in o.seconds],
+                "median": medians.get(o.name),
+                "runs": o.runs,
+            }
+            for o in outcomes
+        },
+    }
+    return report, figures
+
+
+def write_report(report: dict[str, Any], figures: Sequence[Figure], out_dir: Path,
+                 stem: str) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    json_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    md_path.write_text(render_markdown(report, figures), encoding="utf-8")
+    return json_path, md_path
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="small sizes (CI)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="runs per benchmark for the median (default: 3, smoke: 1)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: bench/results, smoke: bench/results/tmp)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds per benchmark run (default: 1800, smoke: 600)")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args.child, args.smoke, args.child_out)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    available = discover()
+    if args.list:
+        for name in available:
+            print(name)
+        return 0
+    names = available
+    if args.only:
+        unknown = [name for name in args.only if name not in available]
+        if unknown:
+            print(f"unknown benchmark(s): {', '.join(unknown)}; available: "
+                  f"{', '.join(available)}", file=sys.stderr)
+            return 2
+        names = [name for name in available if name in args.only]
+    repeats = args.repeats or (1 if args.smoke else 3)
+    timeout = args.timeout or (600.0 if args.smoke else 1800.0)
+    out_dir = args.out or (SMOKE_DIR if args.smoke else RESULTS_DIR)
+    stem = "smoke" if args.smoke else "latest"
+    logs = (args.out or SMOKE_DIR) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    machine = environment()
+    generated_at = datetime.now(UTC).isoformat(timespec="seconds")
+    outcomes = []
+    for name in names:
+        outcome = ModuleOutcome(name, [], [], [])
+        log_path = logs / f"{name}.log"
+        log_path.write_bytes(b"")
+        for attempt in range(1, repeats + 1):
+            logger.info("bench %s: run %d/%d%s", name, attempt, repeats,
+                        " (smoke)" if args.smoke else "")
+            result, error, seconds = run_child(name, args.smoke, timeout, log_path)
+            outcome.seconds.append(seconds)
+            if result is not None:
+                outcome.runs.append(result)
+            else:
+                outcome.errors.append(f"run {attempt}: {error}")
+                logger.error("bench %s run %d failed: %s (log: %s)", name, attempt, error,
+                             log_path)
+                break  # a broken benchmark will not heal on the next repeat
+        outcomes.append(outcome)
+    machine["load_average_end"] = _load_average()
+
+    report, figures = assemble(outcomes, smoke=args.smoke, repeats=repeats, machine=machine,
+                               generated_at=generated_at, only=args.only)
+    json_path, md_path = write_report(report, figures, out_dir, stem)
+    sys.stdout.write(render_markdown(report, figures))
+    logger.info("wrote %s and %s", json_path, md_path)
+    failed = [o.name for o in outcomes if o.status != "ok"]
+    if failed:
+        logger.error("benchmarks that failed: %s", ", ".join(failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

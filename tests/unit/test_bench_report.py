@@ -1,0 +1,276 @@
+"""The benchmark aggregator's pure core: medians, figures beside anchors, goals, Markdown."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.report import (
+    AnchorSpec,
+    Figure,
+    FigureSpec,
+    Goal,
+    build_figure,
+    format_number,
+    goals_summary,
+    median_merge,
+    relative,
+    render_markdown,
+    resolve,
+)
+from bench.run import FIGURES, ModuleOutcome, assemble, discover, parse_args, write_report
+
+# --------------------------------------------------------------------------- median_merge
+
+
+def test_median_of_numbers_is_the_middle_run() -> None:
+    assert median_merge([3.0, 1.0, 2.0]) == 2.0
+    assert median_merge([1.0, 2.0, 10.0, 20.0]) == 6.0
+
+
+def test_median_of_ints_stays_int_when_whole() -> None:
+    merged = median_merge([5, 7, 9])
+    assert merged == 7
+    assert isinstance(merged, int)
+    assert median_merge([1, 2]) == 1.5
+
+
+def test_median_merges_nested_dicts_key_by_key() -> None:
+    runs = [
+        {"a": {"rate": 10.0, "n": 100}, "name": "x"},
+        {"a": {"rate": 30.0, "n": 100}, "name": "x"},
+        {"a": {"rate": 20.0, "n": 100}, "name": "x"},
+    ]
+    assert median_merge(runs) == {"a": {"rate": 20.0, "n": 100}, "name": "x"}
+
+
+def test_median_uses_runs_that_have_the_key() -> None:
+    merged = median_merge([{"a": 1.0}, {"a": 3.0, "b": 7.0}])
+    assert merged == {"a": 2.0, "b": 7.0}
+
+
+def test_median_ignores_non_finite_samples() -> None:
+    assert median_merge([1.0, math.nan, 3.0, math.inf]) == 2.0
+
+
+def test_median_of_booleans_is_the_cautious_majority() -> None:
+    assert median_merge([True, True, False]) is True
+    assert median_merge([True, False]) is False  # a tie is not a pass
+
+
+def test_median_of_equal_length_lists_is_element_wise() -> None:
+    assert median_merge([[1.0, 10.0], [3.0, 30.0], [2.0, 20.0]]) == [2.0, 20.0]
+
+
+def test_median_keeps_first_value_for_text_and_ragged_lists() -> None:
+    assert median_merge(["a", "b"]) == "a"
+    assert median_merge([[1], [1, 2]]) == [1]
+
+
+def test_median_of_nothing_is_none() -> None:
+    assert median_merge([]) is None
+
+
+# --------------------------------------------------------------------------- resolve/ratios
+
+
+def test_resolve_follows_dicts_and_list_indexes() -> None:
+    tree = {"a": {"b": [{"c": 5}]}}
+    assert resolve(tree, "a.b.0.c") == 5
+    assert resolve(tree, "a.x") is None
+    assert resolve(tree, "a.b.3.c") is None
+    assert resolve(tree, "a.b.0.c.d") is None
+
+
+def test_relative_is_oriented_so_above_one_is_better() -> None:
+    assert relative(50_000, 100_000, "higher") == 0.5  # throughput: figure / anchor
+    assert relative(0.05, 5.0, "lower") == 100.0  # latency: anchor / figure (speed-up)
+    assert relative(None, 1.0, "higher") is None
+    assert relative(1.0, 0.0, "higher") is None
+
+
+@pytest.mark.parametrize(
+    ("goal", "value", "met"),
+    [(Goal(">=", 10), 10, True), (Goal(">=", 10), 9.99, False),
+     (Goal("<=", 5), 5, True), (Goal("<=", 5), 5.01, False)],
+)
+def test_goal_boundaries(goal: Goal, value: float, met: bool) -> None:
+    assert goal.met(value) is met
+
+
+# --------------------------------------------------------------------------- figures
+
+STREAM = FigureSpec(
+    "stream", "Stream", "stream", ("throughput.claims_per_s", "claims_per_s"), "claims/s",
+    "higher", anchor=AnchorSpec("in-process loop", "stream", ("in_process.claims_per_s",)),
+    goal=Goal(">=", 30_000), relative_goal=Goal(">=", 0.5),
+)
+LATENCY = FigureSpec(
+    "one", "One claim", "model", ("single.ms",), "ms", "lower",
+    anchor=AnchorSpec("sklearn", "sk", ("single_ms",)), goal=Goal("<=", 0.1),
+)
+
+
+def _figure(
+    spec: FigureSpec, runs: dict[str, list[Any]], statuses: dict[str, str] | None = None
+) -> Figure:
+    medians = {name: median_merge(r) for name, r in runs.items()}
+    return build_figure(spec, medians, runs, statuses or dict.fromkeys(runs, "ok"))
+
+
+def test_figure_takes_median_and_range_and_judges_both_goals() -> None:
+    runs = {"stream": [
+        {"throughput": {"claims_per_s": 40_000.0}, "in_process": {"claims_per_s": 100_000.0}},
+        {"throughput": {"claims_per_s": 35_000.0}, "in_process": {"claims_per_s": 100_000.0}},
+        {"throughput": {"claims_per_s": 20_000.0}, "in_process": {"claims_per_s": 100_000.0}},
+    ]}
+    fig = _figure(STREAM, runs)
+    assert fig.value == 35_000.0
+    assert (fig.low, fig.high, fig.samples) == (20_000.0, 40_000.0, 3)
+    assert fig.anchor_value == 100_000.0
+    assert fig.relative == pytest.approx(0.35)
+    assert fig.goal_met is True
+    assert fig.relative_goal_met is False
+    assert fig.met is False  # one goal missed is a miss
+
+
+def test_figure_falls_back_to_later_paths() -> None:
+    fig = _figure(STREAM, {"stream": [{"claims_per_s": 31_000.0}]})
+    assert fig.source_path == "claims_per_s"
+    assert fig.goal_met is True
+    assert fig.anchor_value is None
+    assert fig.relative is None
+    assert fig.met is True  # the relative goal cannot be judged without an anchor
+
+
+def test_latency_figure_against_an_anchor_from_another_module() -> None:
+    runs: dict[str, list[Any]] = {"model": [{"single": {"ms": 0.04}}], "sk": [{"single_ms": 4.0}]}
+    fig = _figure(LATENCY, runs)
+    assert fig.relative == pytest.approx(100.0)
+    assert fig.met is True
+
+
+def test_figure_not_reported_or_failed_is_unknown_not_met() -> None:
+    missing = _figure(LATENCY, {"model": [{"other": 1}]})
+    assert missing.value is None
+    assert missing.status == "not reported"
+    assert missing.met is None
+    failed = _figure(LATENCY, {"model": []}, {"model": "failed"})
+    assert failed.status == "failed"
+    assert failed.met is None
+
+
+def test_goals_summary_names_every_miss_with_its_figure() -> None:
+    runs: dict[str, list[Any]] = {"stream": [{"throughput": {"claims_per_s": 12_000.0}}],
+            "model": [{"single": {"ms": 0.05}}]}
+    figures = [_figure(STREAM, runs), _figure(LATENCY, runs)]
+    summary = goals_summary(figures)
+    assert summary["total"] == 2
+    assert summary["met"] == ["one"]
+    assert summary["not_met"][0]["key"] == "stream"
+    assert summary["not_met"][0]["value"] == 12_000.0
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(None, "—"), (0, "0"), (0.0421, "0.0421"), (12.345, "12.3"), (250.4, "250"),
+     (123_456.7, "123,457")],
+)
+def test_format_number(value: float | None, text: str) -> None:
+    assert format_number(value) == text
+
+
+def test_markdown_table_has_a_row_per_figure_with_anchor_ratio_and_verdict() -> None:
+    runs: dict[str, list[Any]] = {"stream": [{"throughput": {"claims_per_s": 20_000.0},
+                        "in_process": {"claims_per_s": 80_000.0}}],
+            "model": [{"single": {"ms": 0.05}}], "sk": [{"single_ms": 5.0}]}
+    figures = [_figure(STREAM, runs), _figure(LATENCY, runs)]
+    report = {"generated_at": "2026-01-01T00:00:00+00:00", "smoke": False, "repeats": 3,
+              "machine": {"cpu_model": "Xeon", "cpus": 2, "memory_gb": 24, "python": "3.11"},
+              "benchmarks": {"gateway": {"status": "failed", "error": "exit code 1: boom"}}}
+    text = render_markdown(report, figures)
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| Figure"))
+    rows = lines[header + 2: header + 4]
+    assert rows[0].startswith("| Stream | 20,000 claims/s |")
+    assert "in-process loop: 80,000 claims/s" in rows[0]
+    assert "| 0.25x |" in rows[0]
+    assert rows[0].rstrip().endswith("**NO** |")
+    assert "| 100x |" in rows[1]
+    assert rows[1].rstrip().endswith("| yes |")
+    assert "median of 3 run(s)" in lines[0]
+    assert "`gateway`: failed (exit code 1: boom)" in text
+    # Every row has the header's column count.
+    assert {row.count("|") for row in lines[header: header + 4]} == {8}
+
+
+def test_markdown_escapes_pipes_in_labels() -> None:
+    spec = FigureSpec("k", "a | b", "m", ("v",), "x", "higher")
+    text = render_markdown({}, [_figure(spec, {"m": [{"v": 1.0}]})])
+    assert "a \\| b" in text
+
+
+# --------------------------------------------------------------------------- run.py shell
+
+
+def test_figure_specs_are_unique_and_judge_sensibly() -> None:
+    keys = [spec.key for spec in FIGURES]
+    assert len(keys) == len(set(keys))
+    for spec in FIGURES:
+        assert spec.paths, spec.key
+        if spec.goal is not None:
+            # Throughputs need a floor, latencies and durations a ceiling.
+            assert spec.goal.op == (">=" if spec.better == "higher" else "<="), spec.key
+
+
+def test_assemble_lists_missing_modules_as_rows_and_writes_both_files(tmp_path: Path) -> None:
+    outcomes = [ModuleOutcome("schema_codec", [
+        {"claim_decode_validate": {"median_per_s": 150_000.0}},
+        {"claim_decode_validate": {"median_per_s": 250_000.0}},
+        {"claim_decode_validate": {"median_per_s": 210_000.0}},
+    ], [1.0, 1.0, 1.0], [])]
+    report, figures = assemble(outcomes, smoke=False, repeats=3, machine={},
+                               generated_at="2026-01-01T00:00:00+00:00")
+    by_key = {fig.key: fig for fig in figures}
+    assert by_key["claim_decode"].value == 210_000.0
+    assert by_key["claim_decode"].met is True
+    assert by_key["stream"].status == "no benchmark module"
+    assert len(figures) == len(FIGURES)
+    json_path, md_path = write_report(report, figures, tmp_path, "latest")
+    saved = json.loads(json_path.read_text())
+    assert saved["benchmarks"]["schema_codec"]["median"] == {
+        "claim_decode_validate": {"median_per_s": 210_000.0}}
+    assert "Claim decode + validate | 210,000 claims/s" in md_path.read_text()
+
+
+def test_assemble_with_only_keeps_the_selected_modules() -> None:
+    _, figures = assemble([ModuleOutcome("schema_codec", [], [1.0], ["run 1: exit code 1"])],
+                          smoke=True, repeats=1, machine={}, generated_at="x",
+                          only=["schema_codec"])
+    assert {fig.module for fig in figures} == {"schema_codec"}
+    assert all(fig.status == "failed" for fig in figures)
+
+
+def test_discover_orders_known_benchmarks_first_and_skips_infrastructure(
+        tmp_path: Path) -> None:
+    for name in ("producer", "common", "run", "drills", "drill_poison", "zeta", "schema_codec",
+                 "stack_harness", "helper"):
+        body = "def run(smoke: bool = False) -> dict:\n    return {}\n"
+        (tmp_path / f"{name}.py").write_text("x = 1\n" if name == "helper" else body)
+    assert discover(tmp_path) == ["schema_codec", "producer", "zeta"]
+
+
+def test_cli_defaults_and_validation() -> None:
+    args = parse_args(["--smoke", "--only", "producer", "gateway"])
+    assert args.smoke
+    assert args.only == ["producer", "gateway"]
+    assert args.repeats is None
+    with pytest.raises(SystemExit):
+        parse_args(["--repeats", "0"])
