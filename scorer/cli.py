@@ -1,0 +1,94 @@
+"""``claimflow serve-model``, ``claimflow score`` and ``claimflow tail``.
+
+Heavy imports happen inside the commands so that ``claimflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import click
+
+from claimflow.logging_setup import configure_logging
+
+
+@click.command("score")
+@click.option(
+    "--instances",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing the consumer group (one per core is plenty).",
+)
+@click.option(
+    "--first-instance",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Index of the first worker; worker i uses transactional.id '<prefix>-<i>'. Give each "
+    "`claimflow score` command of one host its own range.",
+)
+@click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
+def score(instances: int, first_instance: int, log_level: str) -> None:
+    """Score claims from Kafka exactly once: claims -> claims.approved / claims.investigate,
+    unreadable input -> claims.deadletter. Settings: SCORER_* environment variables.
+
+    \b
+    Example:
+      claimflow score --instances 2
+      SCORER_MODEL_URL=http://127.0.0.1:3000 SCORER_METRICS_PORT=9464 claimflow score
+    """
+    from scorer.worker import run_workers
+    from scorer.worker_settings import ScorerSettings
+
+    configure_logging(log_level)
+    settings = ScorerSettings()
+    code = run_workers(
+        settings, instances=instances, first_instance=first_instance, log_level=log_level
+    )
+    if code:
+        click.echo("claimflow score: stopped on an error (see the log above)", err=True)
+    raise SystemExit(code)
+
+
+@click.command("tail")
+@click.argument("outcome", type=click.Choice(["investigate", "approved", "deadletter"]))
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest message, not the newest.")
+@click.option("--json", "as_json", is_flag=True, help="Print each message's raw JSON.")
+@click.option("--max-messages", type=click.IntRange(1), default=None, help="Stop after N messages.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0), default=None,
+              help="Stop after S seconds.")
+@click.option("--log-level", default="WARNING", show_default=True, help="Python log level.")
+def tail(
+    outcome: str,
+    from_beginning: bool,
+    as_json: bool,
+    max_messages: int | None,
+    timeout_s: float | None,
+    log_level: str,
+) -> None:
+    """Print decisions (or dead letters) as a downstream consumer sees them: committed only,
+    each validated against its contract. Invalid messages are reported on stderr.
+
+    \b
+    Example:
+      claimflow tail investigate
+      claimflow tail deadletter --from-beginning --max-messages 10
+      claimflow tail approved --json --timeout 5 | jq .anomaly_score
+    """
+    from scorer.tail import run_tail
+    from scorer.worker_settings import OutcomeName, ScorerSettings
+
+    configure_logging(log_level)
+    summary = run_tail(
+        ScorerSettings(),
+        cast(OutcomeName, outcome),  # click.Choice checked it
+        from_beginning=from_beginning,
+        as_json=as_json,
+        max_messages=max_messages,
+        timeout_s=timeout_s,
+        emit=click.echo,
+        report=lambda line: click.echo(line, err=True),
+    )
+    if summary.invalid:
+        click.echo(f"{summary.invalid} invalid message(s) reported", err=True)

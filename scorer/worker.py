@@ -1,0 +1,578 @@
+"""The stream worker's I/O shell (``claimflow score``): consume, score, produce, commit.
+
+One loop iteration is one batch and one Kafka transaction:
+
+1. ``consume`` up to ``batch_max_size`` messages, waiting at most ``batch_max_wait_ms``;
+2. split them into claims and dead letters (:func:`scorer.routing.split_batch`);
+3. one model-service call for all claims of the batch;
+4. produce decisions and dead letters, add the batch's offsets to the transaction, commit.
+
+Invariant that makes rebalances safe: ``consume`` (where librdkafka runs the rebalance
+callbacks) is only called with no transaction open and no message held, so a revoked
+partition never has uncommitted work in this process.
+
+Failures:
+- model service unavailable: nothing is produced; the consumer is rewound to the batch's
+  first offsets and the batch is retried after an exponential backoff (capped);
+- abortable transaction error: abort, rewind to the committed offsets, carry on;
+- fatal Kafka error (e.g. fenced by a newer worker with the same transactional.id) or an
+  answer the model service should never give: :class:`FatalWorkerError`, exit code 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any, TypeVar
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from claimflow.logging_setup import configure_logging
+from schemas import ScoreResult
+from scorer.client import ModelClient, ModelServiceError, ModelUnavailable
+from scorer.routing import (
+    Batch,
+    OutcomeTopics,
+    Outgoing,
+    RoutingError,
+    position_of,
+    route_decisions,
+    split_batch,
+)
+from scorer.worker_settings import ScorerSettings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 2000, 5000, 10_000)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+KAFKA_TIMEOUT_S = 30.0
+
+
+class FatalWorkerError(RuntimeError):
+    """The worker cannot go on; nothing of the batch in flight was committed."""
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def consumer_config(settings: ScorerSettings, instance: int) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "group.id": settings.group_id,
+        "client.id": settings.transactional_id(instance),
+        # Never see claims of a producer's aborted transactions.
+        "isolation.level": "read_committed",
+        # Offsets move only inside the batch's transaction.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        # A new group must not skip claims that are already waiting.
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(100, settings.session_timeout_ms // 3),
+    }
+
+
+def producer_config(settings: ScorerSettings, instance: int) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "client.id": settings.transactional_id(instance),
+        "transactional.id": settings.transactional_id(instance),
+        "transaction.timeout.ms": settings.transaction_timeout_ms,
+        "enable.idempotence": True,
+        "acks": "all",
+        # Each commit flushes; lingering would only add latency.
+        "linger.ms": 0,
+    }
+
+
+def outcome_topics(settings: ScorerSettings) -> OutcomeTopics:
+    return OutcomeTopics(
+        approved=settings.approved_topic,
+        investigate=settings.investigate_topic,
+        deadletter=settings.deadletter_topic,
+    )
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class WorkerMetrics:
+    """Prometheus metrics of one worker process (its own registry: no global state)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        prefix = "claimflow_scorer"
+        self.consumed = Counter(f"{prefix}_consumed", "Messages consumed.", registry=r)
+        self.approved = Counter(f"{prefix}_approved", "Claims approved.", registry=r)
+        self.investigated = Counter(f"{prefix}_investigated", "Claims flagged.", registry=r)
+        self.dead_lettered = Counter(f"{prefix}_dead_lettered", "Messages set aside.", registry=r)
+        self.model_failures = Counter(
+            f"{prefix}_model_unavailable", "Model-service calls that failed.", registry=r
+        )
+        self.aborted = Counter(f"{prefix}_transactions_aborted", "Aborted batches.", registry=r)
+        self.batch_size = Histogram(
+            f"{prefix}_batch_size", "Messages per batch.", buckets=BATCH_SIZE_BUCKETS, registry=r
+        )
+        self.batch_latency = Histogram(
+            f"{prefix}_batch_latency_seconds",
+            "From consume to committed transaction.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_latency = Histogram(
+            f"{prefix}_model_call_seconds", "Model-service call.", buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            f"{prefix}_consumer_lag", "Messages not yet processed.", ["topic", "partition"],
+            registry=r,
+        )
+
+    def committed(self, batch: Batch, results: Sequence[ScoreResult], started: float) -> None:
+        flagged = sum(1 for result in results if result.decision == "investigate")
+        self.consumed.inc(batch.consumed)
+        self.investigated.inc(flagged)
+        self.approved.inc(len(results) - flagged)
+        self.dead_lettered.inc(len(batch.rejected))
+        self.batch_size.observe(batch.consumed)
+        self.batch_latency.observe(time.perf_counter() - started)
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        logger.info("metrics on http://127.0.0.1:%d/metrics", port)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff, capped; reset after a success."""
+
+    initial_s: float
+    max_s: float
+    failures: int = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.max_s, self.initial_s * 2.0**self.failures)
+        self.failures += 1
+        return delay
+
+    def reset(self) -> int:
+        failures, self.failures = self.failures, 0
+        return failures
+
+
+def kafka_error(exc: KafkaException) -> KafkaError:
+    error = exc.args[0] if exc.args else None
+    if isinstance(error, KafkaError):
+        return error
+    return KafkaError(KafkaError._FAIL, str(exc))
+
+
+def describe_partitions(partitions: Sequence[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none"
+
+
+def describe_batch(batch: Batch) -> str:
+    """``claims[0]@10..19, claims[3]@7..7``: the offsets a batch spans."""
+    return ", ".join(
+        f"{topic}[{partition}]@{first}..{batch.next_offsets[(topic, partition)] - 1}"
+        for (topic, partition), first in sorted(batch.first_offsets.items())
+    )
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class ScoringLoop:
+    """Consume -> score -> produce -> commit, one transaction per batch."""
+
+    def __init__(
+        self,
+        settings: ScorerSettings,
+        consumer: Consumer,
+        producer: Producer,
+        client: ModelClient,
+        metrics: WorkerMetrics,
+        stop: threading.Event,
+        parent_pid: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.producer = producer
+        self.client = client
+        self.metrics = metrics
+        self.stop = stop
+        self.parent_pid = parent_pid
+        self.topics = outcome_topics(settings)
+        self.backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
+        self.next_housekeeping = 0.0
+
+    def subscribe(self) -> None:
+        self.consumer.subscribe(
+            [self.settings.input_topic],
+            on_assign=self.on_assign,
+            on_revoke=self.on_revoke,
+            on_lost=self.on_lost,
+        )
+
+    def run(self) -> None:
+        max_wait_s = self.settings.batch_max_wait_ms / 1000
+        while not self.stop.is_set():
+            messages = self.consumer.consume(self.settings.batch_max_size, max_wait_s)
+            usable = self.usable(messages)
+            if usable:
+                self.process(usable)
+            self.housekeeping()
+
+    # -- rebalances: nothing is in flight when librdkafka calls these (see module docstring)
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.info("assigned %s", describe_partitions(partitions))
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.info("revoked %s (no transaction in flight)", describe_partitions(partitions))
+        self.forget_lag(partitions)
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.warning(
+            "lost %s: the group moved on without this worker; its next commit is fenced",
+            describe_partitions(partitions),
+        )
+        self.forget_lag(partitions)
+
+    # -- one batch
+
+    def usable(self, messages: list[Message]) -> list[Message]:
+        if all(message.error() is None for message in messages):
+            return messages
+        usable = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                usable.append(message)
+            elif error.fatal():
+                raise FatalWorkerError(f"consumer: {error}")
+            else:
+                logger.warning("consumer: %s", error)
+        return usable
+
+    def process(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
+        batch = split_batch(
+            messages, max_bytes=self.settings.max_claim_bytes, now=datetime.now(UTC)
+        )
+        self.log_rejected(batch)
+        results = self.score(batch)
+        if results is None:
+            return
+        try:
+            outgoing = route_decisions(
+                batch.claims,
+                batch.sources,
+                results,
+                decided_at=datetime.now(UTC),
+                topics=self.topics,
+            )
+        except RoutingError as exc:
+            raise FatalWorkerError(f"batch {describe_batch(batch)}: {exc}") from exc
+        outgoing.extend(rejected.outgoing(self.topics.deadletter) for rejected in batch.rejected)
+        if self.commit(outgoing, batch):
+            self.metrics.committed(batch, results, started)
+            self.log_committed(batch, results)
+
+    def score(self, batch: Batch) -> list[ScoreResult] | None:
+        """The model's verdicts, or None when the batch was rewound to be retried."""
+        if not batch.claims:
+            return []
+        started = time.perf_counter()
+        try:
+            results = self.client.score_batch(batch.claims)
+        except ModelUnavailable as exc:
+            self.hold(batch, exc)
+            return None
+        except ModelServiceError as exc:
+            raise FatalWorkerError(f"model service: {exc}") from exc
+        self.metrics.model_latency.observe(time.perf_counter() - started)
+        failures = self.backoff.reset()
+        if failures:
+            logger.info("model service is back after %d failed attempts; resuming", failures)
+        return results
+
+    def hold(self, batch: Batch, exc: ModelUnavailable) -> None:
+        """Nothing was produced: rewind to the batch's start and retry after a backoff."""
+        delay = self.backoff.next_delay()
+        self.metrics.model_failures.inc()
+        logger.warning(
+            "model service unavailable (%s); batch %s (%d claims) not committed, retry %d in %.2fs",
+            exc,
+            describe_batch(batch),
+            len(batch.claims),
+            self.backoff.failures,
+            delay,
+        )
+        self.seek(batch.first_offsets)
+        # Wakes up at once on SIGTERM/SIGINT: the batch is already rewound, nothing is lost.
+        self.stop.wait(delay)
+
+    # -- the transaction
+
+    def commit(self, outgoing: list[Outgoing], batch: Batch) -> bool:
+        """Produce and commit the batch atomically; False when it was aborted and rewound."""
+        try:
+            self.transact(outgoing, batch)
+        except KafkaException as exc:
+            error = kafka_error(exc)
+            if error.fatal():
+                raise FatalWorkerError(f"producer: {error}") from exc
+            if not error.txn_requires_abort():
+                raise FatalWorkerError(f"unexpected transaction error: {error}") from exc
+            logger.warning(
+                "transaction for batch %s needs an abort (%s); rewinding to the committed offsets",
+                describe_batch(batch),
+                error,
+            )
+            self.abort_and_rewind()
+            return False
+        return True
+
+    def transact(self, outgoing: list[Outgoing], batch: Batch) -> None:
+        producer = self.producer
+        producer.begin_transaction()
+        self.produce_all(outgoing)
+        offsets = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in batch.next_offsets.items()
+        ]
+        group = self.consumer.consumer_group_metadata()
+        self.retrying(
+            "send_offsets_to_transaction",
+            lambda: producer.send_offsets_to_transaction(offsets, group, KAFKA_TIMEOUT_S),
+        )
+        self.retrying("commit_transaction", lambda: producer.commit_transaction(KAFKA_TIMEOUT_S))
+        producer.poll(0)
+
+    def produce_all(self, outgoing: list[Outgoing]) -> None:
+        produce = self.producer.produce
+        for message in outgoing:
+            try:
+                produce(message.topic, message.value, message.key)
+            except BufferError:
+                # The local queue is full: let deliveries drain, then retry this one.
+                self.producer.poll(0.1)
+                produce(message.topic, message.value, message.key)
+
+    def retrying(self, what: str, call: Callable[[], T]) -> T:
+        """Repeat a transactional call while librdkafka says it is retriable."""
+        while True:
+            try:
+                return call()
+            except KafkaException as exc:
+                error = kafka_error(exc)
+                if not error.retriable() or error.txn_requires_abort() or error.fatal():
+                    raise
+                if self.stop.is_set():
+                    raise FatalWorkerError(
+                        f"{what} failed while shutting down ({error}); the broker aborts the "
+                        "open transaction after transaction.timeout.ms"
+                    ) from exc
+                logger.warning("%s: %s; retrying", what, error)
+
+    def abort_and_rewind(self) -> None:
+        self.metrics.aborted.inc()
+        try:
+            self.producer.abort_transaction(KAFKA_TIMEOUT_S)
+            assignment = self.consumer.assignment()
+            committed = self.consumer.committed(assignment, timeout=KAFKA_TIMEOUT_S)
+        except KafkaException as exc:
+            raise FatalWorkerError(f"abort and rewind failed: {kafka_error(exc)}") from exc
+        self.seek({(tp.topic, tp.partition): tp.offset for tp in committed})
+
+    def seek(self, offsets: dict[tuple[str, int], int]) -> None:
+        for (topic, partition), offset in offsets.items():
+            # No committed offset yet: start over, as auto.offset.reset=earliest would.
+            target = offset if offset >= 0 else OFFSET_BEGINNING
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, target))
+            except KafkaException as exc:
+                raise FatalWorkerError(
+                    f"cannot rewind {topic}[{partition}] to {target}: {kafka_error(exc)}"
+                ) from exc
+
+    # -- logs and lag
+
+    def log_rejected(self, batch: Batch) -> None:
+        for rejected in batch.rejected:
+            letter = rejected.letter
+            logger.warning(
+                "%s key=%r -> %s: %s: %s",
+                position_of(letter.source),
+                rejected.key,
+                self.topics.deadletter,
+                letter.error_kind,
+                letter.error,
+            )
+
+    def log_committed(self, batch: Batch, results: Sequence[ScoreResult]) -> None:
+        if not logger.isEnabledFor(logging.DEBUG):
+            return
+        logger.debug("committed batch %s: %d messages", describe_batch(batch), batch.consumed)
+        for source, result in zip(batch.sources, results, strict=True):
+            logger.debug(
+                "%s claim_id=%s -> %s (score %.4f)",
+                position_of(source),
+                result.claim_id,
+                result.decision,
+                result.anomaly_score,
+            )
+
+    def housekeeping(self) -> None:
+        now = time.monotonic()
+        if now < self.next_housekeeping:
+            return
+        self.next_housekeeping = now + self.settings.lag_interval_s
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            logger.warning("parent process %d is gone; stopping", self.parent_pid)
+            self.stop.set()
+        self.update_lag()
+
+    def update_lag(self) -> None:
+        try:
+            positions = self.consumer.position(self.consumer.assignment())
+            for tp in positions:
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0 and tp.offset >= 0:
+                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(high - tp.offset)
+        except KafkaException as exc:
+            logger.debug("lag not updated: %s", kafka_error(exc))
+
+    def forget_lag(self, partitions: Sequence[TopicPartition]) -> None:
+        for tp in partitions:
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(tp.topic, str(tp.partition))
+
+
+# --------------------------------------------------------------------------- process entry
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        logger.info("%s: finishing the batch in flight, then stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def run_worker(
+    settings: ScorerSettings,
+    instance: int = 0,
+    *,
+    stop: threading.Event | None = None,
+    parent_pid: int | None = None,
+) -> int:
+    """Run one worker until stopped; returns the process exit code (0 clean, 1 fatal)."""
+    stop = stop or threading.Event()
+    metrics = WorkerMetrics()
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port + instance)
+    tid = settings.transactional_id(instance)
+    client = ModelClient(settings.model_url, settings.model_timeout_s)
+    consumer = Consumer(consumer_config(settings, instance))
+    producer = Producer(producer_config(settings, instance))
+    try:
+        # Fences any earlier process with this transactional.id and aborts its open
+        # transaction, so a restarted worker does not wait for the transaction timeout.
+        producer.init_transactions(KAFKA_TIMEOUT_S)
+        loop = ScoringLoop(settings, consumer, producer, client, metrics, stop, parent_pid)
+        loop.subscribe()
+        logger.info(
+            "worker %d (transactional.id %s) scoring %s -> %s | %s | %s via %s",
+            instance, tid, settings.input_topic, settings.approved_topic,
+            settings.investigate_topic, settings.deadletter_topic, settings.model_url,
+        )
+        loop.run()
+    except FatalWorkerError as exc:
+        logger.error("worker %d (%s) stopped on a fatal error: %s", instance, tid, exc)
+        return 1
+    except KafkaException as exc:
+        logger.error("worker %d (%s) stopped on a Kafka error: %s", instance, tid, kafka_error(exc))
+        return 1
+    finally:
+        consumer.close()
+        producer.flush(5)
+        client.close()
+    logger.info("worker %d (%s) stopped cleanly", instance, tid)
+    return 0
+
+
+def worker_process(settings: ScorerSettings, instance: int, log_level: str, parent: int) -> None:
+    """Entry point of one child process of ``claimflow score --instances N``."""
+    configure_logging(log_level)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    raise SystemExit(run_worker(settings, instance, stop=stop, parent_pid=parent))
+
+
+def run_workers(
+    settings: ScorerSettings, *, instances: int, first_instance: int, log_level: str
+) -> int:
+    """Run ``instances`` workers (child processes when more than one); worst exit code."""
+    if instances == 1:
+        stop = threading.Event()
+        install_stop_handlers(stop)
+        return run_worker(settings, first_instance, stop=stop)
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(
+            target=worker_process,
+            args=(settings, first_instance + i, log_level, os.getpid()),
+            name=f"scorer-{first_instance + i}",
+        )
+        for i in range(instances)
+    ]
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    for child in children:
+        child.start()
+    return supervise(children, stop)
+
+
+def supervise(
+    children: Sequence[multiprocessing.process.BaseProcess], stop: threading.Event
+) -> int:
+    """Wait until a stop signal or until any child ends, then stop the others; 0 only when
+    every child stopped cleanly."""
+    while not stop.wait(0.5):
+        if any(child.exitcode is not None for child in children):
+            break
+    for child in children:
+        if child.is_alive() and child.pid is not None:
+            os.kill(child.pid, signal.SIGTERM)
+    for child in children:
+        child.join()
+    failed = [child for child in children if child.exitcode != 0]
+    for child in failed:
+        logger.error("%s exited with code %s", child.name, child.exitcode)
+    return 1 if failed else 0

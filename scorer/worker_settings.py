@@ -1,0 +1,81 @@
+"""Settings of the stream worker (``claimflow score``) and of ``claimflow tail``: env prefix
+``SCORER_``. Built once in the command and passed down; nothing else reads the environment."""
+
+from __future__ import annotations
+
+import socket
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from claimflow.settings import CommonSettings
+
+OutcomeName = Literal["approved", "investigate", "deadletter"]
+
+
+class ScorerSettings(CommonSettings):
+    """Everything the stream worker needs (all overridable as ``SCORER_<NAME>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SCORER_", frozen=True, extra="ignore")
+
+    group_id: str = Field(default="claimflow-scorer", description="Consumer group of the workers.")
+    input_topic: str = Field(default="claims", description="Topic the claims are read from.")
+    approved_topic: str = Field(default="claims.approved", description="Approved decisions.")
+    investigate_topic: str = Field(
+        default="claims.investigate", description="Decisions flagged for investigation."
+    )
+    deadletter_topic: str = Field(
+        default="claims.deadletter", description="Input that could not be processed."
+    )
+    batch_max_size: int = Field(
+        default=500, ge=1, le=10_000, description="Most claims in one batch (one model call)."
+    )
+    batch_max_wait_ms: int = Field(
+        default=10, ge=1, le=60_000, description="Longest a batch waits to fill up."
+    )
+    max_claim_bytes: int = Field(
+        default=16_384, ge=256, description="Larger input messages are dead-lettered unread."
+    )
+    model_url: str = Field(
+        default="http://127.0.0.1:3000", description="Base URL of the model service."
+    )
+    model_timeout_s: float = Field(default=10.0, gt=0, description="Model-service call timeout.")
+    retry_initial_s: float = Field(
+        default=0.2, gt=0, description="First wait after the model service failed."
+    )
+    retry_max_s: float = Field(
+        default=5.0, gt=0, description="Cap of the exponential backoff between model retries."
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65_535,
+        description="Prometheus port of worker 0 (worker i uses port + i); 0 turns metrics off.",
+    )
+    transactional_id_prefix: str = Field(
+        default_factory=lambda: f"claimflow-scorer-{socket.gethostname()}",
+        description="Worker i's transactional.id is '<prefix>-<i>' (stable across restarts).",
+    )
+    transaction_timeout_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        description="Broker aborts a dead worker's open transaction after this long.",
+    )
+    session_timeout_ms: int = Field(
+        default=6_000, ge=1_000, description="A dead worker leaves the group after this long."
+    )
+    lag_interval_s: float = Field(
+        default=2.0, gt=0, description="How often the consumer-lag gauge is refreshed."
+    )
+
+    def outcome_topic(self, name: OutcomeName) -> str:
+        topics: dict[OutcomeName, str] = {
+            "approved": self.approved_topic,
+            "investigate": self.investigate_topic,
+            "deadletter": self.deadletter_topic,
+        }
+        return topics[name]
+
+    def transactional_id(self, instance: int) -> str:
+        return f"{self.transactional_id_prefix}-{instance}"

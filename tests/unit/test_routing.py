@@ -1,0 +1,254 @@
+"""The stream worker's pure core: raw messages -> claims or dead letters -> decisions."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from schemas import Claim, DeadLetter, Decision, ModelRef, Reason, ScoreResult, StreamSource
+from scorer.routing import (
+    OutcomeTopics,
+    RoutingError,
+    check_value,
+    position_of,
+    route_decisions,
+    split_batch,
+)
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+TOPICS = OutcomeTopics(approved="out.ok", investigate="out.look", deadletter="out.dead")
+MAX_BYTES = 4096
+
+
+@dataclass
+class FakeMessage:
+    """Stands in for confluent_kafka.Message: the same accessor methods."""
+
+    _value: bytes | None
+    _offset: int = 0
+    _partition: int = 0
+    _key: bytes | None = b"C-1"
+    _topic: str = "claims"
+
+    def topic(self) -> str | None:
+        return self._topic
+
+    def partition(self) -> int | None:
+        return self._partition
+
+    def offset(self) -> int | None:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+
+def claim_dict(**overrides: Any) -> dict[str, Any]:
+    claim: dict[str, Any] = {
+        "schema_version": 1,
+        "claim_id": "C-1",
+        "claim_amount": 1234.5,
+        "num_services": 3,
+        "patient_age": 44,
+        "provider_id": 7,
+        "days_since_last_claim": 30,
+        "submitted_at": "2026-01-01T00:00:00Z",
+    }
+    claim.update(overrides)
+    return claim
+
+
+def claim_bytes(**overrides: Any) -> bytes:
+    return json.dumps(claim_dict(**overrides)).encode()
+
+
+def without(field: str) -> bytes:
+    claim = claim_dict()
+    del claim[field]
+    return json.dumps(claim).encode()
+
+
+def split(*messages: FakeMessage) -> Any:
+    return split_batch(list(messages), max_bytes=MAX_BYTES, now=NOW)
+
+
+def test_a_valid_claim_is_kept_with_its_position() -> None:
+    batch = split(FakeMessage(claim_bytes(), _offset=41, _partition=2))
+    assert [claim.claim_id for claim in batch.claims] == ["C-1"]
+    assert batch.sources == [StreamSource(topic="claims", partition=2, offset=41)]
+    assert batch.rejected == []
+    assert batch.consumed == 1
+    assert batch.next_offsets == {("claims", 2): 42}
+    assert batch.first_offsets == {("claims", 2): 41}
+
+
+BAD_INPUT = [
+    # (value, kind, words the reason must contain)
+    pytest.param(None, "empty", "empty", id="no-value"),
+    pytest.param(b"", "empty", "empty", id="empty-value"),
+    pytest.param(b"x" * (MAX_BYTES + 1), "too_large", f"{MAX_BYTES + 1} bytes", id="too-large"),
+    pytest.param(b"hello claims", "not_json", "not JSON", id="plain-text"),
+    pytest.param(b"\x00\x9f\xff\x10binary", "not_json", "not JSON", id="binary-junk"),
+    pytest.param(b'{"claim_id": "C-1", "claim_amount":', "not_json", "EOF", id="truncated"),
+    pytest.param(b'{"claim_id": "\xff\xfe"}', "not_json", "not JSON", id="invalid-utf8"),
+    pytest.param(b"[1, 2, 3]", "contract_violation", "object", id="json-array"),
+    pytest.param(b'"C-1"', "contract_violation", "object", id="json-string"),
+    pytest.param(b"null", "contract_violation", "object", id="json-null"),
+    pytest.param(without("claim_amount"), "contract_violation", "claim_amount: Field required",
+                 id="missing-field"),
+    pytest.param(claim_bytes(is_anomaly=True), "contract_violation", "is_anomaly",
+                 id="extra-field"),
+    pytest.param(claim_bytes(claim_amount="1234.5"), "contract_violation", "claim_amount",
+                 id="amount-as-string"),
+    pytest.param(claim_bytes(num_services=2.5), "contract_violation", "num_services",
+                 id="fractional-services"),
+    pytest.param(claim_bytes().replace(b"1234.5", b"NaN"), "contract_violation",
+                 "finite number", id="nan-amount"),
+    pytest.param(claim_bytes().replace(b"1234.5", b"1e999"), "contract_violation",
+                 "finite number", id="infinite-amount"),
+    pytest.param(claim_bytes(claim_amount=-5), "contract_violation", "greater than 0",
+                 id="negative-amount"),
+    pytest.param(claim_bytes(patient_age=150), "contract_violation", "patient_age",
+                 id="age-out-of-range"),
+    pytest.param(claim_bytes(num_services=0), "contract_violation", "num_services",
+                 id="zero-services"),
+    pytest.param(claim_bytes(schema_version=2), "contract_violation", "schema_version",
+                 id="wrong-schema-version"),
+    pytest.param(claim_bytes(claim_id="no spaces allowed"), "contract_violation", "claim_id",
+                 id="bad-claim-id"),
+    pytest.param(claim_bytes(submitted_at="2026-01-01T00:00:00"), "contract_violation",
+                 "submitted_at", id="naive-timestamp"),
+    pytest.param(claim_bytes(submitted_at="yesterday"), "contract_violation", "submitted_at",
+                 id="not-a-timestamp"),
+]
+
+
+@pytest.mark.parametrize(("value", "kind", "reason"), BAD_INPUT)
+def test_bad_input_becomes_a_dead_letter_with_its_reason(
+    value: bytes | None, kind: str, reason: str
+) -> None:
+    batch = split(FakeMessage(value, _offset=7, _partition=1, _key=b"K-9"))
+    assert batch.claims == []
+    [rejected] = batch.rejected
+    letter = rejected.letter
+    assert letter.error_kind == kind
+    assert reason in letter.error
+    assert letter.original_value == (value or b"")
+    assert letter.original_key_b64 == base64.b64encode(b"K-9").decode()
+    assert letter.source == StreamSource(topic="claims", partition=1, offset=7)
+    assert letter.failed_at == NOW
+    # A dead letter still moves the offset on: it is handled, not skipped.
+    assert batch.next_offsets == {("claims", 1): 8}
+
+
+def test_dead_letter_message_is_a_valid_contract_keyed_like_the_input() -> None:
+    batch = split(FakeMessage(b"junk", _offset=3, _key=None))
+    out = batch.rejected[0].outgoing(TOPICS.deadletter)
+    assert out.topic == "out.dead"
+    assert out.key is None
+    letter = DeadLetter.from_json(out.value)
+    assert letter.original_key_b64 is None
+    assert letter.original_value == b"junk"
+
+
+def test_mixed_batch_keeps_order_and_tracks_offsets_per_partition() -> None:
+    messages = [
+        FakeMessage(claim_bytes(claim_id="A"), _offset=10, _partition=0),
+        FakeMessage(b"bad", _offset=11, _partition=0),
+        FakeMessage(claim_bytes(claim_id="B"), _offset=5, _partition=3),
+        FakeMessage(claim_bytes(claim_id="C"), _offset=12, _partition=0),
+        FakeMessage(None, _offset=6, _partition=3),
+    ]
+    batch = split(*messages)
+    assert [claim.claim_id for claim in batch.claims] == ["A", "B", "C"]
+    assert [position_of(source) for source in batch.sources] == [
+        "claims[0]@10", "claims[3]@5", "claims[0]@12",
+    ]
+    assert [r.letter.error_kind for r in batch.rejected] == ["not_json", "empty"]
+    assert batch.consumed == 5
+    assert batch.next_offsets == {("claims", 0): 13, ("claims", 3): 7}
+    assert batch.first_offsets == {("claims", 0): 10, ("claims", 3): 5}
+
+
+def test_check_value_accepts_a_message_at_the_size_limit() -> None:
+    assert check_value(b"x" * MAX_BYTES, MAX_BYTES) is None
+
+
+MODEL = ModelRef(name="claim-anomaly", version="3", run_id="r1")
+REASON = Reason(
+    feature="claim_amount", value=14200.0, percentile=99.9, direction="high",
+    message="claim_amount 14,200 is above the 99.9th percentile",
+)
+
+
+def result_for(claim_id: str, decision: str) -> ScoreResult:
+    flagged = decision == "investigate"
+    return ScoreResult(
+        claim_id=claim_id,
+        anomaly_score=0.71 if flagged else 0.42,
+        threshold=0.6,
+        decision="investigate" if flagged else "approve",
+        model=MODEL,
+        reasons=[REASON] if flagged else [],
+    )
+
+
+def test_decisions_go_to_the_topic_their_verdict_names() -> None:
+    batch = split(
+        FakeMessage(claim_bytes(claim_id="A"), _offset=1),
+        FakeMessage(claim_bytes(claim_id="B", claim_amount=14200.0), _offset=2, _partition=4),
+    )
+    results = [result_for("A", "approve"), result_for("B", "investigate")]
+    out = route_decisions(
+        batch.claims, batch.sources, results, decided_at=NOW, topics=TOPICS
+    )
+    assert [(o.topic, o.key) for o in out] == [("out.ok", b"A"), ("out.look", b"B")]
+    approved, flagged = (Decision.from_json(o.value) for o in out)
+    assert approved.decision == "approve"
+    assert approved.claim == batch.claims[0]
+    assert approved.reasons == []
+    assert flagged.decision == "investigate"
+    assert flagged.claim_id == "B"
+    assert flagged.anomaly_score == pytest.approx(0.71)
+    assert flagged.threshold == pytest.approx(0.6)
+    assert flagged.model == MODEL
+    assert flagged.reasons == [REASON]
+    assert flagged.decided_at == NOW
+    assert flagged.source == StreamSource(topic="claims", partition=4, offset=2)
+
+
+def test_no_claims_no_decisions() -> None:
+    assert route_decisions([], [], [], decided_at=NOW, topics=TOPICS) == []
+
+
+def test_a_missing_result_is_an_error_not_a_silent_drop() -> None:
+    batch = split(FakeMessage(claim_bytes(claim_id="A")), FakeMessage(claim_bytes(claim_id="B")))
+    with pytest.raises(RoutingError, match="1 results for 2 claims"):
+        route_decisions(
+            batch.claims, batch.sources, [result_for("A", "approve")], decided_at=NOW,
+            topics=TOPICS,
+        )
+
+
+def test_results_out_of_order_are_an_error() -> None:
+    batch = split(FakeMessage(claim_bytes(claim_id="A")), FakeMessage(claim_bytes(claim_id="B")))
+    with pytest.raises(RoutingError, match="claim_id=B"):
+        route_decisions(
+            batch.claims, batch.sources,
+            [result_for("B", "approve"), result_for("A", "approve")],
+            decided_at=NOW, topics=TOPICS,
+        )
+
+
+def test_claims_decode_exactly_as_the_contract_does() -> None:
+    value = claim_bytes(claim_id="Z-9")
+    [claim] = split(FakeMessage(value)).claims
+    assert claim == Claim.from_json(value)

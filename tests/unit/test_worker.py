@@ -1,0 +1,67 @@
+"""The stream worker's shell, the parts that need no broker: settings, client configs,
+backoff and log formats."""
+
+from __future__ import annotations
+
+import pytest
+
+from scorer.routing import split_batch
+from scorer.worker import Backoff, consumer_config, describe_batch, producer_config
+from scorer.worker_settings import ScorerSettings
+from tests.unit.test_routing import NOW, FakeMessage, claim_bytes
+
+
+def test_settings_read_the_scorer_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCORER_INPUT_TOPIC", "claims-x")
+    monkeypatch.setenv("SCORER_BATCH_MAX_SIZE", "64")
+    monkeypatch.setenv("SCORER_TRANSACTIONAL_ID_PREFIX", "cf")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker:1")
+    settings = ScorerSettings()
+    assert settings.input_topic == "claims-x"
+    assert settings.batch_max_size == 64
+    assert settings.kafka_bootstrap_servers == "broker:1"
+    assert settings.transactional_id(3) == "cf-3"
+    assert settings.group_id == "claimflow-scorer"
+    assert settings.outcome_topic("deadletter") == "claims.deadletter"
+
+
+def test_settings_reject_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCORER_BATCH_MAX_SIZE", "0")
+    with pytest.raises(ValueError, match="batch_max_size"):
+        ScorerSettings()
+
+
+def test_consumer_reads_committed_and_never_commits_on_its_own() -> None:
+    config = consumer_config(ScorerSettings(group_id="g"), 0)
+    assert config["isolation.level"] == "read_committed"
+    assert config["enable.auto.commit"] is False
+    assert config["group.id"] == "g"
+    assert config["auto.offset.reset"] == "earliest"
+
+
+def test_each_instance_has_its_own_stable_transactional_id() -> None:
+    settings = ScorerSettings(transactional_id_prefix="cf-host")
+    ids = [producer_config(settings, i)["transactional.id"] for i in range(3)]
+    assert ids == ["cf-host-0", "cf-host-1", "cf-host-2"]
+    assert producer_config(settings, 1)["transactional.id"] == "cf-host-1"
+
+
+def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
+    backoff = Backoff(initial_s=0.1, max_s=0.5)
+    delays = [backoff.next_delay() for _ in range(5)]
+    assert delays == pytest.approx([0.1, 0.2, 0.4, 0.5, 0.5])
+    assert backoff.reset() == 5
+    assert backoff.next_delay() == pytest.approx(0.1)
+
+
+def test_batches_are_described_by_their_offset_ranges() -> None:
+    batch = split_batch(
+        [
+            FakeMessage(claim_bytes(), _offset=10, _partition=0),
+            FakeMessage(b"bad", _offset=12, _partition=0),
+            FakeMessage(claim_bytes(), _offset=3, _partition=2),
+        ],
+        max_bytes=4096,
+        now=NOW,
+    )
+    assert describe_batch(batch) == "claims[0]@10..12, claims[2]@3..3"
