@@ -1,0 +1,265 @@
+"""Drill 6, gateway fuzz: property-based requests against the running gateway.
+
+Two sources of requests, both driven by Hypothesis with the drill's seed:
+- schemathesis, from the gateway's own ``/openapi.json``: every operation, with data that fits
+  the schema (positive) and data that does not (negative);
+- raw fuzz of the submission endpoints: arbitrary bytes, arbitrary JSON, claims with wild
+  field values, odd content types, missing or wrong API keys.
+
+Pass when at least the planned number of requests were answered, none with a 5xx (or a
+dropped connection), and the gateway is still alive and healthy at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
+
+from bench.drill_common import DrillContext, DrillResult, verdict
+from bench.stack_harness import Gateway, Topics
+
+logger = logging.getLogger(__name__)
+
+NUMBER = 6
+NAME = "gateway-fuzz"
+API_KEY = "drill-" + "k" * 24
+SUBMIT_PATHS = ("/api/v1/claims", "/api/v1/claims/batch")
+
+
+@dataclass
+class Tally:
+    """Every answer, by status; every server error with what caused it."""
+
+    statuses: Counter[int] = field(default_factory=Counter)
+    by_source: Counter[str] = field(default_factory=Counter)
+    server_errors: list[str] = field(default_factory=list)
+    transport_errors: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.statuses.values()) + len(self.transport_errors)
+
+    def record(self, source: str, method: str, path: str, status: int | None,
+               detail: str = "") -> None:
+        self.by_source[source] += 1
+        if status is None:
+            self.transport_errors.append(f"{method} {path}: {detail}"[:300])
+            return
+        self.statuses[status] += 1
+        if status >= 500:
+            self.server_errors.append(f"{status} {method} {path}: {detail}"[:300])
+
+
+# --------------------------------------------------------------------------- raw strategies
+
+JSON_LEAVES = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+               | st.text(max_size=40))
+JSON_VALUES = st.recursive(JSON_LEAVES, lambda kids: st.lists(kids, max_size=5)
+                           | st.dictionaries(st.text(max_size=12), kids, max_size=5),
+                           max_leaves=25)
+WILD_NUMBERS = st.one_of(st.integers(min_value=-(10**20), max_value=10**20),
+                         st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+                         st.none(), st.booleans())
+CLAIM_FIELDS = ("claim_amount", "num_services", "patient_age", "provider_id",
+                "days_since_last_claim")
+
+
+@st.composite
+def wild_claims(draw: st.DrawFn) -> dict[str, Any]:
+    """Claims that are close to valid: some fields right, some wild, some missing or extra."""
+    claim: dict[str, Any] = {
+        "schema_version": draw(st.sampled_from([1, 1, 1, 2, "1", None])),
+        "claim_id": draw(st.one_of(st.from_regex(r"\AC-[0-9]{1,8}\Z"), st.text(max_size=80))),
+        "claim_amount": draw(st.one_of(st.floats(min_value=0.01, max_value=1e6), WILD_NUMBERS)),
+        "num_services": draw(st.one_of(st.integers(min_value=1, max_value=20), WILD_NUMBERS)),
+        "patient_age": draw(st.one_of(st.integers(min_value=0, max_value=120), WILD_NUMBERS)),
+        "provider_id": draw(st.one_of(st.integers(min_value=1, max_value=500), WILD_NUMBERS)),
+        "days_since_last_claim": draw(st.one_of(st.integers(min_value=0, max_value=365),
+                                                WILD_NUMBERS)),
+        "submitted_at": draw(st.sampled_from(["2026-11-26T18:00:00Z", "2026-11-26T18:00:00",
+                                              "not a date", "", "2026-13-45T99:99:99Z"])),
+    }
+    for name in draw(st.sets(st.sampled_from([*claim, "claim_id"]), max_size=3)):
+        claim.pop(name, None)
+    if draw(st.booleans()):
+        claim[draw(st.text(min_size=1, max_size=10))] = draw(JSON_LEAVES)
+    return claim
+
+
+def _encode(value: Any) -> bytes:
+    # allow_nan: NaN/Infinity literals are exactly the kind of input to throw at the parser.
+    return json.dumps(value, allow_nan=True).encode()
+
+
+BODIES = st.one_of(
+    st.binary(max_size=2048),
+    JSON_VALUES.map(_encode),
+    wild_claims().map(_encode),
+    wild_claims().map(lambda c: _encode({"claim": c})),
+    st.lists(wild_claims(), max_size=4).map(lambda cs: _encode({"claims": cs})),
+    st.lists(wild_claims(), max_size=4).map(_encode),
+    st.text(max_size=500).map(lambda s: s.encode("utf-8", "surrogatepass")),
+)
+CONTENT_TYPES = st.sampled_from([
+    "application/json", "application/json", "application/json; charset=utf-8", "text/csv",
+    "text/plain", "application/x-www-form-urlencoded", "", "application/json; charset=latin-1",
+])
+KEYS = st.sampled_from([API_KEY, API_KEY, API_KEY, None, "wrong", "", "x" * 500])
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    method: str
+    path: str
+    body: bytes
+    content_type: str
+    api_key: str | None
+
+
+RAW_REQUESTS = st.builds(
+    RawRequest,
+    method=st.sampled_from(["POST", "POST", "POST", "PUT", "GET", "DELETE"]),
+    path=st.sampled_from([*SUBMIT_PATHS, "/api/v1/claims/csv", "/api/v1/claims/C-1",
+                          "/api/v1/outcomes?limit=abc", "/api/v1/outcomes?cursor=-1",
+                          "/api/v1/stats?buckets=0", "/api/v1/claims/%00", "/"]),
+    body=BODIES,
+    content_type=CONTENT_TYPES,
+    api_key=KEYS,
+)
+
+
+# --------------------------------------------------------------------------- the drill
+
+
+def _settings(examples: int) -> settings:
+    return settings(max_examples=examples, deadline=None, database=None,
+                    phases=[Phase.explicit, Phase.generate],
+                    suppress_health_check=list(HealthCheck))
+
+
+def run_raw(client: httpx.Client, examples: int, seed_value: int, tally: Tally) -> None:
+    @seed(seed_value)
+    @_settings(examples)
+    @given(RAW_REQUESTS)
+    def fire(req: RawRequest) -> None:
+        headers = {"Content-Type": req.content_type} if req.content_type else {}
+        if req.api_key is not None:
+            headers["X-API-Key"] = req.api_key
+        try:
+            response = client.request(req.method, req.path, content=req.body, headers=headers)
+        except httpx.HTTPError as exc:
+            tally.record("raw", req.method, req.path, None, repr(exc))
+            return
+        tally.record("raw", req.method, req.path, response.status_code, response.text[:200])
+
+    fire()
+
+
+def run_schemathesis(base_url: str, examples_per_operation: int, seed_value: int,
+                     tally: Tally) -> tuple[list[str], list[str]]:
+    """Positive and negative cases for every operation of the gateway's OpenAPI document;
+    returns the operations fuzzed and the ones schemathesis could not read."""
+    import requests
+    import schemathesis
+    from schemathesis import GenerationMode
+    from schemathesis.core.result import Ok
+
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", timeout=30)
+    session = requests.Session()
+    session.headers["X-API-Key"] = API_KEY
+    labels: list[str] = []
+    invalid: list[str] = []
+    for result in schema.get_all_operations():
+        if not isinstance(result, Ok):
+            invalid.append(str(result.err())[:300])
+            continue
+        operation = result.ok()
+        labels.append(operation.label)
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            fire = _case_runner(operation, mode, base_url, session, examples_per_operation,
+                                seed_value, tally)
+            fire()
+    session.close()
+    return labels, invalid
+
+
+def _case_runner(operation: Any, mode: Any, base_url: str, session: Any, examples: int,
+                 seed_value: int, tally: Tally) -> Any:
+    import requests
+
+    source = f"schemathesis-{mode.value}"
+
+    @seed(seed_value)
+    @_settings(examples)
+    @given(operation.as_strategy(generation_mode=mode))
+    def fire(case: Any) -> None:
+        try:
+            response = case.call(base_url=base_url, session=session, timeout=30)
+        except requests.RequestException as exc:
+            tally.record(source, case.method, case.formatted_path, None, repr(exc))
+            return
+        tally.record(source, case.method, case.formatted_path, response.status_code,
+                     f"{operation.label}: {response.text[:200]}")
+
+    return fire
+
+
+def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
+    raw_examples, per_operation = (150, 10) if smoke else (800, 60)
+    planned_minimum = 200 if smoke else 1000
+    stack = ctx.stack
+    topics = stack.create_topics(Topics.fresh("d6"), partitions=3)
+    gateway: Gateway = stack.start_gateway(topics, ctx.model.url,
+                                           extra_env={"GATEWAY_API_KEY": API_KEY},
+                                           name=f"d6-gateway-{uuid.uuid4().hex[:4]}")
+    tally = Tally()
+    started = time.monotonic()
+    operations: list[str] = []
+    invalid: list[str] = []
+    error = None
+    try:
+        operations, invalid = run_schemathesis(gateway.url, per_operation, ctx.seed, tally)
+        with httpx.Client(base_url=gateway.url, timeout=30) as client:
+            run_raw(client, raw_examples, ctx.seed, tally)
+    except Exception as exc:  # a crashed fuzzer must still yield a verdict with counts
+        logger.exception("gateway fuzz stopped early")
+        error = f"{type(exc).__name__}: {exc}"
+    elapsed = time.monotonic() - started
+    alive = gateway.process.alive()
+    healthy = alive and gateway.ready()
+    gateway.process.stop()
+    checks = {
+        "enough_requests": tally.total >= planned_minimum,
+        "no_server_error": not tally.server_errors,
+        "no_dropped_connection": not tally.transport_errors,
+        "openapi_operations_readable": bool(operations) and not invalid,
+        "gateway_alive_and_healthy": healthy,
+        "fuzzer_completed": error is None,
+    }
+    rate = tally.total / elapsed if elapsed > 0 and not math.isclose(elapsed, 0) else 0.0
+    return DrillResult(
+        number=NUMBER, name=NAME, passed=verdict(checks),
+        summary=(f"{tally.total} property-based requests over {len(operations)} operations + "
+                 f"raw fuzz -> {len(tally.server_errors)} server errors, "
+                 f"{len(tally.transport_errors)} dropped connections"),
+        counts={"requests": tally.total, "server_errors": len(tally.server_errors),
+                "transport_errors": len(tally.transport_errors),
+                "by_status": {str(k): v for k, v in sorted(tally.statuses.items())},
+                "by_source": dict(tally.by_source)},
+        figures={"requests_per_s": round(rate, 1), "seconds": round(elapsed, 1)},
+        checks=checks,
+        details={"operations": operations, "unreadable_operations": invalid,
+                 "server_errors": tally.server_errors[:20],
+                 "transport_errors": tally.transport_errors[:20]},
+        error=error,
+    )

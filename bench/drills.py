@@ -1,0 +1,162 @@
+"""Fault drills against the real stack: ``python -m bench.drills [--smoke] [--only N ...]``.
+
+1. SIGKILL the scorer at random moments while claims stream -> exactly once, read_committed.
+2. Model service stopped mid-stream -> nothing lost; throughput back within 5 s.
+3. Broker stopped and restarted mid-stream -> nothing lost; no manual restart needed.
+4. Two scorer workers, one killed -> the other owns every partition within 10 s.
+5. Poison flood -> every bad message dead-lettered with its reason, every good one decided.
+6. Gateway fuzz -> property-based requests, no server error.
+
+One stack serves all drills: its own broker on free ports (never the shared one), a model
+trained and promoted into a temporary CLAIMFLOW_HOME, the model service; each drill starts
+its own workers, gateway and producers on fresh uuid topics. Every drill prints PASS/FAIL
+with counts; the results go to ``bench/results/drills.json`` (``--smoke``: under
+``bench/results/tmp/``, git-ignored). Exit code 0 only when every selected drill passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS_DIR
+from bench.drill_common import DrillContext, DrillResult
+from bench.stack_harness import Stack, StackError, stop_on_sigterm
+
+logger = logging.getLogger(__name__)
+
+DRILLS: dict[int, tuple[str, str]] = {
+    1: ("bench.drill_kill_scorer", "kill-scorer"),
+    2: ("bench.drill_model_outage", "model-outage"),
+    3: ("bench.drill_broker_restart", "broker-restart"),
+    4: ("bench.drill_rebalance", "worker-killed-rebalance"),
+    5: ("bench.drill_poison", "poison-flood"),
+    6: ("bench.drill_gateway_fuzz", "gateway-fuzz"),
+}
+# Whole-run bounds (the stack's watchdog interrupts past them); each drill bounds its own
+# waits well inside.
+DEADLINE_S = {True: 20 * 60, False: 90 * 60}
+TRAIN_ROWS = {True: 5_000, False: 50_000}
+
+
+def run_one(number: int, ctx: DrillContext) -> DrillResult:
+    module_name, name = DRILLS[number]
+    started = time.monotonic()
+    try:
+        module = importlib.import_module(module_name)
+        result: DrillResult = module.run_drill(ctx, ctx.smoke)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a drill that breaks is a FAIL with its reason, not a crash
+        logger.error("drill %d (%s) raised:\n%s", number, name, traceback.format_exc())
+        result = DrillResult(number=number, name=name, passed=False,
+                             summary="the drill could not complete",
+                             error=f"{type(exc).__name__}: {exc}"[:2000])
+    result.seconds = round(time.monotonic() - started, 1)
+    return result
+
+
+def setup_stack(stack: Stack, smoke: bool, seed: int) -> tuple[DrillContext, dict[str, float]]:
+    timings = {"broker_start_s": round(stack.start_broker(), 1)}
+    started = time.monotonic()
+    stack.train_champion(rows=TRAIN_ROWS[smoke], seed=seed)
+    timings["train_and_promote_s"] = round(time.monotonic() - started, 1)
+    started = time.monotonic()
+    model = stack.start_model_service()
+    timings["model_service_ready_s"] = round(time.monotonic() - started, 1)
+    return DrillContext(stack=stack, model=model, seed=seed, smoke=smoke), timings
+
+
+def run_drills(numbers: Sequence[int], *, smoke: bool, seed: int, keep_home: bool,
+               deadline_s: float) -> dict[str, Any]:
+    from bench.run import environment  # the same machine record as the benchmarks
+
+    report: dict[str, Any] = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "smoke": smoke, "seed": seed, "machine": environment(), "stack": {}, "drills": [],
+    }
+    results: list[DrillResult] = []
+    with stop_on_sigterm(), Stack(deadline_s=deadline_s, keep_home=keep_home) as stack:
+        report["stack"]["bootstrap"] = stack.bootstrap
+        try:
+            ctx, timings = setup_stack(stack, smoke, seed)
+        except (StackError, OSError, TimeoutError) as exc:
+            logger.error("the drill stack did not start: %s", exc)
+            report["stack"]["error"] = str(exc)[:3000]
+            results = [DrillResult(number=n, name=DRILLS[n][1], passed=False,
+                                   summary="the stack did not start", error=str(exc)[:500])
+                       for n in numbers]
+        else:
+            report["stack"].update(timings)
+            try:
+                for number in numbers:
+                    logger.info("=== drill %d: %s", number, DRILLS[number][1])
+                    result = run_one(number, ctx)
+                    results.append(result)
+                    print(result.line(), flush=True)
+            except KeyboardInterrupt:
+                logger.error("interrupted (deadline or signal): stopping the stack")
+                report["interrupted"] = True
+            finally:
+                ctx.close()
+    report["drills"] = [r.as_dict() for r in results]
+    report["passed"] = bool(results) and len(results) == len(numbers) and all(
+        r.passed for r in results)
+    report["machine"]["load_average_end"] = _load()
+    return report
+
+
+def _load() -> list[float] | None:
+    from bench.run import _load_average
+
+    return _load_average()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.drills", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="small sizes (CI)")
+    parser.add_argument("--only", nargs="+", type=int, metavar="N", choices=sorted(DRILLS),
+                        help="run only these drills (numbers)")
+    parser.add_argument("--seed", type=int, default=20261126, help="seed of every random choice")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: bench/results/drills.json; smoke: "
+                             "bench/results/tmp/drills-smoke.json)")
+    parser.add_argument("--keep-home", action="store_true",
+                        help="keep the temporary CLAIMFLOW_HOME (logs of every component)")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="stop everything after this many seconds (default: 20 min smoke, "
+                             "90 min full)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3", "hypothesis"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    numbers = sorted(set(args.only or DRILLS))
+    report = run_drills(numbers, smoke=args.smoke, seed=args.seed, keep_home=args.keep_home,
+                        deadline_s=args.deadline or DEADLINE_S[args.smoke])
+    out = args.out or (RESULTS_DIR / "tmp" / "drills-smoke.json" if args.smoke
+                       else RESULTS_DIR / "drills.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"{'PASS' if report['passed'] else 'FAIL'}: "
+          f"{sum(d['passed'] for d in report['drills'])}/{len(numbers)} drills passed; "
+          f"results in {out}", flush=True)
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
