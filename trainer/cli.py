@@ -1,0 +1,204 @@
+"""``claimflow train``, ``claimflow promote`` and ``claimflow mlflow-ui``.
+
+Heavy imports (scikit-learn, MLflow, BentoML) happen inside the commands so that
+``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import click
+
+from claimflow.logging_setup import configure_logging
+
+if TYPE_CHECKING:
+    from trainer.settings import TrainerSettings
+
+# Environment for MLflow/BentoML in this process and the processes it starts: no telemetry,
+# no progress bars on artifact downloads. Defaults only: an explicit user setting wins.
+QUIET_ENV: Final = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+# Field notes: `mlflow server` defaults to many worker processes and a job runner.
+UI_ENV: Final = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+HEADLINE_METRICS: Final = (
+    "train_anomaly_percentage", "test_anomaly_percentage", "threshold", "precision", "recall",
+    "f1", "roc_auc", "pr_auc", "precision_at_budget", "recall_at_budget", "naive_pr_auc",
+)
+
+
+def quiet_third_parties() -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def load_settings() -> TrainerSettings:
+    from pydantic import ValidationError
+
+    from trainer.settings import TrainerSettings
+
+    try:
+        return TrainerSettings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid trainer settings: {exc}") from exc
+
+
+@contextmanager
+def clear_errors() -> Iterator[None]:
+    """Turn expected failures into a one-line error and exit code 1 (no traceback)."""
+    from mlflow.exceptions import MlflowException
+
+    from trainer.data import DataError
+    from trainer.registry import RegistryError
+
+    try:
+        yield
+    except (DataError, RegistryError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except MlflowException as exc:
+        raise click.ClickException(f"MLflow: {exc.message}") from exc
+
+
+@click.command()
+@click.option("--data", "data_path", required=True,
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="Training CSV (claimflow generate writes one).")
+@click.option("--n-estimators", type=click.IntRange(1, 10_000), default=None,
+              help="Trees in the forest. [default: 100 or TRAINER_N_ESTIMATORS]")
+@click.option("--contamination", type=click.FloatRange(0, 0.5, min_open=True), default=None,
+              help="Expected anomaly share; sets the threshold. [default: 0.05]")
+@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=None, help="Held-out share for evaluation. [default: 0.2]")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the split and the forest. [default: 42]")
+@click.option("--experiment", default=None,
+              help="MLflow experiment. [default: claim-anomaly]")
+@click.option("--promote", "then_promote", is_flag=True,
+              help="Also make the new version the champion and export it to BentoML.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def train(data_path: Path, n_estimators: int | None, contamination: float | None,
+          test_size: float | None, seed: int | None, experiment: str | None,
+          then_promote: bool, as_json: bool) -> None:
+    """Train an Isolation Forest on a claims CSV, log it to MLflow, register a version.
+
+    The new version of `claim-anomaly` gets the alias `challenger`. Example:
+
+        claimflow train --data claims.csv --promote
+    """
+    quiet_third_parties()
+    configure_logging()
+    settings = load_settings()
+    from trainer.model import TrainParams
+    from trainer.pipeline import promote as promote_version
+    from trainer.pipeline import store_config, train_and_register
+
+    params = TrainParams(
+        n_estimators=n_estimators or settings.n_estimators,
+        contamination=contamination or settings.contamination,
+        test_size=test_size or settings.test_size,
+        seed=settings.seed if seed is None else seed,
+        budget_percent=settings.budget_percent,
+        naive_quantile=settings.naive_quantile,
+    )
+    with clear_errors():
+        outcome = train_and_register(data_path, params, store_config(settings, experiment))
+        promotion = promote_version(settings, outcome.run.version) if then_promote else None
+    result: dict[str, Any] = {
+        "run_id": outcome.run.run_id,
+        "registered_model": settings.registered_model,
+        "version": outcome.run.version,
+        "aliases": ["challenger", "champion"] if promotion else ["challenger"],
+        "rows_train": outcome.rows_train,
+        "rows_test": outcome.rows_test,
+        "metrics": outcome.metrics,
+        "tracking_uri": settings.tracking_uri,
+        "bento_tag": promotion.bento_tag if promotion else None,
+    }
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"run {result['run_id']}: {settings.registered_model} version "
+               f"{result['version']} @{', @'.join(result['aliases'])}")
+    click.echo(f"  rows: {outcome.rows_train} train, {outcome.rows_test} test")
+    for key in HEADLINE_METRICS:
+        if key in outcome.metrics:
+            click.echo(f"  {key:<26} {outcome.metrics[key]:.4f}")
+    if promotion:
+        click.echo(f"  exported to BentoML as {promotion.bento_tag}")
+
+
+@click.command()
+@click.option("--version", "version", default=None,
+              help="Registry version to promote. [default: the newest]")
+def promote(version: str | None) -> None:
+    """Make a model version the champion and export it to the BentoML model store.
+
+    Moves the alias `champion` of `claim-anomaly` and saves that version's scikit-learn
+    estimator as BentoML model `claim-anomaly:v<N>`. Example:
+
+        claimflow promote --version 3
+    """
+    quiet_third_parties()
+    configure_logging()
+    settings = load_settings()
+    from trainer.pipeline import promote as promote_version
+
+    with clear_errors():
+        promotion = promote_version(settings, version)
+    click.echo(f"{settings.registered_model} version {promotion.version} "
+               f"(run {promotion.run_id}) is now @champion; "
+               f"BentoML model {promotion.bento_tag} in {settings.bentoml_home}")
+
+
+def ui_command(settings: TrainerSettings, host: str, port: int) -> list[str]:
+    """The `mlflow server` command line for the trainer's store (one worker)."""
+    command = [sys.executable, "-m", "mlflow", "server",
+               "--backend-store-uri", settings.tracking_uri,
+               "--host", host, "--port", str(port), "--workers", "1"]
+    if settings.uses_default_store:
+        command += ["--default-artifact-root", settings.artifacts_dir.as_uri(),
+                    "--no-serve-artifacts"]
+    return command
+
+
+@click.command("mlflow-ui")
+@click.option("--host", default=None, help="Interface to bind. [default: 127.0.0.1]")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port. [default: 5000 or TRAINER_UI_PORT]")
+def mlflow_ui(host: str | None, port: int | None) -> None:
+    """Run the MLflow UI against the trainer's store until Ctrl-C. Example:
+
+        claimflow mlflow-ui --port 5000
+    """
+    configure_logging()
+    settings = load_settings()
+    uri = settings.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        raise click.ClickException(f"MLFLOW_TRACKING_URI is a tracking server; open {uri}")
+    from trainer.registry import prepare_store
+
+    prepare_store(uri)
+    settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    host = host or settings.ui_host
+    port = port or settings.ui_port
+    env = {**os.environ, **QUIET_ENV, **UI_ENV}
+    click.echo(f"MLflow UI: http://{host}:{port}  (store {uri}; Ctrl-C stops it)")
+    process = subprocess.Popen(ui_command(settings, host, port), env=env)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        code = process.wait(timeout=30)
+        code = 0 if code in (0, -2, -15) else code
+    sys.exit(code)

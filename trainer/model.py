@@ -1,0 +1,169 @@
+"""Fit and evaluate the Isolation Forest: the pure core of training (no MLflow, no files).
+
+The estimator is fitted on a plain float64 matrix in :data:`schemas.CLAIM_FEATURES` order
+(no pandas feature names), so serving can score ``Claim.features()`` arrays directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.ensemble import IsolationForest
+from sklearn.model_selection import train_test_split
+
+from schemas import CLAIM_FEATURES
+from trainer import evaluate
+from trainer.data import DataError, Dataset
+from trainer.reference import FeatureReference, build_reference
+
+log = logging.getLogger(__name__)
+
+AMOUNT = CLAIM_FEATURES.index("claim_amount")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Hyperparameters; all of them are logged to MLflow."""
+
+    n_estimators: int = 100
+    contamination: float = 0.05
+    test_size: float = 0.2
+    seed: int = 42
+    budget_percent: float = 5.0
+    naive_quantile: float = 98.0
+
+    def as_params(self) -> dict[str, str | int | float]:
+        return {
+            "n_estimators": self.n_estimators,
+            "contamination": self.contamination,
+            "test_size": self.test_size,
+            "seed": self.seed,
+            "budget_percent": self.budget_percent,
+            "naive_quantile": self.naive_quantile,
+            "features": ",".join(CLAIM_FEATURES),
+            "max_samples": "auto",
+        }
+
+
+@dataclass(frozen=True)
+class Split:
+    x_train: np.ndarray
+    x_test: np.ndarray
+    y_train: np.ndarray | None
+    y_test: np.ndarray | None
+    p_train: np.ndarray | None
+    p_test: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """Everything a training run produces before anything is written anywhere."""
+
+    estimator: IsolationForest
+    reference: FeatureReference
+    split: Split
+    train_scores: np.ndarray
+    test_scores: np.ndarray
+    threshold: float
+    metrics: dict[str, float]
+    patterns: list[evaluate.PatternRow] = field(default_factory=list)
+
+    @property
+    def test_flags(self) -> np.ndarray:
+        return self.test_scores > self.threshold
+
+
+def split_dataset(dataset: Dataset, test_size: float, seed: int) -> Split:
+    """Seeded train/test split; labels and patterns follow their rows."""
+    arrays: list[np.ndarray] = [dataset.features]
+    if dataset.labels is not None:
+        arrays.append(dataset.labels)
+    if dataset.patterns is not None:
+        arrays.append(dataset.patterns)
+    try:
+        # The permutation depends only on the row count and seed, not on how many arrays
+        # ride along, so this matches the lab's train_test_split(X, ...).
+        parts = train_test_split(*arrays, test_size=test_size, random_state=seed)
+    except ValueError as exc:
+        raise DataError(f"cannot split {dataset.rows} row(s) with test size {test_size}: "
+                        f"{exc}") from exc
+    pairs = [(parts[i], parts[i + 1]) for i in range(0, len(parts), 2)]
+    x_train, x_test = pairs.pop(0)
+    y_train, y_test = pairs.pop(0) if dataset.labels is not None else (None, None)
+    p_train, p_test = pairs.pop(0) if dataset.patterns is not None else (None, None)
+    return Split(x_train, x_test, y_train, y_test, p_train, p_test)
+
+
+def fit_forest(x_train: np.ndarray, params: TrainParams) -> IsolationForest:
+    forest = IsolationForest(
+        n_estimators=params.n_estimators,
+        contamination=params.contamination,
+        random_state=params.seed,
+    )
+    return forest.fit(x_train)
+
+
+def anomaly_scores(estimator: IsolationForest, x: np.ndarray) -> np.ndarray:
+    """Higher = more unusual; in (0, 1]. ``score > threshold`` iff ``predict == -1``."""
+    scores: np.ndarray = -estimator.score_samples(x)
+    return scores
+
+
+def threshold_of(estimator: IsolationForest) -> float:
+    return float(-estimator.offset_)
+
+
+def train(dataset: Dataset, params: TrainParams) -> TrainedModel:
+    """Split, fit, score and evaluate."""
+    split = split_dataset(dataset, params.test_size, params.seed)
+    estimator = fit_forest(split.x_train, params)
+    threshold = threshold_of(estimator)
+    train_scores = anomaly_scores(estimator, split.x_train)
+    test_scores = anomaly_scores(estimator, split.x_test)
+    metrics = {
+        "train_anomaly_percentage": evaluate.anomaly_percentage(train_scores > threshold),
+        "test_anomaly_percentage": evaluate.anomaly_percentage(test_scores > threshold),
+        "threshold": threshold,
+        **labelled_metrics(split, test_scores, threshold, params),
+    }
+    patterns = pattern_table(split, test_scores, threshold, params)
+    metrics.update(evaluate.pattern_metrics(patterns))
+    log.info("trained on %d rows, tested on %d: %.2f%% / %.2f%% flagged",
+             split.x_train.shape[0], split.x_test.shape[0],
+             metrics["train_anomaly_percentage"], metrics["test_anomaly_percentage"])
+    return TrainedModel(
+        estimator=estimator,
+        reference=build_reference(split.x_train),
+        split=split,
+        train_scores=train_scores,
+        test_scores=test_scores,
+        threshold=threshold,
+        metrics=metrics,
+        patterns=patterns,
+    )
+
+
+def labelled_metrics(split: Split, test_scores: np.ndarray, threshold: float,
+                     params: TrainParams) -> dict[str, float]:
+    """The metrics that need ground truth; empty when the data has no labels."""
+    if split.y_test is None:
+        return {}
+    labels = split.y_test
+    flags = test_scores > threshold
+    return {
+        "test_positives": float(np.count_nonzero(labels)),
+        **evaluate.classification_metrics(labels, flags, test_scores),
+        **evaluate.budget_metrics(labels, test_scores, params.budget_percent),
+        **evaluate.naive_rule_metrics(split.x_train[:, AMOUNT], split.x_test[:, AMOUNT],
+                                      labels, params.naive_quantile),
+    }
+
+
+def pattern_table(split: Split, test_scores: np.ndarray, threshold: float,
+                  params: TrainParams) -> list[evaluate.PatternRow]:
+    if split.p_test is None:
+        return []
+    return evaluate.per_pattern(split.p_test, test_scores > threshold, test_scores,
+                                params.budget_percent)

@@ -1,0 +1,137 @@
+"""MLflow: one run per training, the model logged and registered as a new version.
+
+Everything that can fail on bad data has already happened (validation, fit, metrics,
+artifacts) before the first call here. If anything fails after the model version exists,
+the version is deleted again so that no half-registered model remains; the run itself is
+ended as FAILED, which is the honest record of the attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from schemas import CLAIM_FEATURES
+from trainer.data import Dataset
+from trainer.model import TrainedModel, TrainParams
+from trainer.registry import CHALLENGER, client_for, mlflow_uris
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT: Final = "model"
+# skops (MLflow's safe default format) refuses unknown types unless listed as trusted.
+SKOPS_TRUSTED_TYPES: Final = ["sklearn.tree._tree.Tree"]
+INPUT_EXAMPLE_ROWS: Final = 5
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where runs and models go."""
+
+    tracking_uri: str
+    experiment: str
+    registered_model: str
+    artifact_location: Path | None  # set on experiment creation (embedded store); else default
+
+
+@dataclass(frozen=True)
+class RegisteredRun:
+    run_id: str
+    version: str
+    experiment_id: str
+
+
+def pip_requirements() -> list[str]:
+    """Pinned to what trained the model; explicit, because inferring them takes seconds."""
+    from importlib.metadata import version
+
+    return [f"{dist}=={version(dist)}" for dist in ("scikit-learn", "numpy", "skops")]
+
+
+def ensure_experiment(client: MlflowClient, config: StoreConfig) -> str:
+    """The experiment's id, creating it (with the embedded artifact folder) when missing."""
+    experiment = client.get_experiment_by_name(config.experiment)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = None
+    if config.artifact_location is not None:
+        config.artifact_location.mkdir(parents=True, exist_ok=True)
+        location = config.artifact_location.resolve().as_uri()
+    return str(client.create_experiment(config.experiment, artifact_location=location))
+
+
+def log_and_register(model: TrainedModel, dataset: Dataset, params: TrainParams,
+                     config: StoreConfig, artifacts: Path, data_path: Path) -> RegisteredRun:
+    """Log one run (params, metrics, artifacts, model) and register a ``challenger`` version."""
+    import mlflow
+
+    client = client_for(config.tracking_uri)
+    experiment_id = ensure_experiment(client, config)
+    with mlflow_uris(config.tracking_uri), \
+            mlflow.start_run(experiment_id=experiment_id) as run:
+        run_id = run.info.run_id
+        mlflow.log_params({**params.as_params(), **row_counts(model, dataset)})
+        mlflow.set_tags({"data_sha256": dataset.sha256, "data_path": str(data_path),
+                         "claimflow.component": "trainer"})
+        mlflow.log_metrics(model.metrics)
+        mlflow.log_artifacts(str(artifacts))
+        model_uri = log_model(model)
+        version = register(client, config, model_uri, run_id, dataset)
+        log.info("run %s registered %s version %s (alias %s)", run_id,
+                 config.registered_model, version, CHALLENGER)
+    return RegisteredRun(run_id=run_id, version=version, experiment_id=experiment_id)
+
+
+def row_counts(model: TrainedModel, dataset: Dataset) -> dict[str, int]:
+    return {
+        "rows_read": dataset.rows_read,
+        "rows_dropped": dataset.rows_dropped,
+        "rows_train": int(model.split.x_train.shape[0]),
+        "rows_test": int(model.split.x_test.shape[0]),
+    }
+
+
+def log_model(model: TrainedModel) -> str:
+    """Log the estimator (sklearn flavour, signature, input example); returns its URI."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    # A plain array, like the estimator was fitted on: a DataFrame example would make
+    # MLflow's input-example check trip scikit-learn's feature-name warning. The column
+    # order is recorded in the model's metadata instead.
+    example = model.split.x_train[:INPUT_EXAMPLE_ROWS]
+    signature = infer_signature(example, model.estimator.predict(example))
+    info = mlflow.sklearn.log_model(
+        model.estimator,
+        name=MODEL_ARTIFACT,
+        signature=signature,
+        input_example=example,
+        pip_requirements=pip_requirements(),
+        skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        metadata={"features": list(CLAIM_FEATURES), "threshold": model.threshold,
+                  "score": "anomaly_score = -score_samples(x); investigate iff > threshold"},
+    )
+    return str(info.model_uri)
+
+
+def register(client: MlflowClient, config: StoreConfig, model_uri: str, run_id: str,
+             dataset: Dataset) -> str:
+    """New version of the registered model with alias ``challenger``; all or nothing."""
+    import mlflow
+
+    version = mlflow.register_model(model_uri, config.registered_model,
+                                    tags={"data_sha256": dataset.sha256, "run_id": run_id})
+    try:
+        client.set_registered_model_alias(config.registered_model, CHALLENGER,
+                                          str(version.version))
+    except BaseException:
+        log.error("could not alias %s version %s; deleting it", config.registered_model,
+                  version.version)
+        client.delete_model_version(config.registered_model, str(version.version))
+        raise
+    return str(version.version)
