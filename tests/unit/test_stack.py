@@ -1,0 +1,291 @@
+"""`claimflow up` / `down`: settings, the decisions (broker, model), the Procfile, the
+child environment, the state file and the straggler sweep. No services needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import psutil
+import pytest
+from click.testing import CliRunner
+from honcho.environ import parse_procfile
+
+from claimflow import stack
+from claimflow.cli import COMMANDS, cli
+from claimflow.settings import CommonSettings
+from claimflow.stack import (
+    BrokerPlan,
+    Counts,
+    ModelAction,
+    ModelStatus,
+    Proc,
+    StackError,
+    StackSettings,
+    StackState,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(os.environ):
+        if key.startswith(("STACK_", "KAFKA_")):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("CLAIMFLOW_HOME", str(tmp_path / "home"))
+
+
+def test_settings_defaults_and_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = StackSettings()
+    assert (defaults.gateway_port, defaults.model_port, defaults.mlflow_port) == (5005, 3000, 5000)
+    assert defaults.rate == 200.0
+    assert defaults.scorer_instances == 2
+    monkeypatch.setenv("STACK_RATE", "50")
+    monkeypatch.setenv("STACK_GATEWAY_PORT", "6005")
+    settings = StackSettings()
+    assert settings.rate == 50.0
+    assert settings.gateway_port == 6005
+    with pytest.raises(ValueError, match="frozen"):
+        settings.rate = 1.0  # type: ignore[misc]
+
+
+def test_settings_reject_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STACK_RATE", "0")
+    with pytest.raises(ValueError, match="rate"):
+        StackSettings()
+
+
+def test_state_paths_live_under_claimflow_home(tmp_path: Path) -> None:
+    settings = StackSettings()
+    assert settings.state_file == tmp_path / "home" / "run" / "stack.json"
+    assert settings.procfile.parent == settings.run_dir
+    assert settings.training_csv().parent == tmp_path / "home" / "datasets"
+
+
+def test_bootstrap_is_the_local_broker_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert stack.resolve_bootstrap(CommonSettings(), "127.0.0.1:19092") == "127.0.0.1:19092"
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker.example:9092")
+    assert stack.resolve_bootstrap(CommonSettings(), "127.0.0.1:19092") == "broker.example:9092"
+
+
+@pytest.mark.parametrize(
+    ("answers", "bootstrap", "plan"),
+    [
+        (True, "127.0.0.1:9092", BrokerPlan.USE_RUNNING),
+        (True, "elsewhere:9092", BrokerPlan.USE_RUNNING),
+        (False, "127.0.0.1:9092", BrokerPlan.START_LOCAL),
+        (False, "localhost:9092", BrokerPlan.START_LOCAL),
+        (False, "127.0.0.1:9999", BrokerPlan.UNREACHABLE),
+        (False, "elsewhere:9092", BrokerPlan.UNREACHABLE),
+        (False, "127.0.0.1:9092,127.0.0.1:9094", BrokerPlan.UNREACHABLE),
+    ],
+)
+def test_broker_plan(answers: bool, bootstrap: str, plan: BrokerPlan) -> None:
+    assert stack.plan_broker(answers, bootstrap, "127.0.0.1:9092") is plan
+
+
+@pytest.mark.parametrize(
+    ("status", "action"),
+    [
+        (ModelStatus(champion=None, exported=False), ModelAction.TRAIN),
+        (ModelStatus(champion="3", exported=False), ModelAction.PROMOTE),
+        (ModelStatus(champion="3", exported=True), ModelAction.READY),
+    ],
+)
+def test_model_plan_trains_only_without_a_champion(status: ModelStatus,
+                                                   action: ModelAction) -> None:
+    assert stack.plan_model(status) is action
+    assert ModelStatus.from_json(status.to_json()) == status
+
+
+def test_model_status_reads_the_last_line_of_the_helper_output() -> None:
+    assert ModelStatus.from_json('{"champion": 7, "exported": true}') == ModelStatus("7", True)
+
+
+def processes(**kwargs: object) -> dict[str, Proc]:
+    procs = stack.stack_processes(StackSettings(), "/venv/bin/claimflow", "/venv/bin/python",
+                                  **kwargs)  # type: ignore[arg-type]
+    return {p.name: p for p in procs}
+
+
+def test_the_stack_runs_every_long_lived_part() -> None:
+    procs = processes()
+    assert list(procs) == ["model", "scorer", "gateway", "mlflow", "producer", "summary"]
+    assert procs["scorer"].argv[1:4] == ("score", "--instances", "2")
+    assert procs["model"].argv[-2:] == ("--port", "3000")
+    assert procs["gateway"].argv[-2:] == ("--port", "5005")
+    assert procs["mlflow"].argv[-2:] == ("--port", "5000")
+    assert procs["producer"].argv[-2:] == ("--rate", "200")
+    assert procs["summary"].argv[:4] == ("/venv/bin/python", "-m", "claimflow.stack", "summary")
+
+
+def test_run_options_reach_the_processes() -> None:
+    procs = processes(started_at=1700000000.5, duration_s=42.0, stream_seed=7)
+    summary = procs["summary"].argv
+    assert summary[summary.index("--duration") + 1] == "42"
+    assert summary[summary.index("--started-at") + 1] == "1700000000.500"
+    assert procs["producer"].argv[-2:] == ("--seed", "7")
+
+
+def test_procfile_round_trips_through_honchos_parser() -> None:
+    procs = list(processes().values())
+    parsed = parse_procfile(stack.render_procfile(procs))
+    assert dict(parsed.processes) == {p.name: p.command for p in procs}
+
+
+def test_commands_are_shell_quoted() -> None:
+    proc = Proc("x", ("/path with space/claimflow", "up"))
+    assert proc.command == "'/path with space/claimflow' up"
+
+
+def test_committed_procfile_matches_the_defaults() -> None:
+    expected = stack.render_procfile(stack.stack_processes(StackSettings(), "claimflow", "python"))
+    assert (ROOT / "Procfile").read_text(encoding="utf-8") == expected
+
+
+@pytest.mark.parametrize("name", ["model", "scorer", "gateway", "mlflow", "producer", "summary"])
+def test_every_procfile_command_parses_with_the_real_cli(name: str) -> None:
+    """Option names and values are checked by the commands themselves (parsed, not run)."""
+    argv = processes(started_at=1.0, duration_s=5.0, stream_seed=1)[name].argv
+    if name == "summary":
+        group, args = stack.internal, list(argv[3:])
+    else:
+        group, args = cli, list(argv[1:])
+        assert args[0] in COMMANDS
+    with click.Context(group) as ctx:
+        command = group.get_command(ctx, args[0])
+        assert command is not None
+        command.make_context(args[0], args[1:])
+
+
+def test_child_env_carries_the_shared_settings_and_the_marker() -> None:
+    settings = StackSettings(model_port=3999, gateway_port=5999)
+    env = stack.child_env({"PATH": "/bin", "HOME": "/root"}, settings,
+                          bootstrap="127.0.0.1:19092", stack_id="abc")
+    assert env["PATH"] == "/bin"
+    assert env[stack.STACK_ID_ENV] == "abc"
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092"
+    assert env["CLAIMFLOW_HOME"] == str(settings.home)
+    assert env["SCORER_MODEL_URL"] == env["GATEWAY_MODEL_URL"] == "http://127.0.0.1:3999"
+    assert env["STACK_GATEWAY_PORT"] == "5999"
+    for key in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK", "BENTOML_DO_NOT_TRACK"):
+        assert env[key] == "true"
+
+
+def test_endpoints_follow_the_ports() -> None:
+    urls = {e.name: e.probe_url for e in stack.endpoints(StackSettings(model_port=3999))}
+    assert urls["model service"] == "http://127.0.0.1:3999/readyz"
+    assert urls["dashboard"].startswith("http://127.0.0.1:5005/")
+    assert urls["MLflow UI"] == "http://127.0.0.1:5000/health"
+
+
+@pytest.mark.parametrize(
+    ("honcho_rc", "code"),
+    [(None, 0), (0, 0), (130, 0), (143, 0), (1, 1), (2, 2), (-9, 1)],
+)
+def test_exit_code(honcho_rc: int | None, code: int) -> None:
+    assert stack.exit_code(honcho_rc) == code
+
+
+def test_summary_line() -> None:
+    line = stack.summary_line(Counts(1000, 50, 2), Counts(190, 10, 1), 1.0 * 5)
+    assert line == ("approved 38.0/s  investigated 2.0/s  dead-lettered 0.2/s  |  "
+                    "totals 1,000 / 50 / 2")
+
+
+def test_option_name() -> None:
+    assert stack.option_name("STACK_GATEWAY_PORT") == "--gateway-port"
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_taken_port_is_a_clear_error(busy_port: int) -> None:
+    with pytest.raises(StackError, match=rf"port {busy_port} \(gateway\).*STACK_GATEWAY_PORT"):
+        stack.check_ports(StackSettings(gateway_port=busy_port, model_port=free_port(),
+                                        mlflow_port=free_port()))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_state_file_round_trip() -> None:
+    settings = StackSettings()
+    assert stack.read_state(settings) is None
+    state = StackState(pid=123, stack_id="s", started_at=1.0, bootstrap="b:1",
+                       urls={"dashboard": "http://x/"})
+    stack.write_state(settings, state)
+    assert stack.read_state(settings) == state
+    settings.state_file.write_text("not json", encoding="utf-8")
+    assert stack.read_state(settings) is None
+
+
+def test_down_without_a_stack_says_so() -> None:
+    result = CliRunner().invoke(stack.down, [])
+    assert result.exit_code == 0, result.output
+    assert "no claimflow stack is running" in result.output
+
+
+@pytest.fixture
+def marked_sleeper() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    stack_id = uuid.uuid4().hex
+    env = {**os.environ, stack.STACK_ID_ENV: stack_id}
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    yield proc, stack_id
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def test_down_stops_stragglers_of_a_dead_stack(
+    marked_sleeper: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    """`up` was SIGKILLed: its pid is gone but a child carrying the marker survives."""
+    proc, stack_id = marked_sleeper
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    settings = StackSettings()
+    stack.write_state(settings, StackState(pid=dead.pid, stack_id=stack_id, started_at=1.0,
+                                           bootstrap="127.0.0.1:1"))
+    deadline = time.monotonic() + 10
+    while not stack.marked_processes(stack_id) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the child may not have exec'd yet
+    result = CliRunner().invoke(stack.down, [])
+    assert result.exit_code == 0, result.output
+    assert "stopping 1 process(es) the stack left behind" in result.output
+    proc.wait(timeout=10)  # psutil reaped it already; this only proves it ended
+    assert not psutil.pid_exists(proc.pid)
+    assert not settings.state_file.exists()
+    assert stack.marked_processes(stack_id) == []
+
+
+def test_a_reused_pid_is_not_mistaken_for_a_stack() -> None:
+    assert not stack.is_stack_process(os.getpid())  # pytest, not `claimflow up`
+
+
+def test_up_help_lists_the_options() -> None:
+    result = CliRunner().invoke(stack.up, ["--help"])
+    assert result.exit_code == 0
+    for option in ("--rate", "--duration", "--detach", "--prepare-only", "--gateway-port"):
+        assert option in result.output
+
+
+def test_model_status_json_is_one_line() -> None:
+    assert json.loads(ModelStatus("1", True).to_json()) == {"champion": "1", "exported": True}
