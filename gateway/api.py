@@ -1,0 +1,304 @@
+"""The JSON API under ``/api/v1``: submissions and the outcome view's reads.
+
+Views are thin: parse (``gateway.intake``), call the service, shape the answer. Errors are
+raised as :class:`ProblemError` and rendered by ``gateway.problems``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+import orjson
+from flask import Response, request
+from flask_openapi3.blueprint import APIBlueprint
+from flask_openapi3.models.tag import Tag
+
+from gateway.api_models import (
+    ClaimPath,
+    CsvResult,
+    OutcomePage,
+    OutcomeQuery,
+    Stats,
+    StatsQuery,
+    SubmitResult,
+)
+from gateway.auth import require_key
+from gateway.csv_claims import CsvFileError, CsvLine, parse_csv
+from gateway.intake import (
+    Intake,
+    InvalidSubmissionError,
+    MalformedJsonError,
+    parse_batch,
+    parse_claim,
+)
+from gateway.openapi_docs import (
+    CLAIM_BATCH_REF,
+    CLAIM_SUBMISSION_REF,
+    DECISION_REF,
+    problem_responses,
+)
+from gateway.problems import ProblemError
+from gateway.publisher import PublishUnavailable
+from gateway.runtime import GatewayRuntime
+from gateway.service import ClaimConflictError, ScoringMismatchError, Submitted
+from schemas import Decision
+from scorer.client import ModelServiceError, ModelUnavailable
+
+logger = logging.getLogger(__name__)
+
+JSON_TYPES: Final = ("application/json",)
+CSV_TYPES: Final = ("text/csv", "application/csv")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+SUBMIT_TAG = Tag(name="submit", description="Submit claims for a decision.")
+READ_TAG = Tag(name="outcomes", description="Decisions seen on the outcome topics.")
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    return Response(orjson.dumps(body), status=status, mimetype="application/json",
+                    headers=headers)
+
+
+def decision_fragment(decision: Decision) -> orjson.Fragment:
+    # The contract's own serializer (what is published), spliced in without a dict round trip.
+    return orjson.Fragment(decision.to_json())
+
+
+def request_id() -> str:
+    """The caller's X-Request-ID when it is a plain token, else a fresh one (it ends up in
+    published decisions and logs, so it is never taken verbatim)."""
+    given = request.headers.get("X-Request-ID", "")
+    return given if REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def require_content_type(accepted: Sequence[str]) -> None:
+    if request.mimetype not in accepted:
+        got = request.mimetype or "none"
+        raise ProblemError(415, f"Content-Type must be {' or '.join(accepted)}, not {got}",
+                           slug="unsupported-media-type",
+                           headers={"Accept-Post": ", ".join(accepted)})
+
+
+@contextmanager
+def upstream_errors(rt: GatewayRuntime) -> Iterator[None]:
+    """Map what the model service and the broker do to HTTP answers."""
+    retry = {"Retry-After": str(rt.settings.retry_after_s)}
+    try:
+        yield
+    except ModelUnavailable as exc:
+        rt.metrics.unavailable.labels("model").inc()
+        logger.warning("model service unavailable: %s", exc)
+        raise ProblemError(503, "the model service is unavailable; retry later",
+                           slug="model-unavailable", headers=retry) from exc
+    except PublishUnavailable as exc:
+        rt.metrics.unavailable.labels("broker").inc()
+        logger.warning("publish failed: %s", exc)
+        raise ProblemError(503, "the decision could not be published; retry later (the same "
+                           "decision will be returned)", slug="broker-unavailable",
+                           headers=retry) from exc
+    except (ModelServiceError, ScoringMismatchError) as exc:
+        logger.error("model service answered something unusable: %s", exc)
+        raise ProblemError(502, "the model service gave an unusable answer",
+                           slug="bad-model-answer") from exc
+
+
+def count_decisions(rt: GatewayRuntime, results: Sequence[Submitted]) -> None:
+    for result in results:
+        if result.decision is not None:
+            rt.metrics.decisions.labels(result.decision.decision,
+                                        "true" if result.replayed else "false").inc()
+
+
+def read_body(accepted: Sequence[str]) -> bytes:
+    require_content_type(accepted)
+    return request.get_data(cache=False)  # 413 above MAX_CONTENT_LENGTH
+
+
+def build_api(rt: GatewayRuntime) -> APIBlueprint:
+    settings = rt.settings
+    api = APIBlueprint("api", __name__, url_prefix="/api/v1")
+    # Documented only when a key is configured, so the docs page tells the truth.
+    submit_security = security_for(settings.api_key)
+    read_security = security_for(settings.read_api_key)
+
+    def submit_key() -> None:
+        require_key(request.headers, [settings.api_key])
+
+    def read_key() -> None:
+        if settings.read_api_key is not None:
+            require_key(request.headers, [settings.read_api_key, settings.api_key])
+
+    def submit(intakes: list[Intake], on_conflict: Any = "raise") -> list[Submitted]:
+        with upstream_errors(rt):
+            try:
+                results = rt.service.submit(intakes, request_id(), on_conflict)
+            except ClaimConflictError as exc:
+                raise ProblemError(
+                    409, str(exc), slug="conflict", title="claim_id already used",
+                    extra={"claim_ids": exc.claim_ids},
+                ) from exc
+        count_decisions(rt, results)
+        return results
+
+    @api.post(
+        "/claims", tags=[SUBMIT_TAG], security=submit_security,
+        operation_id="submit_claim",
+        responses={
+            200: {"description": "Already decided: the first decision (nothing republished).",
+                  "content": {"application/json": {"schema": DECISION_REF}}},
+            201: {"description": "Decided now and published to the outcome topic.",
+                  "content": {"application/json": {"schema": DECISION_REF}}},
+            **problem_responses(400, 401, 409, 413, 415, 422, 502, 503),
+        },
+        openapi_extensions={"requestBody": {
+            "required": True, "content": {"application/json": {"schema": CLAIM_SUBMISSION_REF}},
+        }},
+    )
+    def submit_claim() -> Response:
+        """Score one claim and publish its decision.
+
+        Idempotent on claim_id: the same claim again returns its first decision (200);
+        another claim under a used claim_id is a 409.
+        """
+        submit_key()
+        body = read_body(JSON_TYPES)
+        with intake_errors():
+            intake = parse_claim(body, now=rt.clock())
+        (result,) = submit([intake])
+        assert result.decision is not None
+        headers = {"Location": f"/api/v1/claims/{result.claim_id}"}
+        if result.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(result.decision.to_json(), status=200 if result.replayed else 201,
+                        mimetype="application/json", headers=headers)
+
+    @api.post(
+        "/claims/batch", tags=[SUBMIT_TAG], security=submit_security,
+        operation_id="submit_batch",
+        responses={200: SubmitResult,
+                   **problem_responses(400, 401, 409, 413, 415, 422, 502, 503)},
+        openapi_extensions={"requestBody": {
+            "required": True, "content": {"application/json": {"schema": CLAIM_BATCH_REF}},
+        }},
+    )
+    def submit_batch() -> Response:
+        """Score up to GATEWAY_MAX_BATCH claims in one call.
+
+        All claims must be valid (else 422 with paths like claims.3.patient_age); a used
+        claim_id with different content fails the whole batch (409) before anything is scored.
+        """
+        submit_key()
+        body = read_body(JSON_TYPES)
+        with intake_errors():
+            intakes = parse_batch(body, now=rt.clock(), max_batch=settings.max_batch)
+        results = submit(intakes)
+        return json_response({
+            "decisions": [decision_fragment(r.decision) for r in results if r.decision],
+            "replayed": list(dict.fromkeys(r.claim_id for r in results if r.replayed)),
+        })
+
+    @api.post(
+        "/claims/csv", tags=[SUBMIT_TAG], security=submit_security,
+        operation_id="submit_csv",
+        responses={200: CsvResult, **problem_responses(401, 413, 415, 422, 502, 503)},
+        openapi_extensions={"requestBody": {
+            "required": True,
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "A header line naming the claim fields (claim_id and submitted_at "
+            "optional; label columns is_anomaly and pattern ignored), then one claim per line.",
+        }},
+    )
+    def submit_csv() -> Response:
+        """Score the claims of a CSV file; each data line gets its decision or its error."""
+        submit_key()
+        body = read_body(CSV_TYPES)
+        try:
+            lines = parse_csv(body, now=rt.clock(), max_rows=settings.max_batch)
+        except CsvFileError as exc:
+            raise ProblemError(422, "the CSV file cannot be used", slug="invalid-csv",
+                               errors=exc.errors) from exc
+        valid = [line.intake for line in lines if line.intake is not None]
+        results = submit(valid, on_conflict="report") if valid else []
+        return json_response(csv_answer(lines, results))
+
+    @api.get(
+        "/outcomes", tags=[READ_TAG], security=read_security,
+        operation_id="list_outcomes",
+        responses={200: OutcomePage, **problem_responses(401, 422)},
+    )
+    def list_outcomes(query: OutcomeQuery) -> Response:
+        """Decisions seen on the outcome topics, newest first (keyset pagination)."""
+        read_key()
+        page = rt.outcomes.page(query.decision, query.limit, query.cursor)
+        return json_response({"items": page.items, "next_cursor": page.next_cursor})
+
+    @api.get(
+        "/claims/<claim_id>", tags=[READ_TAG], security=read_security,
+        operation_id="get_claim",
+        responses={200: {"description": "The claim's decision.",
+                         "content": {"application/json": {"schema": DECISION_REF}}},
+                   **problem_responses(401, 404, 422)},
+    )
+    def get_claim(path: ClaimPath) -> Response:
+        """The decision for one claim: from the outcome view, or this gateway's own record."""
+        read_key()
+        body = rt.outcomes.get(path.claim_id)
+        if body is None:
+            stored = rt.service.lookup(path.claim_id)
+            if stored is not None and stored.published:
+                body = stored.decision_json
+        if body is None:
+            raise ProblemError(404, f"no decision for claim_id {path.claim_id}",
+                               slug="unknown-claim", extra={"claim_id": path.claim_id})
+        return Response(body, mimetype="application/json")
+
+    @api.get(
+        "/stats", tags=[READ_TAG], security=read_security,
+        operation_id="get_stats",
+        responses={200: Stats, **problem_responses(401, 422)},
+    )
+    def get_stats(query: StatsQuery) -> Response:
+        """Totals by decision, investigation rate over time, and counts per model version."""
+        read_key()
+        return json_response(rt.outcomes.stats(rt.clock(), query.bucket_s, query.buckets))
+
+    return api
+
+
+def security_for(key: object | None) -> list[dict[str, list[str]]] | None:
+    return [{"apiKey": []}] if key is not None else None
+
+
+@contextmanager
+def intake_errors() -> Iterator[None]:
+    try:
+        yield
+    except MalformedJsonError as exc:
+        raise ProblemError(400, str(exc), slug="malformed-json", title="Malformed JSON") from exc
+    except InvalidSubmissionError as exc:
+        raise ProblemError(422, "the claim violates the contract", slug="contract-violation",
+                           title="Contract violation", errors=exc.errors) from exc
+
+
+def csv_answer(lines: Sequence[CsvLine], results: Sequence[Submitted]) -> dict[str, Any]:
+    by_id: dict[str, Submitted] = {r.claim_id: r for r in results}
+    rows: list[dict[str, Any]] = []
+    for line in lines:
+        row: dict[str, Any] = {"line": line.line, "claim_id": line.claim_id,
+                               "decision": None, "replayed": False, "error": line.error}
+        result = by_id.get(line.claim_id or "") if line.intake is not None else None
+        if result is not None and result.conflict:
+            row["error"] = f"claim_id {result.claim_id} was already used for a different claim"
+        elif result is not None and result.decision is not None:
+            row["decision"] = decision_fragment(result.decision)
+            row["replayed"] = result.replayed
+        rows.append(row)
+    rejected = sum(1 for row in rows if row["error"] is not None)
+    return {"rows": rows, "accepted": len(rows) - rejected, "rejected": rejected}
+

@@ -1,0 +1,146 @@
+"""Request and response models of the HTTP API (they also feed the OpenAPI document).
+
+Claims themselves are validated by :class:`schemas.Claim` (strict, JSON mode) in
+:mod:`gateway.intake`; the models here describe the envelopes around them and the query
+and path parameters, which arrive as strings and are therefore validated in lax mode.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import Claim, Decision, DecisionKind
+
+CURSOR_PATTERN = r"^[0-9]{1,18}$"
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClaimPath(_Params):
+    claim_id: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        description="The claim's id (the Kafka key of its messages).",
+    )
+
+
+class OutcomeQuery(_Params):
+    decision: DecisionKind | None = Field(default=None, description="Only this decision.")
+    limit: int = Field(default=50, ge=1, le=500, description="Page size.")
+    cursor: str | None = Field(
+        default=None, pattern=CURSOR_PATTERN,
+        description="Opaque: `next_cursor` of the previous page (newest first).",
+    )
+
+
+class StatsQuery(_Params):
+    bucket_s: int = Field(default=60, ge=1, le=86_400, description="Width of a time bucket.")
+    buckets: int = Field(default=30, ge=1, le=500, description="How many buckets up to now.")
+
+
+class SubmitResult(BaseModel):
+    """Answer to a batch or CSV submission: each claim's decision, in request order."""
+
+    decisions: list[Decision]
+    replayed: list[str] = Field(
+        description="claim_ids that were already decided: their first decision is returned "
+        "and nothing was published again."
+    )
+
+
+class OutcomeItem(BaseModel):
+    """A decision as stored by the outcome view, with where it was read from."""
+
+    seq: int = Field(description="Arrival order in the view.")
+    topic: str
+    partition: int
+    offset: int
+    decision: Decision
+
+
+class OutcomePage(BaseModel):
+    items: list[OutcomeItem]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
+
+
+class DecisionCounts(BaseModel):
+    approve: int = 0
+    investigate: int = 0
+    total: int = 0
+    investigation_rate: float | None = Field(
+        default=None, description="investigate / total (null when there is nothing)."
+    )
+
+
+class TimeBucket(DecisionCounts):
+    start: str = Field(description="Bucket start (ISO 8601, UTC).")
+
+
+class VersionCounts(DecisionCounts):
+    model_name: str
+    model_version: str
+
+
+class Stats(BaseModel):
+    totals: DecisionCounts
+    bucket_s: int
+    timeline: list[TimeBucket] = Field(description="Oldest first, ending with the current one.")
+    by_model: list[VersionCounts]
+
+
+class CsvRow(BaseModel):
+    """One data line of an uploaded CSV: its decision or why it was rejected."""
+
+    line: int = Field(description="Line number in the file (the header is line 1).")
+    claim_id: str | None = None
+    decision: Decision | None = None
+    replayed: bool = False
+    error: str | None = None
+
+
+class CsvResult(BaseModel):
+    rows: list[CsvRow]
+    accepted: int
+    rejected: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, bool]
+
+
+def submission_schema() -> dict[str, Any]:
+    """The body of ``POST /api/v1/claims``: a Claim whose claim_id and submitted_at are optional
+    (generated when absent). Derived from the contract so it cannot drift."""
+    schema = copy.deepcopy(Claim.model_json_schema(mode="validation"))
+    schema["title"] = "ClaimSubmission"
+    schema["required"] = [
+        name for name in schema.get("required", []) if name not in ("claim_id", "submitted_at")
+    ]
+    schema["description"] = (
+        "A claim to score. claim_id is generated when absent; submitted_at defaults to now."
+    )
+    return schema
+
+
+def batch_schema(max_batch: int) -> dict[str, Any]:
+    return {
+        "title": "ClaimBatch",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["claims"],
+        "properties": {
+            "claims": {
+                "type": "array", "minItems": 1, "maxItems": max_batch,
+                "items": {"$ref": "#/components/schemas/ClaimSubmission"},
+            }
+        },
+    }

@@ -1,0 +1,142 @@
+"""The Flask application factory.
+
+``create_app(settings)`` builds the real parts from the settings (model-service client,
+Kafka publisher, SQLite stores, outcome-view consumer); tests and benchmarks may inject
+their own scorer and publisher. Building the app starts nothing: call
+``runtime(app).start()`` to run the outcome view's consumer and ``runtime(app).close()``
+at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from flask import Flask, Response, current_app
+from flask_openapi3.models.info import Info
+from flask_openapi3.models.tag import Tag
+
+from gateway.api import build_api, json_response
+from gateway.api_models import Health, Readiness
+from gateway.idempotency import SubmissionStore
+from gateway.metrics import GatewayMetrics
+from gateway.openapi_docs import GatewayOpenAPI
+from gateway.outcome_consumer import OutcomeConsumer
+from gateway.outcome_store import OutcomeStore
+from gateway.problems import from_query_validation, register_error_handlers
+from gateway.publisher import DecisionPublisher, KafkaDecisionPublisher
+from gateway.runtime import GatewayRuntime
+from gateway.service import Scorer, SubmissionService
+from gateway.settings import GatewaySettings
+from gateway.web import build_web
+
+logger = logging.getLogger(__name__)
+
+EXTENSION: Final = "claimflow"
+OPS_TAG = Tag(name="operations", description="Health, readiness, metrics.")
+READY_TIMEOUT_S: Final = 2.0
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    scorer: Scorer | None = None,
+    publisher: DecisionPublisher | None = None,
+    metrics: GatewayMetrics | None = None,
+) -> GatewayOpenAPI:
+    if scorer is None:
+        from scorer.client import ModelClient  # httpx only when the real client is wanted
+
+        scorer = ModelClient(settings.model_url, timeout_s=settings.model_timeout_s)
+    if publisher is None:
+        publisher = KafkaDecisionPublisher(
+            settings.kafka_bootstrap_servers, settings.outcome_topics,
+            timeout_s=settings.publish_timeout_s,
+        )
+    metrics = metrics or GatewayMetrics()
+    rt = build_runtime(settings, scorer, publisher, metrics)
+
+    app = GatewayOpenAPI(
+        __name__,
+        info=Info(title="claimflow gateway", version="1.0.0",
+                  description="Submit health-insurance claims for triage and read outcomes."),
+        security_schemes={"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        doc_prefix="/docs",
+        validation_error_callback=from_query_validation,
+    )
+    app.max_batch = settings.max_batch
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Swagger UI reads the same document as everyone else.
+    app.config["SWAGGER_CONFIG"] = {"url": "/openapi.json"}
+    app.extensions[EXTENSION] = rt
+
+    register_error_handlers(app)
+    metrics.install(app)
+    app.register_api(build_api(rt))
+    register_ops(app, rt)
+    app.register_blueprint(build_web(rt))
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    return app
+
+
+def build_runtime(
+    settings: GatewaySettings, scorer: Scorer, publisher: DecisionPublisher,
+    metrics: GatewayMetrics,
+) -> GatewayRuntime:
+    store = SubmissionStore(settings.submissions_db, settings.db_synchronous)
+    outcomes = OutcomeStore(settings.outcomes_db, settings.db_synchronous)
+    service = SubmissionService(scorer, publisher, store, settings.topic_for,
+                                settings.publish_timeout_s)
+    consumer = None
+    if settings.view_enabled:
+        consumer = OutcomeConsumer(
+            outcomes, settings.kafka_bootstrap_servers, settings.outcome_topics,
+            settings.view_group_id, on_stored=metrics.on_view_stored,
+        )
+    return GatewayRuntime(settings, scorer, publisher, service, outcomes, metrics, consumer)
+
+
+def runtime(app: Flask) -> GatewayRuntime:
+    rt = app.extensions[EXTENSION]
+    assert isinstance(rt, GatewayRuntime)
+    return rt
+
+
+def register_ops(app: GatewayOpenAPI, rt: GatewayRuntime) -> None:
+    @app.get("/healthz", tags=[OPS_TAG], operation_id="healthz", responses={200: Health})
+    def healthz() -> Response:
+        """Liveness: the process answers HTTP."""
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", tags=[OPS_TAG], operation_id="readyz",
+             responses={200: Readiness, 503: Readiness})
+    def readyz() -> Response:
+        """Readiness: the model service is ready and the broker has the outcome topics."""
+        checks = {
+            "model_service": rt.scorer.ready(),
+            "broker": rt.publisher.ready(READY_TIMEOUT_S),
+        }
+        if rt.consumer is not None:
+            checks["outcome_view"] = rt.consumer.alive
+        ready = all(checks.values())
+        return json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+    @app.get("/openapi.json", doc_ui=False)
+    def openapi_json() -> Response:
+        return json_response(current_app_openapi().api_doc)
+
+    @app.get("/metrics", doc_ui=False)
+    def metrics() -> Response:
+        return rt.metrics.exposition()
+
+
+def current_app_openapi() -> GatewayOpenAPI:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    assert isinstance(app, GatewayOpenAPI)
+    return app

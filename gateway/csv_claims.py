@@ -1,0 +1,153 @@
+"""Uploaded CSV files -> claims, one result per data line (pure).
+
+The header names the claim fields; ``claim_id`` and ``submitted_at`` columns are optional
+(like in the JSON API). The generator's label columns are evaluation-only and ignored.
+Any other column is an error for the whole file: a typo must not silently drop a feature.
+Values are converted by the field's type and then validated by the strict contract.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from gateway.intake import Intake, InvalidSubmissionError, claim_from_object, new_claim_id
+from schemas import Claim
+from schemas.common import FieldError, describe_errors
+
+LABEL_COLUMNS: Final = frozenset({"is_anomaly", "pattern"})
+INT_FIELDS: Final = frozenset({"num_services", "patient_age", "provider_id",
+                               "days_since_last_claim", "schema_version"})
+FLOAT_FIELDS: Final = frozenset({"claim_amount"})
+KNOWN_COLUMNS: Final = frozenset(Claim.model_fields) | LABEL_COLUMNS
+REQUIRED_COLUMNS: Final = frozenset(Claim.model_fields) - {"claim_id", "submitted_at",
+                                                           "schema_version"}
+
+
+class CsvFileError(ValueError):
+    """The file as a whole is unusable (422): no header, unknown columns, too many rows."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__(describe_errors(errors))
+
+
+@dataclass(frozen=True, slots=True)
+class CsvLine:
+    """A data line: its number in the file and either a claim or the reason it was rejected."""
+
+    line: int
+    intake: Intake | None = None
+    claim_id: str | None = None
+    error: str | None = None
+
+
+def decode_text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CsvFileError([{"loc": [], "type": "unicode_error",
+                             "msg": f"file is not UTF-8: {exc.reason} at byte {exc.start}"}]
+                           ) from exc
+
+
+def check_header(header: list[str] | None) -> list[str]:
+    if not header:
+        raise CsvFileError([{"loc": [], "type": "missing", "msg": "the file has no header line"}])
+    names = [name.strip() for name in header]
+    errors: list[FieldError] = [
+        {"loc": ["header", name], "type": "extra_forbidden", "msg": f"unknown column {name!r}"}
+        for name in names if name not in KNOWN_COLUMNS
+    ]
+    errors += [
+        {"loc": ["header", name], "type": "missing", "msg": f"missing column {name!r}"}
+        for name in sorted(REQUIRED_COLUMNS - set(names))
+    ]
+    if len(set(names)) != len(names):
+        errors.append({"loc": ["header"], "type": "duplicate_column",
+                       "msg": "a column appears twice"})
+    if errors:
+        raise CsvFileError(errors)
+    return names
+
+
+def convert(name: str, text: str) -> Any:
+    """A cell as the JSON value the contract expects; unconvertible text stays a string so the
+    contract reports the type error with the field's name."""
+    value = text.strip()
+    if name in INT_FIELDS:
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    if name in FLOAT_FIELDS:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def row_object(names: list[str], cells: list[str]) -> dict[str, Any]:
+    return {
+        name: convert(name, cell)
+        for name, cell in zip(names, cells, strict=True)
+        if name not in LABEL_COLUMNS and not (name in ("claim_id", "submitted_at") and
+                                              not cell.strip())
+    }
+
+
+def parse_csv(
+    body: bytes,
+    *,
+    now: datetime,
+    max_rows: int,
+    make_id: Callable[[], str] = new_claim_id,
+) -> list[CsvLine]:
+    reader = csv.reader(io.StringIO(decode_text(body), newline=""))
+    try:
+        names = check_header(next(reader, None))
+        lines = [parse_row(names, cells, reader.line_num, now, make_id)
+                 for cells in reader if cells]
+    except csv.Error as exc:
+        raise CsvFileError([{"loc": ["line", reader.line_num], "type": "csv_error",
+                             "msg": str(exc)}]) from exc
+    if not lines:
+        raise CsvFileError([{"loc": [], "type": "too_short", "msg": "the file has no data lines"}])
+    if len(lines) > max_rows:
+        raise CsvFileError([{"loc": [], "type": "too_long",
+                             "msg": f"at most {max_rows} data lines per upload, not {len(lines)}"}])
+    return reject_duplicates(lines)
+
+
+def reject_duplicates(lines: list[CsvLine]) -> list[CsvLine]:
+    """A claim_id repeated with different content: the later line is an error."""
+    seen: dict[str, tuple[int, str]] = {}
+    out = []
+    for line in lines:
+        if line.intake is not None:
+            first = seen.setdefault(line.claim_id or "", (line.line, line.intake.fingerprint))
+            if first[1] != line.intake.fingerprint:
+                line = CsvLine(line.line, claim_id=line.claim_id,
+                               error=f"claim_id {line.claim_id} is on line {first[0]} with "
+                               "different content")
+        out.append(line)
+    return out
+
+
+def parse_row(
+    names: list[str], cells: list[str], line: int, now: datetime, make_id: Callable[[], str]
+) -> CsvLine:
+    if len(cells) != len(names):
+        return CsvLine(line, error=f"expected {len(names)} cells, found {len(cells)}")
+    obj = row_object(names, cells)
+    claim_id = obj.get("claim_id") if isinstance(obj.get("claim_id"), str) else None
+    try:
+        intake = claim_from_object(obj, now=now, make_id=make_id)
+    except InvalidSubmissionError as exc:
+        return CsvLine(line, claim_id=claim_id, error=describe_errors(exc.errors))
+    return CsvLine(line, intake=intake, claim_id=intake.claim_id)

@@ -1,0 +1,172 @@
+"""Parse at the edge: request bodies -> validated :class:`schemas.Claim` objects (pure).
+
+A submission may leave out ``claim_id`` (generated) and ``submitted_at`` (now). Everything
+else goes through the strict contract in JSON mode, so ``"12"`` is not an int and an
+ISO-8601 string is a datetime. Errors carry field paths relative to the request body.
+
+The *fingerprint* of a claim is what idempotency compares: a digest of the fields the client
+sent (server-filled defaults excluded), in canonical form, so that resubmitting the same
+claim without ``submitted_at`` is recognised as the same claim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+import pydantic_core
+
+from schemas import Claim, ContractError
+from schemas.common import FieldError
+
+BATCH_KEY: Final = "claims"
+
+
+class MalformedJsonError(ValueError):
+    """The body is not JSON at all (400)."""
+
+
+class InvalidSubmissionError(ValueError):
+    """The body is JSON but violates the contract (422); ``errors`` have body-relative paths."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__(ContractError("submission", errors).args[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """A validated claim and the digest that idempotency compares."""
+
+    claim: Claim
+    fingerprint: str
+
+    @property
+    def claim_id(self) -> str:
+        return self.claim.claim_id
+
+
+def new_claim_id() -> str:
+    return f"gw-{uuid.uuid4().hex}"
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode JSON (big integers included, so they fail validation rather than decoding)."""
+    if not body.strip():
+        raise MalformedJsonError("empty body")
+    try:
+        return pydantic_core.from_json(body, allow_inf_nan=False)
+    except ValueError as exc:
+        raise MalformedJsonError(f"body is not valid JSON: {exc}") from exc
+
+
+def fingerprint(claim: Claim, server_filled: Sequence[str]) -> str:
+    data = claim.model_dump(mode="json", exclude=set(server_filled))
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def claim_from_object(
+    obj: Any,
+    *,
+    now: datetime,
+    make_id: Callable[[], str] = new_claim_id,
+    loc: Sequence[str | int] = (),
+) -> Intake:
+    """One claim object from a decoded body; raises :class:`InvalidSubmissionError`."""
+    if not isinstance(obj, dict):
+        raise InvalidSubmissionError(
+            [{"loc": list(loc), "type": "model_type", "msg": "Input should be an object"}]
+        )
+    data = dict(obj)
+    filled = []
+    if "claim_id" not in data:
+        data["claim_id"] = make_id()
+        filled.append("claim_id")
+    if "submitted_at" not in data:
+        data["submitted_at"] = now.isoformat()
+        filled.append("submitted_at")
+    try:
+        # Round trip through JSON so that strict JSON-mode rules apply (datetimes as strings).
+        claim = Claim.from_json(pydantic_core.to_json(data, inf_nan_mode="constants"))
+    except ContractError as exc:
+        raise InvalidSubmissionError(
+            [{**err, "loc": [*loc, *err["loc"]]} for err in exc.errors]
+        ) from exc
+    return Intake(claim, fingerprint(claim, filled))
+
+
+def parse_claim(body: bytes, *, now: datetime, make_id: Callable[[], str] = new_claim_id) -> Intake:
+    """``POST /api/v1/claims``: one claim object."""
+    return claim_from_object(parse_json(body), now=now, make_id=make_id)
+
+
+def parse_batch(
+    body: bytes,
+    *,
+    now: datetime,
+    max_batch: int,
+    make_id: Callable[[], str] = new_claim_id,
+) -> list[Intake]:
+    """``POST /api/v1/claims/batch``: ``{"claims": [...]}``; all claims valid or 422."""
+    obj = parse_json(body)
+    claims = batch_items(obj, max_batch)
+    intakes: list[Intake] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(claims):
+        try:
+            intakes.append(claim_from_object(item, now=now, make_id=make_id,
+                                             loc=(BATCH_KEY, index)))
+        except InvalidSubmissionError as exc:
+            errors.extend(exc.errors)
+    errors.extend(duplicate_errors(intakes, [BATCH_KEY]))
+    if errors:
+        raise InvalidSubmissionError(errors)
+    return intakes
+
+
+def batch_items(obj: Any, max_batch: int) -> list[Any]:
+    """The envelope check of a batch body: an object with exactly a non-empty ``claims`` list."""
+    if not isinstance(obj, dict):
+        raise InvalidSubmissionError([{"loc": [], "type": "model_type",
+                                  "msg": "Input should be an object"}])
+    errors: list[FieldError] = [
+        {"loc": [key], "type": "extra_forbidden", "msg": "Extra inputs are not permitted"}
+        for key in obj if key != BATCH_KEY
+    ]
+    claims = obj.get(BATCH_KEY)
+    if BATCH_KEY not in obj:
+        errors.append({"loc": [BATCH_KEY], "type": "missing", "msg": "Field required"})
+    elif not isinstance(claims, list):
+        errors.append({"loc": [BATCH_KEY], "type": "list_type", "msg": "Input should be a list"})
+    elif not claims:
+        errors.append({"loc": [BATCH_KEY], "type": "too_short",
+                       "msg": "List should have at least 1 item"})
+    elif len(claims) > max_batch:
+        errors.append({"loc": [BATCH_KEY], "type": "too_long",
+                       "msg": f"List should have at most {max_batch} items, not {len(claims)}"})
+    if errors:
+        raise InvalidSubmissionError(errors)
+    assert isinstance(claims, list)
+    return claims
+
+
+def duplicate_errors(
+    intakes: Sequence[Intake], prefix: Sequence[str | int], positions: Sequence[int] | None = None
+) -> list[FieldError]:
+    """The same claim_id twice in one request with different content is a contract error."""
+    seen: dict[str, str] = {}
+    errors: list[FieldError] = []
+    for index, intake in enumerate(intakes):
+        first = seen.setdefault(intake.claim_id, intake.fingerprint)
+        if first != intake.fingerprint:
+            where = positions[index] if positions is not None else index
+            errors.append({
+                "loc": [*prefix, where, "claim_id"], "type": "duplicate_claim_id",
+                "msg": f"claim_id {intake.claim_id} appears earlier with different content",
+            })
+    return errors

@@ -1,0 +1,63 @@
+"""Prometheus metrics of the gateway, on a registry of their own (one per app, so several
+apps in one process, as in tests, never collide)."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "gateway_requests", "HTTP requests answered.", ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "gateway_request_seconds", "Time to answer an HTTP request.", ["method", "route"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.decisions = Counter(
+            "gateway_decisions", "Claims decided through the gateway.", ["decision", "replayed"],
+            registry=self.registry,
+        )
+        self.unavailable = Counter(
+            "gateway_unavailable", "503 answers by cause.", ["cause"], registry=self.registry,
+        )
+        self.view_stored = Counter(
+            "gateway_view_messages", "Decision messages read by the outcome view.", ["result"],
+            registry=self.registry,
+        )
+
+    def on_view_stored(self, inserted: int, duplicates: int, invalid: int) -> None:
+        self.view_stored.labels("inserted").inc(inserted)
+        self.view_stored.labels("duplicate").inc(duplicates)
+        self.view_stored.labels("invalid").inc(invalid)
+
+    def install(self, app: Flask) -> None:
+        """Time every request; label by route pattern (bounded), never by raw path."""
+
+        @app.before_request
+        def _start_timer() -> None:
+            g.started = time.perf_counter()
+
+        @app.after_request
+        def _observe(response: Response) -> Response:
+            started = g.get("started")
+            route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+            method = request.method if request.method in KNOWN_METHODS else "other"
+            self.requests.labels(method, route, str(response.status_code)).inc()
+            if started is not None:
+                self.latency.labels(method, route).observe(
+                    time.perf_counter() - started)
+            return response
+
+    def exposition(self) -> Response:
+        return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,136 @@
+"""Background consumer of the outcome view: decision topics -> :class:`OutcomeStore`.
+
+read_committed, so aborted scorer transactions never show. Where to start is the store's
+business (its positions table, written with the rows), not the group's committed offsets:
+the group is used for partition assignment and commits only so lag tools can see it.
+A message that is not a valid Decision is logged with its position and skipped (this is a
+view; the topics' producers own their dead letters).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from gateway.outcome_store import Outcome, OutcomeStore
+from schemas import ContractError, Decision
+
+logger = logging.getLogger(__name__)
+
+# Called after each stored poll with (inserted, duplicates, invalid).
+OnStored = Callable[[int, int, int], None]
+
+
+def to_outcomes(
+    messages: Sequence[Message],
+) -> tuple[list[Outcome], dict[tuple[str, int], int], int]:
+    """Decode a poll's messages; returns outcomes, next offsets, and how many were invalid."""
+    outcomes: list[Outcome] = []
+    positions: dict[tuple[str, int], int] = {}
+    invalid = 0
+    for msg in messages:
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        assert topic is not None
+        assert partition is not None
+        assert offset is not None
+        positions[(topic, partition)] = offset + 1
+        value = msg.value() or b""
+        try:
+            decision = Decision.from_json(value)
+        except ContractError as exc:
+            invalid += 1
+            logger.warning("skipping %s[%d]@%d: %s", topic, partition, offset, exc)
+            continue
+        outcomes.append(Outcome(decision, topic, partition, offset, value))
+    return outcomes, positions, invalid
+
+
+class OutcomeConsumer:
+    """Runs in its own thread between :meth:`start` and :meth:`stop`."""
+
+    def __init__(
+        self,
+        store: OutcomeStore,
+        bootstrap: str,
+        topics: Sequence[str],
+        group_id: str,
+        on_stored: OnStored | None = None,
+        batch_size: int = 500,
+    ) -> None:
+        self._store = store
+        self._topics = list(topics)
+        self._batch_size = batch_size
+        self._on_stored = on_stored
+        self._config = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group_id,
+            "client.id": "claimflow-gateway-view",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "error_cb": self._on_error,
+        }
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.alive = False
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="gateway-view", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        consumer = Consumer(self._config)
+        self.alive = True
+        try:
+            consumer.subscribe(self._topics, on_assign=self._on_assign)
+            logger.info("outcome view reading %s", ", ".join(self._topics))
+            while not self._stop.is_set():
+                messages = consumer.consume(num_messages=self._batch_size, timeout=0.2)
+                self._handle(consumer, messages)
+        except Exception:
+            logger.exception("outcome view consumer stopped")
+            raise
+        finally:
+            self.alive = False
+            consumer.close()
+
+    def _handle(self, consumer: Consumer, messages: list[Message]) -> None:
+        good = []
+        for msg in messages:
+            err = msg.error()
+            if err is None:
+                good.append(msg)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                self._on_error(err)
+        if not good:
+            return
+        outcomes, positions, invalid = to_outcomes(good)
+        inserted = self._store.add(outcomes, positions)
+        if self._on_stored is not None:
+            self._on_stored(inserted, len(outcomes) - inserted, invalid)
+        consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],
+            asynchronous=True,
+        )
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = self._store.positions()
+        for tp in partitions:
+            tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+        logger.info("outcome view assigned %s", ", ".join(
+            f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions))
+        consumer.assign(partitions)
+
+    def _on_error(self, err: KafkaError) -> None:
+        self.last_error = err.str()
+        level = logging.ERROR if err.fatal() else logging.WARNING
+        logger.log(level, "outcome view consumer: %s", err.str())

@@ -1,0 +1,52 @@
+"""Everything a gateway app uses at run time, built once and closed once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from gateway.metrics import GatewayMetrics
+from gateway.outcome_consumer import OutcomeConsumer
+from gateway.outcome_store import OutcomeStore
+from gateway.publisher import DecisionPublisher
+from gateway.service import Scorer, SubmissionService
+from gateway.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class GatewayRuntime:
+    settings: GatewaySettings
+    scorer: Scorer
+    publisher: DecisionPublisher
+    service: SubmissionService
+    outcomes: OutcomeStore
+    metrics: GatewayMetrics
+    consumer: OutcomeConsumer | None = None
+    clock: Callable[[], datetime] = utc_now
+    _closed: bool = field(default=False, init=False)
+
+    def start(self) -> None:
+        """Start the outcome view's consumer thread (if the settings enable it)."""
+        if self.consumer is not None:
+            self.consumer.start()
+
+    def close(self) -> None:
+        """Stop the consumer, flush the producer, close the stores (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.consumer is not None:
+            self.consumer.stop()
+        self.publisher.close()
+        self.scorer.close()
+        self.service.store.close()
+        self.outcomes.close()
+        logger.info("gateway closed")

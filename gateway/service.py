@@ -1,0 +1,196 @@
+"""Submitting claims: idempotency check, scoring, durable record, confirmed publication.
+
+The order matters. For claims never seen before: score -> record the decision as pending
+-> publish and wait for the broker -> mark published. A claim_id already recorded with the
+same fingerprint returns its first decision (republished only if its publication was never
+confirmed); with a different fingerprint it is a conflict. Requests for the same claim_id
+are serialised by a striped lock, so two concurrent submissions cannot both publish.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from gateway.idempotency import StoredSubmission, SubmissionStore
+from gateway.intake import Intake
+from gateway.publisher import DecisionPublisher, Outgoing
+from schemas import Claim, Decision, DecisionKind, GatewaySource, ScoreResult
+
+logger = logging.getLogger(__name__)
+
+
+class Scorer(Protocol):
+    """What the gateway needs from the model service (``scorer.client.ModelClient``)."""
+
+    def score(self, claim: Claim) -> ScoreResult: ...
+
+    def score_batch(self, claims: Sequence[Claim]) -> list[ScoreResult]: ...
+
+    def ready(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class ClaimConflictError(Exception):
+    """claim_ids already decided for a different payload."""
+
+    def __init__(self, claim_ids: Sequence[str]) -> None:
+        self.claim_ids = list(claim_ids)
+        super().__init__(f"claim_id already used for a different claim: {', '.join(claim_ids)}")
+
+
+class ScoringMismatchError(Exception):
+    """The model service answered for a different claim than it was asked about (a bug)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """The outcome for one submitted claim. ``decision`` is None only for a conflict that the
+    caller asked to be reported rather than raised."""
+
+    claim_id: str
+    decision: Decision | None
+    replayed: bool
+    conflict: bool = False
+
+
+def build_decision(
+    claim: Claim, result: ScoreResult, decided_at: datetime, request_id: str | None
+) -> Decision:
+    if result.claim_id != claim.claim_id:
+        raise ScoringMismatchError(f"asked about {claim.claim_id}, answer is for {result.claim_id}")
+    return Decision(
+        claim=claim,
+        decision=result.decision,
+        anomaly_score=result.anomaly_score,
+        threshold=result.threshold,
+        model=result.model,
+        reasons=result.reasons,
+        decided_at=decided_at,
+        source=GatewaySource(request_id=request_id),
+    )
+
+
+class KeyLocks:
+    """A fixed set of locks; a key always maps to the same one."""
+
+    def __init__(self, stripes: int = 256) -> None:
+        self._locks = [threading.Lock() for _ in range(stripes)]
+
+    def _index(self, key: str) -> int:
+        return zlib.crc32(key.encode()) % len(self._locks)
+
+    @contextmanager
+    def hold(self, keys: Sequence[str]) -> Iterator[None]:
+        # Always acquired in index order: two batches can never wait for each other in a cycle.
+        with ExitStack() as stack:
+            for index in sorted({self._index(key) for key in keys}):
+                stack.enter_context(self._locks[index])
+            yield
+
+
+OnConflict = Literal["raise", "report"]
+
+
+class SubmissionService:
+    def __init__(
+        self,
+        scorer: Scorer,
+        publisher: DecisionPublisher,
+        store: SubmissionStore,
+        topic_for: Callable[[DecisionKind], str],
+        publish_timeout_s: float,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.scorer = scorer
+        self.publisher = publisher
+        self.store = store
+        self._topic_for = topic_for
+        self._publish_timeout_s = publish_timeout_s
+        self._clock = clock
+        self._locks = KeyLocks()
+
+    def submit(
+        self, intakes: Sequence[Intake], request_id: str | None, on_conflict: OnConflict = "raise"
+    ) -> list[Submitted]:
+        """Decide every claim (in order).
+
+        Raises ``ModelUnavailable`` / ``PublishUnavailable`` (nothing confirmed; the client
+        retries) and :class:`ClaimConflictError` when ``on_conflict="raise"``.
+        """
+        first: dict[str, Intake] = {}
+        for intake in intakes:
+            first.setdefault(intake.claim_id, intake)
+        unique = list(first.values())
+        with self._locks.hold([intake.claim_id for intake in unique]):
+            known = self.store.get_many(intake.claim_id for intake in unique)
+            conflicts = [i.claim_id for i in unique
+                         if i.claim_id in known and known[i.claim_id].fingerprint != i.fingerprint]
+            if conflicts and on_conflict == "raise":
+                raise ClaimConflictError(conflicts)
+            fresh = [i for i in unique if i.claim_id not in known]
+            decided = self._score(fresh, request_id)
+            if decided:
+                now_ms = int(self._clock().timestamp() * 1000)
+                self.store.add_pending(
+                    [(d.claim_id, i.fingerprint, d.to_json()) for i, d in zip(fresh, decided,
+                                                                              strict=True)],
+                    now_ms,
+                )
+            unconfirmed = [s.decision() for s in known.values()
+                           if not s.published and s.claim_id not in conflicts]
+            self._publish([*decided, *unconfirmed])
+        return self._answers(intakes, known, decided, set(conflicts))
+
+    def lookup(self, claim_id: str) -> StoredSubmission | None:
+        return self.store.get(claim_id)
+
+    def _score(self, fresh: Sequence[Intake], request_id: str | None) -> list[Decision]:
+        if not fresh:
+            return []
+        claims = [intake.claim for intake in fresh]
+        if len(claims) == 1:
+            results = [self.scorer.score(claims[0])]
+        else:
+            results = self.scorer.score_batch(claims)
+        decided_at = self._clock()
+        return [build_decision(claim, result, decided_at, request_id)
+                for claim, result in zip(claims, results, strict=True)]
+
+    def _publish(self, decisions: Sequence[Decision]) -> None:
+        if not decisions:
+            return
+        outgoing = [Outgoing(self._topic_for(d.decision), d) for d in decisions]
+        self.publisher.publish(outgoing, self._publish_timeout_s)
+        self.store.mark_published([d.claim_id for d in decisions])
+        for decision in decisions:
+            logger.debug("claim_id=%s decided %s", decision.claim_id, decision.decision)
+
+    @staticmethod
+    def _answers(
+        intakes: Sequence[Intake],
+        known: dict[str, StoredSubmission],
+        decided: Sequence[Decision],
+        conflicts: set[str],
+    ) -> list[Submitted]:
+        new = {d.claim_id: d for d in decided}
+        cache: dict[str, Decision] = {}
+        out = []
+        for intake in intakes:
+            cid = intake.claim_id
+            if cid in conflicts:
+                out.append(Submitted(cid, None, replayed=False, conflict=True))
+            elif cid in new:
+                out.append(Submitted(cid, new[cid], replayed=False))
+            else:
+                if cid not in cache:
+                    cache[cid] = known[cid].decision()
+                out.append(Submitted(cid, cache[cid], replayed=True))
+        return out

@@ -1,0 +1,653 @@
+"""The gateway's HTTP behaviour through Flask's test client: every status code it answers.
+
+The model service and the broker are in-process fakes here (this is HTTP logic); the
+integration tests run the same paths against a real ``bentoml serve`` and a real broker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from gateway.app import create_app, runtime
+from gateway.outcome_store import Outcome
+from gateway.runtime import GatewayRuntime
+from schemas import Claim, Decision, GatewaySource, ModelRef, ScoreResult, StreamSource
+from tests.unit.test_gateway_fakes import (
+    FakePublisher,
+    FakeScorer,
+    claim_body,
+    fake_result,
+    fake_settings,
+)
+
+PROBLEM = "application/problem+json"
+
+
+@dataclass
+class Gateway:
+    client: FlaskClient
+    scorer: FakeScorer
+    publisher: FakePublisher
+    rt: GatewayRuntime
+
+    def post(self, body: Any, path: str = "/api/v1/claims", **kw: Any) -> Any:
+        return self.client.post(path, json=body, **kw)
+
+
+def make_gateway(home: Path, **settings: Any) -> Gateway:
+    scorer, publisher = FakeScorer(), FakePublisher()
+    app = create_app(fake_settings(home, **settings), scorer=scorer, publisher=publisher)
+    return Gateway(app.test_client(), scorer, publisher, runtime(app))
+
+
+@pytest.fixture
+def gw(tmp_path: Path) -> Iterator[Gateway]:
+    gateway = make_gateway(tmp_path)
+    yield gateway
+    gateway.rt.close()
+
+
+def problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == PROBLEM
+    body = response.get_json(force=True)
+    assert body["status"] == status
+    assert body["title"]
+    assert body["type"]
+    return dict(body)
+
+
+def error_paths(body: dict[str, Any]) -> dict[str, str]:
+    return {err["path"]: err["type"] for err in body["errors"]}
+
+
+# -- 201 / 200: decisions and idempotency ------------------------------------------------------
+
+
+def test_new_claim_is_decided_published_and_located(gw: Gateway) -> None:
+    response = gw.post(claim_body(claim_amount=25_000.0))
+    assert response.status_code == 201
+    assert response.headers["Location"] == "/api/v1/claims/C-000001"
+    decision = Decision.model_validate_json(response.get_data())
+    assert decision.decision == "investigate"
+    assert decision.model.version == "7"
+    assert decision.reasons[0].feature == "claim_amount"
+    assert isinstance(decision.source, GatewaySource)
+    [sent] = gw.publisher.published
+    assert sent.topic == "claims.investigate"
+    assert sent.decision == decision
+
+
+def test_approved_claim_goes_to_the_approved_topic(gw: Gateway) -> None:
+    assert gw.post(claim_body(claim_amount=100.0)).status_code == 201
+    assert [item.topic for item in gw.publisher.published] == ["claims.approved"]
+
+
+def test_same_claim_again_returns_the_first_decision_and_is_not_published_again(
+    gw: Gateway,
+) -> None:
+    first = gw.post(claim_body())
+    again = gw.post(claim_body())
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_data() == first.get_data()
+    assert gw.publisher.claim_ids() == ["C-000001"]
+    assert gw.scorer.calls == 1
+
+
+def test_missing_claim_id_is_generated(gw: Gateway) -> None:
+    response = gw.post(claim_body(claim_id=...))
+    assert response.status_code == 201
+    claim_id = response.get_json()["claim"]["claim_id"]
+    assert claim_id.startswith("gw-")
+    assert response.headers["Location"] == f"/api/v1/claims/{claim_id}"
+
+
+def test_missing_submitted_at_is_now_and_does_not_break_idempotency(gw: Gateway) -> None:
+    before = datetime.now(UTC)
+    first = gw.post(claim_body(submitted_at=...))
+    submitted = datetime.fromisoformat(first.get_json()["claim"]["submitted_at"])
+    assert before <= submitted <= datetime.now(UTC)
+    again = gw.post(claim_body(submitted_at=...))
+    assert again.status_code == 200
+    assert again.get_data() == first.get_data()
+
+
+def test_equal_values_in_another_spelling_are_the_same_claim(gw: Gateway) -> None:
+    assert gw.post(claim_body(claim_amount=1200.0)).status_code == 201
+    again = gw.post(claim_body(claim_amount=1200, submitted_at="2026-01-02T03:04:05+00:00"))
+    assert again.status_code == 200
+
+
+def test_idempotency_survives_a_restart(tmp_path: Path) -> None:
+    first = make_gateway(tmp_path)
+    body = first.post(claim_body()).get_data()
+    first.rt.close()
+    second = make_gateway(tmp_path)
+    again = second.post(claim_body())
+    assert again.status_code == 200
+    assert again.get_data() == body
+    assert second.publisher.published == []
+    assert second.post(claim_body(patient_age=45)).status_code == 409
+    second.rt.close()
+
+
+# -- 409 ----------------------------------------------------------------------------------------
+
+
+def test_different_claim_under_a_used_claim_id_is_a_conflict(gw: Gateway) -> None:
+    gw.post(claim_body())
+    body = problem(gw.post(claim_body(patient_age=45)), 409)
+    assert body["claim_ids"] == ["C-000001"]
+    assert len(gw.publisher.published) == 1
+
+
+# -- 400 / 415 / 413 ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [b"{", b"", b"   ", b"not json", b"\xff\xfe{}", b"[" * 5000])
+def test_malformed_json_is_400(gw: Gateway, raw: bytes) -> None:
+    response = gw.client.post("/api/v1/claims", data=raw, content_type="application/json")
+    body = problem(response, 400)
+    assert body["type"].endswith("malformed-json")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "text/csv", None])
+def test_wrong_content_type_is_415(gw: Gateway, content_type: str | None) -> None:
+    kwargs = {"content_type": content_type} if content_type else {}
+    response = gw.client.post("/api/v1/claims", data=json.dumps(claim_body()), **kwargs)
+    problem(response, 415)
+    assert "application/json" in response.headers["Accept-Post"]
+
+
+def test_json_with_charset_is_accepted(gw: Gateway) -> None:
+    response = gw.client.post("/api/v1/claims", data=json.dumps(claim_body()),
+                              content_type="application/json; charset=utf-8")
+    assert response.status_code == 201
+
+
+def test_body_too_large_is_413(tmp_path: Path) -> None:
+    gateway = make_gateway(tmp_path, max_body_bytes=2048)
+    big = claim_body(claim_id="C-" + "1" * 20)
+    raw = json.dumps(big).encode() + b" " * 4096
+    response = gateway.client.post("/api/v1/claims", data=raw, content_type="application/json")
+    problem(response, 413)
+    assert gateway.publisher.published == []
+    gateway.rt.close()
+
+
+# -- 422 ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "path", "kind"),
+    [
+        ({"patient_age": "44"}, "patient_age", "int_type"),
+        ({"patient_age": 121}, "patient_age", "less_than_equal"),
+        ({"claim_amount": 0}, "claim_amount", "greater_than"),
+        ({"claim_amount": -5.0}, "claim_amount", "greater_than"),
+        ({"num_services": 0}, "num_services", "greater_than_equal"),
+        ({"num_services": 2**70}, "num_services", "less_than_equal"),
+        ({"provider_id": None}, "provider_id", "int_type"),
+        ({"claim_id": None}, "claim_id", "string_type"),
+        ({"claim_id": "<script>"}, "claim_id", "string_pattern_mismatch"),
+        ({"submitted_at": "2026-01-02T03:04:05"}, "submitted_at", "timezone_aware"),
+        ({"submitted_at": "yesterday"}, "submitted_at", "datetime_parsing"),
+        ({"days_since_last_claim": ...}, "days_since_last_claim", "missing"),
+        ({"is_anomaly": True}, "is_anomaly", "extra_forbidden"),
+        ({"schema_version": 2}, "schema_version", "literal_error"),
+    ],
+)
+def test_contract_violations_are_422_with_field_paths(
+    gw: Gateway, overrides: dict[str, Any], path: str, kind: str
+) -> None:
+    body = problem(gw.post(claim_body(**overrides)), 422)
+    assert error_paths(body)[path] == kind
+    assert gw.publisher.published == []
+    assert gw.scorer.calls == 0
+
+
+@pytest.mark.parametrize("raw", [b"1e400", b'{"claim_amount": 1e400}'])
+def test_infinite_numbers_are_422(gw: Gateway, raw: bytes) -> None:
+    response = gw.client.post("/api/v1/claims", data=raw, content_type="application/json")
+    problem(response, 422)
+
+
+@pytest.mark.parametrize("raw", [json.dumps([claim_body()]), '"claim"', "42", "null"])
+def test_non_object_body_is_422(gw: Gateway, raw: str) -> None:
+    response = gw.client.post("/api/v1/claims", data=raw, content_type="application/json")
+    body = problem(response, 422)
+    assert error_paths(body) == {"": "model_type"}
+
+
+def test_every_violation_is_reported_at_once(gw: Gateway) -> None:
+    body = problem(gw.post(claim_body(patient_age=-1, provider_id=0, extra=1)), 422)
+    assert set(error_paths(body)) == {"patient_age", "provider_id", "extra"}
+
+
+# -- 503 / 502 / 500 ---------------------------------------------------------------------------
+
+
+def test_model_service_down_is_503_with_retry_after_and_nothing_recorded(gw: Gateway) -> None:
+    gw.scorer.available = False
+    response = gw.post(claim_body())
+    body = problem(response, 503)
+    assert body["type"].endswith("model-unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert gw.publisher.published == []
+    gw.scorer.available = True
+    assert gw.post(claim_body()).status_code == 201
+
+
+def test_broker_down_is_503_and_the_retry_publishes_the_same_decision_once(gw: Gateway) -> None:
+    gw.publisher.available = False
+    response = gw.post(claim_body(claim_amount=50_000.0))
+    problem(response, 503)
+    assert response.headers["Retry-After"] == "5"
+    stored = gw.rt.service.lookup("C-000001")
+    assert stored is not None
+    assert not stored.published
+    # Not published, so not readable yet.
+    problem(gw.client.get("/api/v1/claims/C-000001"), 404)
+
+    gw.publisher.available = True
+    retry = gw.post(claim_body(claim_amount=50_000.0))
+    assert retry.status_code == 200
+    assert retry.get_data() == stored.decision_json
+    assert gw.publisher.claim_ids() == ["C-000001"]
+    assert gw.scorer.calls == 1
+    third = gw.post(claim_body(claim_amount=50_000.0))
+    assert third.status_code == 200
+    assert gw.publisher.claim_ids() == ["C-000001"]
+
+
+def test_unusable_model_answer_is_502(gw: Gateway) -> None:
+    gw.scorer.broken = True
+    problem(gw.post(claim_body()), 502)
+
+
+def test_a_bug_is_a_500_problem_without_internals(gw: Gateway) -> None:
+    def explode(claim: Claim) -> ScoreResult:
+        raise RuntimeError("secret internals")
+
+    gw.scorer.score = explode  # type: ignore[method-assign]
+    body = problem(gw.post(claim_body()), 500)
+    assert "secret" not in json.dumps(body)
+
+
+# -- 401 ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def keyed(tmp_path: Path) -> Iterator[Gateway]:
+    gateway = make_gateway(tmp_path, api_key="s3cret-key")
+    yield gateway
+    gateway.rt.close()
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer no"},
+                                     {"Authorization": "Basic czNjcmV0LWtleQ=="},
+                                     {"X-API-Key": "s3cret-key-but-longer"},
+                                     {"X-API-Key": "\u00e9\u00e9"}])
+def test_submission_without_the_right_key_is_401(keyed: Gateway, headers: dict[str, str]
+                                                 ) -> None:
+    response = keyed.post(claim_body(), headers=headers)
+    problem(response, 401)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert keyed.scorer.calls == 0
+
+
+@pytest.mark.parametrize("headers", [{"X-API-Key": "s3cret-key"},
+                                     {"Authorization": "Bearer s3cret-key"}])
+def test_submission_with_the_key_is_accepted(keyed: Gateway, headers: dict[str, str]) -> None:
+    assert keyed.post(claim_body(), headers=headers).status_code == 201
+
+
+def test_key_is_checked_before_the_body(keyed: Gateway) -> None:
+    response = keyed.client.post("/api/v1/claims", data=b"{", content_type="text/plain")
+    problem(response, 401)
+
+
+def test_reads_stay_open_unless_a_read_key_is_set(keyed: Gateway, tmp_path: Path) -> None:
+    assert keyed.client.get("/api/v1/stats").status_code == 200
+    guarded = make_gateway(tmp_path / "r", api_key="s3cret-key", read_api_key="reader")
+    problem(guarded.client.get("/api/v1/stats"), 401)
+    problem(guarded.client.get("/api/v1/outcomes", headers={"X-API-Key": "nope"}), 401)
+    assert guarded.client.get("/api/v1/stats", headers={"X-API-Key": "reader"}).status_code == 200
+    assert guarded.client.get("/api/v1/outcomes",
+                              headers={"X-API-Key": "s3cret-key"}).status_code == 200
+    # The page and the probes stay open: they carry no claim data.
+    assert guarded.client.get("/").status_code == 200
+    assert guarded.client.get("/healthz").status_code == 200
+    guarded.rt.close()
+
+
+# -- 404 / 405 ---------------------------------------------------------------------------------
+
+
+def test_unknown_claim_is_404(gw: Gateway) -> None:
+    body = problem(gw.client.get("/api/v1/claims/C-404"), 404)
+    assert body["claim_id"] == "C-404"
+
+
+def test_unknown_route_is_404_and_wrong_method_405(gw: Gateway) -> None:
+    problem(gw.client.get("/api/v2/nothing"), 404)
+    response = gw.client.delete("/api/v1/claims")
+    problem(response, 405)
+    assert "POST" in response.headers["Allow"]
+
+
+def test_claim_lookup_reads_the_gateways_own_record(gw: Gateway) -> None:
+    posted = gw.post(claim_body()).get_data()
+    response = gw.client.get("/api/v1/claims/C-000001")
+    assert response.status_code == 200
+    assert response.get_data() == posted
+
+
+def test_invalid_claim_id_in_the_path_is_422(gw: Gateway) -> None:
+    body = problem(gw.client.get("/api/v1/claims/%3Cimg%20src%3Dx%3E"), 422)
+    assert error_paths(body) == {"claim_id": "string_pattern_mismatch"}
+
+
+# -- batch -------------------------------------------------------------------------------------
+
+
+def batch(*claims: dict[str, Any]) -> dict[str, Any]:
+    return {"claims": list(claims)}
+
+
+def test_batch_decides_every_claim_in_order_with_one_model_call(gw: Gateway) -> None:
+    claims = [claim_body(claim_id=f"B-{i}", claim_amount=500.0 + 10_000 * (i % 2))
+              for i in range(5)]
+    response = gw.post(batch(*claims), "/api/v1/claims/batch")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert [d["claim"]["claim_id"] for d in body["decisions"]] == [f"B-{i}" for i in range(5)]
+    assert [d["decision"] for d in body["decisions"]] == ["approve", "investigate"] * 2 + [
+        "approve"]
+    assert body["replayed"] == []
+    assert gw.scorer.calls == 1
+    assert sorted(gw.publisher.claim_ids()) == [f"B-{i}" for i in range(5)]
+
+
+def test_batch_replays_known_claims_without_publishing_them_again(gw: Gateway) -> None:
+    gw.post(claim_body(claim_id="B-0"))
+    response = gw.post(batch(claim_body(claim_id="B-0"), claim_body(claim_id="B-1")),
+                       "/api/v1/claims/batch")
+    assert response.get_json()["replayed"] == ["B-0"]
+    assert gw.publisher.claim_ids() == ["B-0", "B-1"]
+
+
+def test_batch_with_an_invalid_claim_is_422_and_nothing_is_scored(gw: Gateway) -> None:
+    body = problem(gw.post(batch(claim_body(claim_id="B-0"),
+                                 claim_body(claim_id="B-1", patient_age=200)),
+                           "/api/v1/claims/batch"), 422)
+    assert error_paths(body) == {"claims.1.patient_age": "less_than_equal"}
+    assert gw.scorer.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "paths"),
+    [
+        ([claim_body()], {"": "model_type"}),
+        ({}, {"claims": "missing"}),
+        ({"claims": []}, {"claims": "too_short"}),
+        ({"claims": {}}, {"claims": "list_type"}),
+        ({"claims": [claim_body()], "x": 1}, {"x": "extra_forbidden"}),
+        ({"claims": [claim_body()] * 4}, {"claims": "too_long"}),
+        ({"claims": [claim_body(), claim_body(patient_age=3)]},
+         {"claims.1.claim_id": "duplicate_claim_id"}),
+        ({"claims": [claim_body(), "x"]}, {"claims.1": "model_type"}),
+    ],
+)
+def test_batch_envelope_violations_are_422(
+    tmp_path: Path, payload: Any, paths: dict[str, str]
+) -> None:
+    gateway = make_gateway(tmp_path, max_batch=3)
+    body = problem(gateway.post(payload, "/api/v1/claims/batch"), 422)
+    assert error_paths(body) == paths
+    gateway.rt.close()
+
+
+def test_batch_with_a_conflicting_claim_is_409_and_nothing_is_published(gw: Gateway) -> None:
+    gw.post(claim_body(claim_id="B-0"))
+    response = gw.post(batch(claim_body(claim_id="B-1"),
+                             claim_body(claim_id="B-0", patient_age=90)), "/api/v1/claims/batch")
+    assert problem(response, 409)["claim_ids"] == ["B-0"]
+    assert gw.publisher.claim_ids() == ["B-0"]
+
+
+def test_batch_same_claim_twice_is_decided_once(gw: Gateway) -> None:
+    response = gw.post(batch(claim_body(), claim_body()), "/api/v1/claims/batch")
+    assert len(response.get_json()["decisions"]) == 2
+    assert gw.publisher.claim_ids() == ["C-000001"]
+
+
+def test_batch_errors_are_problem_documents_too(gw: Gateway) -> None:
+    problem(gw.client.post("/api/v1/claims/batch", data=b"[", content_type="application/json"),
+            400)
+    problem(gw.client.post("/api/v1/claims/batch", data=b"{}", content_type="text/plain"), 415)
+    gw.scorer.available = False
+    problem(gw.post(batch(claim_body()), "/api/v1/claims/batch"), 503)
+
+
+# -- CSV ---------------------------------------------------------------------------------------
+
+CSV_HEADER = "claim_id,claim_amount,num_services,patient_age,provider_id,days_since_last_claim"
+
+
+def post_csv(gw: Gateway, text: str, content_type: str = "text/csv") -> Any:
+    return gw.client.post("/api/v1/claims/csv", data=text.encode(), content_type=content_type)
+
+
+def test_csv_upload_decides_each_line_and_reports_bad_ones(gw: Gateway) -> None:
+    text = "\n".join([
+        CSV_HEADER + ",is_anomaly,pattern",
+        "K-1,100.0,1,30,5,10,0,",
+        "K-2,50000,3,70,5,1,1,upcoding",
+        "K-3,abc,1,30,5,10,0,",
+        "K-4,100,1,130,5,10,0,",
+        ",200,1,30,5,10,0,",
+        "K-1,999,1,30,5,10,0,",
+        "K-5,100,1",
+    ]) + "\n"
+    response = post_csv(gw, text)
+    assert response.status_code == 200
+    body = response.get_json()
+    rows = {row["line"]: row for row in body["rows"]}
+    assert (body["accepted"], body["rejected"]) == (3, 4)
+    assert rows[2]["decision"]["decision"] == "approve"
+    assert rows[3]["decision"]["decision"] == "investigate"
+    assert "claim_amount" in rows[4]["error"]
+    assert "patient_age" in rows[5]["error"]
+    assert rows[6]["decision"]["claim"]["claim_id"].startswith("gw-")
+    assert "line 2" in rows[7]["error"]
+    assert "expected 8 cells" in rows[8]["error"]
+    assert gw.scorer.calls == 1
+    assert len(gw.publisher.published) == 3
+
+
+def test_csv_line_conflicting_with_an_earlier_submission_is_reported(gw: Gateway) -> None:
+    gw.post(claim_body(claim_id="K-1", submitted_at=...))
+    text = f"{CSV_HEADER}\nK-1,1234.5,3,44,7,30\nK-1X,1,1,1,1,1\n"
+    rows = post_csv(gw, text).get_json()["rows"]
+    assert rows[0]["replayed"] is True
+    text = f"{CSV_HEADER}\nK-1,9.5,3,44,7,30\n"
+    rows = post_csv(gw, text).get_json()["rows"]
+    assert "already used" in rows[0]["error"]
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ("", ""),
+        (CSV_HEADER + "\n", ""),
+        (CSV_HEADER + ",colour\nK-1,1,1,1,1,1,red\n", "header.colour"),
+        ("claim_id,claim_amount\nK-1,1\n", "header.num_services"),
+    ],
+)
+def test_unusable_csv_file_is_422(gw: Gateway, text: str, path: str) -> None:
+    body = problem(post_csv(gw, text), 422)
+    assert path in error_paths(body)
+
+
+def test_csv_needs_the_csv_content_type_and_utf8(gw: Gateway) -> None:
+    problem(post_csv(gw, f"{CSV_HEADER}\nK-1,1,1,1,1,1\n", "application/json"), 415)
+    response = gw.client.post("/api/v1/claims/csv", data=b"\xff\xfe\x00", content_type="text/csv")
+    problem(response, 422)
+
+
+def test_csv_with_more_lines_than_allowed_is_422(tmp_path: Path) -> None:
+    gateway = make_gateway(tmp_path, max_batch=2)
+    text = CSV_HEADER + "\n" + "".join(f"K-{i},1,1,1,1,1\n" for i in range(3))
+    problem(post_csv(gateway, text), 422)
+    gateway.rt.close()
+
+
+# -- outcome reads ------------------------------------------------------------------------------
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def stream_decision(i: int, decision: str, decided_at: datetime, version: str = "3") -> Decision:
+    claim = json.dumps(claim_body(claim_id=f"S-{i:03d}", claim_amount=100.0 + i))
+    result = fake_result(Claim.from_json(claim))
+    return Decision(
+        claim=Claim.from_json(claim), decision=decision,  # type: ignore[arg-type]
+        anomaly_score=result.anomaly_score, threshold=0.5,
+        model=ModelRef(name="claim-anomaly", version=version), reasons=[],
+        decided_at=decided_at, source=StreamSource(topic="claims", partition=0, offset=i),
+    )
+
+
+def fill_view(rt: GatewayRuntime, n: int) -> list[Decision]:
+    decisions = [stream_decision(i, "investigate" if i % 3 == 0 else "approve",
+                                 T0 + timedelta(seconds=10 * i), version="3" if i < 10 else "4")
+                 for i in range(n)]
+    outcomes = [Outcome(d, f"claims.{d.decision}", 0, i, d.to_json())
+                for i, d in enumerate(decisions)]
+    rt.outcomes.add(outcomes, {("claims.approve", 0): n})
+    return decisions
+
+
+def test_outcomes_are_paged_newest_first_with_a_cursor(gw: Gateway) -> None:
+    fill_view(gw.rt, 12)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query = "?limit=5" + (f"&cursor={cursor}" if cursor else "")
+        page = gw.client.get(f"/api/v1/outcomes{query}").get_json()
+        seen += [item["decision"]["claim"]["claim_id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"S-{i:03d}" for i in reversed(range(12))]
+
+
+def test_outcomes_filter_by_decision(gw: Gateway) -> None:
+    fill_view(gw.rt, 12)
+    page = gw.client.get("/api/v1/outcomes?decision=investigate&limit=500").get_json()
+    assert [item["decision"]["claim"]["claim_id"] for item in page["items"]] == [
+        "S-009", "S-006", "S-003", "S-000"]
+    assert page["next_cursor"] is None
+    item = page["items"][0]
+    assert (item["topic"], item["partition"], item["offset"]) == ("claims.investigate", 0, 9)
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=501", "limit=x", "decision=maybe",
+                                   "cursor=abc", "cursor=-1", "cursor=" + "9" * 30, "bogus=1"])
+def test_bad_outcome_queries_are_422(gw: Gateway, query: str) -> None:
+    problem(gw.client.get(f"/api/v1/outcomes?{query}"), 422)
+
+
+def test_view_lookup_returns_the_published_decision(gw: Gateway) -> None:
+    decisions = fill_view(gw.rt, 3)
+    response = gw.client.get("/api/v1/claims/S-001")
+    assert Decision.model_validate_json(response.get_data()) == decisions[1]
+
+
+def test_stats_count_by_decision_time_and_model(gw: Gateway) -> None:
+    fill_view(gw.rt, 12)  # decided at T0 + 0, 10, ..., 110 s
+    gw.rt.clock = lambda: T0 + timedelta(seconds=119)
+    stats = gw.client.get("/api/v1/stats?bucket_s=60&buckets=3").get_json()
+    assert stats["totals"] == {"approve": 8, "investigate": 4, "total": 12,
+                               "investigation_rate": pytest.approx(1 / 3)}
+    assert [b["total"] for b in stats["timeline"]] == [0, 6, 6]
+    assert stats["timeline"][1]["start"] == T0.isoformat()
+    assert [b["investigate"] for b in stats["timeline"]] == [0, 2, 2]
+    assert [(m["model_version"], m["total"]) for m in stats["by_model"]] == [("3", 10), ("4", 2)]
+
+
+@pytest.mark.parametrize("query", ["bucket_s=0", "buckets=501", "bucket_s=1.5"])
+def test_bad_stats_queries_are_422(gw: Gateway, query: str) -> None:
+    problem(gw.client.get(f"/api/v1/stats?{query}"), 422)
+
+
+# -- operations, page, docs ---------------------------------------------------------------------
+
+
+def test_health_and_readiness(gw: Gateway) -> None:
+    assert gw.client.get("/healthz").get_json() == {"status": "ok"}
+    ready = gw.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json() == {"ready": True, "checks": {"model_service": True, "broker": True}}
+    gw.publisher.available = False
+    not_ready = gw.client.get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.get_json()["checks"]["broker"] is False
+
+
+def test_metrics_count_requests_and_decisions(gw: Gateway) -> None:
+    gw.post(claim_body(claim_amount=20_000.0))
+    gw.post(claim_body(claim_amount=20_000.0))
+    gw.post(claim_body(claim_id="bad id"))
+    text = gw.client.get("/metrics").get_data(as_text=True)
+    assert 'gateway_decisions_total{decision="investigate",replayed="false"} 1.0' in text
+    assert 'gateway_decisions_total{decision="investigate",replayed="true"} 1.0' in text
+    assert 'gateway_requests_total{method="POST",route="/api/v1/claims",status="422"} 1.0' in text
+    assert 'gateway_request_seconds_count{method="POST",route="/api/v1/claims"} 3.0' in text
+
+
+def test_page_is_a_static_shell_under_a_strict_content_security_policy(gw: Gateway) -> None:
+    response = gw.client.get("/")
+    assert response.status_code == 200
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    html = response.get_data(as_text=True)
+    assert "<script src=" in html
+    assert "<script>" not in html
+    assert "http://" not in html
+    assert "https://" not in html
+    with gw.client.get("/static/gateway.js") as static:
+        js = static.get_data(as_text=True)
+    assert "innerHTML" not in js
+    assert "insertAdjacentHTML" not in js
+    assert "document.write" not in js
+
+
+def test_openapi_document_and_docs_page_are_served_locally(gw: Gateway) -> None:
+    spec = gw.client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    ops = {(path, method) for path, item in spec["paths"].items() for method in item}
+    assert {("/api/v1/claims", "post"), ("/api/v1/claims/batch", "post"),
+            ("/api/v1/claims/csv", "post"), ("/api/v1/outcomes", "get"),
+            ("/api/v1/claims/{claim_id}", "get"), ("/api/v1/stats", "get")} <= ops
+    schemas = spec["components"]["schemas"]
+    assert "claim_id" not in schemas["ClaimSubmission"]["required"]
+    assert schemas["ClaimSubmission"]["properties"]["claim_id"]["pattern"]
+    submit = spec["paths"]["/api/v1/claims"]["post"]["responses"]
+    assert set(submit) == {"200", "201", "400", "401", "409", "413", "415", "422", "502", "503"}
+    assert "application/problem+json" in submit["422"]["content"]
+    docs = gw.client.get("/docs/swagger")
+    assert docs.status_code == 200
+    assert "https://" not in docs.get_data(as_text=True)
