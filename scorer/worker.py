@@ -88,6 +88,7 @@ def consumer_config(settings: ScorerSettings, instance: int) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(100, settings.session_timeout_ms // 3),
+        "logger": logging.getLogger("scorer.kafka.consumer"),
     }
 
 
@@ -101,6 +102,10 @@ def producer_config(settings: ScorerSettings, instance: int) -> dict[str, Any]:
         "acks": "all",
         # Each commit flushes; lingering would only add latency.
         "linger.ms": 0,
+        # The broker answers CONCURRENT_TRANSACTIONS while it still writes the previous
+        # transaction's markers; the default 100 ms retry backoff then dominates each batch.
+        "retry.backoff.ms": 5,
+        "logger": logging.getLogger("scorer.kafka.producer"),
     }
 
 
