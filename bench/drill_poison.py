@@ -29,17 +29,19 @@ from bench.drill_common import (
     wait_until,
 )
 from bench.stack_harness import Topics
+from schemas.dead_letter import ErrorKind
 
 logger = logging.getLogger(__name__)
 
 NUMBER = 5
 NAME = "poison-flood"
 
-NOT_JSON = frozenset({"not_json"})
-CONTRACT = frozenset({"contract_violation"})
-EITHER = frozenset({"not_json", "contract_violation"})
-EMPTY = frozenset({"empty"})
-TOO_LARGE = frozenset({"too_large"})
+Kinds = frozenset[ErrorKind]
+NOT_JSON: Kinds = frozenset({"not_json"})
+CONTRACT: Kinds = frozenset({"contract_violation"})
+EITHER: Kinds = frozenset({"not_json", "contract_violation"})
+EMPTY: Kinds = frozenset({"empty"})
+TOO_LARGE: Kinds = frozenset({"too_large"})
 # Above the scorer's default max_claim_bytes (16 KiB), well under the broker's 1 MB limit
 # even once base64-encoded inside the dead letter.
 HUGE_BYTES = 300_000
@@ -50,7 +52,7 @@ class Poison:
     kind: str
     key: bytes | None
     value: bytes | None
-    expected: frozenset[str]  # acceptable DeadLetter.error_kind values
+    expected: Kinds  # acceptable DeadLetter.error_kind values
 
 
 def good_claim(claim_id: str, rng: random.Random) -> dict[str, Any]:
@@ -89,7 +91,7 @@ def _junk(rng: random.Random) -> bytes:
 # kind -> (builder(base claim, rng) -> value, acceptable error kinds). Each kind is a way
 # real producers get it wrong; the drill needs at least 12.
 PoisonBuilder = Callable[[dict[str, Any], random.Random], bytes | None]
-POISON_KINDS: dict[str, tuple[PoisonBuilder, frozenset[str]]] = {
+POISON_KINDS: dict[str, tuple[PoisonBuilder, Kinds]] = {
     "not_json_text": (lambda b, r: b"this is not a claim, it is prose", NOT_JSON),
     "binary_junk": (lambda b, r: _junk(r), NOT_JSON),
     "empty_value": (lambda b, r: b"", EMPTY),

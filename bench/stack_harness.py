@@ -85,7 +85,8 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        self._log.write(f"\n=== start {self.name}: {' '.join(self.argv)}\n".encode())
+        command = " ".join(self.argv).replace("\n", "\\n")
+        self._log.write(f"\n=== start {self.name}: {command}\n".encode())
         self._log.flush()
         self.popen = subprocess.Popen(self.argv, env=self.env, cwd=REPO_ROOT, stdout=self._log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -228,7 +229,13 @@ class Stack:
         self._killer = threading.Timer(60.0, self._hard_stop)
         self._killer.daemon = True
         self._killer.start()
-        _thread.interrupt_main()
+        # A real SIGINT aimed at the main thread also breaks blocking waits there
+        # (interrupt_main() alone would only be noticed once the wait returns).
+        main = threading.main_thread().ident
+        if main is not None:
+            signal.pthread_kill(main, signal.SIGINT)
+        else:
+            _thread.interrupt_main()
 
     def _hard_stop(self) -> None:
         logger.error("drill did not unwind after its deadline: killing everything")

@@ -1,0 +1,272 @@
+"""Pure parts of the fault drills: the exactly-once check, throughput windows, the poison
+catalogue (judged by the scorer's own routing core), and the harness's process handling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bench.drill_common import (
+    DrillResult,
+    check_exactly_once,
+    throughput_windows,
+    verdict,
+    wait_until,
+)
+from bench.drill_poison import POISON_KINDS, Sent, build_flood, check_dead_letters
+from bench.drills import DRILLS, parse_args
+from bench.stack_harness import ManagedProcess, Stack, Topics, free_port
+from schemas import DeadLetter, StreamSource
+from scorer.routing import split_batch
+
+# --------------------------------------------------------------------------- exactly once
+
+
+def test_exactly_once_holds_when_each_claim_is_decided_once() -> None:
+    report = check_exactly_once(["a", "b", "c"], ["c", "a", "b"])
+    assert report.ok
+    assert report.counts()["decided"] == 3
+
+
+def test_exactly_once_names_duplicates_missing_and_unexpected() -> None:
+    report = check_exactly_once(["a", "b", "c", "d"], ["a", "a", "b", "x"])
+    assert not report.ok
+    assert report.duplicates == {"a": 2}
+    assert report.missing == ["c", "d"]
+    assert report.unexpected == ["x"]
+    counts = report.counts()
+    assert (counts["expected"], counts["decided"], counts["unique"]) == (4, 4, 3)
+    assert counts["missing_sample"] == ["c", "d"]
+
+
+def test_same_count_is_not_enough_for_exactly_once() -> None:
+    # 3 decisions for 3 claims, but one doubled and one missing.
+    assert not check_exactly_once(["a", "b", "c"], ["a", "a", "b"]).ok
+
+
+def test_verdict_needs_at_least_one_check() -> None:
+    assert verdict({"x": True, "y": True})
+    assert not verdict({"x": True, "y": False})
+    assert not verdict({})
+
+
+def test_result_line_names_failed_checks() -> None:
+    result = DrillResult(number=4, name="rebalance", passed=False, summary="2 of 3",
+                         checks={"takeover_within_10s": False, "nothing_lost": True})
+    assert result.line() == "drill 4 rebalance: FAIL (failed: takeover_within_10s) - 2 of 3"
+    assert result.as_dict()["checks"] == {"takeover_within_10s": False, "nothing_lost": True}
+
+
+# --------------------------------------------------------------------------- waiting, rates
+
+
+def test_wait_until_returns_elapsed_or_times_out() -> None:
+    calls = iter([False, False, True])
+    assert wait_until(lambda: next(calls), timeout_s=5, interval_s=0.01) >= 0
+    with pytest.raises(TimeoutError, match="never"):
+        wait_until(lambda: False, timeout_s=0.05, interval_s=0.01, what="never")
+
+
+def test_throughput_windows_use_the_sample_a_window_back() -> None:
+    samples = [(0.0, 0), (0.5, 50), (1.0, 100), (1.5, 100), (2.0, 100), (2.5, 400)]
+    rates = throughput_windows(samples, window_s=1.0)
+    assert rates == [(1.0, 100.0), (1.5, 50.0), (2.0, 0.0), (2.5, 300.0)]
+    assert throughput_windows([(0.0, 0), (0.4, 10)], window_s=1.0) == []
+
+
+# --------------------------------------------------------------------------- poison
+
+
+class FakeMessage:
+    def __init__(self, value: bytes | None, key: bytes | None, offset: int) -> None:
+        self._value, self._key, self._offset = value, key, offset
+
+    def topic(self) -> str:
+        return "claims"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+
+def test_poison_catalogue_has_at_least_twelve_kinds() -> None:
+    assert len(POISON_KINDS) >= 12
+    for required in ("not_json_text", "binary_junk", "empty_value", "amount_as_string",
+                     "missing_amount", "extra_label_field", "nan_amount", "negative_amount",
+                     "huge_payload", "wrong_schema_version"):
+        assert required in POISON_KINDS
+
+
+def test_flood_is_deterministic_and_interleaved() -> None:
+    first, good = build_flood(rounds=2, good_per_round=5, seed=3, run_id="r")
+    again, _ = build_flood(rounds=2, good_per_round=5, seed=3, run_id="r")
+    assert [(m.kind, m.key, m.value) for m in first] == [(m.kind, m.key, m.value) for m in again]
+    assert len(good) == 10 == len(set(good))
+    assert len(first) == 2 * (5 + len(POISON_KINDS))
+    kinds = [m.kind for m in first[: len(first) // 2]]
+    assert kinds.count("good") == 5  # each round holds its good claims and all poison kinds
+    assert kinds != sorted(kinds)
+
+
+def test_scorer_routing_accepts_every_good_claim_and_classifies_every_poison() -> None:
+    """The drill's expectations hold against the scorer's real routing core."""
+    messages, good = build_flood(rounds=1, good_per_round=20, seed=11, run_id="u")
+    fakes = [FakeMessage(m.value, m.key, offset) for offset, m in enumerate(messages)]
+    batch = split_batch(fakes, max_bytes=16_384, now=datetime.now(UTC))
+    assert [c.claim_id for c in batch.claims] == [m.key.decode() for m in messages
+                                                  if m.kind == "good" and m.key]
+    assert sorted(c.claim_id for c in batch.claims) == sorted(good)
+    by_offset = {r.letter.source.offset: r.letter for r in batch.rejected}
+    for offset, message in enumerate(messages):
+        if message.kind == "good":
+            assert offset not in by_offset
+            continue
+        letter = by_offset[offset]
+        assert letter.error_kind in message.expected, (message.kind, letter.error)
+        assert letter.original_value == (message.value or b"")
+
+
+def test_dead_letter_check_matches_by_position_and_reports_problems() -> None:
+    messages, _ = build_flood(rounds=1, good_per_round=1, seed=5, run_id="c")
+    sent = [Sent(m, partition=0, offset=i) for i, m in enumerate(messages)]
+    now = datetime.now(UTC)
+    letters = [
+        DeadLetter.for_message(value=s.poison.value, key=s.poison.key,
+                               error_kind=sorted(s.poison.expected)[0], error="bad",
+                               source=StreamSource(topic="claims", partition=0, offset=s.offset),
+                               failed_at=now)
+        for s in sent if s.poison.kind != "good"
+    ]
+    ok = check_dead_letters(sent, letters, "claims")
+    assert ok["problems"] == []
+    assert ok["good_dead_lettered"] == 0
+    assert all(v == {"ok": 1, **{k: 1 for k in v if k.startswith("kind:")}}
+               for v in ok["per_kind"].values())
+    missing = check_dead_letters(sent, letters[1:], "claims")
+    assert len(missing["problems"]) == 1
+    assert "0 dead letters" in missing["problems"][0]
+
+
+# --------------------------------------------------------------------------- harness
+
+
+def test_free_ports_are_distinct_and_bindable() -> None:
+    ports = {free_port() for _ in range(5)}
+    assert len(ports) >= 4
+    assert all(1024 < p < 65536 for p in ports)
+
+
+def test_topics_are_fresh_per_drill() -> None:
+    a, b = Topics.fresh("d1"), Topics.fresh("d1")
+    assert a.claims != b.claims
+    assert a.all == [a.claims, a.approved, a.investigate, a.deadletter]
+    assert a.decisions == [a.approved, a.investigate]
+
+
+def test_stack_env_keeps_the_callers_component_settings_out(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    monkeypatch.setenv("SCORER_GROUP_ID", "someone-elses")
+    stack = Stack(deadline_s=60, home=tmp_path)
+    env = stack.env({"SCORER_GROUP_ID": "mine"})
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == stack.bootstrap != "127.0.0.1:9092"
+    assert env["KAFKA_PORT"] == str(stack.kafka_port)
+    assert env["KAFKA_CONTROLLER_PORT"] == str(stack.controller_port)
+    assert stack.kafka_port not in (9092, 9093)
+    assert env["CLAIMFLOW_HOME"] == str(tmp_path)
+    assert env["SCORER_GROUP_ID"] == "mine"
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    stack.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+CHILD_SPAWNER = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    "print(child.pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def _spawn_with_child(tmp_path: Path, name: str) -> tuple[ManagedProcess, int]:
+    proc = ManagedProcess(name, [sys.executable, "-c", CHILD_SPAWNER], dict(os.environ),
+                          tmp_path / f"{name}.log").start()
+    child = int(wait_for_line(proc.log_path))
+    return proc, child
+
+
+def wait_for_line(path: Path, timeout_s: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip().isdigit()]
+        if lines:
+            return lines[0]
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing written to {path}")
+
+
+def test_kill_takes_the_whole_process_group(tmp_path: Path) -> None:
+    proc, child = _spawn_with_child(tmp_path, "victim")
+    assert proc.alive()
+    proc.kill()
+    assert not proc.alive()
+    assert proc.returncode == -signal.SIGKILL
+    wait_until(lambda: not _pid_alive(child), timeout_s=10, interval_s=0.05)
+
+
+def test_stack_close_stops_every_process_it_started(tmp_path: Path) -> None:
+    stack = Stack(deadline_s=60, home=tmp_path)
+    with stack:
+        procs = [stack.spawn(f"p{i}", argv=[sys.executable, "-c", CHILD_SPAWNER])
+                 for i in range(2)]
+        children = [int(wait_for_line(p.log_path)) for p in procs]
+    assert not any(p.alive() for p in procs)
+    wait_until(lambda: not any(_pid_alive(c) for c in children), timeout_s=10,
+               interval_s=0.05)
+
+
+def test_stack_watchdog_interrupts_a_drill_that_overruns(tmp_path: Path) -> None:
+    stack = Stack(deadline_s=0.3, home=tmp_path)
+    procs: list[ManagedProcess] = []
+
+    def overrunning_drill() -> None:
+        with stack:
+            procs.append(stack.spawn("sleeper",
+                                     argv=[sys.executable, "-c", "import time; time.sleep(60)"]))
+            threading.Event().wait(10)  # the drill hangs; the watchdog must cut it short
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        overrunning_drill()
+    assert time.monotonic() - started < 9
+    assert not procs[0].alive()
+
+
+def test_drills_cli_selects_by_number() -> None:
+    assert sorted(DRILLS) == [1, 2, 3, 4, 5, 6]
+    args = parse_args(["--smoke", "--only", "5", "6"])
+    assert args.only == [5, 6]
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "7"])
