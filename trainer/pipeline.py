@@ -48,6 +48,7 @@ def store_config(settings: TrainerSettings, experiment: str | None = None) -> St
         # Without an explicit location, the embedded store would put artifacts under the
         # current directory; with a tracking server, the server decides.
         artifact_location=settings.artifacts_dir if settings.uses_default_store else None,
+        serialization_format=settings.serialization_format,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
@@ -37,6 +38,11 @@ class TrainerSettings(CommonSettings):
     naive_quantile: float = Field(
         default=98.0, gt=0.0, lt=100.0,
         description="Naive baseline: flag claim_amount above this training percentile.",
+    )
+    serialization_format: Literal["skops", "cloudpickle"] = Field(
+        default="skops",
+        description="How MLflow stores the estimator: skops (restricted types) or cloudpickle "
+        "(faster to save).",
     )
     ui_host: str = Field(default="127.0.0.1", description="Host of `claimflow mlflow-ui`.")
     ui_port: int = Field(default=5000, ge=1, le=65535, description="Port of `mlflow-ui`.")

@@ -37,6 +37,7 @@ class StoreConfig:
     experiment: str
     registered_model: str
     artifact_location: Path | None  # set on experiment creation (embedded store); else default
+    serialization_format: str = "skops"
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,12 @@ class RegisteredRun:
     experiment_id: str
 
 
-def pip_requirements() -> list[str]:
+def pip_requirements(serialization_format: str) -> list[str]:
     """Pinned to what trained the model; explicit, because inferring them takes seconds."""
     from importlib.metadata import version
 
-    return [f"{dist}=={version(dist)}" for dist in ("scikit-learn", "numpy", "skops")]
+    dists = ["scikit-learn", "numpy", "skops" if serialization_format == "skops" else "cloudpickle"]
+    return [f"{dist}=={version(dist)}" for dist in dists]
 
 
 def ensure_experiment(client: MlflowClient, config: StoreConfig) -> str:
@@ -80,7 +82,7 @@ def log_and_register(model: TrainedModel, dataset: Dataset, params: TrainParams,
                          "claimflow.component": "trainer"})
         mlflow.log_metrics(model.metrics)
         mlflow.log_artifacts(str(artifacts))
-        model_uri = log_model(model)
+        model_uri = log_model(model, config.serialization_format)
         version = register(client, config, model_uri, run_id, dataset)
         log.info("run %s registered %s version %s (alias %s)", run_id,
                  config.registered_model, version, CHALLENGER)
@@ -96,7 +98,7 @@ def row_counts(model: TrainedModel, dataset: Dataset) -> dict[str, int]:
     }
 
 
-def log_model(model: TrainedModel) -> str:
+def log_model(model: TrainedModel, serialization_format: str) -> str:
     """Log the estimator (sklearn flavour, signature, input example); returns its URI."""
     import mlflow.sklearn
     from mlflow.models import infer_signature
@@ -111,7 +113,8 @@ def log_model(model: TrainedModel) -> str:
         name=MODEL_ARTIFACT,
         signature=signature,
         input_example=example,
-        pip_requirements=pip_requirements(),
+        pip_requirements=pip_requirements(serialization_format),
+        serialization_format=serialization_format,
         skops_trusted_types=SKOPS_TRUSTED_TYPES,
         metadata={"features": list(CLAIM_FEATURES), "threshold": model.threshold,
                   "score": "anomaly_score = -score_samples(x); investigate iff > threshold"},
