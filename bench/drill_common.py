@@ -255,6 +255,15 @@ class GroupProgress:
             return -1
         return sum(max(tp.offset, 0) for tp in tps)
 
+    def per_partition(self) -> dict[int, int]:
+        """Committed offset per partition (empty when the coordinator cannot answer)."""
+        try:
+            tps = self._group.committed(self._tps, timeout=10)
+        except KafkaException as exc:
+            logger.debug("committed offsets unavailable: %s", exc)
+            return {}
+        return {tp.partition: tp.offset for tp in tps}
+
     def end(self) -> int:
         """Sum of end offsets (-1 when the broker cannot answer right now)."""
         try:

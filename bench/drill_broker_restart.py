@@ -1,0 +1,116 @@
+"""Drill 3: the broker is stopped and started again mid-stream.
+
+The drill's own broker (never the shared one) is stopped gracefully while the producer
+streams, the scorer scores and the gateway serves; it stays down a while, then starts again
+on the same ports with its data. Nobody restarts any component. Pass when every streamed
+claim is decided exactly once, the producer delivered everything, the scorer and gateway
+are still the processes that were started before the outage, and the gateway decides and
+publishes a new claim again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+
+from bench.drill_common import DrillContext, DrillResult, verdict, wait_until
+from bench.drill_stream import Sampler, Stream, first_progress
+
+logger = logging.getLogger(__name__)
+
+NUMBER = 3
+NAME = "broker-restart"
+
+
+def gateway_claim(claim_id: str) -> dict[str, object]:
+    return {"claim_id": claim_id, "claim_amount": 812.5, "num_services": 3, "patient_age": 47,
+            "provider_id": 12, "days_since_last_claim": 40,
+            "submitted_at": datetime.now(UTC).isoformat()}
+
+
+def submit_until_accepted(url: str, claim_id: str, timeout_s: float) -> tuple[float, list[int]]:
+    """POST one claim until the gateway decides it (503 while the broker is away is fine)."""
+    statuses: list[int] = []
+
+    def accepted() -> bool:
+        try:
+            status = httpx.post(f"{url}/api/v1/claims", json=gateway_claim(claim_id),
+                                timeout=10).status_code
+        except httpx.HTTPError:
+            status = -1
+        statuses.append(status)
+        return status in (200, 201)
+
+    return wait_until(accepted, timeout_s, interval_s=1.0, what="gateway accepts again"), statuses
+
+
+def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
+    down_s, rate, before_s, after_s = (3.0, 500.0, 5.0, 10.0) if smoke else \
+        (10.0, 2_000.0, 15.0, 30.0)
+    rows = int(rate * (before_s + after_s))
+    stack = ctx.stack
+    stream = Stream(ctx, "d3", rows=rows, rate=rate)
+    scorer = stream.start_scorer("w")
+    gateway = stack.start_gateway(stream.topics, ctx.model.url, name="d3-gateway")
+    scorer_pid, gateway_pid = scorer.pid, gateway.process.pid
+    sampler = Sampler(stream).start()
+    stream.start_producer()
+    gateway_ids = [f"G3-{uuid.uuid4().hex[:10]}", f"G3-{uuid.uuid4().hex[:10]}"]
+    try:
+        stream.wait_committed(rate * 2, timeout_s=120, watch=[scorer])
+        _, before_statuses = submit_until_accepted(gateway.url, gateway_ids[0], 30)
+        time.sleep(before_s * 0.4)  # part of the stream flows before the outage
+        t_stop = sampler.now()
+        stop_s = stack.stop_broker()
+        time.sleep(down_s)  # the broker stays away
+        t_start = sampler.now()
+        start_s = stack.start_broker()
+        t_back = sampler.now()
+        gateway_back_s, after_statuses = submit_until_accepted(gateway.url, gateway_ids[1], 120)
+        finish = stream.finish(timeout_s=600)
+        # The gateway's own outcome view must follow the restarted broker too.
+        view_s = wait_until(
+            lambda: httpx.get(f"{gateway.url}/api/v1/claims/{gateway_ids[1]}",
+                              timeout=10).status_code == httpx.codes.OK,
+            60, interval_s=0.5, what="gateway outcome view sees the new decision")
+    finally:
+        samples = sampler.stop()
+    resumed = first_progress(samples, t_back)
+    sent, outcomes, exactly = stream.verify()
+    gateway_decisions = [d.claim_id for d in outcomes.decisions if d.source.kind == "gateway"]
+    scorer_same = scorer.alive() and scorer.pid == scorer_pid
+    gateway_same = gateway.process.alive() and gateway.process.pid == gateway_pid
+    scorer.stop()
+    gateway.process.stop()
+    checks = {
+        **stream.verdict_checks(sent, outcomes, exactly),
+        "producer_delivered_everything": finish["producer_exit"] == 0,
+        "scorer_never_restarted": scorer_same,
+        "gateway_never_restarted": gateway_same,
+        "gateway_decides_again": sorted(gateway_decisions) == sorted(gateway_ids),
+    }
+    return DrillResult(
+        number=NUMBER, name=NAME, passed=verdict(checks),
+        summary=(f"broker down {t_back - t_stop:.1f} s ({stop_s:.1f} s stop + {down_s:.0f} s "
+                 f"away + {start_s:.1f} s start); {len(sent)} claims -> {exactly.decided} "
+                 f"decisions ({exactly.unique} unique); no component restarted by hand: "
+                 f"{scorer_same and gateway_same}"),
+        counts={**exactly.counts(), "sent": len(sent), "dead_letters": len(outcomes.dead_letters),
+                "gateway_decisions": len(gateway_decisions)},
+        figures={"broker_stop_s": round(stop_s, 1), "broker_away_s": down_s,
+                 "broker_start_s": round(start_s, 1),
+                 "scorer_first_commit_after_broker_back_s": None if resumed is None
+                 else round(resumed - t_back, 2),
+                 "gateway_accepting_after_broker_back_s": round(gateway_back_s, 1),
+                 "gateway_view_after_broker_back_s": round(view_s, 1),
+                 "input_rate": rate, **finish},
+        checks=checks,
+        details={"timeline_s": {"stop": round(t_stop, 2), "start": round(t_start, 2),
+                                "back": round(t_back, 2)},
+                 "gateway_statuses": {"before": before_statuses, "after": after_statuses[:40]},
+                 "invalid": outcomes.invalid[:10]},
+    )

@@ -1,0 +1,81 @@
+"""Drill 1: SIGKILL the scorer at random moments while claims stream.
+
+The producer streams at a steady rate; the scorer is killed with SIGKILL (no chance to
+finish or abort its batch) at moments drawn from the drill's seed, each time a little after
+the group's committed progress crossed a random fraction of the stream, and restarted at
+once with the same transactional.id, as a process supervisor would. Pass when every claim
+in the input topic has exactly one decision in the read_committed view: no duplicate, no
+missing claim_id.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+from bench.drill_common import DrillContext, DrillResult, verdict
+from bench.drill_stream import Sampler, Stream, first_progress
+
+logger = logging.getLogger(__name__)
+
+NUMBER = 1
+NAME = "kill-scorer"
+
+
+def kill_plan(rows: int, kills: int, seed: int) -> list[tuple[int, float]]:
+    """(committed count to pass, extra delay in s) per kill, in order; seeded."""
+    rng = random.Random(seed)
+    targets = sorted(int(rng.uniform(0.05, 0.85) * rows) for _ in range(kills))
+    return [(target, round(rng.uniform(0.0, 0.6), 3)) for target in targets]
+
+
+def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
+    rows, kills, seconds = (5_000, 1, 10) if smoke else (200_000, 5, 60)
+    stream = Stream(ctx, "d1", rows=rows, rate=rows / seconds)
+    plan = kill_plan(rows, kills, ctx.seed)
+    scorer = stream.start_scorer("w")
+    sampler = Sampler(stream).start()
+    started = time.monotonic()
+    stream.start_producer()
+    moments: list[dict[str, float | int | None]] = []
+    try:
+        for target, delay in plan:
+            stream.wait_committed(target, timeout_s=300, watch=[scorer])
+            # A random moment after the crossing: mid-batch, mid-commit or idle, by chance.
+            time.sleep(delay)
+            at = sampler.now()
+            committed = stream.committed()
+            scorer.kill()
+            scorer = stream.start_scorer("w")
+            moments.append({"t_s": round(at, 2), "committed_before": committed,
+                            "target": target, "delay_s": delay})
+        finish = stream.finish(timeout_s=600)
+    finally:
+        samples = sampler.stop()
+    elapsed = time.monotonic() - started
+    for moment in moments:
+        at = float(moment["t_s"] or 0.0)
+        resumed = first_progress(samples, at)
+        moment["resumed_after_s"] = None if resumed is None else round(resumed - at, 2)
+    alive = scorer.alive()
+    sent, outcomes, exactly = stream.verify()
+    scorer.stop()
+    checks = {
+        f"{kills}_kills_done": len(moments) == kills,
+        **stream.verdict_checks(sent, outcomes, exactly),
+        "producer_succeeded": finish["producer_exit"] == 0,
+        "scorer_running_at_end": alive,
+    }
+    return DrillResult(
+        number=NUMBER, name=NAME, passed=verdict(checks),
+        summary=(f"{len(moments)} SIGKILLs while {len(sent)} claims streamed -> "
+                 f"{exactly.decided} decisions, {exactly.unique} unique, "
+                 f"{len(exactly.duplicates)} duplicated, {len(exactly.missing)} missing"),
+        counts={**exactly.counts(), "sent": len(sent), "kills": len(moments),
+                "dead_letters": len(outcomes.dead_letters)},
+        figures={"seconds": round(elapsed, 1), "claims_per_s": round(len(sent) / elapsed),
+                 "input_rate": round(stream.rate), **finish},
+        checks=checks,
+        details={"kills": moments, "invalid": outcomes.invalid[:10]},
+    )

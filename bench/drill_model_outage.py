@@ -1,0 +1,89 @@
+"""Drill 2: the model service is stopped mid-stream, then started again.
+
+Claims stream at a steady rate; once the scorer keeps up, the model service is stopped
+(SIGTERM) for the outage, then started again on the same port. The scorer must hold its
+batches (no commit, nothing lost) and resume by itself. Pass when every claim is decided
+exactly once and the committed throughput is back to its pre-outage level within 5 s of
+the model service answering ready again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from bench.drill_common import DrillContext, DrillResult, verdict
+from bench.drill_stream import Sampler, Stream, first_progress, first_time, steady_rate
+
+logger = logging.getLogger(__name__)
+
+NUMBER = 2
+NAME = "model-outage"
+RECOVERY_GOAL_S = 5.0
+
+
+def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
+    outage_s, rate, before_s, after_s = (5.0, 500.0, 6.0, 8.0) if smoke else \
+        (30.0, 2_000.0, 15.0, 25.0)
+    rows = int(rate * (before_s + outage_s + after_s))
+    stream = Stream(ctx, "d2", rows=rows, rate=rate)
+    scorer = stream.start_scorer("w")
+    sampler = Sampler(stream).start()
+    stream.start_producer()
+    try:
+        # Steady state first: the scorer has joined and keeps up with the input.
+        stream.wait_committed(rate * 2, timeout_s=120, watch=[scorer])
+        steady_from = sampler.now()
+        time.sleep(before_s * 0.5)  # part of the steady phase that the rate is measured on
+        t_stop = sampler.now()
+        ctx.model.process.stop()
+        committed_at_stop = stream.committed()
+        time.sleep(outage_s)  # the outage itself
+        t_restart = sampler.now()
+        committed_during = stream.committed() - committed_at_stop
+        ctx.model = ctx.stack.start_model_service(port=ctx.model.port, name="model")
+        t_ready = sampler.now()
+        finish = stream.finish(timeout_s=600)
+        time.sleep(1.0)  # one more sample window after the drain, for the rate curve
+    finally:
+        samples = sampler.stop()
+    rates = sampler.rates(window_s=1.0)
+    before = steady_rate(rates, steady_from + 1.0, t_stop)
+    resumed = first_progress(samples, t_ready)
+    back = first_time(rates, t_ready, 0.9 * before) if before else None
+    recovery_s = None if back is None else back - t_ready
+    alive = scorer.alive()
+    sent, outcomes, exactly = stream.verify()
+    scorer.stop()
+    checks = {
+        **stream.verdict_checks(sent, outcomes, exactly),
+        "stream_really_stalled": committed_during <= 10_000 and before is not None,
+        f"throughput_back_within_{RECOVERY_GOAL_S:.0f}s": (recovery_s is not None
+                                                           and recovery_s <= RECOVERY_GOAL_S),
+        "scorer_never_restarted": alive,
+        "producer_succeeded": finish["producer_exit"] == 0,
+    }
+    return DrillResult(
+        number=NUMBER, name=NAME, passed=verdict(checks),
+        summary=(f"model service down {t_ready - t_stop:.1f} s ({outage_s:.0f} s stopped + "
+                 f"restart); throughput back {_s(recovery_s)} after ready; {len(sent)} claims "
+                 f"-> {exactly.decided} decisions ({exactly.unique} unique)"),
+        counts={**exactly.counts(), "sent": len(sent), "dead_letters": len(outcomes.dead_letters),
+                "committed_during_outage": committed_during},
+        figures={"outage_s": outage_s, "restart_to_ready_s": round(t_ready - t_restart, 2),
+                 "rate_before": None if before is None else round(before),
+                 "first_commit_after_ready_s": None if resumed is None
+                 else round(resumed - t_ready, 2),
+                 "throughput_back_after_ready_s": None if recovery_s is None
+                 else round(recovery_s, 2),
+                 "input_rate": rate, **finish},
+        checks=checks,
+        details={"timeline_s": {"stop": round(t_stop, 2), "restart": round(t_restart, 2),
+                                "ready": round(t_ready, 2)},
+                 "rate_curve": [(round(t, 1), round(r)) for t, r in rates[::5]],
+                 "invalid": outcomes.invalid[:10]},
+    )
+
+
+def _s(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f} s"
