@@ -11,9 +11,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Final, NamedTuple, Protocol
 
-from schemas import Claim, ContractError, DeadLetter, Decision, ScoreResult, StreamSource
+from pydantic import TypeAdapter
+from pydantic_core import to_json
+
+from schemas import (
+    SCHEMA_VERSION,
+    Claim,
+    ContractError,
+    DeadLetter,
+    Decision,
+    ModelRef,
+    Reason,
+    ScoreResult,
+    StreamSource,
+)
 from schemas.dead_letter import ErrorKind
 
 TopicPartitionKey = tuple[str, int]
@@ -28,6 +41,20 @@ class RawMessage(Protocol):
     def offset(self) -> int | None: ...
     def key(self) -> bytes | None: ...
     def value(self) -> bytes | None: ...
+
+
+class Position(NamedTuple):
+    """Where a message was read: a plain tuple, cheap enough to keep one per claim."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def source(self) -> StreamSource:
+        return StreamSource(topic=self.topic, partition=self.partition, offset=self.offset)
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
 class RoutingError(RuntimeError):
@@ -66,7 +93,7 @@ class Batch:
     """A consumed batch, split into what can be scored and what goes to the dead letters."""
 
     claims: list[Claim] = field(default_factory=list)
-    sources: list[StreamSource] = field(default_factory=list)
+    positions: list[Position] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     # Next offset to consume per partition: what the transaction commits for the group.
     next_offsets: dict[TopicPartitionKey, int] = field(default_factory=dict)
@@ -75,7 +102,7 @@ class Batch:
     consumed: int = 0
 
 
-def position_of(source: StreamSource) -> str:
+def position_of(source: StreamSource | Position) -> str:
     """``topic[partition]@offset``, the way every log line names a message."""
     return f"{source.topic}[{source.partition}]@{source.offset}"
 
@@ -96,23 +123,19 @@ def check_value(value: bytes | None, max_bytes: int) -> tuple[ErrorKind, str] | 
     return None
 
 
-def source_of(message: RawMessage) -> StreamSource:
-    return StreamSource(
-        topic=message.topic() or "",
-        partition=message.partition() or 0,
-        offset=message.offset() or 0,
-    )
+def position_of_message(message: RawMessage) -> Position:
+    return Position(message.topic() or "", message.partition() or 0, message.offset() or 0)
 
 
 def reject(
-    message: RawMessage, source: StreamSource, kind: ErrorKind, error: str, now: datetime
+    message: RawMessage, position: Position, kind: ErrorKind, error: str, now: datetime
 ) -> Rejected:
     letter = DeadLetter.for_message(
         value=message.value(),
         key=message.key(),
         error_kind=kind,
         error=error,
-        source=source,
+        source=position.source(),
         failed_at=now,
     )
     return Rejected(letter=letter, key=message.key())
@@ -124,24 +147,25 @@ def split_batch(messages: Iterable[RawMessage], *, max_bytes: int, now: datetime
     batch = Batch()
     next_offsets, first_offsets = batch.next_offsets, batch.first_offsets
     for message in messages:
-        source = source_of(message)
+        position = position_of_message(message)
+        topic, partition, offset = position
         batch.consumed += 1
-        tp = (source.topic, source.partition)
-        if source.offset + 1 > next_offsets.get(tp, -1):
-            next_offsets[tp] = source.offset + 1
-        if source.offset < first_offsets.get(tp, source.offset + 1):
-            first_offsets[tp] = source.offset
+        tp = (topic, partition)
+        if offset + 1 > next_offsets.get(tp, -1):
+            next_offsets[tp] = offset + 1
+        if offset < first_offsets.get(tp, offset + 1):
+            first_offsets[tp] = offset
         value = message.value()
         failure = check_value(value, max_bytes)
         if failure is None:
             try:
                 batch.claims.append(Claim.from_json(value))  # type: ignore[arg-type]
-                batch.sources.append(source)
+                batch.positions.append(position)
                 continue
             except ContractError as exc:
                 failure = classify_failure(exc)
         kind, error = failure
-        batch.rejected.append(reject(message, source, kind, error, now))
+        batch.rejected.append(reject(message, position, kind, error, now))
     return batch
 
 
@@ -158,8 +182,10 @@ def check_results(claims: Sequence[Claim], results: Sequence[ScoreResult]) -> No
 
 
 def build_decision(
-    claim: Claim, result: ScoreResult, source: StreamSource, decided_at: datetime
+    claim: Claim, result: ScoreResult, position: Position, decided_at: datetime
 ) -> Decision:
+    """The Decision as the contract builds it (the reference :func:`encode_decision` must
+    match byte for byte)."""
     return Decision(
         claim=claim,
         decision=result.decision,
@@ -168,13 +194,46 @@ def build_decision(
         model=result.model,
         reasons=result.reasons,
         decided_at=decided_at,
-        source=source,
+        source=position.source(),
     )
+
+
+_REASONS: Final = TypeAdapter(list[Reason])
+_MODEL_REF: Final = TypeAdapter(ModelRef)
+# The fields encode_decision writes, in Decision's order; a unit test fails when the
+# contract gains, loses or reorders a field, so the fast path cannot drift from it.
+ENCODED_DECISION_FIELDS: Final = (
+    "schema_version", "claim", "decision", "anomaly_score", "threshold", "model", "reasons",
+    "decided_at", "source",
+)
+
+
+def encode_decision(
+    claim: Claim, result: ScoreResult, position: Position, decided_at_json: bytes
+) -> bytes:
+    """``build_decision(...).to_json()`` without building and re-validating a Decision per
+    claim (the hot path: ~3 instead of ~10 microseconds). Every value comes from an already
+    validated Claim or ScoreResult and is written by pydantic's own serializers."""
+    reasons = _REASONS.dump_json(result.reasons) if result.reasons else b"[]"
+    return b"".join((
+        b'{"schema_version":', b"%d" % SCHEMA_VERSION,
+        b',"claim":', claim.to_json(),
+        b',"decision":"', result.decision.encode(),
+        b'","anomaly_score":', to_json(result.anomaly_score),
+        b',"threshold":', to_json(result.threshold),
+        b',"model":', _MODEL_REF.dump_json(result.model),
+        b',"reasons":', reasons,
+        b',"decided_at":', decided_at_json,
+        b',"source":{"kind":"stream","topic":', to_json(position.topic),
+        b',"partition":', b"%d" % position.partition,
+        b',"offset":', b"%d" % position.offset,
+        b"}}",
+    ))
 
 
 def route_decisions(
     claims: Sequence[Claim],
-    sources: Sequence[StreamSource],
+    positions: Sequence[Position],
     results: Sequence[ScoreResult],
     *,
     decided_at: datetime,
@@ -182,11 +241,13 @@ def route_decisions(
 ) -> list[Outgoing]:
     """One ``Decision`` per claim, keyed by claim_id, on the topic its verdict names."""
     check_results(claims, results)
-    outgoing = []
-    for claim, result, source in zip(claims, results, sources, strict=True):
-        decision = build_decision(claim, result, source, decided_at)
-        topic = topics.investigate if result.decision == "investigate" else topics.approved
-        outgoing.append(
-            Outgoing(topic=topic, key=claim.claim_id.encode(), value=decision.to_json())
+    decided_at_json = to_json(decided_at)
+    approved, investigate = topics.approved, topics.investigate
+    return [
+        Outgoing(
+            topic=investigate if result.decision == "investigate" else approved,
+            key=claim.claim_id.encode(),
+            value=encode_decision(claim, result, position, decided_at_json),
         )
-    return outgoing
+        for claim, result, position in zip(claims, results, positions, strict=True)
+    ]

@@ -295,7 +295,7 @@ class ScoringLoop:
         try:
             outgoing = route_decisions(
                 batch.claims,
-                batch.sources,
+                batch.positions,
                 results,
                 decided_at=datetime.now(UTC),
                 topics=self.topics,
@@ -443,10 +443,10 @@ class ScoringLoop:
         if not logger.isEnabledFor(logging.DEBUG):
             return
         logger.debug("committed batch %s: %d messages", describe_batch(batch), batch.consumed)
-        for source, result in zip(batch.sources, results, strict=True):
+        for position, result in zip(batch.positions, results, strict=True):
             logger.debug(
                 "%s claim_id=%s -> %s (score %.4f)",
-                position_of(source),
+                position,
                 result.claim_id,
                 result.decision,
                 result.anomaly_score,

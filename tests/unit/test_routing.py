@@ -5,16 +5,23 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic_core import to_json
 
 from schemas import Claim, DeadLetter, Decision, ModelRef, Reason, ScoreResult, StreamSource
 from scorer.routing import (
+    ENCODED_DECISION_FIELDS,
     OutcomeTopics,
+    Position,
     RoutingError,
+    build_decision,
     check_value,
+    encode_decision,
     position_of,
     route_decisions,
     split_batch,
@@ -83,7 +90,8 @@ def split(*messages: FakeMessage) -> Any:
 def test_a_valid_claim_is_kept_with_its_position() -> None:
     batch = split(FakeMessage(claim_bytes(), _offset=41, _partition=2))
     assert [claim.claim_id for claim in batch.claims] == ["C-1"]
-    assert batch.sources == [StreamSource(topic="claims", partition=2, offset=41)]
+    assert batch.positions == [Position("claims", 2, 41)]
+    assert batch.positions[0].source() == StreamSource(topic="claims", partition=2, offset=41)
     assert batch.rejected == []
     assert batch.consumed == 1
     assert batch.next_offsets == {("claims", 2): 42}
@@ -169,7 +177,7 @@ def test_mixed_batch_keeps_order_and_tracks_offsets_per_partition() -> None:
     ]
     batch = split(*messages)
     assert [claim.claim_id for claim in batch.claims] == ["A", "B", "C"]
-    assert [position_of(source) for source in batch.sources] == [
+    assert [position_of(position) for position in batch.positions] == [
         "claims[0]@10", "claims[3]@5", "claims[0]@12",
     ]
     assert [r.letter.error_kind for r in batch.rejected] == ["not_json", "empty"]
@@ -208,7 +216,7 @@ def test_decisions_go_to_the_topic_their_verdict_names() -> None:
     )
     results = [result_for("A", "approve"), result_for("B", "investigate")]
     out = route_decisions(
-        batch.claims, batch.sources, results, decided_at=NOW, topics=TOPICS
+        batch.claims, batch.positions, results, decided_at=NOW, topics=TOPICS
     )
     assert [(o.topic, o.key) for o in out] == [("out.ok", b"A"), ("out.look", b"B")]
     approved, flagged = (Decision.from_json(o.value) for o in out)
@@ -233,7 +241,7 @@ def test_a_missing_result_is_an_error_not_a_silent_drop() -> None:
     batch = split(FakeMessage(claim_bytes(claim_id="A")), FakeMessage(claim_bytes(claim_id="B")))
     with pytest.raises(RoutingError, match="1 results for 2 claims"):
         route_decisions(
-            batch.claims, batch.sources, [result_for("A", "approve")], decided_at=NOW,
+            batch.claims, batch.positions, [result_for("A", "approve")], decided_at=NOW,
             topics=TOPICS,
         )
 
@@ -242,7 +250,7 @@ def test_results_out_of_order_are_an_error() -> None:
     batch = split(FakeMessage(claim_bytes(claim_id="A")), FakeMessage(claim_bytes(claim_id="B")))
     with pytest.raises(RoutingError, match="claim_id=B"):
         route_decisions(
-            batch.claims, batch.sources,
+            batch.claims, batch.positions,
             [result_for("B", "approve"), result_for("A", "approve")],
             decided_at=NOW, topics=TOPICS,
         )
@@ -252,3 +260,66 @@ def test_claims_decode_exactly_as_the_contract_does() -> None:
     value = claim_bytes(claim_id="Z-9")
     [claim] = split(FakeMessage(value)).claims
     assert claim == Claim.from_json(value)
+
+
+def test_the_fast_encoder_knows_every_decision_field_in_order() -> None:
+    assert tuple(Decision.model_fields) == ENCODED_DECISION_FIELDS
+
+
+claim_ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,20}", fullmatch=True)
+aware_datetimes = st.datetimes(
+    min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1, 1),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)),
+                               timezone(timedelta(hours=-8))]),
+)
+claims = st.builds(
+    Claim,
+    claim_id=claim_ids,
+    claim_amount=st.floats(min_value=0.01, max_value=10_000_000),
+    num_services=st.integers(1, 1000),
+    patient_age=st.integers(0, 120),
+    provider_id=st.integers(1, 1_000_000_000),
+    days_since_last_claim=st.integers(0, 36_500),
+    submitted_at=aware_datetimes,
+)
+reasons = st.builds(
+    Reason,
+    feature=st.sampled_from(["claim_amount", "num_services", "patient_age"]),
+    value=st.floats(allow_nan=False, allow_infinity=False),
+    percentile=st.floats(0, 100),
+    direction=st.sampled_from(["high", "low"]),
+    message=st.text(max_size=60),  # quotes, backslashes, unicode: all escaped by pydantic
+)
+models = st.builds(
+    ModelRef,
+    name=st.just("claim-anomaly"),
+    version=st.from_regex(r"[1-9][0-9]{0,3}", fullmatch=True),
+    run_id=st.none() | st.text(alphabet="0123456789abcdef", min_size=1, max_size=32),
+)
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@given(
+    claim=claims,
+    score=finite,
+    threshold=finite,
+    flagged=st.booleans(),
+    model=models,
+    why=st.lists(reasons, max_size=3),
+    position=st.builds(Position, st.from_regex(r"[a-z][a-z0-9._-]{0,30}", fullmatch=True),
+                       st.integers(0, 1000), st.integers(0, 2**62)),
+    decided_at=aware_datetimes,
+)
+@settings(max_examples=150, deadline=None)
+def test_the_fast_encoder_writes_exactly_what_the_contract_writes(
+    claim: Claim, score: float, threshold: float, flagged: bool, model: ModelRef,
+    why: list[Reason], position: Position, decided_at: datetime,
+) -> None:
+    result = ScoreResult(
+        claim_id=claim.claim_id, anomaly_score=score, threshold=threshold,
+        decision="investigate" if flagged else "approve", model=model, reasons=why,
+    )
+    expected = build_decision(claim, result, position, decided_at)
+    encoded = encode_decision(claim, result, position, to_json(decided_at))
+    assert encoded == expected.to_json()
+    assert Decision.from_json(encoded) == expected
