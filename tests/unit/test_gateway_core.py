@@ -1,0 +1,238 @@
+"""The gateway's pure core and its SQLite stores: intake, CSV, fingerprints, idempotency
+under concurrency, the outcome view's upsert, positions and counters."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.csv_claims import CsvFileError, parse_csv
+from gateway.idempotency import SubmissionStore
+from gateway.intake import (
+    InvalidSubmissionError,
+    MalformedJsonError,
+    parse_batch,
+    parse_claim,
+)
+from gateway.outcome_store import Outcome, OutcomeStore, timeline
+from gateway.publisher import Outgoing
+from gateway.service import KeyLocks, SubmissionService
+from schemas import Claim, Decision, ModelRef, StreamSource
+from tests.unit.test_gateway_fakes import FakePublisher, FakeScorer, claim_body
+
+NOW = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
+
+
+def raw(**overrides: Any) -> bytes:
+    return json.dumps(claim_body(**overrides)).encode()
+
+
+# -- intake --------------------------------------------------------------------------------------
+
+
+def test_parse_claim_fills_id_and_time_only_when_absent() -> None:
+    intake = parse_claim(raw(claim_id=..., submitted_at=...), now=NOW, make_id=lambda: "gw-1")
+    assert intake.claim.claim_id == "gw-1"
+    assert intake.claim.submitted_at == NOW
+    given = parse_claim(raw(), now=NOW)
+    assert given.claim.claim_id == "C-000001"
+    assert given.claim.submitted_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def test_fingerprint_ignores_server_filled_time_but_not_client_values() -> None:
+    a = parse_claim(raw(submitted_at=...), now=NOW)
+    b = parse_claim(raw(submitted_at=...), now=NOW + timedelta(hours=1))
+    c = parse_claim(raw(submitted_at=..., patient_age=45), now=NOW)
+    d = parse_claim(raw(), now=NOW)
+    assert a.fingerprint == b.fingerprint
+    assert a.fingerprint != c.fingerprint
+    assert a.fingerprint != d.fingerprint  # an explicit submitted_at is part of the claim
+
+
+def test_strict_json_mode_rules_apply() -> None:
+    with pytest.raises(InvalidSubmissionError) as caught:
+        parse_claim(raw(num_services=2.0, provider_id=True), now=NOW)
+    assert {tuple(e["loc"]) for e in caught.value.errors} == {("num_services",), ("provider_id",)}
+
+
+def test_malformed_and_empty_bodies() -> None:
+    for body in (b"", b"{", b"\x00", b"{'a': 1}"):
+        with pytest.raises(MalformedJsonError):
+            parse_claim(body, now=NOW)
+
+
+def test_batch_paths_are_indexed() -> None:
+    body = json.dumps({"claims": [claim_body(claim_id="A"), claim_body(claim_id="B",
+                                                                        patient_age=-3)]})
+    with pytest.raises(InvalidSubmissionError) as caught:
+        parse_batch(body.encode(), now=NOW, max_batch=10)
+    assert caught.value.errors[0]["loc"] == ["claims", 1, "patient_age"]
+
+
+# -- CSV -----------------------------------------------------------------------------------------
+
+
+def test_csv_converts_by_field_type_and_keeps_line_numbers() -> None:
+    text = ("\ufeffclaim_amount,num_services,patient_age,provider_id,days_since_last_claim,"
+            "submitted_at,is_anomaly\n"
+            "12.5,2,30,9,4,2026-01-01T00:00:00Z,1\n"
+            "\n"
+            "12.5,2.5,30,9,4,,0\n")
+    first, second = parse_csv(text.encode(), now=NOW, max_rows=10, make_id=lambda: "gw-x")
+    assert first.line == 2
+    assert first.intake is not None
+    assert first.intake.claim.claim_amount == 12.5
+    assert first.intake.claim.submitted_at == datetime(2026, 1, 1, tzinfo=UTC)
+    assert second.line == 4
+    assert second.intake is None
+    assert second.error is not None
+    assert "num_services" in second.error
+
+
+def test_csv_rejects_unknown_columns_as_a_whole() -> None:
+    with pytest.raises(CsvFileError) as caught:
+        parse_csv(b"claim_amount,num_services,patient_age,provider_id,days_since_last_claim,"
+                  b"claim_amount\n1,1,1,1,1,1\n", now=NOW, max_rows=10)
+    assert caught.value.errors[0]["type"] == "duplicate_column"
+
+
+def test_csv_nan_is_rejected_per_line() -> None:
+    header = b"claim_amount,num_services,patient_age,provider_id,days_since_last_claim\n"
+    [line] = parse_csv(header + b"nan,1,1,1,1\n", now=NOW, max_rows=10)
+    assert line.error is not None
+    assert "finite" in line.error
+
+
+# -- stores --------------------------------------------------------------------------------------
+
+
+def decision(claim_id: str, kind: str = "approve", at: datetime = NOW,
+             version: str = "1") -> Decision:
+    claim = Claim.from_json(raw(claim_id=claim_id))
+    return Decision(claim=claim, decision=kind,  # type: ignore[arg-type]
+                    anomaly_score=0.4, threshold=0.5,
+                    model=ModelRef(name="claim-anomaly", version=version), reasons=[],
+                    decided_at=at, source=StreamSource(topic="claims", partition=0, offset=0))
+
+
+def test_outcome_store_upserts_on_claim_id_and_counts_once(tmp_path: Path) -> None:
+    store = OutcomeStore(tmp_path / "o.db")
+    d = decision("X-1", "investigate")
+    outcome = Outcome(d, "claims.investigate", 2, 41, d.to_json())
+    assert store.add([outcome], {("claims.investigate", 2): 42}) == 1
+    assert store.add([outcome, outcome], {("claims.investigate", 2): 42}) == 0
+    assert store.count() == 1
+    stats = store.stats(NOW, 60, 2)
+    assert stats["totals"]["investigate"] == 1
+    assert stats["timeline"][-1]["investigate"] == 1
+    assert store.positions() == {("claims.investigate", 2): 42}
+    assert store.get("X-1") == d.to_json()
+    store.close()
+
+
+def test_outcome_store_survives_reopening(tmp_path: Path) -> None:
+    with OutcomeStore(tmp_path / "o.db") as store:
+        d = decision("X-1")
+        store.add([Outcome(d, "claims.approved", 0, 0, d.to_json())], {("claims.approved", 0): 1})
+    with OutcomeStore(tmp_path / "o.db") as reopened:
+        assert reopened.positions() == {("claims.approved", 0): 1}
+        assert reopened.page(None, 10, None).items[0]["seq"] == 1
+
+
+def test_timeline_buckets_are_aligned_and_ignore_out_of_range_rows() -> None:
+    start = int(NOW.timestamp()) // 60 * 60
+    rows = [(start - 1, "approve", 5), (start, "approve", 2), (start + 61, "investigate", 1),
+            (start + 999, "approve", 3)]
+    buckets = timeline(rows, start, 60, 2)
+    assert [(b["approve"], b["investigate"]) for b in buckets] == [(2, 0), (0, 1)]
+    assert buckets[1]["investigation_rate"] == 1.0
+    assert buckets[0]["investigation_rate"] == 0.0
+
+
+def test_submission_store_pending_then_published(tmp_path: Path) -> None:
+    with SubmissionStore(tmp_path / "s.db") as store:
+        d = decision("X-1")
+        store.add_pending([("X-1", "fp", d.to_json())], now_ms=1)
+        row = store.get("X-1")
+        assert row is not None
+        assert not row.published
+        assert row.decision() == d
+        store.mark_published(["X-1"])
+        published = store.get("X-1")
+        assert published is not None
+        assert published.published
+        assert store.get_many([f"Y-{i}" for i in range(1200)] + ["X-1"]).keys() == {"X-1"}
+
+
+# -- service -------------------------------------------------------------------------------------
+
+
+class SlowPublisher(FakePublisher):
+    """Holds each publish until released, so concurrent submissions overlap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def publish(self, items: Any, timeout_s: float) -> None:
+        self.entered.set()
+        assert self.release.wait(10)
+        super().publish(items, timeout_s)
+
+
+def test_concurrent_submissions_of_one_claim_publish_once(tmp_path: Path) -> None:
+    publisher = SlowPublisher()
+    store = SubmissionStore(tmp_path / "s.db")
+    service = SubmissionService(FakeScorer(), publisher, store,
+                                lambda kind: f"claims.{kind}", 1.0)
+    intake = parse_claim(raw(), now=NOW)
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(service.submit([intake], None)))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    assert publisher.entered.wait(10)
+    publisher.release.set()
+    for thread in threads:
+        thread.join(10)
+    assert publisher.claim_ids() == ["C-000001"]
+    assert sorted(r[0].replayed for r in results) == [False, True, True, True]
+    assert len({r[0].decision.to_json() for r in results}) == 1
+    store.close()
+
+
+def test_key_locks_do_not_deadlock_on_overlapping_batches() -> None:
+    locks = KeyLocks(stripes=4)
+    done = []
+
+    def take(keys: list[str]) -> None:
+        for _ in range(200):
+            with locks.hold(keys):
+                pass
+        done.append(keys)
+
+    threads = [threading.Thread(target=take, args=(keys,)) for keys in
+               (["a", "b", "c"], ["c", "b", "a"], ["b", "d"], ["d", "a"])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(done) == 4
+
+
+def test_outgoing_topic_follows_the_decision(tmp_path: Path) -> None:
+    publisher = FakePublisher()
+    with SubmissionStore(tmp_path / "s.db") as store:
+        service = SubmissionService(FakeScorer(), publisher, store,
+                                    lambda kind: f"t.{kind}", 1.0)
+        service.submit([parse_claim(raw(claim_id="A", claim_amount=99_999.0), now=NOW),
+                        parse_claim(raw(claim_id="B"), now=NOW)], "req-1")
+    assert [(o.topic, o.decision.claim_id) for o in publisher.published] == [
+        ("t.investigate", "A"), ("t.approve", "B")]
+    assert all(isinstance(o, Outgoing) for o in publisher.published)
