@@ -38,6 +38,10 @@ class BrokerConfig:
     advertised_host: str | None = None  # defaults to listen_host
     advertised_port: int | None = None  # a container's mapped port differs from its own
     controller_host: str = "127.0.0.1"
+    # A listener for the broker's calls to itself (e.g. the partition leader asking the
+    # transaction coordinator). Needed when clients reach the broker at an address the broker
+    # cannot reach itself, like a container's mapped port.
+    internal_port: int | None = None
     node_id: int = 1
     internal_partitions: int = 10
 
@@ -45,18 +49,25 @@ class BrokerConfig:
 def server_properties(cfg: BrokerConfig) -> dict[str, str]:
     """Broker settings for a single node on which transactions work."""
     advertised = f"{cfg.advertised_host or cfg.listen_host}:{cfg.advertised_port or cfg.port}"
+    listeners = [f"PLAINTEXT://{cfg.listen_host}:{cfg.port}",
+                 f"CONTROLLER://{cfg.controller_host}:{cfg.controller_port}"]
+    advertised_listeners = [f"PLAINTEXT://{advertised}"]
+    inter_broker = "PLAINTEXT"
+    if cfg.internal_port is not None:
+        internal = f"INTERNAL://{cfg.controller_host}:{cfg.internal_port}"
+        listeners.append(internal)
+        advertised_listeners.append(internal)
+        inter_broker = "INTERNAL"
+    protocols = [f"{name.split(':')[0]}:PLAINTEXT" for name in listeners]
     return {
         "process.roles": "broker,controller",
         "node.id": str(cfg.node_id),
         "controller.quorum.voters": f"{cfg.node_id}@{cfg.controller_host}:{cfg.controller_port}",
-        "listeners": (
-            f"PLAINTEXT://{cfg.listen_host}:{cfg.port},"
-            f"CONTROLLER://{cfg.controller_host}:{cfg.controller_port}"
-        ),
-        "advertised.listeners": f"PLAINTEXT://{advertised}",
+        "listeners": ",".join(listeners),
+        "advertised.listeners": ",".join(advertised_listeners),
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": inter_broker,
+        "listener.security.protocol.map": ",".join(protocols),
         "log.dirs": cfg.data_dir,
         # One node: every internal topic must live with a single replica, or consumer
         # groups and transactions never become available.
