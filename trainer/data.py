@@ -133,13 +133,13 @@ def numeric_column(frame: pd.DataFrame, name: str, source: str) -> np.ndarray:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(f"{source}: column {name} needs finite numbers; line {csv_line(row)} "
-                        f"has {raw.iloc[row]!r} ({int(bad.sum())} bad value(s) in total)")
+                        f"has {str(raw.iloc[row])!r} ({int(bad.sum())} bad value(s) in total)")
     if name in INTEGER_FEATURES:
         fractional = values != np.floor(values)
         if fractional.any():
             row = int(np.flatnonzero(fractional)[0])
             raise DataError(f"{source}: column {name} needs whole numbers; line "
-                            f"{csv_line(row)} has {raw.iloc[row]!r}")
+                            f"{csv_line(row)} has {str(raw.iloc[row])!r}")
     return values
 
 
@@ -152,7 +152,7 @@ def label_column(frame: pd.DataFrame, source: str) -> np.ndarray:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(f"{source}: column {LABEL_COLUMN} needs true/false; line "
-                        f"{csv_line(row)} has {frame[LABEL_COLUMN].iloc[row]!r}")
+                        f"{csv_line(row)} has {str(frame[LABEL_COLUMN].iloc[row])!r}")
     return truthy
 
 
