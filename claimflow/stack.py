@@ -56,8 +56,10 @@ QUIET_ENV: Mapping[str, str] = {
     # Progress bars redraw with "\r"; through a Procfile runner they only make noise.
     "TQDM_DISABLE": "1",
 }
-# The producer streams until stopped; this many rows is "forever" at demo rates.
-ENDLESS_ROWS = 1_000_000_000
+# `claimflow produce` sends a finite, pre-generated set; the stack streams "forever" by
+# producing chunks of this many seconds' worth of claims, each with the next seed (claim ids
+# carry the seed, so chunks never repeat an id).
+CHUNK_SECONDS = 600
 
 
 class StackError(click.ClickException):
@@ -134,13 +136,25 @@ class Endpoint:
         return self.url.rstrip("/") + self.probe
 
 
-def endpoints(settings: StackSettings) -> list[Endpoint]:
+def endpoints(settings: StackSettings, mlflow_server: str | None = None) -> list[Endpoint]:
+    """The stack's URLs; ``mlflow_server`` is an external tracking server that replaces the
+    local MLflow UI."""
     base = f"http://{settings.host}"
+    mlflow_url = mlflow_server.rstrip("/") + "/" if mlflow_server else (
+        f"{base}:{settings.mlflow_port}/")
     return [
-        Endpoint("dashboard", f"{base}:{settings.gateway_port}/", "/api/v1/stats"),
-        Endpoint("MLflow UI", f"{base}:{settings.mlflow_port}/", "/health"),
+        Endpoint("dashboard", f"{base}:{settings.gateway_port}/", "/readyz"),
+        Endpoint("MLflow UI", mlflow_url, "/health"),
         Endpoint("model service", f"{base}:{settings.model_port}/", "/readyz"),
     ]
+
+
+def tracking_server(tracking_uri: str | None) -> str | None:
+    """The URL of an MLflow tracking server, or None for a local (file/database) store,
+    which the stack shows through its own `claimflow mlflow-ui`."""
+    if tracking_uri and tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri
+    return None
 
 
 def model_url(settings: StackSettings) -> str:
@@ -214,14 +228,20 @@ def plan_model(status: ModelStatus) -> ModelAction:
 
 @dataclass(frozen=True)
 class Proc:
-    """One line of the Procfile: a long-lived process and its command."""
+    """One line of the Procfile: a long-lived process and its command. With ``seed_loop``
+    the command runs again and again with ``--seed`` counting up from that value, for as
+    long as it succeeds."""
 
     name: str
     argv: tuple[str, ...]
+    seed_loop: int | None = None
 
     @property
     def command(self) -> str:
-        return shlex.join(self.argv)
+        if self.seed_loop is None:
+            return shlex.join(self.argv)
+        return (f"seed={self.seed_loop}; while {shlex.join(self.argv)} --seed \"$seed\"; "
+                "do seed=$((seed + 1)); done")
 
 
 def stack_processes(
@@ -232,8 +252,10 @@ def stack_processes(
     started_at: float | None = None,
     duration_s: float | None = None,
     stream_seed: int | None = None,
+    mlflow_ui: bool = True,
 ) -> list[Proc]:
-    """The long-lived processes of the demo, in start order."""
+    """The long-lived processes of the demo, in start order (``mlflow_ui=False`` when the
+    registry is an external tracking server, which has its own UI)."""
     host = settings.host
     summary = [python, "-m", "claimflow.stack", "summary",
                "--interval", f"{settings.summary_interval_s:g}"]
@@ -241,11 +263,10 @@ def stack_processes(
         summary += ["--started-at", f"{started_at:.3f}"]
     if duration_s is not None:
         summary += ["--duration", f"{duration_s:g}"]
-    produce = [claimflow, "produce", "--profile", "realistic", "--rows", str(ENDLESS_ROWS),
-               "--rate", f"{settings.rate:g}"]
-    if stream_seed is not None:
-        produce += ["--seed", str(stream_seed)]
-    return [
+    chunk_rows = max(1, round(settings.rate * CHUNK_SECONDS))
+    produce = (claimflow, "produce", "--profile", "realistic", "--quiet",
+               "--rows", str(chunk_rows), "--rate", f"{settings.rate:g}")
+    procs = [
         Proc("model", (claimflow, "serve-model", "--host", host,
                        "--port", str(settings.model_port))),
         Proc("scorer", (claimflow, "score", "--instances", str(settings.scorer_instances),
@@ -254,9 +275,10 @@ def stack_processes(
                          "--port", str(settings.gateway_port))),
         Proc("mlflow", (claimflow, "mlflow-ui", "--host", host,
                         "--port", str(settings.mlflow_port))),
-        Proc("producer", tuple(produce)),
+        Proc("producer", produce, seed_loop=1 if stream_seed is None else stream_seed),
         Proc("summary", tuple(summary)),
     ]
+    return [p for p in procs if mlflow_ui or p.name != "mlflow"]
 
 
 PROCFILE_HEADER = """\
@@ -361,12 +383,13 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def check_ports(settings: StackSettings) -> None:
-    taken = [(name, port, var) for name, port, var in (
-        ("gateway", settings.gateway_port, "STACK_GATEWAY_PORT"),
-        ("model service", settings.model_port, "STACK_MODEL_PORT"),
-        ("MLflow UI", settings.mlflow_port, "STACK_MLFLOW_PORT"),
-    ) if port_in_use(settings.host, port)]
+def check_ports(settings: StackSettings, *, mlflow_ui: bool = True) -> None:
+    wanted = [("gateway", settings.gateway_port, "STACK_GATEWAY_PORT"),
+              ("model service", settings.model_port, "STACK_MODEL_PORT")]
+    if mlflow_ui:
+        wanted.append(("MLflow UI", settings.mlflow_port, "STACK_MLFLOW_PORT"))
+    taken = [(name, port, var) for name, port, var in wanted
+             if port_in_use(settings.host, port)]
     if taken:
         lines = [f"port {port} ({name}) on {settings.host} is already in use: stop what listens "
                  f"there, or pick another port with {var}=<port> or {option_name(var)} <port>"
@@ -451,6 +474,13 @@ def terminate_all(procs: Sequence[Any], timeout_s: float) -> int:
             continue
     psutil.wait_procs(alive, timeout=5)
     return len(alive)
+
+
+def mlflow_tracking_server() -> str | None:
+    """The tracking server the trainer uses (``MLFLOW_TRACKING_URI``), if it is one."""
+    from trainer.settings import TrainerSettings
+
+    return tracking_server(TrainerSettings().mlflow_tracking_uri)
 
 
 def broker_answers(bootstrap: str) -> bool:
@@ -572,7 +602,7 @@ def _answers(client: Any, endpoint: Endpoint) -> bool:
     import httpx
 
     try:
-        return bool(client.get(endpoint.probe_url).status_code < 500)
+        return bool(client.get(endpoint.probe_url).status_code == 200)
     except httpx.HTTPError:
         return False
 
@@ -638,15 +668,16 @@ def run_stack(settings: StackSettings, *, duration_s: float | None, prepare_only
     if running is not None:
         raise StackError(f"a stack already runs from this CLAIMFLOW_HOME (pid {running.pid}); "
                          "stop it with `claimflow down`")
+    mlflow_server = mlflow_tracking_server()
     if not prepare_only:
-        check_ports(settings)
+        check_ports(settings, mlflow_ui=mlflow_server is None)
     exe = claimflow_executable()
     bootstrap = resolve_bootstrap(settings, local_broker_bootstrap())
     stack_id = uuid.uuid4().hex
     env = child_env(os.environ, settings, bootstrap=bootstrap, stack_id=stack_id)
     state = StackState(pid=os.getpid(), stack_id=stack_id, started_at=started_at,
                        bootstrap=bootstrap,
-                       urls={e.name: e.url for e in endpoints(settings)},
+                       urls={e.name: e.url for e in endpoints(settings, mlflow_server)},
                        log_file=os.environ.get("CLAIMFLOW_STACK_LOG"))
     raise_on_sigterm()
     write_state(settings, state)
@@ -660,7 +691,8 @@ def run_stack(settings: StackSettings, *, duration_s: float | None, prepare_only
         if prepare_only:
             click.echo("==> prepared: broker, topics and champion model are ready")
             return 0
-        return serve(settings, env, exe, started_at=started_at, duration_s=duration_s)
+        return serve(settings, env, exe, started_at=started_at, duration_s=duration_s,
+                     mlflow_server=mlflow_server)
     except KeyboardInterrupt:
         click.echo("interrupted while preparing; cleaning up", err=True)
         return 130
@@ -678,14 +710,17 @@ def serve(
     *,
     started_at: float,
     duration_s: float | None,
+    mlflow_server: str | None,
 ) -> int:
-    # A fresh stream seed per run: claim ids of this run differ from the last one's, so the
-    # dashboard (which stores decisions by claim_id) shows the new ones.
+    # A fresh stream seed per run (the start time in ms): claim ids carry the seed, so this
+    # run's claims differ from the last run's and the dashboard, which keeps decisions by
+    # claim_id, shows them.
     procs = stack_processes(settings, exe, sys.executable, started_at=started_at,
-                            duration_s=duration_s, stream_seed=int(started_at) % 2**31)
+                            duration_s=duration_s, stream_seed=int(started_at * 1000),
+                            mlflow_ui=mlflow_server is None)
     settings.procfile.write_text(render_procfile(procs), encoding="utf-8")
     click.echo(f"==> starting {len(procs)} processes under honcho ({settings.procfile})")
-    click.echo(url_banner(endpoints(settings)))
+    click.echo(url_banner(endpoints(settings, mlflow_server)))
     click.echo("    Ctrl-C stops everything; `claimflow tail investigate` shows flagged claims")
     rc = run_processes(procs, env, cwd=settings.home)
     code = exit_code(rc)
@@ -712,7 +747,8 @@ def start_detached(
                                  stderr=subprocess.STDOUT, env=env, start_new_session=True)
     click.echo(f"stack starting in the background (pid {child.pid}); log: {settings.log_file}")
     deadline = time.monotonic() + settings.ready_timeout_s
-    pending = wait_ready(endpoints(settings), deadline, alive=lambda: child.poll() is None)
+    urls = endpoints(settings, mlflow_tracking_server())
+    pending = wait_ready(urls, deadline, alive=lambda: child.poll() is None)
     if child.poll() is not None:
         click.echo(tail_text(settings.log_file), err=True)
         raise StackError(f"the stack exited with code {child.returncode} before it was ready")
@@ -721,7 +757,7 @@ def start_detached(
                          f"{', '.join(e.name for e in pending)} (see {settings.log_file}); "
                          "`claimflow down` stops it")
     click.echo("stack is up:")
-    click.echo(url_banner(endpoints(settings)))
+    click.echo(url_banner(urls))
     click.echo("stop it with `claimflow down`")
     return 0
 
@@ -886,7 +922,7 @@ class SummaryLoop:
         self.last = Counts()
         self.last_at = self.began
         self.first_decision_reported = False
-        self.endpoints = endpoints(settings)
+        self.endpoints = endpoints(settings, mlflow_tracking_server())
         self.pending = list(self.endpoints)
         self.next_probe = 0.0
         self.http = httpx.Client(timeout=1.0)

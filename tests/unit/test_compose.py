@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -252,8 +253,28 @@ def test_service_commands_parse_with_the_real_cli(resolved: dict[str, Any], name
     """Each container's command is a claimflow subcommand whose options exist and whose
     values are valid (parsed by the command itself, not run)."""
     args = [str(part) for part in resolved["services"][name]["command"]]
+    if name == "producer":
+        args = producer_command(resolved["services"][name])
     assert args[0] in COMMANDS
     with click.Context(cli) as ctx:
         command = cli.get_command(ctx, args[0])
         assert command is not None
         command.make_context(args[0], args[1:])
+
+
+def producer_command(service: dict[str, Any]) -> list[str]:
+    """The `claimflow produce` invocation inside the producer's chunk loop."""
+    assert service["entrypoint"] == ["/bin/sh", "-c"]
+    (script,) = service["command"]
+    match = re.search(r"while claimflow (produce .*?) --seed \"\$seed\";", script)
+    assert match, script
+    return [*shlex.split(match.group(1)), "--seed", "1"]
+
+
+def test_producer_streams_chunks_with_fresh_seeds(resolved: dict[str, Any]) -> None:
+    """The compose tool turned `$$` into `$`: the loop sees shell variables, not compose ones."""
+    (script,) = resolved["services"]["producer"]["command"]
+    assert script.startswith("seed=$(date +%s);")
+    assert script.endswith("do seed=$((seed + 1)); done")
+    assert producer_command(resolved["services"]["producer"])[-4:] == [
+        "--rate", "200", "--seed", "1"]

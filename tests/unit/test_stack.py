@@ -124,7 +124,7 @@ def test_the_stack_runs_every_long_lived_part() -> None:
     assert procs["model"].argv[-2:] == ("--port", "3000")
     assert procs["gateway"].argv[-2:] == ("--port", "5005")
     assert procs["mlflow"].argv[-2:] == ("--port", "5000")
-    assert procs["producer"].argv[-2:] == ("--rate", "200")
+    assert procs["producer"].argv[-4:] == ("--rows", "120000", "--rate", "200")
     assert procs["summary"].argv[:4] == ("/venv/bin/python", "-m", "claimflow.stack", "summary")
 
 
@@ -133,11 +133,25 @@ def test_run_options_reach_the_processes() -> None:
     summary = procs["summary"].argv
     assert summary[summary.index("--duration") + 1] == "42"
     assert summary[summary.index("--started-at") + 1] == "1700000000.500"
-    assert procs["producer"].argv[-2:] == ("--seed", "7")
+    assert procs["producer"].seed_loop == 7
+
+
+def test_the_producer_streams_chunk_after_chunk_with_fresh_seeds(tmp_path: Path) -> None:
+    """The shell loop honcho runs: each chunk gets the next seed; a failure ends it."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "produce"
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n"
+                    f"[ $(wc -l < {calls}) -lt 3 ]\n", encoding="utf-8")
+    fake.chmod(0o755)
+    proc = Proc("producer", (str(fake), "--rows", "10"), seed_loop=41)
+    result = subprocess.run(proc.command, shell=True, check=False)
+    assert result.returncode == 0  # the loop ended because the third chunk "failed"
+    assert calls.read_text(encoding="utf-8").splitlines() == [
+        "--rows 10 --seed 41", "--rows 10 --seed 42", "--rows 10 --seed 43"]
 
 
 def test_procfile_round_trips_through_honchos_parser() -> None:
-    procs = list(processes().values())
+    procs = list(processes(stream_seed=5).values())
     parsed = parse_procfile(stack.render_procfile(procs))
     assert dict(parsed.processes) == {p.name: p.command for p in procs}
 
@@ -161,6 +175,8 @@ def test_every_procfile_command_parses_with_the_real_cli(name: str) -> None:
     else:
         group, args = cli, list(argv[1:])
         assert args[0] in COMMANDS
+        if name == "producer":
+            args += ["--seed", "123"]  # what the seed loop appends
     with click.Context(group) as ctx:
         command = group.get_command(ctx, args[0])
         assert command is not None
@@ -184,7 +200,7 @@ def test_child_env_carries_the_shared_settings_and_the_marker() -> None:
 def test_endpoints_follow_the_ports() -> None:
     urls = {e.name: e.probe_url for e in stack.endpoints(StackSettings(model_port=3999))}
     assert urls["model service"] == "http://127.0.0.1:3999/readyz"
-    assert urls["dashboard"].startswith("http://127.0.0.1:5005/")
+    assert urls["dashboard"] == "http://127.0.0.1:5005/readyz"
     assert urls["MLflow UI"] == "http://127.0.0.1:5000/health"
 
 
