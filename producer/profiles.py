@@ -9,15 +9,19 @@ only; they never become model features.
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 import pandas as pd
 
 from producer.columns import ALL_COLUMNS, NORMAL_PATTERN
+from producer.realistic import generate_realistic_profile
 from producer.timestamps import submission_times
 
 logger = logging.getLogger(__name__)
+
+Profile = Literal["seed", "realistic"]
+PROFILES: Final[tuple[Profile, ...]] = ("seed", "realistic")
 
 
 # The lab's dataset: 1,000 normal claims and 50 anomalies.
@@ -31,6 +35,8 @@ SEED_PATTERN: Final = "gross_outlier"  # the lab's anomalies: ~10x amounts, 10-1
 MIN_AMOUNT: Final = 0.01
 # submitted_at comes from its own generator so the lab's RandomState sequence is untouched.
 SUBMITTED_AT_STREAM: Final = 0x5EED
+
+DEFAULT_ROWS: Final[dict[Profile, int]] = {"seed": LAB_ROWS, "realistic": 100_000}
 
 
 def split_rows(rows: int, anomaly_rate: float | None) -> tuple[int, int]:
@@ -111,3 +117,22 @@ def generate_seed_profile(
     frame["is_anomaly"] = is_anomaly
     frame["pattern"] = np.where(is_anomaly, SEED_PATTERN, NORMAL_PATTERN)
     return frame[list(ALL_COLUMNS)]
+
+
+def generate(
+    profile: Profile, rows: int | None = None, seed: int = 42, anomaly_rate: float | None = None
+) -> pd.DataFrame:
+    """Dispatch to a profile; ``rows=None`` means the profile's default size.
+
+    Realistic claim ids carry the seed (``C-<seed>-0000001``) so datasets generated with
+    different seeds can share a topic without colliding claim ids.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    n = DEFAULT_ROWS[profile] if rows is None else rows
+    if profile == "seed":
+        return generate_seed_profile(n, seed, anomaly_rate)
+    if profile == "realistic":
+        rng = np.random.default_rng(seed)
+        return generate_realistic_profile(n, rng, anomaly_rate, id_prefix=f"C-{seed}-")
+    raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
