@@ -134,7 +134,7 @@ PY
   # their libraries would double the image.
   mapfile -t elves < <(find "$rootfs/opt/java" "$work/native" -type f \
     \( -name '*.so' -o -path '*/bin/*' \) \
-    ! -regex '.*/lib\(awt_xawt\|splashscreen\|jsound\|fontmanager\|lcms\|javajpeg\)\.so')
+    ! -regex '.*/lib\(awt_xawt\|jawt\|atk-wrapper\|splashscreen\|jsound\|fontmanager\|lcms\|javajpeg\)\.so')
   copy_with_libs "$rootfs" "${elves[@]}"
   # glibc loads name-service modules by name: needed for /etc/hosts and DNS lookups.
   for lib in /lib/x86_64-linux-gnu/libnss_files.so.2 /lib/x86_64-linux-gnu/libnss_dns.so.2; do
@@ -151,6 +151,15 @@ PY
 
   mkdir -p "$rootfs/opt/kafka/libs"
   cp "$LIBS"/*.jar "$rootfs/opt/kafka/libs/"
+  # Format the KRaft storage once here, so that no container pays for a second JVM start.
+  # The harness runs node 1 with the controller on 127.0.0.1:9093, as formatted here.
+  printf '%s\n' process.roles=broker,controller node.id=1 \
+    controller.quorum.voters=1@127.0.0.1:9093 controller.listener.names=CONTROLLER \
+    listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093 \
+    "log.dirs=$rootfs/var/lib/kafka/data" >"$work/format.properties"
+  java -Xmx256m -cp "$LIBS/*" kafka.tools.StorageTool format -c "$work/format.properties" \
+    -t "$("$BIN/python" -c 'import secrets; from broker.config import cluster_id
+print(cluster_id(secrets.token_bytes(16)))')" >/dev/null
   cat >"$rootfs/opt/kafka/config/log4j2.properties" <<'LOG4J'
 # Console logging: `podman logs` shows the broker.
 status = warn

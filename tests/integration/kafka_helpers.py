@@ -58,15 +58,22 @@ def configure_container_engine() -> None:
         os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
 
 
+def data_dir(image: str) -> str:
+    # The local image comes with this folder formatted (setup-containers.sh), which saves a
+    # JVM start per container; the official image formats a fresh one.
+    return "/tmp/kraft-data" if is_official_image(image) else "/var/lib/kafka/data"
+
+
 def start_script(image: str, heap: str = "512m") -> str:
-    """Shell script run inside the container: format the KRaft storage once, start Kafka."""
+    """Shell script run inside the container: format the KRaft storage if needed, start Kafka."""
     props = f"{START_DIR}/server.properties"
+    formatted = f"[ -f {data_dir(image)}/meta.properties ] ||"
     cid = cluster_id(secrets.token_bytes(16))
     if is_official_image(image):
         return "\n".join([
             "set -e",
             f'export KAFKA_HEAP_OPTS="-Xmx{heap} -Xms{heap}"',
-            f"/opt/kafka/bin/kafka-storage.sh format -t {cid} -c {props}",
+            f"{formatted} /opt/kafka/bin/kafka-storage.sh format -t {cid} -c {props}",
             f"exec /opt/kafka/bin/kafka-server-start.sh {props}",
         ]) + "\n"
     java = (f"java -Xmx{heap} -Xms{heap} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "
@@ -74,7 +81,7 @@ def start_script(image: str, heap: str = "512m") -> str:
             "-cp '/opt/kafka/libs/*'")
     return "\n".join([
         "set -e",
-        f"{java} kafka.tools.StorageTool format -t {cid} -c {props}",
+        f"{formatted} {java} kafka.tools.StorageTool format -t {cid} -c {props}",
         f"exec {java} kafka.Kafka {props}",
     ]) + "\n"
 
@@ -118,7 +125,7 @@ def _kafka_container_class() -> type[DockerContainer]:
             port = int(self.get_exposed_port(BROKER_PORT))
             cfg = BrokerConfig(listen_host="0.0.0.0", port=BROKER_PORT,
                                controller_port=9093, internal_port=9094,
-                               data_dir="/tmp/kraft-data",
+                               data_dir=data_dir(self.image),
                                advertised_host=host, advertised_port=port)
             files = {
                 f"{START_DIR}/server.properties": render_properties(server_properties(cfg)),
