@@ -1,0 +1,181 @@
+"""A real model service for integration tests: a temporary champion exported into a temp
+BentoML store, served by ``claimflow serve-model`` (``bentoml serve``) on a free port.
+
+Import the fixtures where they are used::
+
+    from tests.integration.model_service_fixture import champion, model_service  # noqa: F401
+
+``model_service`` is session-scoped (BentoML takes seconds to start); a test may stop and
+start it again (same port), and the fixture hands it out running to the next test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import numpy as np
+import pytest
+
+from schemas import CLAIM_FEATURES, Claim
+
+CLAIMFLOW = (sys.executable, "-c", "from claimflow.cli import main; main()")
+QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+             "BENTOML_DO_NOT_TRACK": "true", "PYTHONUNBUFFERED": "1"}
+# Settings a developer's shell may hold must not leak into the processes under test.
+COMPONENT_PREFIXES = ("KAFKA_", "MODEL_", "SCORER_", "GATEWAY_", "MLFLOW_", "BENTOML_",
+                      "CLAIMFLOW_", "PRODUCER_", "TRAINER_")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(COMPONENT_PREFIXES)}
+    env.update(QUIET_ENV)
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A fitted IsolationForest exported as BentoML ``tag`` under ``home``."""
+
+    home: Path
+    tag: str
+    estimator: Any  # sklearn.ensemble.IsolationForest
+
+    def offline(self, claims: Sequence[Claim]) -> tuple[np.ndarray, list[str]]:
+        """Scores and decisions straight from scikit-learn (what serving must reproduce)."""
+        x = np.array([claim.features() for claim in claims], dtype=np.float64)
+        scores: np.ndarray = -self.estimator.score_samples(x)
+        flagged = self.estimator.predict(x) == -1
+        return scores, ["investigate" if f else "approve" for f in flagged]
+
+
+def make_champion(home: Path, rows: int = 5_000, seed: int = 7) -> Champion:
+    """Train a small forest on realistic claims and export it like ``promote`` does."""
+    from sklearn.ensemble import IsolationForest
+
+    from producer.profiles import generate
+    from trainer.export import export_to_bentoml
+    from trainer.reference import build_reference
+
+    frame = generate("realistic", rows, seed=seed)
+    x = frame[list(CLAIM_FEATURES)].to_numpy(dtype=np.float64)
+    estimator = IsolationForest(n_estimators=100, contamination=0.05, random_state=seed).fit(x)
+    tag = export_to_bentoml(estimator, build_reference(x), "1", f"test-run-{seed}",
+                            home / "bentoml")
+    return Champion(home=home, tag=tag, estimator=estimator)
+
+
+class ModelServiceProcess:
+    """``claimflow serve-model`` serving ``champion`` (pinned tag, no registry needed)."""
+
+    def __init__(self, champion: Champion, log_path: Path, port: int | None = None) -> None:
+        self.champion = champion
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        return clean_env(
+            CLAIMFLOW_HOME=str(self.champion.home),
+            MODEL_TAG=self.champion.tag,
+            MODEL_POLL_INTERVAL_S="0",
+        )
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*CLAIMFLOW, "serve-model", "--port", str(self.port)],
+            env=self.env(), stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while not self.ready():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"model service exited:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"model service not ready in {timeout_s:.0f} s:\n"
+                                   f"{self.log_tail()}")
+            time.sleep(0.2)  # polling interval of the readiness loop, bounded by the deadline
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == httpx.codes.OK
+        except httpx.HTTPError:
+            return False
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM to the whole service (BentoML runs worker processes), SIGKILL if stuck."""
+        if self.process is None:
+            return
+        for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Workers left in the session after the arbiter went away.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self.process = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
+    return make_champion(tmp_path_factory.mktemp("champion-home"))
+
+
+@pytest.fixture(scope="session")
+def _model_service_session(
+    champion: Champion, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ModelServiceProcess]:
+    service = ModelServiceProcess(champion, tmp_path_factory.mktemp("model-log") / "model.log")
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def model_service(_model_service_session: ModelServiceProcess) -> ModelServiceProcess:
+    """The shared, running model service (restarted if an earlier test left it stopped)."""
+    if not _model_service_session.alive():
+        _model_service_session.start()
+    return _model_service_session
