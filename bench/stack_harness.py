@@ -352,7 +352,7 @@ class Stack:
         """Generate realistic claims, train, and promote the model to champion."""
         data = self.home / "train.csv"
         self.cli("generate", "--profile", "realistic", "--seed", str(seed), "--rows", str(rows),
-                 "--out", str(data), log_name="train")
+                 "--out", str(data), "--quiet", log_name="train")
         self.cli("train", "--data", str(data), "--promote", timeout_s=600, log_name="train")
 
     def start_model_service(self, port: int | None = None, name: str = "model",
@@ -407,7 +407,7 @@ class Stack:
     def start_producer(self, name: str, topic: str, rows: int, *, seed: int,
                        rate: float | None = None) -> ManagedProcess:
         args = ["produce", "--profile", "realistic", "--rows", str(rows), "--seed", str(seed),
-                "--topic", topic]
+                "--topic", topic, "--quiet"]
         if rate:
             args += ["--rate", str(rate)]
         return self.spawn(name, *args)
