@@ -1,0 +1,216 @@
+# ruff: noqa: F811 - pytest fixtures are imported from helper modules and used as arguments
+"""The real gateway (``claimflow gateway``, waitress) against the real broker and a real
+``bentoml serve`` model service: decisions, topics, the outcome view, failures, restarts."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from schemas import Claim, Decision, GatewaySource
+from tests.integration.kafka_helpers import consume_until
+from tests.integration.model_service_fixture import (  # noqa: F401 - pytest fixtures
+    Champion,
+    ModelServiceProcess,
+    _model_service_session,
+    champion,
+    free_port,
+    model_service,
+)
+from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixtures
+    GatewayServer,
+    GatewayTopics,
+    gateway_env,
+    gateway_factory,
+    gateway_topics,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+StartGateway = Callable[..., GatewayServer]
+
+
+def claim(claim_id: str, amount: float = 1_250.0, **overrides: Any) -> dict[str, Any]:
+    body = {"claim_id": claim_id, "claim_amount": amount, "num_services": 3,
+            "patient_age": 47, "provider_id": 14_210, "days_since_last_claim": 32,
+            "submitted_at": "2026-11-26T18:00:00Z"}
+    body.update(overrides)
+    return body
+
+
+def unusual(claim_id: str) -> dict[str, Any]:
+    return claim(claim_id, amount=480_000.0, num_services=60, patient_age=2,
+                 days_since_last_claim=0)
+
+
+@pytest.fixture
+def gateway(gateway_factory: StartGateway, kafka_bootstrap: str,
+            model_service: ModelServiceProcess, gateway_topics: GatewayTopics,
+            group_id: str) -> GatewayServer:
+    return gateway_factory(gateway_env(kafka_bootstrap, model_service.url, gateway_topics,
+                                       group_id))
+
+
+def keys_by_topic(bootstrap: str, topics: GatewayTopics, published: int
+                  ) -> Counter[tuple[str, str]]:
+    """Everything on the outcome topics. The gateway answers only after the broker confirmed,
+    so ``published`` messages are there already; asking for one more and waiting a few seconds
+    is what shows that nothing else (no duplicate) is."""
+    messages = consume_until(bootstrap, [topics.approved, topics.investigate], published + 1,
+                             timeout_s=6)
+    return Counter((m.topic() or "", (m.key() or b"").decode()) for m in messages)
+
+
+def test_submitted_claims_are_decided_published_once_and_viewable(
+    gateway: GatewayServer, gateway_topics: GatewayTopics, kafka_bootstrap: str,
+    champion: Champion,
+) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    bodies = [claim(f"{prefix}-ok"), unusual(f"{prefix}-odd")]
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        answers = [client.post("/api/v1/claims", json=body) for body in bodies]
+        assert [a.status_code for a in answers] == [201, 201], answers[0].text
+        decisions = [Decision.model_validate_json(a.content) for a in answers]
+
+        # The decisions are the model's: same scores and routing as scikit-learn offline.
+        scores, routes = champion.offline([Claim.from_json(json.dumps(b)) for b in bodies])
+        assert [d.decision for d in decisions] == routes == ["approve", "investigate"]
+        assert [d.anomaly_score for d in decisions] == pytest.approx(list(scores), abs=1e-9)
+        assert all(isinstance(d.source, GatewaySource) for d in decisions)
+        assert decisions[1].reasons
+
+        # Submitting again returns the first decision and publishes nothing new.
+        again = client.post("/api/v1/claims", json=bodies[1])
+        assert again.status_code == 200
+        assert again.content == answers[1].content
+
+        # Exactly once, on the right topic, keyed by claim_id.
+        seen = keys_by_topic(kafka_bootstrap, gateway_topics, published=2)
+        assert seen == Counter({(gateway_topics.approved, f"{prefix}-ok"): 1,
+                                (gateway_topics.investigate, f"{prefix}-odd"): 1})
+
+        # The outcome view (a consumer of those topics) has both, in the API.
+        def in_view() -> dict[str, Any] | None:
+            stats = client.get("/api/v1/stats").json()
+            return stats if stats["totals"]["total"] == 2 else None
+
+        stats = wait_until(in_view, 20, "the outcome view to hold both decisions")
+        assert stats["totals"]["investigate"] == 1
+        assert stats["by_model"] == [{"model_name": "claim-anomaly", "model_version": "1",
+                                      "approve": 1, "investigate": 1, "total": 2,
+                                      "investigation_rate": 0.5}]
+        queue = client.get("/api/v1/outcomes", params={"decision": "investigate"}).json()
+        [item] = queue["items"]
+        assert item["topic"] == gateway_topics.investigate
+        assert item["decision"] == json.loads(answers[1].content)
+        looked_up = client.get(f"/api/v1/claims/{prefix}-ok")
+        assert looked_up.json() == json.loads(answers[0].content)
+
+        metrics = client.get("/metrics").text
+        assert 'gateway_view_messages_total{result="inserted"} 2.0' in metrics
+
+
+def test_batch_and_csv_use_the_real_model(
+    gateway: GatewayServer, gateway_topics: GatewayTopics, kafka_bootstrap: str,
+    champion: Champion,
+) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    bodies = [claim(f"{prefix}-b{i}", amount=900.0 + 50 * i) for i in range(8)]
+    bodies.append(unusual(f"{prefix}-b8"))
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        batch = client.post("/api/v1/claims/batch", json={"claims": bodies})
+        assert batch.status_code == 200, batch.text
+        decided = [Decision.model_validate_json(json.dumps(d)) for d in batch.json()["decisions"]]
+        _, routes = champion.offline([Claim.from_json(json.dumps(b)) for b in bodies])
+        assert [d.decision for d in decided] == routes
+
+        csv = ("claim_id,claim_amount,num_services,patient_age,provider_id,"
+               "days_since_last_claim\n"
+               f"{prefix}-c1,1100,2,50,14210,20\n"
+               f"{prefix}-c2,-1,2,50,14210,20\n"
+               f"{prefix}-b8,480000,60,2,14210,0\n")
+        upload = client.post("/api/v1/claims/csv", content=csv.encode(),
+                             headers={"Content-Type": "text/csv"})
+        assert upload.status_code == 200, upload.text
+        rows = upload.json()["rows"]
+        assert rows[0]["decision"]["decision"] == "approve"
+        assert "claim_amount" in rows[1]["error"]
+        # b8 was submitted with an explicit submitted_at in the batch; here it has none, so
+        # it is another claim under a used id.
+        assert "already used" in rows[2]["error"]
+
+    seen = keys_by_topic(kafka_bootstrap, gateway_topics, published=10)
+    assert sum(seen.values()) == 10
+    assert max(seen.values()) == 1
+
+
+def test_idempotency_survives_a_gateway_restart(
+    gateway: GatewayServer, gateway_topics: GatewayTopics, kafka_bootstrap: str
+) -> None:
+    body = unusual(f"restart-{uuid.uuid4().hex[:6]}")
+    first = httpx.post(f"{gateway.url}/api/v1/claims", json=body, timeout=30)
+    assert first.status_code == 201
+    assert gateway.stop() == 0  # SIGTERM: a clean exit
+    assert "gateway closed" in gateway.tail()
+    gateway.start()
+    again = httpx.post(f"{gateway.url}/api/v1/claims", json=body, timeout=30)
+    assert again.status_code == 200
+    assert again.content == first.content
+    assert sum(keys_by_topic(kafka_bootstrap, gateway_topics, published=1).values()) == 1
+    # The view resumes from its stored positions: still one row after the restart.
+    stats = wait_until(
+        lambda: httpx.get(f"{gateway.url}/api/v1/stats", timeout=5).json()["totals"]["total"],
+        20, "the view")
+    assert stats == 1
+
+
+def test_model_service_down_is_503_and_nothing_is_published(
+    gateway_factory: StartGateway, kafka_bootstrap: str, gateway_topics: GatewayTopics,
+    group_id: str,
+) -> None:
+    dead_model = f"http://127.0.0.1:{free_port()}"
+    server = gateway_factory(gateway_env(kafka_bootstrap, dead_model, gateway_topics, group_id),
+                             wait_ready=False)
+    response = httpx.post(f"{server.url}/api/v1/claims", json=claim("dead-model"), timeout=30)
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert int(response.headers["Retry-After"]) > 0
+    ready = httpx.get(f"{server.url}/readyz", timeout=10)
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["model_service"] is False
+    assert consume_until(kafka_bootstrap, [gateway_topics.approved, gateway_topics.investigate],
+                         1, timeout_s=3) == []
+
+
+def test_broker_unreachable_is_503_and_the_retry_returns_the_same_decision(
+    gateway_factory: StartGateway, model_service: ModelServiceProcess,
+    gateway_topics: GatewayTopics, group_id: str, kafka_bootstrap: str,
+) -> None:
+    # No broker listens there: publication cannot be confirmed within the budget.
+    nowhere = f"127.0.0.1:{free_port()}"
+    env = gateway_env(nowhere, model_service.url, gateway_topics, group_id,
+                      GATEWAY_PUBLISH_TIMEOUT_S="1.5", GATEWAY_VIEW_ENABLED="false")
+    server = gateway_factory(env, name="no-broker", wait_ready=False)
+    body = unusual(f"nobroker-{uuid.uuid4().hex[:6]}")
+    response = httpx.post(f"{server.url}/api/v1/claims", json=body, timeout=30)
+    assert response.status_code == 503
+    assert response.json()["type"].endswith("broker-unavailable")
+    assert httpx.get(f"{server.url}/readyz", timeout=10).json()["checks"]["broker"] is False
+
+    # Same home, now with the broker: the pending decision is published, not re-scored.
+    server.stop()
+    server.env_extra["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap
+    server.start()
+    retry = httpx.post(f"{server.url}/api/v1/claims", json=body, timeout=30)
+    assert retry.status_code == 200
+    decision = Decision.model_validate_json(retry.content)
+    messages = consume_until(kafka_bootstrap, [gateway_topics.investigate], 1, timeout_s=20)
+    assert [Decision.from_json(m.value() or b"") for m in messages] == [decision]
+

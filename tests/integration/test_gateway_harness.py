@@ -1,0 +1,143 @@
+"""Helpers for the gateway's integration and browser tests (no tests here): the real
+``claimflow gateway`` (waitress) as a subprocess on a free port, with a temp CLAIMFLOW_HOME,
+uuid topics and its own view group, next to the real broker and model service.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+
+from tests.integration.model_service_fixture import CLAIMFLOW, clean_env, free_port
+
+
+def wait_until(check: Callable[[], Any], timeout_s: float, what: str,
+               interval_s: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)  # polling interval, bounded by the deadline
+
+
+@dataclass
+class GatewayServer:
+    """One ``claimflow gateway`` process; ``restart()`` keeps its home (and so its stores)."""
+
+    home: Path
+    env_extra: dict[str, str]
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "gateway.log"
+
+    def start(self, *, wait_ready: bool = True, timeout_s: float = 60.0) -> GatewayServer:
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = clean_env(CLAIMFLOW_HOME=str(self.home), **self.env_extra)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*CLAIMFLOW, "gateway", "--port", str(self.port)], env=env, stdout=self._log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        probe = "/readyz" if wait_ready else "/healthz"
+        wait_until(lambda: self._answers(probe), timeout_s, f"gateway {probe}\n{self.tail()}")
+        return self
+
+    def _answers(self, path: str) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"gateway exited {self.process.returncode}:\n{self.tail()}")
+        try:
+            return httpx.get(self.url + path, timeout=2).status_code == httpx.codes.OK
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> int | None:
+        """SIGTERM (the command's clean shutdown); returns the exit code."""
+        if self.process is None:
+            return None
+        code: int | None
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            code = self.process.wait(30)
+        except ProcessLookupError:
+            code = self.process.poll()
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+            code = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self.process = None
+        return code
+
+    def restart(self) -> GatewayServer:
+        self.stop()
+        return self.start()
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class GatewayTopics:
+    approved: str
+    investigate: str
+
+
+def gateway_env(bootstrap: str, model_url: str, topics: GatewayTopics, group: str,
+                **extra: str) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "GATEWAY_MODEL_URL": model_url,
+        "GATEWAY_APPROVED_TOPIC": topics.approved,
+        "GATEWAY_INVESTIGATE_TOPIC": topics.investigate,
+        "GATEWAY_VIEW_GROUP_ID": group,
+        "GATEWAY_PAGE_REFRESH_S": "0.5",
+        **extra,
+    }
+
+
+@pytest.fixture
+def gateway_topics(make_topic: Callable[..., str]) -> GatewayTopics:
+    return GatewayTopics(make_topic(partitions=2, prefix="gw-approved"),
+                         make_topic(partitions=2, prefix="gw-investigate"))
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., GatewayServer]]:
+    """``gateway_factory(env, name="gw")``: start a gateway; every one is stopped at the end."""
+    started: list[GatewayServer] = []
+
+    def start(env: dict[str, str], name: str = "gw", wait_ready: bool = True) -> GatewayServer:
+        server = GatewayServer(tmp_path / name, env)
+        started.append(server)
+        return server.start(wait_ready=wait_ready)
+
+    yield start
+    for server in started:
+        server.stop()
