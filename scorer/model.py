@@ -1,0 +1,254 @@
+"""The served model: the registry champion, loaded from the BentoML store and compiled.
+
+* :class:`ServedModel` is immutable: the compiled forest, the explainer and the
+  :class:`schemas.ModelRef` that every answer carries. Scoring is pure.
+* :class:`ModelHolder` owns the reference to the current one. A new champion is loaded
+  beside the old one and swapped in with a single assignment, so a request that already
+  took the old model finishes on it, and every answer names the version that scored it.
+* Which model to serve comes from a :class:`ModelSource`: the registry alias
+  (``claim-anomaly@champion`` -> version N -> BentoML tag ``claim-anomaly:vN``; never
+  "latest"), or a pinned tag for deployments without MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import numpy as np
+import orjson
+from pydantic import TypeAdapter
+
+from schemas import SCHEMA_VERSION, Claim, ModelRef, Reason, ScoreResult
+from scorer.explain import Explainer
+from scorer.forest import CompiledForest, compile_forest
+from trainer.reference import FeatureReference
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from scorer.model_settings import ModelSettings
+
+logger = logging.getLogger(__name__)
+
+_RESULTS: Final = TypeAdapter(list[ScoreResult])
+
+
+class ModelLoadError(RuntimeError):
+    """No model can be served (no champion yet, missing export, inconsistent labels)."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model version ready to score. Immutable, shared by concurrent requests."""
+
+    ref: ModelRef
+    tag: str
+    forest: CompiledForest
+    explainer: Explainer
+
+    @property
+    def threshold(self) -> float:
+        return self.forest.threshold
+
+    def score(self, claims: Sequence[Claim]) -> list[ScoreResult]:
+        """Scores, decisions and reasons for a batch, in input order."""
+        return _RESULTS.validate_json(self.score_json(claims))
+
+    def score_one(self, claim: Claim) -> ScoreResult:
+        """The same result as ``score([claim])[0]``."""
+        return ScoreResult.model_validate_json(self.score_one_json(claim))
+
+    def score_json(self, claims: Sequence[Claim]) -> bytes:
+        """``score`` encoded as a JSON array of ``ScoreResult`` (what ``/score_batch`` sends).
+
+        Built from plain dicts and encoded by orjson: building validated pydantic objects
+        only to serialise them again would cost several times the scoring itself.
+        """
+        if not claims:
+            return b"[]"
+        x = np.array([claim.features() for claim in claims], dtype=np.float64)
+        scores = self.forest.anomaly_scores(x).tolist()
+        reasons = self.explainer.explain_batch(x)
+        return orjson.dumps(
+            [
+                self._row(claim.claim_id, score, why)
+                for claim, score, why in zip(claims, scores, reasons, strict=True)
+            ]
+        )
+
+    def score_one_json(self, claim: Claim) -> bytes:
+        """One ``ScoreResult`` as JSON, through the single-claim fast paths."""
+        features = claim.features()
+        return orjson.dumps(
+            self._row(
+                claim.claim_id,
+                self.forest.anomaly_score(features),
+                self.explainer.explain(features),
+            )
+        )
+
+    def _row(self, claim_id: str, score: float, reasons: list[Reason]) -> dict[str, Any]:
+        threshold = self.forest.threshold
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "claim_id": claim_id,
+            "anomaly_score": score,
+            "threshold": threshold,
+            "decision": "investigate" if score > threshold else "approve",
+            "model": self._ref_dict,
+            "reasons": [reason.model_dump() for reason in reasons],
+        }
+
+    @cached_property
+    def _ref_dict(self) -> dict[str, Any]:
+        return self.ref.model_dump()
+
+
+def build_served_model(
+    estimator: Any,
+    reference: FeatureReference,
+    ref: ModelRef,
+    tag: str,
+    settings: ModelSettings,
+) -> ServedModel:
+    """Compile a fitted IsolationForest and its feature reference (pure, no I/O)."""
+    return ServedModel(
+        ref=ref,
+        tag=tag,
+        forest=compile_forest(estimator),
+        explainer=Explainer.from_reference(
+            reference,
+            high=settings.reason_high_percentile,
+            low=settings.reason_low_percentile,
+            max_reasons=settings.max_reasons,
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Which model to serve
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The model that should be served now."""
+
+    tag: str
+    version: str | None  # registry version, when resolved through the registry
+    run_id: str | None
+
+
+class ModelSource(Protocol):
+    def wanted(self) -> Wanted: ...
+
+
+class RegistrySource:
+    """``<name>@<alias>`` in the MLflow registry -> BentoML tag ``<name>:v<version>``."""
+
+    def __init__(self, tracking_uri: str, name: str, alias: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.name = name
+        self.alias = alias
+        self._client: MlflowClient | None = None
+
+    def wanted(self) -> Wanted:
+        from trainer.export import bento_tag
+        from trainer.registry import RegistryError, client_for, version_for_alias
+
+        if self._client is None:  # one client: building it migrates/opens the store
+            self._client = client_for(self.tracking_uri)
+        try:
+            version, run_id = version_for_alias(self._client, self.alias, self.name)
+        except RegistryError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        return Wanted(tag=bento_tag(version, self.name), version=version, run_id=run_id or None)
+
+
+@dataclass(frozen=True)
+class PinnedSource:
+    """Always the same BentoML tag (e.g. a model bundled into a Bento)."""
+
+    tag: str
+
+    def wanted(self) -> Wanted:
+        return Wanted(tag=self.tag, version=None, run_id=None)
+
+
+def source_from(settings: ModelSettings) -> ModelSource:
+    if settings.tag:
+        return PinnedSource(settings.tag)
+    return RegistrySource(settings.tracking_uri, settings.registered_model, settings.alias)
+
+
+def load_served_model(wanted: Wanted, bentoml_home: Path, settings: ModelSettings) -> ServedModel:
+    """Load ``wanted.tag`` from the BentoML store and compile it."""
+    from bentoml.exceptions import NotFound
+
+    from trainer.export import load_exported
+
+    try:
+        exported = load_exported(wanted.tag, bentoml_home)
+    except NotFound as exc:
+        raise ModelLoadError(
+            f"BentoML model {wanted.tag} is not in the store at {bentoml_home} "
+            "(promote exports it: `claimflow promote`)"
+        ) from exc
+    labels = exported.labels
+    version = labels.get("registry_version") or str(exported.tag).rpartition(":v")[2]
+    if wanted.version is not None and version != wanted.version:
+        raise ModelLoadError(
+            f"BentoML model {wanted.tag} is labelled registry version {version!r}, "
+            f"not {wanted.version!r}"
+        )
+    run_id = labels.get("run_id") or wanted.run_id
+    if wanted.run_id and run_id != wanted.run_id:
+        raise ModelLoadError(
+            f"BentoML model {wanted.tag} comes from run {run_id}, the registry says "
+            f"{wanted.run_id} (promote the version again to re-export it)"
+        )
+    ref = ModelRef(
+        name=labels.get("registry_name") or str(exported.tag).partition(":")[0],
+        version=version,
+        run_id=run_id,
+    )
+    return build_served_model(exported.estimator, exported.reference, ref, exported.tag, settings)
+
+
+class ModelHolder:
+    """The current :class:`ServedModel` (or None) and how to refresh it."""
+
+    def __init__(self, settings: ModelSettings, source: ModelSource | None = None) -> None:
+        self._settings = settings
+        self._source = source or source_from(settings)
+        self._refresh_lock = threading.Lock()
+        # Read without a lock: one attribute read is atomic, and the object is immutable.
+        self.current: ServedModel | None = None
+
+    def refresh(self) -> ServedModel:
+        """Serve what the source wants now; loads only when it changed.
+
+        Raises :class:`ModelLoadError` when nothing can be served; the current model (if
+        any) stays in place then.
+        """
+        with self._refresh_lock:  # one load at a time; a second caller reuses its result
+            wanted = self._source.wanted()
+            current = self.current
+            if current is not None and current.tag == wanted.tag and (
+                wanted.run_id is None or current.ref.run_id == wanted.run_id
+            ):
+                return current
+            model = load_served_model(wanted, self._settings.bentoml_home, self._settings)
+            self.current = model
+            logger.info(
+                "serving %s version %s (%s, run %s, %d trees, threshold %.6f)%s",
+                model.ref.name, model.ref.version, model.tag, model.ref.run_id,
+                model.forest.n_trees, model.threshold,
+                f"; was version {current.ref.version}" if current else "",
+            )
+            return model

@@ -1,0 +1,141 @@
+"""The BentoML model service: ``bentoml serve scorer.service:ClaimAnomalyService``.
+
+Started by ``claimflow serve-model``. APIs (JSON):
+
+* ``POST /score_batch`` ``{"claims": [Claim, ...]}`` -> ``[ScoreResult, ...]`` (input order)
+* ``POST /score`` ``{"claim": Claim}`` -> ``ScoreResult``
+* ``POST /reload`` -> ``{"version": "N"}``: serve the current champion now
+* BentoML's own ``/livez``, ``/readyz`` (ready once a model is loaded) and ``/metrics``.
+
+Claims are validated by BentoML from the request bytes in pydantic's JSON mode, which is
+what lets the strict ``Claim`` accept ISO datetimes. Answers are encoded in one pass (see
+:meth:`scorer.model.ServedModel.score_json`) and returned as a ready response: BentoML's
+generic path would dump every result to Python objects and through ``json.dumps``.
+
+The champion is polled every ``MODEL_POLL_INTERVAL_S`` and ``/reload`` checks at once; a new
+version is loaded beside the old one and swapped in atomically (see :mod:`scorer.model`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Annotated, Final
+
+import bentoml
+from bentoml.exceptions import ServiceUnavailable
+from pydantic import BaseModel, Field, RootModel
+from starlette.responses import Response
+
+from schemas import Claim, ScoreResult
+from scorer.model import ModelHolder, ModelLoadError, ServedModel
+from scorer.model_settings import ModelSettings
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH: Final = 10_000
+JSON: Final = "application/json"
+
+
+class ScoreResults(RootModel[list[ScoreResult]]):
+    """The answer of ``/score_batch`` (declared for the OpenAPI document)."""
+
+
+class ReloadResult(BaseModel):
+    """The answer of ``/reload``."""
+
+    version: str = Field(description="Registry version now served.")
+
+
+def _log_like_bentoml(*names: str) -> None:
+    """Send our loggers' records through BentoML's handlers (BentoML configures logging in
+    the server processes; without this, INFO from ``scorer`` would be dropped)."""
+    handlers = logging.getLogger("bentoml").handlers
+    for name in names:
+        ours = logging.getLogger(name)
+        if handlers and not ours.handlers:
+            for handler in handlers:
+                ours.addHandler(handler)
+            ours.setLevel(logging.INFO)
+            ours.propagate = False
+
+
+@bentoml.service(
+    name="claim_anomaly",
+    workers=1,
+    traffic={"timeout": 30},
+    metrics={"enabled": True},
+)
+class ClaimAnomalyService:
+    """Scores claims with the registry champion of ``claim-anomaly``."""
+
+    def __init__(self) -> None:
+        # The service constructor is this process's entry point: settings are built here.
+        _log_like_bentoml("scorer", "trainer")
+        self.settings = ModelSettings()
+        self.holder = ModelHolder(self.settings)
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        try:
+            self.holder.refresh()
+        except ModelLoadError as exc:
+            # Not fatal: readiness stays false and polling keeps looking for a champion.
+            logger.warning("no model to serve yet: %s", exc)
+
+    def __is_ready__(self) -> bool:
+        return self.holder.current is not None
+
+    @bentoml.on_startup  # type: ignore[untyped-decorator]
+    def start_polling(self) -> None:
+        interval = self.settings.poll_interval_s
+        if interval <= 0:
+            return
+        self._poller = threading.Thread(
+            target=self._poll, args=(interval,), name="champion-poller", daemon=True
+        )
+        self._poller.start()
+
+    @bentoml.on_shutdown  # type: ignore[untyped-decorator]
+    def stop_polling(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+
+    def _poll(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.holder.refresh()
+            except ModelLoadError as exc:
+                logger.warning("champion check: %s", exc)
+            except Exception:  # keep polling whatever a registry outage raises
+                logger.exception("champion check failed")
+
+    def _model(self) -> ServedModel:
+        # One read: this request finishes on this model even if a reload swaps it meanwhile.
+        model = self.holder.current
+        if model is None:
+            raise ServiceUnavailable("no model loaded yet")
+        return model
+
+    @bentoml.api(route="/score_batch", output_spec=ScoreResults)  # type: ignore[untyped-decorator]
+    async def score_batch(
+        self, claims: Annotated[list[Claim], Field(min_length=1, max_length=MAX_BATCH)]
+    ) -> Response:
+        """Score a batch of claims; results come back in input order."""
+        return Response(self._model().score_json(claims), media_type=JSON)
+
+    @bentoml.api(route="/score", output_spec=ScoreResult)  # type: ignore[untyped-decorator]
+    async def score(self, claim: Claim) -> Response:
+        """Score one claim."""
+        return Response(self._model().score_one_json(claim), media_type=JSON)
+
+    @bentoml.api(route="/reload")  # type: ignore[untyped-decorator]
+    async def reload(self) -> ReloadResult:
+        """Check the registry now and serve its champion; answers the version served."""
+        try:
+            model = await asyncio.to_thread(self.holder.refresh)
+        except ModelLoadError as exc:
+            logger.warning("reload: %s", exc)
+            raise ServiceUnavailable(f"cannot load the champion: {exc}") from exc
+        return ReloadResult(version=model.ref.version)
