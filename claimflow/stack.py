@@ -90,6 +90,10 @@ class StackSettings(CommonSettings):
     stop_timeout_s: float = Field(
         default=60.0, gt=0, description="How long `down` waits before it kills the stack."
     )
+    stop_grace_s: float = Field(
+        default=20.0, gt=0,
+        description="After SIGTERM, how long the processes get to finish before SIGKILL.",
+    )
     keep_broker: bool = Field(
         default=False, description="Leave a local broker started by `up` running when it stops."
     )
@@ -238,8 +242,11 @@ class Proc:
 
     @property
     def command(self) -> str:
+        """The shell command (honcho runs each line with ``sh -c``). ``exec`` lets the
+        process replace that shell: signals reach it directly and its exit code is the one
+        reported."""
         if self.seed_loop is None:
-            return shlex.join(self.argv)
+            return "exec " + shlex.join(self.argv)
         return (f"seed={self.seed_loop}; while {shlex.join(self.argv)} --seed \"$seed\"; "
                 "do seed=$((seed + 1)); done")
 
@@ -362,6 +369,13 @@ def summary_line(total: Counts, delta: Counts, seconds: float) -> str:
             f"{total.investigated:,} / {total.deadlettered:,}")
 
 
+def waiting_line(pending: Sequence[Endpoint], elapsed_s: float) -> str:
+    line = f"waiting for the first decision ({elapsed_s:.0f} s since start)"
+    if pending:
+        line += f"; not answering yet: {', '.join(e.name for e in pending)}"
+    return line
+
+
 def url_banner(items: Sequence[Endpoint]) -> str:
     width = max(len(e.name) for e in items)
     return "\n".join(f"  {e.name:<{width}}  {e.url}" for e in items)
@@ -404,10 +418,17 @@ def option_name(env_var: str) -> str:
 
 def run_step(title: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
     """Run one preparation command, its output going straight to the terminal."""
-    click.echo(f"==> {title}: {shlex.join(argv)}")
+    began = time.monotonic()
+    say(f"{title}: {shlex.join(argv)}")
     result = subprocess.run(list(argv), env=dict(env), check=False)
     if result.returncode != 0:
         raise StackError(f"{title} failed (exit code {result.returncode}); see its output above")
+    say(f"{title}: done in {time.monotonic() - began:.1f} s")
+
+
+def say(message: str) -> None:
+    """A progress line of `up` itself (its children print their own)."""
+    click.echo(f"==> {message}")
 
 
 def read_state(settings: StackSettings) -> StackState | None:
@@ -502,7 +523,7 @@ def prepare_broker(
     local = local_broker_bootstrap()
     plan = plan_broker(broker_answers(bootstrap), bootstrap, local)
     if plan is BrokerPlan.USE_RUNNING:
-        click.echo(f"==> Kafka: using the broker at {bootstrap}")
+        say(f"Kafka: using the broker at {bootstrap}")
         return False
     if plan is BrokerPlan.UNREACHABLE:
         raise StackError(
@@ -519,6 +540,7 @@ def prepare_broker(
 
 def model_status(env: Mapping[str, str]) -> ModelStatus:
     """Ask a child interpreter (MLflow and BentoML stay out of this long-lived process)."""
+    say("model: looking for a champion in the registry")
     result = subprocess.run(
         [sys.executable, "-m", "claimflow.stack", "model-status"],
         env=dict(env), capture_output=True, text=True, check=False,
@@ -532,7 +554,7 @@ def prepare_model(settings: StackSettings, env: Mapping[str, str], exe: str) -> 
     status = model_status(env)
     action = plan_model(status)
     if action is ModelAction.READY:
-        click.echo(f"==> model: champion is version {status.champion} (training skipped)")
+        say(f"model: champion is version {status.champion} (training skipped)")
         return
     if action is ModelAction.PROMOTE:
         run_step("export the champion", [exe, "promote", "--version", str(status.champion)], env)
@@ -546,10 +568,16 @@ def prepare_model(settings: StackSettings, env: Mapping[str, str], exe: str) -> 
     run_step("train and promote a model", [exe, "train", "--data", str(csv), "--promote"], env)
 
 
-def run_processes(procs: Sequence[Proc], env: Mapping[str, str], cwd: Path) -> int | None:
+def run_processes(
+    procs: Sequence[Proc], env: Mapping[str, str], cwd: Path, grace_s: float
+) -> int | None:
     """Run the processes under honcho's manager until one stops or a signal arrives."""
+    from honcho import manager as honcho_manager
     from honcho.manager import Manager
 
+    # honcho sends SIGKILL this long after SIGTERM (a module constant, 5 s by default);
+    # BentoML's graceful stop alone can take longer than that on a busy machine.
+    honcho_manager.KILL_WAIT = grace_s
     manager = Manager()
     for proc in procs:
         manager.add_process(proc.name, proc.command, env=dict(env), cwd=str(cwd))
@@ -558,8 +586,25 @@ def run_processes(procs: Sequence[Proc], env: Mapping[str, str], cwd: Path) -> i
     return rc
 
 
+def sweep(stack_id: str, spare: int | None = None, timeout_s: float = 10.0) -> None:
+    """Stop whatever still carries this stack's marker (a grandchild that left its process
+    group, say), so that nothing outlives `up`; ``spare`` is a pid to leave running."""
+    leftovers = [p for p in marked_processes(stack_id) if p.pid not in (spare, os.getpid())]
+    if leftovers:
+        say(f"stopping {len(leftovers)} leftover process(es): "
+            f"{', '.join(str(p.pid) for p in leftovers)}")
+        terminate_all(leftovers, timeout_s=timeout_s)
+
+
+def local_broker_pid(settings: StackSettings) -> int | None:
+    from broker.local import running_pid
+    from broker.settings import KafkaSettings
+
+    return running_pid(KafkaSettings(claimflow_home=settings.home))
+
+
 def stop_local_broker(exe: str, env: Mapping[str, str]) -> None:
-    click.echo("==> stopping the local Kafka broker (data is kept)")
+    say("stopping the local Kafka broker (data is kept)")
     subprocess.run([exe, "kafka", "stop"], env=dict(env), check=False)
 
 
@@ -567,7 +612,7 @@ def ignore_signals_while_stopping() -> None:
     """After honcho returns, a second Ctrl-C must not cut the broker's graceful stop short."""
 
     def note(signum: int, _frame: object) -> None:
-        click.echo(f"{signal.Signals(signum).name}: still stopping, please wait", err=True)
+        say(f"{signal.Signals(signum).name}: still stopping, please wait")
 
     signal.signal(signal.SIGINT, note)
     signal.signal(signal.SIGTERM, note)
@@ -689,7 +734,7 @@ def run_stack(settings: StackSettings, *, duration_s: float | None, prepare_only
         run_step("create topics", [exe, "topics", "create"], env)
         prepare_model(settings, env, exe)
         if prepare_only:
-            click.echo("==> prepared: broker, topics and champion model are ready")
+            say("prepared: broker, topics and champion model are ready")
             return 0
         return serve(settings, env, exe, started_at=started_at, duration_s=duration_s,
                      mlflow_server=mlflow_server)
@@ -698,8 +743,10 @@ def run_stack(settings: StackSettings, *, duration_s: float | None, prepare_only
         return 130
     finally:
         ignore_signals_while_stopping()
-        if broker_started and not settings.keep_broker and not prepare_only:
+        keep = settings.keep_broker or prepare_only
+        if broker_started and not keep:
             stop_local_broker(exe, env)
+        sweep(stack_id, spare=local_broker_pid(settings) if broker_started and keep else None)
         settings.state_file.unlink(missing_ok=True)
 
 
@@ -719,12 +766,13 @@ def serve(
                             duration_s=duration_s, stream_seed=int(started_at * 1000),
                             mlflow_ui=mlflow_server is None)
     settings.procfile.write_text(render_procfile(procs), encoding="utf-8")
-    click.echo(f"==> starting {len(procs)} processes under honcho ({settings.procfile})")
+    say(f"starting {len(procs)} processes under honcho ({settings.procfile}), "
+        f"{time.time() - started_at:.1f} s after start")
     click.echo(url_banner(endpoints(settings, mlflow_server)))
     click.echo("    Ctrl-C stops everything; `claimflow tail investigate` shows flagged claims")
-    rc = run_processes(procs, env, cwd=settings.home)
+    rc = run_processes(procs, env, cwd=settings.home, grace_s=settings.stop_grace_s)
     code = exit_code(rc)
-    click.echo(f"==> stack stopped ({'clean' if code == 0 else f'exit code {code}'})")
+    say(f"processes stopped ({'clean' if code == 0 else f'exit code {code}'})")
     return code
 
 
@@ -948,7 +996,11 @@ class SummaryLoop:
             self.next_probe = now + 1.0
             self.announce_ready()
         if now - self.last_at >= self.interval_s:
-            click.echo(summary_line(self.total, self.total.minus(self.last), now - self.last_at))
+            if self.first_decision_reported:
+                click.echo(summary_line(self.total, self.total.minus(self.last),
+                                        now - self.last_at))
+            else:
+                click.echo(waiting_line(self.pending, time.time() - self.started_at))
             self.last, self.last_at = self.total.copy(), now
 
     def announce_ready(self) -> None:

@@ -158,7 +158,7 @@ def test_procfile_round_trips_through_honchos_parser() -> None:
 
 def test_commands_are_shell_quoted() -> None:
     proc = Proc("x", ("/path with space/claimflow", "up"))
-    assert proc.command == "'/path with space/claimflow' up"
+    assert proc.command == "exec '/path with space/claimflow' up"
 
 
 def test_committed_procfile_matches_the_defaults() -> None:
@@ -305,3 +305,29 @@ def test_up_help_lists_the_options() -> None:
 
 def test_model_status_json_is_one_line() -> None:
     assert json.loads(ModelStatus("1", True).to_json()) == {"champion": "1", "exported": True}
+
+
+@pytest.mark.parametrize(
+    ("uri", "server"),
+    [
+        (None, None),
+        ("sqlite:////tmp/x/mlflow.db", None),
+        ("http://mlflow:5000", "http://mlflow:5000"),
+        ("https://mlflow.example", "https://mlflow.example"),
+    ],
+)
+def test_an_external_tracking_server_replaces_the_local_mlflow_ui(
+    uri: str | None, server: str | None
+) -> None:
+    assert stack.tracking_server(uri) == server
+    names = [p.name for p in stack.stack_processes(StackSettings(), mlflow_ui=server is None)]
+    assert ("mlflow" in names) is (server is None)
+    urls = {e.name: e.url for e in stack.endpoints(StackSettings(), server)}
+    assert urls["MLflow UI"] == (server + "/" if server else "http://127.0.0.1:5000/")
+
+
+def test_waiting_line_names_what_is_not_ready() -> None:
+    pending = stack.endpoints(StackSettings())[2:]
+    assert stack.waiting_line(pending, 12.3) == (
+        "waiting for the first decision (12 s since start); not answering yet: model service")
+    assert stack.waiting_line([], 5) == "waiting for the first decision (5 s since start)"
