@@ -1,0 +1,213 @@
+# ruff: noqa: F811 - pytest fixtures are imported from helper modules and used as arguments
+"""The investigators' page in headless Chromium (Debian's chromium + chromedriver) against the
+real gateway, broker and model service.
+
+Which text can carry a payload? Claim fields are numbers and a strictly patterned claim_id,
+but a Decision on the outcome topics holds free text (reason messages and features, model
+name and version) written by whichever producer published it, and the page echoes what an
+investigator types into the lookup box. Both paths are exercised with HTML/script payloads.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import Producer
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from schemas import Claim, Decision, ModelRef, Reason, StreamSource
+from tests.integration.model_service_fixture import (  # noqa: F401 - pytest fixtures
+    ModelServiceProcess,
+    _model_service_session,
+    champion,
+    model_service,
+)
+from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixtures
+    GatewayServer,
+    GatewayTopics,
+    gateway_env,
+    gateway_factory,
+    gateway_topics,
+)
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+WAIT_S = 30
+PAYLOADS = {
+    "message": '<img src=x onerror="window.__pwned=1">reason',
+    "feature": "<script>window.__pwned=2</script>",
+    "model": '<b id="pwned-model">bold</b>',
+    "version": '"><svg onload="window.__pwned=3">',
+    "lookup": '<img src=x onerror="window.__pwned=4">',
+}
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1400,1200"):
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def gateway(gateway_factory: Callable[..., GatewayServer], kafka_bootstrap: str,
+            model_service: ModelServiceProcess, gateway_topics: GatewayTopics,
+            group_id: str) -> GatewayServer:
+    return gateway_factory(gateway_env(kafka_bootstrap, model_service.url, gateway_topics,
+                                       group_id))
+
+
+def hostile_decision(claim_id: str) -> Decision:
+    """A contract-valid decision whose free-text fields are markup."""
+    claim = Claim.from_json(json.dumps({
+        "claim_id": claim_id, "claim_amount": 99_000.0, "num_services": 9, "patient_age": 80,
+        "provider_id": 5, "days_since_last_claim": 1, "submitted_at": "2026-11-26T18:00:00Z"}))
+    return Decision(
+        claim=claim, decision="investigate", anomaly_score=0.9, threshold=0.55,
+        model=ModelRef(name=PAYLOADS["model"], version=PAYLOADS["version"]),
+        reasons=[Reason(feature=PAYLOADS["feature"], value=99_000.0, percentile=99.9,
+                        direction="high", message=PAYLOADS["message"])],
+        decided_at=datetime.now(UTC), source=StreamSource(topic="claims", partition=0, offset=1),
+    )
+
+
+def publish(bootstrap: str, topic: str, decision: Decision) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer.produce(topic, key=decision.claim_id.encode(), value=decision.to_json())
+    assert producer.flush(30) == 0
+
+
+def severe_logs(driver: WebDriver) -> list[dict[str, Any]]:
+    return [entry for entry in driver.get_log("browser")  # type: ignore[attr-defined]
+            if entry["level"] == "SEVERE"]
+
+
+def queue_row(driver: WebDriver, claim_id: str) -> Any:
+    def find(d: WebDriver) -> Any:
+        rows = d.find_elements(By.CSS_SELECTOR, f'#queue tbody tr[data-claim-id="{claim_id}"]')
+        return rows[0] if rows else False
+
+    return WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(find)
+
+
+def pwned(driver: WebDriver) -> Any:
+    return driver.execute_script("return window.__pwned;")
+
+
+def test_page_shows_new_claims_and_renders_markup_as_inert_text(
+    browser: WebDriver, gateway: GatewayServer, gateway_topics: GatewayTopics,
+    kafka_bootstrap: str,
+) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    try:
+        browser.get(gateway.url + "/")
+    except WebDriverException as exc:  # pragma: no cover - diagnostics only
+        pytest.fail(f"chromium could not load the page: {exc}")
+    WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(
+        lambda d: d.find_element(By.ID, "live-status").text.startswith("updated"))
+    assert severe_logs(browser) == []
+    assert browser.find_element(By.ID, "total-count").text == "0"
+
+    # A claim submitted through the API shows up in the queue by itself (live refresh).
+    unusual = {"claim_id": f"{prefix}-odd", "claim_amount": 480_000.0, "num_services": 60,
+               "patient_age": 2, "provider_id": 14_210, "days_since_last_claim": 0}
+    posted = httpx.post(f"{gateway.url}/api/v1/claims", json=unusual, timeout=30)
+    assert posted.status_code == 201
+    assert posted.json()["decision"] == "investigate"
+    row = queue_row(browser, f"{prefix}-odd")
+    assert f"{prefix}-odd" in row.text
+    assert "v1" in row.text  # model version
+
+    # A decision with markup in every free-text field, from another producer on the topic.
+    hostile = hostile_decision(f"{prefix}-xss")
+    publish(kafka_bootstrap, gateway_topics.investigate, hostile)
+    row = queue_row(browser, f"{prefix}-xss")
+    text = row.text
+    assert PAYLOADS["message"] in text
+    assert PAYLOADS["model"] in text
+    assert PAYLOADS["version"] in text
+    for tag in ("img", "script", "svg", "b"):
+        assert row.find_elements(By.TAG_NAME, tag) == [], tag
+    assert browser.find_elements(By.ID, "pwned-model") == []
+    assert pwned(browser) is None
+
+    # Submitting through the page's form.
+    form = browser.find_element(By.ID, "submit-form")
+    values = {"claim_id": f"{prefix}-form", "claim_amount": "1250", "num_services": "3",
+              "patient_age": "47", "provider_id": "14210", "days_since_last_claim": "32"}
+    for name, value in values.items():
+        form.find_element(By.NAME, name).send_keys(value)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    result = WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(
+        lambda d: d.find_element(By.ID, "submit-result").text)
+    assert "approve" in result
+    assert f"{prefix}-form" in result
+
+    # CSV upload: each line's decision or error.
+    csv_path = Path(tempfile.mkdtemp()) / "claims.csv"
+    csv_path.write_text("claim_id,claim_amount,num_services,patient_age,provider_id,"
+                        "days_since_last_claim\n"
+                        f"{prefix}-c1,1100,2,50,14210,20\n"
+                        f"{prefix}-c2,0,2,50,14210,20\n", encoding="utf-8")
+    browser.find_element(By.ID, "csv-file").send_keys(str(csv_path))
+    browser.find_element(By.CSS_SELECTOR, "#csv-form button[type=submit]").click()
+    summary = WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(
+        lambda d: "decided" in d.find_element(By.ID, "csv-summary").text
+        and d.find_element(By.ID, "csv-summary").text)
+    assert "1 decided, 1 rejected" in summary
+    csv_rows = browser.find_elements(By.CSS_SELECTOR, "#csv-results tbody tr")
+    assert "approve" in csv_rows[0].text
+    assert "claim_amount" in csv_rows[1].text
+
+    # Totals follow: two gateway claims + the hostile one + form + CSV line.
+    WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(
+        lambda d: d.find_element(By.ID, "total-count").text == "4")
+    assert severe_logs(browser) == []
+
+    # Lookup: a known claim, then markup typed by the investigator (echoed as text).
+    lookup = browser.find_element(By.ID, "lookup-id")
+    lookup.send_keys(f"{prefix}-xss")
+    browser.find_element(By.CSS_SELECTOR, "#lookup-form button").click()
+    found = WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(
+        lambda d: d.find_element(By.ID, "lookup-result").text)
+    assert PAYLOADS["message"] in found
+    lookup.clear()
+    lookup.send_keys(PAYLOADS["lookup"])
+    browser.find_element(By.CSS_SELECTOR, "#lookup-form button").click()
+    echoed = WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(
+        lambda d: "failed" in d.find_element(By.ID, "lookup-result").text
+        and d.find_element(By.ID, "lookup-result").text)
+    assert PAYLOADS["lookup"] in echoed
+    assert browser.find_elements(By.CSS_SELECTOR, "#lookup-result img") == []
+    assert pwned(browser) is None
+    # The refused lookup is a 422 that Chromium logs as a failed resource; nothing else.
+    later = severe_logs(browser)
+    assert all("Failed to load resource" in entry["message"] and "422" in entry["message"]
+               for entry in later), later
