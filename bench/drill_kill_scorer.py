@@ -44,11 +44,12 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
             stream.wait_committed(target, timeout_s=300, watch=[scorer])
             # A random moment after the crossing: mid-batch, mid-commit or idle, by chance.
             time.sleep(delay)
-            at = sampler.now()
-            committed = stream.committed()
             scorer.kill()
+            at = sampler.now()
+            # What the killed worker had committed: progress beyond it is the new one's.
+            committed = stream.committed()
             scorer = stream.start_scorer("w")
-            moments.append({"t_s": round(at, 2), "committed_before": committed,
+            moments.append({"t_s": round(at, 2), "committed_at_kill": committed,
                             "target": target, "delay_s": delay})
         finish = stream.finish(timeout_s=600)
     finally:
@@ -56,7 +57,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
     elapsed = time.monotonic() - started
     for moment in moments:
         at = float(moment["t_s"] or 0.0)
-        resumed = first_progress(samples, at)
+        resumed = first_progress(samples, at, int(moment["committed_at_kill"] or 0))
         moment["resumed_after_s"] = None if resumed is None else round(resumed - at, 2)
     alive = scorer.alive()
     sent, outcomes, exactly = stream.verify()
@@ -74,8 +75,9 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
                  f"{len(exactly.duplicates)} duplicated, {len(exactly.missing)} missing"),
         counts={**exactly.counts(), "sent": len(sent), "kills": len(moments),
                 "dead_letters": len(outcomes.dead_letters)},
-        figures={"seconds": round(elapsed, 1), "claims_per_s": round(len(sent) / elapsed),
-                 "input_rate": round(stream.rate), **finish},
+        figures={"seconds": round(elapsed, 1), "input_rate": round(stream.rate),
+                 "restart_to_first_commit_s": [m["resumed_after_s"] for m in moments],
+                 **finish},
         checks=checks,
         details={"kills": moments, "invalid": outcomes.invalid[:10]},
     )

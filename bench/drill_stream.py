@@ -158,10 +158,13 @@ def first_time(rates: list[tuple[float, float]], after: float, at_least: float
     return None
 
 
-def first_progress(samples: list[tuple[float, int]], after: float) -> float | None:
-    """First moment after ``after`` at which the committed count moved."""
-    before = [c for t, c in samples if t <= after]
-    base = before[-1] if before else 0
+def first_progress(samples: list[tuple[float, int]], after: float,
+                   base: int | None = None) -> float | None:
+    """First moment after ``after`` at which the committed count went above ``base``
+    (default: the last count sampled before ``after``)."""
+    if base is None:
+        before = [c for t, c in samples if t <= after]
+        base = before[-1] if before else 0
     for t, c in samples:
         if t > after and c > base:
             return t

@@ -20,6 +20,7 @@ import argparse
 import importlib
 import json
 import logging
+import shutil
 import sys
 import time
 import traceback
@@ -66,10 +67,15 @@ def run_one(number: int, ctx: DrillContext) -> DrillResult:
 
 
 def setup_stack(stack: Stack, smoke: bool, seed: int) -> tuple[DrillContext, dict[str, float]]:
+    # A reused home keeps its model, but its broker starts afresh on this run's ports.
+    shutil.rmtree(stack.home / "kafka", ignore_errors=True)
     timings = {"broker_start_s": round(stack.start_broker(), 1)}
     started = time.monotonic()
-    stack.train_champion(rows=TRAIN_ROWS[smoke], seed=seed)
-    timings["train_and_promote_s"] = round(time.monotonic() - started, 1)
+    if stack.has_champion():
+        logger.info("reusing the model already exported in %s", stack.home)
+    else:
+        stack.train_champion(rows=TRAIN_ROWS[smoke], seed=seed)
+        timings["train_and_promote_s"] = round(time.monotonic() - started, 1)
     started = time.monotonic()
     model = stack.start_model_service()
     timings["model_service_ready_s"] = round(time.monotonic() - started, 1)
@@ -77,7 +83,7 @@ def setup_stack(stack: Stack, smoke: bool, seed: int) -> tuple[DrillContext, dic
 
 
 def run_drills(numbers: Sequence[int], *, smoke: bool, seed: int, keep_home: bool,
-               deadline_s: float) -> dict[str, Any]:
+               deadline_s: float, home: Path | None = None) -> dict[str, Any]:
     from bench.run import environment  # the same machine record as the benchmarks
 
     report: dict[str, Any] = {
@@ -85,7 +91,8 @@ def run_drills(numbers: Sequence[int], *, smoke: bool, seed: int, keep_home: boo
         "smoke": smoke, "seed": seed, "machine": environment(), "stack": {}, "drills": [],
     }
     results: list[DrillResult] = []
-    with stop_on_sigterm(), Stack(deadline_s=deadline_s, keep_home=keep_home) as stack:
+    with stop_on_sigterm(), Stack(deadline_s=deadline_s, keep_home=keep_home,
+                                  home=home) as stack:
         report["stack"]["bootstrap"] = stack.bootstrap
         try:
             ctx, timings = setup_stack(stack, smoke, seed)
@@ -133,6 +140,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "bench/results/tmp/drills-smoke.json)")
     parser.add_argument("--keep-home", action="store_true",
                         help="keep the temporary CLAIMFLOW_HOME (logs of every component)")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="use (and keep) this CLAIMFLOW_HOME; a model exported there by an "
+                             "earlier run is reused instead of training again")
     parser.add_argument("--deadline", type=float, default=None,
                         help="stop everything after this many seconds (default: 20 min smoke, "
                              "90 min full)")
@@ -147,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     numbers = sorted(set(args.only or DRILLS))
     report = run_drills(numbers, smoke=args.smoke, seed=args.seed, keep_home=args.keep_home,
-                        deadline_s=args.deadline or DEADLINE_S[args.smoke])
+                        deadline_s=args.deadline or DEADLINE_S[args.smoke],
+                        home=args.home.resolve() if args.home else None)
     out = args.out or (RESULTS_DIR / "tmp" / "drills-smoke.json" if args.smoke
                        else RESULTS_DIR / "drills.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -197,6 +197,7 @@ class Stack:
         self.deadline_s = deadline_s
         self._own_home = home is None
         self.home = home or Path(tempfile.mkdtemp(prefix=f"claimflow-{label}-"))
+        self.home.mkdir(parents=True, exist_ok=True)
         self.keep_home = keep_home
         # Components write their own logs under <home>/logs; the harness keeps its own apart.
         self.logs = self.home / "harness-logs"
@@ -354,6 +355,10 @@ class Stack:
         self.cli("generate", "--profile", "realistic", "--seed", str(seed), "--rows", str(rows),
                  "--out", str(data), "--quiet", log_name="train")
         self.cli("train", "--data", str(data), "--promote", timeout_s=600, log_name="train")
+
+    def has_champion(self) -> bool:
+        """A model exported to this home's BentoML store (by an earlier run with --home)."""
+        return any((self.home / "bentoml" / "models" / "claim-anomaly").glob("*/model.yaml"))
 
     def start_model_service(self, port: int | None = None, name: str = "model",
                             timeout_s: float = 180.0) -> ModelService:
