@@ -164,11 +164,12 @@ def read_simple(path: Path, data: bytes) -> RawRows:
     numbers = np.flatnonzero(ends > starts) + 1  # physical lines that are not blank
     if len(numbers) == 0:
         raise InputError(f"{path}: empty file (expected a header row)")
-    first = int(numbers[0]) - 1
     try:
-        header = body[starts[first] : ends[first]].decode("utf-8").split(",")
+        body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    first = int(numbers[0]) - 1
+    header = body[starts[first] : ends[first]].decode("utf-8").split(",")
     check_header(header, path)
     comma_line = np.searchsorted(ends, np.flatnonzero(buf == ord(",")))
     fields = np.bincount(comma_line, minlength=len(ends))[numbers[1:] - 1] + 1

@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from producer.encoding import EncodedClaims
 from producer.settings import ProducerSettings
-from producer.throttle import TokenBucket, chunk_for_rate
+from producer.throttle import TokenBucket, burst_for_rate, chunk_for_rate
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def send(
     """Enqueue every record (at ``rate`` claims/s if given) until done, ``stop`` is set or a
     fatal error occurs; returns how many were handed to librdkafka."""
     chunk = chunk_for_rate(rate)
-    bucket = TokenBucket.full(rate, chunk, clock()) if rate else None
+    bucket = TokenBucket.full(rate, burst_for_rate(rate), clock()) if rate else None
     enqueued = 0
     while enqueued < len(claims) and not stop.is_set() and tracker.fatal is None:
         end = min(enqueued + chunk, len(claims))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
+
+TOKEN_EPSILON: Final = 1e-9
 
 
 @dataclass
@@ -30,8 +33,8 @@ class TokenBucket:
             raise ValueError(f"cannot take {n} tokens at once from a bucket of {self.burst}")
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens >= n:
-            self.tokens -= n
+        if self.tokens >= n - TOKEN_EPSILON:  # refills land a rounding error short
+            self.tokens = max(0.0, self.tokens - n)
             return 0.0
         return (n - self.tokens) / self.rate
 
@@ -42,3 +45,9 @@ def chunk_for_rate(rate: float | None, unthrottled: int = 10_000) -> int:
     if rate is None:
         return unthrottled
     return max(1, min(unthrottled, int(rate / 50)))
+
+
+def burst_for_rate(rate: float) -> float:
+    """Room for two chunks or 0.1 s of claims: what a late wake-up earns is kept, not lost
+    (a bucket only one chunk deep would drop it and the rate would sag by the oversleep)."""
+    return max(2.0 * chunk_for_rate(rate), 0.1 * rate)
