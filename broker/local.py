@@ -171,6 +171,9 @@ def _spawn(settings: KafkaSettings, java: str, libs: Path) -> int:
 
 def _require_free_port(settings: KafkaSettings, port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the broker binds: connections of a previous run lingering in TIME_WAIT must not
+        # count as "taken"; a listening socket still does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((settings.host, port))
         except OSError as exc:

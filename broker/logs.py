@@ -32,14 +32,20 @@ def follow(
     poll_s: float = 0.25,
     stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[str]:
-    """Yield lines appended to ``path`` from now on; reopen after log4j rotates the file."""
+    """Lines appended to ``path`` after this call; reopens the file after log4j rotates it."""
+    # Measured now, not when iteration starts, so nothing written in between is skipped.
+    start = path.stat().st_size if path.exists() else 0
+    return _follow(path, start, poll_s, stop)
+
+
+def _follow(path: Path, start: int, poll_s: float, stop: Callable[[], bool]) -> Iterator[str]:
     handle = None
     inode = None
     try:
         while not stop():
             if handle is None and path.exists():
                 handle = path.open("r", errors="replace")
-                handle.seek(0, os.SEEK_END if inode is None else os.SEEK_SET)
+                handle.seek(start if inode is None else 0)
                 inode = os.fstat(handle.fileno()).st_ino
             line = handle.readline() if handle is not None else ""
             if line:
