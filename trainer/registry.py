@@ -6,6 +6,7 @@ Serving never uses "latest": it asks which version carries the alias ``champion`
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ REGISTERED_MODEL: Final = "claim-anomaly"
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
 REFERENCE_ARTIFACT: Final = "reference.json"
+_URI_ENV: Final = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 class RegistryError(LookupError):
@@ -102,18 +104,28 @@ def mlflow_uris(tracking_uri: str) -> Iterator[None]:
     """Point MLflow's process-global tracking and registry URIs at one store, then restore.
 
     The fluent API (``start_run``, ``log_model``, ``models:/`` URIs) only knows the globals.
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI`` into ``os.environ`` (for
+    subprocesses), which would leak into every later settings object of this process, so
+    the exact previous state (module globals and environment) is put back afterwards.
     """
     import mlflow
+    import mlflow.tracking._model_registry.utils as registry_state
+    import mlflow.tracking._tracking_service.utils as tracking_state
 
     prepare_store(tracking_uri)
-    saved = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    saved_globals = (tracking_state._tracking_uri, registry_state._registry_uri)
+    saved_env = {key: os.environ.get(key) for key in _URI_ENV}
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(saved[0])
-        mlflow.set_registry_uri(saved[1])
+        tracking_state._tracking_uri, registry_state._registry_uri = saved_globals
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def load_reference(client: MlflowClient, run_id: str, dst: Path) -> FeatureReference:

@@ -1,0 +1,301 @@
+"""The trainer against a real MLflow store (SQLite + artifact folder) and BentoML store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from mlflow import MlflowClient
+
+from claimflow.cli import cli
+from producer.profiles import generate_seed_profile
+from schemas import CLAIM_FEATURES
+from trainer.export import load_exported
+from trainer.model import TrainParams
+from trainer.pipeline import store_config, train_and_register
+from trainer.reference import FeatureReference
+from trainer.registry import (
+    aliases_of,
+    client_for,
+    load_estimator,
+    mlflow_uris,
+    resolve_champion,
+)
+from trainer.settings import TrainerSettings
+
+pytestmark = pytest.mark.integration
+
+QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+         "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+NAME = "claim-anomaly"
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, fully migrated MLflow database (creating one takes seconds; copy it)."""
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path, migrated_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    (home / "mlflow").mkdir(parents=True)
+    shutil.copyfile(migrated_db, home / "mlflow" / "mlflow.db")
+    monkeypatch.setenv("CLAIMFLOW_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for key, value in QUIET.items():
+        monkeypatch.setenv(key, value)
+    return home
+
+
+@pytest.fixture
+def settings(home: Path) -> TrainerSettings:
+    return TrainerSettings()
+
+
+@pytest.fixture
+def client(settings: TrainerSettings) -> MlflowClient:
+    return client_for(settings.tracking_uri)
+
+
+@pytest.fixture(scope="session")
+def seed_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "seed.csv"
+    generate_seed_profile(1050, 42).to_csv(path, index=False)
+    return path
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def train_json(*args: str) -> dict[str, Any]:
+    result = invoke("train", *args, "--json")
+    assert result.exit_code == 0, result.output
+    outcome: dict[str, Any] = json.loads(result.stdout)
+    return outcome
+
+
+def versions(client: MlflowClient) -> list[str]:
+    return sorted(str(v.version) for v in client.search_model_versions(f"name = '{NAME}'"))
+
+
+def test_train_logs_one_run_and_registers_a_challenger(
+        home: Path, seed_csv: Path, client: MlflowClient, settings: TrainerSettings) -> None:
+    outcome = train_json("--data", str(seed_csv))
+    assert outcome["version"] == "1"
+    assert aliases_of(client) == {"challenger": "1"}
+
+    run = client.get_run(outcome["run_id"])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert {k: params[k] for k in ("n_estimators", "contamination", "test_size", "seed")} == {
+        "n_estimators": "100", "contamination": "0.05", "test_size": "0.2", "seed": "42"}
+    assert (params["rows_read"], params["rows_train"], params["rows_test"]) == (
+        "1050", "840", "210")
+    assert run.data.tags["data_sha256"] == hashlib.sha256(seed_csv.read_bytes()).hexdigest()
+    metrics = run.data.metrics
+    assert metrics["train_anomaly_percentage"] == 5.0
+    assert metrics["test_anomaly_percentage"] == pytest.approx(100 * 9 / 210)
+    assert {"precision", "recall", "f1", "roc_auc", "pr_auc", "precision_at_budget",
+            "recall_at_budget", "naive_pr_auc", "recall_gross_outlier"} <= set(metrics)
+
+    artifacts = {a.path for a in client.list_artifacts(outcome["run_id"])}
+    assert {"reference.json", "score_histogram.png", "pr_curve.png", "per_pattern.csv",
+            "per_pattern.json", "metrics.json"} <= artifacts
+    # The embedded store keeps artifacts under CLAIMFLOW_HOME, not the working directory.
+    assert run.info.artifact_uri.startswith((home / "mlflow" / "artifacts").as_uri())
+
+    import mlflow.models
+
+    with mlflow_uris(settings.tracking_uri):
+        info = mlflow.models.get_model_info(f"models:/{NAME}/1")
+    assert info.signature is not None
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 5)
+    assert info.saved_input_example_info is not None
+    assert info.metadata is not None
+    assert info.metadata["features"] == list(CLAIM_FEATURES)
+
+
+def test_aliases_follow_train_and_promote(home: Path, seed_csv: Path, client: MlflowClient,
+                                          settings: TrainerSettings) -> None:
+    first = train_json("--data", str(seed_csv))
+    second = train_json("--data", str(seed_csv), "--seed", "7", "--n-estimators", "50")
+    assert versions(client) == ["1", "2"]
+    assert aliases_of(client) == {"challenger": "2"}
+
+    result = invoke("promote")  # default: the newest version
+    assert result.exit_code == 0, result.output
+    assert "version 2" in result.output
+    assert aliases_of(client) == {"challenger": "2", "champion": "2"}
+
+    result = invoke("promote", "--version", "1")
+    assert result.exit_code == 0, result.output
+    assert aliases_of(client) == {"challenger": "2", "champion": "1"}
+    assert resolve_champion(settings.tracking_uri) == ("1", first["run_id"])
+    # MLflow exports the URIs it is given into os.environ; the trainer must not leak them.
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+
+    for version, run_id in (("1", first["run_id"]), ("2", second["run_id"])):
+        exported = load_exported(f"{NAME}:v{version}", settings.bentoml_home)
+        assert exported.labels == {"registry_name": NAME, "registry_version": version,
+                                   "run_id": run_id}
+
+
+def test_train_with_promote_flag_makes_a_champion(seed_csv: Path, client: MlflowClient,
+                                                  settings: TrainerSettings) -> None:
+    outcome = train_json("--data", str(seed_csv), "--promote")
+    assert outcome["bento_tag"] == f"{NAME}:v1"
+    assert aliases_of(client) == {"challenger": "1", "champion": "1"}
+    assert resolve_champion(settings.tracking_uri) == ("1", outcome["run_id"])
+
+
+def test_bentoml_export_scores_identically_to_mlflow(
+        seed_csv: Path, client: MlflowClient, settings: TrainerSettings,
+        tmp_path: Path) -> None:
+    outcome = train_json("--data", str(seed_csv), "--promote")
+    from_mlflow = load_estimator(settings.tracking_uri, "1")
+    exported = load_exported(outcome["bento_tag"], settings.bentoml_home)
+    from sklearn.ensemble import IsolationForest
+
+    # The estimator itself, not a +1/-1 pyfunc wrapper.
+    assert isinstance(exported.estimator, IsolationForest)
+    assert isinstance(from_mlflow, IsolationForest)
+    x = np.random.default_rng(0).uniform([10, 1, 0, 1, 0], [20_000, 30, 100, 60, 400],
+                                         size=(5000, 5))
+    assert np.array_equal(exported.estimator.score_samples(x), from_mlflow.score_samples(x))
+    assert exported.estimator.offset_ == from_mlflow.offset_
+    assert exported.estimator.offset_ == -outcome["metrics"]["threshold"]
+
+    path = client.download_artifacts(outcome["run_id"], "reference.json", str(tmp_path))
+    logged = FeatureReference.model_validate_json(Path(path).read_text())
+    assert exported.reference == logged
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("", "the file is empty"),
+    ("claim_amount,num_services\n1,2\n", "missing column(s) patient_age"),
+    ("claim_amount,num_services,patient_age,provider_id,days_since_last_claim\n"
+     "abc,1,2,3,4\n", "column claim_amount needs finite numbers; line 2 has 'abc'"),
+    ("claim_amount,num_services,patient_age,provider_id,days_since_last_claim\n",
+     "no claim rows"),
+    ("claim_amount,num_services,patient_age,provider_id,days_since_last_claim\n"
+     "-1,1,2,3,4\n", "no rows left after dropping 1 row"),
+])
+def test_bad_input_fails_clearly_and_registers_nothing(
+        tmp_path: Path, client: MlflowClient, content: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content, encoding="utf-8")
+    result = invoke("train", "--data", str(path))
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert client.search_registered_models() == []
+    assert client.search_runs(experiment_ids=["0"]) == []
+    assert client.get_experiment_by_name(NAME) is None
+
+
+def test_failure_after_registration_leaves_no_version(
+        seed_csv: Path, client: MlflowClient, settings: TrainerSettings,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("registry went away")
+
+    # Fault injection: the real registry call that follows version creation fails.
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", refuse)
+    with pytest.raises(RuntimeError, match="registry went away"):
+        train_and_register(seed_csv, TrainParams(), store_config(settings))
+    assert versions(client) == []
+    experiment = client.get_experiment_by_name(NAME)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert [run.info.status for run in runs] == ["FAILED"]
+
+
+def test_promote_needs_a_model(client: MlflowClient, seed_csv: Path) -> None:
+    result = invoke("promote")
+    assert result.exit_code == 1
+    assert "has no versions" in result.output
+    train_json("--data", str(seed_csv))
+    result = invoke("promote", "--version", "9")
+    assert result.exit_code == 1
+    assert "no version '9'" in result.output
+    assert "champion" not in aliases_of(client)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_health(url: str, process: subprocess.Popen[bytes], deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "mlflow-ui exited early"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)  # polling interval, not a wait for an event
+    raise AssertionError(f"{url} not healthy within {deadline_s} s")
+
+
+def test_mlflow_ui_serves_the_same_store(home: Path, seed_csv: Path) -> None:
+    outcome = train_json("--data", str(seed_csv))
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "claimflow"), "mlflow-ui", "--port", str(port)]
+    process = subprocess.Popen(command, env=dict(os.environ), start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(f"{base}/health", process, deadline_s=180)
+        model = httpx.get(f"{base}/api/2.0/mlflow/registered-models/get",
+                          params={"name": NAME}, timeout=10).json()["registered_model"]
+        assert model["latest_versions"][0]["version"] == "1"
+        assert {a["alias"]: a["version"] for a in model["aliases"]} == {"challenger": "1"}
+        reference = httpx.get(f"{base}/get-artifact", timeout=10,
+                              params={"path": "reference.json", "run_uuid": outcome["run_id"]})
+        assert reference.status_code == 200
+        assert FeatureReference.model_validate_json(reference.content).features == list(
+            CLAIM_FEATURES)
+        assert httpx.get(base, timeout=10).status_code == 200  # the UI page itself
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    finally:
+        leftovers = True
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            leftovers = False
+        if leftovers:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    assert not leftovers, "mlflow-ui left processes behind"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def nothing_written_to_the_working_directory() -> Iterator[None]:
+    """MLflow falls back to ./mlflow.db and ./mlruns when a URI is not passed through."""
+    before = {p for p in ("mlflow.db", "mlruns", "mlartifacts") if (Path.cwd() / p).exists()}
+    yield
+    after = {p for p in ("mlflow.db", "mlruns", "mlartifacts") if (Path.cwd() / p).exists()}
+    assert after == before
