@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import threading
@@ -65,6 +66,10 @@ T = TypeVar("T")
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 2000, 5000, 10_000)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 KAFKA_TIMEOUT_S = 30.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# A worker finishes its batch in flight in well under this; a stuck one is killed (its open
+# transaction is then aborted by the broker: nothing is lost).
+CHILD_STOP_TIMEOUT_S = 60.0
 
 
 class FatalWorkerError(RuntimeError):
@@ -483,11 +488,13 @@ class ScoringLoop:
 
 def install_stop_handlers(stop: threading.Event) -> None:
     def handle(signum: int, _frame: FrameType | None) -> None:
-        logger.info("%s: finishing the batch in flight, then stopping", signal.Signals(signum).name)
+        if not stop.is_set():
+            name = signal.Signals(signum).name
+            logger.info("%s: finishing the batch in flight, then stopping", name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handle)
 
 
 def run_worker(
@@ -537,15 +544,21 @@ def worker_process(settings: ScorerSettings, instance: int, log_level: str, pare
     configure_logging(log_level)
     stop = threading.Event()
     install_stop_handlers(stop)
-    raise SystemExit(run_worker(settings, instance, stop=stop, parent_pid=parent))
+    code = run_worker(settings, instance, stop=stop, parent_pid=parent)
+    # The parent repeats SIGTERM until its children are gone; while the interpreter shuts
+    # down, Python's default action would turn that into exit code -15.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    raise SystemExit(code)
 
 
 def run_workers(
     settings: ScorerSettings, *, instances: int, first_instance: int, log_level: str
 ) -> int:
-    """Run ``instances`` workers (child processes when more than one); worst exit code."""
+    """Run ``instances`` workers (child processes when more than one); 0 only when every
+    worker stopped cleanly."""
+    stop = threading.Event()
     if instances == 1:
-        stop = threading.Event()
         install_stop_handlers(stop)
         return run_worker(settings, first_instance, stop=stop)
     context = multiprocessing.get_context("spawn")
@@ -557,10 +570,14 @@ def run_workers(
         )
         for i in range(instances)
     ]
-    stop = threading.Event()
-    install_stop_handlers(stop)
+    # Children inherit ignored stop signals: a Ctrl-C or SIGTERM that arrives while a child
+    # is still importing cannot kill it half-way. Each child installs its own handlers once
+    # it can stop cleanly, and supervise() repeats SIGTERM until every child has exited.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     for child in children:
         child.start()
+    install_stop_handlers(stop)
     return supervise(children, stop)
 
 
@@ -572,11 +589,17 @@ def supervise(
     while not stop.wait(0.5):
         if any(child.exitcode is not None for child in children):
             break
-    for child in children:
-        if child.is_alive() and child.pid is not None:
-            os.kill(child.pid, signal.SIGTERM)
-    for child in children:
-        child.join()
+    deadline = time.monotonic() + CHILD_STOP_TIMEOUT_S
+    while alive := [child for child in children if child.is_alive()]:
+        if time.monotonic() > deadline:
+            logger.error("workers still running after %.0f s: killing them", CHILD_STOP_TIMEOUT_S)
+            for child in alive:
+                child.kill()
+        else:
+            for child in alive:
+                if child.pid is not None:
+                    os.kill(child.pid, signal.SIGTERM)
+        multiprocessing.connection.wait([child.sentinel for child in alive], timeout=0.5)
     failed = [child for child in children if child.exitcode != 0]
     for child in failed:
         logger.error("%s exited with code %s", child.name, child.exitcode)

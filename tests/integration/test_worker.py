@@ -1,0 +1,567 @@
+"""``claimflow score`` end to end: real broker, real ``bentoml serve`` model service, the
+worker as a real subprocess (so it can be SIGKILLed). Every check reads the outcome topics
+the way a downstream consumer does: read_committed, to the end of every partition."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, cast
+
+import httpx
+import pandas as pd
+import pytest
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from schemas import Claim, DeadLetter, Decision
+from tests.integration import model_service_fixture
+from tests.integration.model_service_fixture import (
+    CLAIMFLOW,
+    Champion,
+    ModelServiceProcess,
+    clean_env,
+    free_port,
+)
+
+pytestmark = pytest.mark.integration
+
+# The shared real-model-service fixtures, registered in this module.
+champion = model_service_fixture.champion
+_model_service_session = model_service_fixture._model_service_session
+model_service = model_service_fixture.model_service
+
+CLAIM_PARTITIONS = 4
+
+
+@dataclass(frozen=True)
+class Topics:
+    claims: str
+    approved: str
+    investigate: str
+    deadletter: str
+
+    @property
+    def outcomes(self) -> list[str]:
+        return [self.approved, self.investigate, self.deadletter]
+
+
+@pytest.fixture
+def topics(make_topic: Callable[..., str]) -> Topics:
+    return Topics(
+        claims=make_topic(partitions=CLAIM_PARTITIONS, prefix="claims"),
+        approved=make_topic(partitions=2, prefix="approved"),
+        investigate=make_topic(partitions=2, prefix="investigate"),
+        deadletter=make_topic(partitions=1, prefix="deadletter"),
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.1)  # polling interval, bounded by the deadline
+
+
+def realistic_claims(n: int, seed: int) -> list[Claim]:
+    from producer.profiles import generate
+
+    frame = generate("realistic", n, seed=seed)
+    columns = [frame[name].tolist() for name in (
+        "claim_id", "claim_amount", "num_services", "patient_age", "provider_id",
+        "days_since_last_claim")]
+    stamps = [cast(pd.Timestamp, ts).to_pydatetime() for ts in frame["submitted_at"]]
+    return [
+        Claim(claim_id=f"{claim_id}-{seed}", claim_amount=float(amount), num_services=services,
+              patient_age=age, provider_id=provider, days_since_last_claim=days,
+              submitted_at=stamp)
+        for claim_id, amount, services, age, provider, days, stamp in zip(
+            *columns, stamps, strict=True)
+    ]
+
+
+Position = tuple[int, int]
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]
+            ) -> list[Position]:
+    """Produce (key, value) records in order; returns each one's (partition, offset)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    positions: dict[int, Position] = {}
+    errors: list[str] = []
+
+    def delivered(index: int) -> Callable[[KafkaError | None, Message], None]:
+        def report(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                errors.append(str(err))
+            else:
+                positions[index] = (msg.partition() or 0, msg.offset() or 0)
+        return report
+
+    for i, (key, value) in enumerate(records):
+        producer.produce(topic, value, key, on_delivery=delivered(i))
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    assert not errors, errors
+    return [positions[i] for i in range(len(records))]
+
+
+def produce_claims(bootstrap: str, topic: str, claims: list[Claim]) -> dict[str, Position]:
+    positions = produce(bootstrap, topic, [(c.claim_id.encode(), c.to_json()) for c in claims])
+    return {claim.claim_id: pos for claim, pos in zip(claims, positions, strict=True)}
+
+
+def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"hw-{uuid.uuid4().hex}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions}
+    finally:
+        consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: list[int]
+                      ) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {tp.partition: tp.offset for tp in committed}
+    finally:
+        consumer.close()
+
+
+def wait_group_done(bootstrap: str, group: str, topic: str, timeout_s: float) -> None:
+    """Until the group's committed offsets reach the end of every input partition."""
+    ends = high_watermarks(bootstrap, topic)
+
+    def done() -> bool:
+        return committed_offsets(bootstrap, group, topic, list(ends)) == ends
+
+    wait_until(done, timeout_s, f"group {group} to commit {ends} on {topic}")
+
+
+def drain(bootstrap: str, topics: list[str]) -> list[Message]:
+    """Every committed message of ``topics``, read to the end of each partition."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"drain-{uuid.uuid4().hex}",
+        "isolation.level": "read_committed", "enable.partition.eof": True,
+        "enable.auto.commit": False,
+    })
+    assignment = [
+        TopicPartition(topic, p, OFFSET_BEGINNING)
+        for topic in topics
+        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ]
+    consumer.assign(assignment)
+    pending = {(tp.topic, tp.partition) for tp in assignment}
+    messages: list[Message] = []
+    deadline = time.monotonic() + 60
+    try:
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.5):
+                error = msg.error()
+                if error is None:
+                    messages.append(msg)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard((msg.topic() or "", msg.partition() or 0))
+                else:
+                    raise AssertionError(f"drain: {error}")
+    finally:
+        consumer.close()
+    assert not pending, f"did not reach the end of {pending}"
+    return messages
+
+
+@dataclass
+class Outcomes:
+    decisions: dict[str, list[Decision]] = field(default_factory=dict)
+    topic_of: dict[str, str] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter({claim_id: len(d) for claim_id, d in self.decisions.items()})
+
+
+def read_outcomes(bootstrap: str, topics: Topics) -> Outcomes:
+    outcomes = Outcomes()
+    for msg in drain(bootstrap, topics.outcomes):
+        value = msg.value() or b""
+        if msg.topic() == topics.deadletter:
+            outcomes.dead_letters.append(DeadLetter.from_json(value))
+            continue
+        decision = Decision.from_json(value)
+        assert msg.key() == decision.claim_id.encode()
+        outcomes.decisions.setdefault(decision.claim_id, []).append(decision)
+        outcomes.topic_of[decision.claim_id] = msg.topic() or ""
+    return outcomes
+
+
+class Worker:
+    """``claimflow score`` as a subprocess in its own session, logging to a file."""
+
+    def __init__(self, tmp_path: Path, name: str, env: dict[str, str], *args: str) -> None:
+        self.name = name
+        self.env = env
+        self.args = args
+        self.log_path = tmp_path / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> Worker:
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*CLAIMFLOW, "score", *self.args], env=self.env, stdout=self._log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_log(self, pattern: str, timeout_s: float) -> None:
+        def seen() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.name} exited early:\n{self.log()[-3000:]}")
+            return re.search(pattern, self.log()) is not None
+
+        wait_until(seen, timeout_s, f"{pattern!r} in the log of {self.name}")
+
+    def kill9(self) -> None:
+        os.killpg(self.pid, signal.SIGKILL)
+        self._wait(10)
+
+    def terminate(self, timeout_s: float = 60) -> int:
+        """SIGTERM (like a process manager) and the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self._wait(timeout_s)
+
+    def _wait(self, timeout_s: float) -> int:
+        assert self.process is not None
+        try:
+            code = self.process.wait(timeout_s)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+        return code
+
+    def cleanup(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.pid, signal.SIGKILL)
+            self._wait(10)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    started: list[Worker] = []
+
+    def start(name: str, env: dict[str, str], *args: str) -> Worker:
+        worker = Worker(tmp_path, name, env, *args).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.cleanup()
+
+
+def worker_env(bootstrap: str, topics: Topics, group: str, model_url: str,
+               **extra: str) -> dict[str, str]:
+    return clean_env(
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        SCORER_INPUT_TOPIC=topics.claims,
+        SCORER_APPROVED_TOPIC=topics.approved,
+        SCORER_INVESTIGATE_TOPIC=topics.investigate,
+        SCORER_DEADLETTER_TOPIC=topics.deadletter,
+        SCORER_GROUP_ID=group,
+        SCORER_MODEL_URL=model_url,
+        SCORER_TRANSACTIONAL_ID_PREFIX=group,
+        **extra,
+    )
+
+
+def assert_exactly_once(outcomes: Outcomes, claims: list[Claim]) -> None:
+    expected = {claim.claim_id for claim in claims}
+    counts = outcomes.counts
+    doubled = {claim_id: n for claim_id, n in counts.items() if n > 1}
+    assert not doubled, f"{len(doubled)} claims decided more than once: {list(doubled)[:5]}"
+    missing = expected - set(counts)
+    assert not missing, f"{len(missing)} claims never decided: {sorted(missing)[:5]}"
+    assert set(counts) == expected
+    assert sum(counts.values()) == len(claims)
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
+    assert match, f"{name} not in metrics"
+    return float(match.group(1))
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_every_claim_is_decided_once_exactly_like_the_offline_model(
+    kafka_bootstrap: str, topics: Topics, group_id: str, model_service: ModelServiceProcess,
+    champion: Champion, workers: Callable[..., Worker],
+) -> None:
+    claims = realistic_claims(3_000, seed=11)
+    positions = produce_claims(kafka_bootstrap, topics.claims, claims)
+    metrics_port = free_port()
+    worker = workers("worker", worker_env(kafka_bootstrap, topics, group_id, model_service.url,
+                                          SCORER_METRICS_PORT=str(metrics_port)))
+
+    wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=90)
+    outcomes = read_outcomes(kafka_bootstrap, topics)
+
+    assert_exactly_once(outcomes, claims)
+    assert outcomes.dead_letters == []
+    scores, verdicts = champion.offline(claims)
+    for claim, score, verdict in zip(claims, scores, verdicts, strict=True):
+        [decision] = outcomes.decisions[claim.claim_id]
+        assert decision.claim == claim
+        assert decision.decision == verdict
+        assert abs(decision.anomaly_score - score) <= 1e-9
+        assert decision.threshold == pytest.approx(-champion.estimator.offset_, abs=1e-12)
+        assert decision.model.name == "claim-anomaly"
+        assert decision.model.version == "1"
+        expected_topic = topics.investigate if verdict == "investigate" else topics.approved
+        assert outcomes.topic_of[claim.claim_id] == expected_topic
+        assert decision.source.kind == "stream"
+        assert (decision.source.topic, decision.source.partition, decision.source.offset) == (
+            topics.claims, *positions[claim.claim_id])
+    flagged = sum(1 for v in verdicts if v == "investigate")
+    assert 0 < flagged < len(claims)
+    assert any(outcomes.decisions[c.claim_id][0].reasons for c, v in zip(claims, verdicts,
+                                                                         strict=True)
+               if v == "investigate")
+
+    scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    assert metric(scraped, "claimflow_scorer_consumed_total") == len(claims)
+    assert metric(scraped, "claimflow_scorer_investigated_total") == flagged
+    assert metric(scraped, "claimflow_scorer_approved_total") == len(claims) - flagged
+    assert metric(scraped, "claimflow_scorer_dead_lettered_total") == 0
+    assert "claimflow_scorer_batch_latency_seconds_bucket" in scraped
+
+    assert worker.terminate() == 0
+    assert "stopped cleanly" in worker.log()
+
+
+POISON: list[tuple[str, bytes | None, str]] = [
+    # (label, value, dead-letter kind)
+    ("not-json", b"hello, claims", "not_json"),
+    ("binary-junk", bytes(range(256)) * 4, "not_json"),
+    ("truncated", b'{"claim_id": "X-1", "claim_amount": 12', "not_json"),
+    ("empty", b"", "empty"),
+    ("null-value", None, "empty"),
+    ("huge", b'{"claim_id": "' + b"A" * 40_000 + b'"}', "too_large"),
+    ("json-array", b"[1, 2, 3]", "contract_violation"),
+    ("json-number", b"42", "contract_violation"),
+]
+
+
+def poison_from_claim(claim: Claim) -> list[tuple[str, bytes | None, str]]:
+    """Contract violations built from a real claim, one field broken at a time."""
+    base = json.loads(claim.to_json())
+
+    def broken(label: str, **change: object) -> tuple[str, bytes | None, str]:
+        value = {**base, **change}
+        for key, new in change.items():
+            if new is ...:
+                del value[key]
+        return label, json.dumps(value).encode(), "contract_violation"
+
+    return [
+        broken("missing-field", claim_amount=...),
+        broken("extra-field", is_anomaly=True),
+        broken("amount-as-string", claim_amount="1200.50"),
+        broken("negative-amount", claim_amount=-10.0),
+        broken("zero-services", num_services=0),
+        broken("age-151", patient_age=151),
+        broken("wrong-schema-version", schema_version=2),
+        broken("naive-timestamp", submitted_at="2026-01-01T10:00:00"),
+        ("nan-amount", json.dumps(base).replace(
+            json.dumps(base["claim_amount"]), "NaN", 1).encode(), "contract_violation"),
+    ]
+
+
+def test_malformed_messages_are_dead_lettered_with_reasons_and_good_ones_decided(
+    kafka_bootstrap: str, topics: Topics, group_id: str, model_service: ModelServiceProcess,
+    workers: Callable[..., Worker],
+) -> None:
+    claims = realistic_claims(200, seed=12)
+    poison = POISON + poison_from_claim(claims[0])
+    records: list[tuple[bytes | None, bytes | None]] = []
+    for i, claim in enumerate(claims):  # interleave: bad messages between good claims
+        records.append((claim.claim_id.encode(), claim.to_json()))
+        if i < len(poison):
+            records.append((f"bad-{poison[i][0]}".encode(), poison[i][1]))
+    produce(kafka_bootstrap, topics.claims, records)
+    worker = workers("worker", worker_env(kafka_bootstrap, topics, group_id,
+                                          model_service.url))
+
+    wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=90)
+    outcomes = read_outcomes(kafka_bootstrap, topics)
+
+    assert_exactly_once(outcomes, claims)
+    letters = {base64.b64decode(letter.original_key_b64 or "").decode(): letter
+               for letter in outcomes.dead_letters}
+    assert len(outcomes.dead_letters) == len(poison) == len(letters)
+    for label, value, kind in poison:
+        letter = letters[f"bad-{label}"]
+        assert letter.error_kind == kind, (label, letter.error)
+        assert letter.original_value == (value or b""), label
+        assert letter.error
+        assert letter.source.topic == topics.claims
+    assert "claim_amount" in letters["bad-missing-field"].error
+    assert "is_anomaly" in letters["bad-extra-field"].error
+    assert "patient_age" in letters["bad-age-151"].error
+    assert "schema_version" in letters["bad-wrong-schema-version"].error
+    assert "bytes exceeds" in letters["bad-huge"].error
+    log = worker.log()
+    assert re.search(rf"{re.escape(topics.claims)}\[\d+\]@\d+ key=b'bad-not-json'", log)
+    assert worker.terminate() == 0
+
+
+def test_kill_9_mid_stream_then_restart_still_decides_every_claim_exactly_once(
+    kafka_bootstrap: str, topics: Topics, group_id: str, model_service: ModelServiceProcess,
+    workers: Callable[..., Worker],
+) -> None:
+    claims = realistic_claims(20_000, seed=13)
+    produce_claims(kafka_bootstrap, topics.claims, claims)
+    # Small batches: many transactions, so the kill lands mid-stream and likely mid-commit.
+    env = worker_env(kafka_bootstrap, topics, group_id, model_service.url,
+                     SCORER_BATCH_MAX_SIZE="100")
+    first = workers("first", env)
+
+    def outputs() -> int:
+        return sum(high_watermarks(kafka_bootstrap, topics.approved).values()) + sum(
+            high_watermarks(kafka_bootstrap, topics.investigate).values())
+
+    wait_until(lambda: outputs() >= len(claims) // 4, 90, "a quarter of the decisions")
+    first.kill9()
+    ends = high_watermarks(kafka_bootstrap, topics.claims)
+    done_before = committed_offsets(kafka_bootstrap, group_id, topics.claims, list(ends))
+    assert done_before != ends, "the worker finished before it could be killed mid-stream"
+
+    second = workers("second", env)  # same transactional.id: fences the dead one at once
+    wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=120)
+    outcomes = read_outcomes(kafka_bootstrap, topics)
+
+    assert_exactly_once(outcomes, claims)
+    assert outcomes.dead_letters == []
+    assert second.terminate() == 0
+
+
+def test_model_service_outage_holds_the_batch_and_loses_nothing(
+    kafka_bootstrap: str, topics: Topics, group_id: str, model_service: ModelServiceProcess,
+    workers: Callable[..., Worker],
+) -> None:
+    before, during = realistic_claims(1_000, seed=14), realistic_claims(2_000, seed=15)
+    produce_claims(kafka_bootstrap, topics.claims, before)
+    env = worker_env(kafka_bootstrap, topics, group_id, model_service.url,
+                     SCORER_RETRY_INITIAL_S="0.05", SCORER_RETRY_MAX_S="0.5")
+    worker = workers("worker", env)
+    wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=90)
+
+    model_service.stop()
+    produce_claims(kafka_bootstrap, topics.claims, during)
+    worker.wait_log(r"model service unavailable .* not committed, retry 3 ", timeout_s=60)
+    ends = high_watermarks(kafka_bootstrap, topics.claims)
+    assert committed_offsets(kafka_bootstrap, group_id, topics.claims, list(ends)) != ends
+    model_service.start()
+
+    wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=90)
+    outcomes = read_outcomes(kafka_bootstrap, topics)
+    assert_exactly_once(outcomes, before + during)
+    assert "model service is back" in worker.log()
+    assert worker.terminate() == 0
+
+
+class Feeder(threading.Thread):
+    """Streams claims at a steady rate until ``hurry`` is set, then sends the rest at once.
+    It never sends more than half before ``hurry``: whatever the test waits for before
+    setting it is sure to happen mid-stream."""
+
+    def __init__(self, bootstrap: str, topic: str, claims: list[Claim], rate_per_s: float
+                 ) -> None:
+        super().__init__(name="feeder", daemon=True)
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        self.topic = topic
+        self.claims = claims
+        self.rate_per_s = rate_per_s
+        self.hurry = threading.Event()
+        self.sent_before_hurry: int | None = None
+
+    def run(self) -> None:
+        started = time.monotonic()
+        half = len(self.claims) // 2
+        for i, claim in enumerate(self.claims):
+            if self.sent_before_hurry is None:
+                # At most half the stream goes out before ``hurry``; then it waits for it.
+                pace = started + i / self.rate_per_s - time.monotonic()
+                if self.hurry.wait(120 if i >= half else max(0.0, pace)):
+                    self.sent_before_hurry = i
+            self.producer.produce(self.topic, claim.to_json(), claim.claim_id.encode())
+            self.producer.poll(0)
+        self.producer.flush(30)
+
+
+def test_workers_share_partitions_and_a_rebalance_mid_stream_loses_nothing(
+    kafka_bootstrap: str, topics: Topics, group_id: str, model_service: ModelServiceProcess,
+    workers: Callable[..., Worker],
+) -> None:
+    claims = realistic_claims(10_000, seed=16)
+    env = worker_env(kafka_bootstrap, topics, group_id, model_service.url)
+    first = workers("first", env, "--first-instance", "0")
+    feeder = Feeder(kafka_bootstrap, topics.claims, claims, rate_per_s=500)
+    feeder.start()
+    first.wait_log(rf"assigned {re.escape(topics.claims)}\[0\]", timeout_s=60)
+    # Two more worker processes join while claims stream in: partitions move mid-stream.
+    more = workers("more", env, "--instances", "2", "--first-instance", "1")
+    more.wait_log(rf"assigned {re.escape(topics.claims)}\[", timeout_s=90)
+    feeder.hurry.set()
+    feeder.join(60)
+    assert feeder.sent_before_hurry is not None
+    assert feeder.sent_before_hurry < len(claims), "the rebalance came after the stream ended"
+
+    wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=120)
+    outcomes = read_outcomes(kafka_bootstrap, topics)
+
+    assert_exactly_once(outcomes, claims)
+    assert re.search(r"INFO +scorer.worker: revoked", first.log())
+    for instance in (1, 2):
+        assert re.search(rf"worker {instance} \(transactional.id {group_id}-{instance}\)",
+                         more.log())
+    assert first.terminate() == 0
+    assert more.terminate() == 0
