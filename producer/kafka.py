@@ -27,6 +27,7 @@ MAX_LOGGED_FAILURES: Final = 10
 QUEUE_FULL_WAIT_S: Final = 0.05
 MAX_WAIT_STEP_S: Final = 0.1  # longest blocking call, so a signal is handled promptly
 AFTER_ABORT_FLUSH_S: Final = 5.0
+METADATA_RETRY_S: Final = 0.2
 
 AckedProgress = Callable[[int], None]  # called with the number of confirmed claims so far
 
@@ -110,6 +111,22 @@ def connect(settings: ProducerSettings, topic: str, tracker: DeliveryTracker) ->
     """A producer whose broker answers and whose topic exists (topics are never auto-created:
     ``claimflow topics create`` owns their partitioning)."""
     producer = Producer(producer_config(settings, tracker))
+    deadline = time.monotonic() + settings.metadata_timeout_s
+    while True:
+        reason = topic_problem(producer, topic, settings)
+        if reason is None:
+            return producer
+        # A topic created a moment ago may not be in every broker's metadata yet.
+        if time.monotonic() >= deadline:
+            raise KafkaUnavailableError(
+                f"topic {topic!r} is not available on {settings.kafka_bootstrap_servers} "
+                f"({reason}); create it with `claimflow topics create`"
+            )
+        time.sleep(METADATA_RETRY_S)
+
+
+def topic_problem(producer: Producer, topic: str, settings: ProducerSettings) -> str | None:
+    """Why ``topic`` cannot be written to, or None if it can."""
     try:
         metadata = producer.list_topics(topic, timeout=settings.metadata_timeout_s)
     except KafkaException as exc:
@@ -119,13 +136,11 @@ def connect(settings: ProducerSettings, topic: str, tracker: DeliveryTracker) ->
             "(`claimflow kafka start`)?"
         ) from exc
     found = metadata.topics.get(topic)
-    if found is None or found.error is not None:
-        reason = found.error.str() if found is not None and found.error else "not found"
-        raise KafkaUnavailableError(
-            f"topic {topic!r} is not available on {settings.kafka_bootstrap_servers} "
-            f"({reason}); create it with `claimflow topics create`"
-        )
-    return producer
+    if found is None:
+        return "not found"
+    if found.error is not None:
+        return str(found.error.str())
+    return None
 
 
 def enqueue(producer: Producer, topic: str, claims: EncodedClaims, start: int, end: int) -> None:
