@@ -149,17 +149,21 @@ FIGURES: tuple[FigureSpec, ...] = (
     ),
     FigureSpec(
         "gateway_p50", "Gateway single-claim POST p50 at 200 req/s (incl. model call)",
-        "gateway", ("latency.p50_ms", "fixed_rate.p50_ms", "p50_ms"), "ms", "lower",
+        "gateway", ("latency.p50_ms",), "ms", "lower",
+        anchor=AnchorSpec("model service /score p50, called directly", "gateway",
+                          ("model_call.p50_ms",)),
         goal=Goal("<=", 5),
     ),
     FigureSpec(
         "gateway_p99", "Gateway single-claim POST p99 at 200 req/s", "gateway",
-        ("latency.p99_ms", "fixed_rate.p99_ms", "p99_ms"), "ms", "lower",
+        ("latency.p99_ms",), "ms", "lower",
+        anchor=AnchorSpec("model service /score p99, called directly", "gateway",
+                          ("model_call.p99_ms",)),
         goal=Goal("<=", 20),
     ),
     FigureSpec(
         "gateway_max", "Gateway maximum single-claim req/s", "gateway",
-        ("max_rate.req_per_s", "max_req_per_s", "throughput.req_per_s"), "req/s", "higher",
+        ("max_rate.req_per_s",), "req/s", "higher",
         goal=Goal(">=", 1_000),
     ),
 )
