@@ -82,6 +82,8 @@ class ClaimAnomalyService:
         except ModelLoadError as exc:
             # Not fatal: readiness stays false and polling keeps looking for a champion.
             logger.warning("no model to serve yet: %s", exc)
+        except Exception:  # e.g. the registry is unreachable: same, but with the traceback
+            logger.exception("no model to serve yet")
 
     def __is_ready__(self) -> bool:
         return self.holder.current is not None
@@ -135,7 +137,7 @@ class ClaimAnomalyService:
         """Check the registry now and serve its champion; answers the version served."""
         try:
             model = await asyncio.to_thread(self.holder.refresh)
-        except ModelLoadError as exc:
+        except Exception as exc:
             logger.warning("reload: %s", exc)
             raise ServiceUnavailable(f"cannot load the champion: {exc}") from exc
         return ReloadResult(version=model.ref.version)
