@@ -23,7 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import import_module, metadata
@@ -200,15 +201,43 @@ def discover(bench_dir: Path = BENCH_DIR) -> list[str]:
 
 # --------------------------------------------------------------------------- child runs
 
-def child_env() -> dict[str, str]:
+def child_env(bootstrap: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", BENTOML_DO_NOT_TRACK="true",
                PYTHONUNBUFFERED="1")
+    if bootstrap:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
     return env
 
 
-def run_child(name: str, smoke: bool, timeout_s: float, log_path: Path) -> tuple[
-        dict[str, Any] | None, str | None, float]:
+def needs_broker(name: str, bench_dir: Path = BENCH_DIR) -> bool:
+    """Does the module read the shared bootstrap setting (rather than start its own broker)?"""
+    text = (bench_dir / f"{name}.py").read_text(encoding="utf-8")
+    return "kafka_bootstrap_servers" in text or "KAFKA_BOOTSTRAP_SERVERS" in text
+
+
+@contextmanager
+def bench_broker(external: str | None, deadline_s: float, wanted: bool = True
+                 ) -> Iterator[dict[str, Any]]:
+    """The broker for benchmarks that use ``KAFKA_BOOTSTRAP_SERVERS``: ``external`` when
+    given, else one of our own (temporary home, free ports) for the whole run, so that
+    ``make bench`` works on a fresh clone and never measures someone else's broker load.
+    (Benchmarks that time a broker's own start start their own.)"""
+    if external:
+        yield {"kind": "external", "bootstrap": external}
+        return
+    if not wanted:
+        yield {"kind": "none", "bootstrap": None}
+        return
+    from bench.stack_harness import Stack
+
+    with Stack(deadline_s=deadline_s, label="bench") as stack:
+        seconds = stack.start_broker()
+        yield {"kind": "own", "bootstrap": stack.bootstrap, "start_s": round(seconds, 1)}
+
+
+def run_child(name: str, smoke: bool, timeout_s: float, log_path: Path,
+              bootstrap: str | None = None) -> tuple[dict[str, Any] | None, str | None, float]:
     """One run of one benchmark in a fresh interpreter; returns (result, error, seconds)."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         out = Path(tmp) / "result.json"
@@ -218,7 +247,7 @@ def run_child(name: str, smoke: bool, timeout_s: float, log_path: Path) -> tuple
         start = time.monotonic()
         with log_path.open("ab") as log:
             # Own session: a timeout kills the benchmark and every process it started.
-            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(), stdout=log,
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(bootstrap), stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 code = proc.wait(timeout=timeout_s)
@@ -373,6 +402,24 @@ def write_report(report: dict[str, Any], figures: Sequence[Figure], out_dir: Pat
     return json_path, md_path
 
 
+def run_module(name: str, smoke: bool, repeats: int, timeout: float, logs: Path,
+               bootstrap: str | None) -> ModuleOutcome:
+    outcome = ModuleOutcome(name, [], [], [])
+    log_path = logs / f"{name}.log"
+    log_path.write_bytes(b"")
+    for attempt in range(1, repeats + 1):
+        logger.info("bench %s: run %d/%d%s", name, attempt, repeats, " (smoke)" if smoke else "")
+        result, error, seconds = run_child(name, smoke, timeout, log_path, bootstrap)
+        outcome.seconds.append(seconds)
+        if result is not None:
+            outcome.runs.append(result)
+            continue
+        outcome.errors.append(f"run {attempt}: {error}")
+        logger.error("bench %s run %d failed: %s (log: %s)", name, attempt, error, log_path)
+        break  # a broken benchmark will not heal on the next repeat
+    return outcome
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -384,6 +431,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="output folder (default: bench/results, smoke: bench/results/tmp)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds per benchmark run (default: 1800, smoke: 600)")
+    parser.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
+                        help="use this broker (default: start one of our own for the run)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -420,24 +469,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     machine = environment()
     generated_at = datetime.now(UTC).isoformat(timespec="seconds")
-    outcomes = []
-    for name in names:
-        outcome = ModuleOutcome(name, [], [], [])
-        log_path = logs / f"{name}.log"
-        log_path.write_bytes(b"")
-        for attempt in range(1, repeats + 1):
-            logger.info("bench %s: run %d/%d%s", name, attempt, repeats,
-                        " (smoke)" if args.smoke else "")
-            result, error, seconds = run_child(name, args.smoke, timeout, log_path)
-            outcome.seconds.append(seconds)
-            if result is not None:
-                outcome.runs.append(result)
-            else:
-                outcome.errors.append(f"run {attempt}: {error}")
-                logger.error("bench %s run %d failed: %s (log: %s)", name, attempt, error,
-                             log_path)
-                break  # a broken benchmark will not heal on the next repeat
-        outcomes.append(outcome)
+    outcomes: list[ModuleOutcome] = []
+    deadline = timeout * repeats * max(len(names), 1) + 600
+    wanted = any(needs_broker(name) for name in names)
+    with bench_broker(args.bootstrap, deadline, wanted) as broker:
+        machine["broker"] = broker
+        for name in names:
+            outcomes.append(run_module(name, args.smoke, repeats, timeout, logs,
+                                       broker["bootstrap"]))
     machine["load_average_end"] = _load_average()
 
     report, figures = assemble(outcomes, smoke=args.smoke, repeats=repeats, machine=machine,

@@ -22,7 +22,15 @@ from bench.report import (
     render_markdown,
     resolve,
 )
-from bench.run import FIGURES, ModuleOutcome, assemble, discover, parse_args, write_report
+from bench.run import (
+    FIGURES,
+    ModuleOutcome,
+    assemble,
+    discover,
+    needs_broker,
+    parse_args,
+    write_report,
+)
 
 # --------------------------------------------------------------------------- median_merge
 
@@ -274,3 +282,10 @@ def test_cli_defaults_and_validation() -> None:
     assert args.repeats is None
     with pytest.raises(SystemExit):
         parse_args(["--repeats", "0"])
+
+
+def test_only_modules_reading_the_shared_bootstrap_get_the_run_broker(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("bootstrap = CommonSettings().kafka_bootstrap_servers\n")
+    (tmp_path / "b.py").write_text("settings = KafkaSettings(port=free_port())\n")
+    assert needs_broker("a", tmp_path)
+    assert not needs_broker("b", tmp_path)
