@@ -1,0 +1,128 @@
+"""Producer benchmarks: generate 1M realistic rows to CSV (goal <= 5 s) and produce 500k
+claims unthrottled to the broker (goal >= 100,000 claims/s).
+
+    python -m bench.producer [--smoke]
+
+``produce.claims_per_s`` is the send phase of ``claimflow produce``: from the first
+``produce()`` call until the broker acknowledged every claim (idempotent, acks=all), with
+claims already encoded and validated, which is what Kafka's ProducerPerformance (the anchor,
+measured by ``bench.kafka_broker``) does with its ready-made records.
+``produce.pipeline_claims_per_s`` adds the encoding and contract validation of every claim.
+The broker is the one in ``KAFKA_BOOTSTRAP_SERVERS`` (a uuid topic, deleted afterwards).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from bench.common import emit, machine_info
+from producer.csvio import write_claims_csv
+from producer.encoding import encode_claims
+from producer.kafka import DeliveryTracker, connect, produce_claims
+from producer.profiles import generate
+from producer.settings import ProducerSettings
+
+GOAL_GENERATE_S = 5.0
+GOAL_PRODUCE_PER_S = 100_000
+PARTITIONS = 6  # like the claims topic
+
+
+def bench_generate(rows: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    frame = generate("realistic", rows, seed=42)
+    generated = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-producer-") as folder:
+        path = Path(folder) / "claims.csv"
+        write_claims_csv(frame, path)
+        written = time.perf_counter()
+        size = path.stat().st_size
+    seconds = written - started
+    full = rows == 1_000_000
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "generate_s": generated - started,
+        "write_csv_s": written - generated,
+        "csv_bytes": size,
+        "goal_s": GOAL_GENERATE_S,
+        "goal_met": (seconds <= GOAL_GENERATE_S) if full else None,
+    }
+
+
+@contextmanager
+def temporary_topic(bootstrap: str) -> Iterator[str]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    name = f"bench-producer-{uuid.uuid4().hex[:12]}"
+    admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])[
+        name].result(timeout=30)
+    try:
+        yield name
+    finally:
+        admin.delete_topics([name])[name].result(timeout=30)
+
+
+def bench_produce(rows: int, settings: ProducerSettings) -> dict[str, Any]:
+    frame = generate("realistic", rows, seed=7)
+    cpu_start, started = time.process_time(), time.perf_counter()
+    claims, errors = encode_claims(frame, lambda i: f"row {i + 1}")
+    encoded = time.perf_counter()
+    if errors:
+        raise RuntimeError(f"generated claims failed the contract: {errors[:3]}")
+    with temporary_topic(settings.kafka_bootstrap_servers) as topic:
+        tracker = DeliveryTracker()
+        producer = connect(settings, topic, tracker)
+        send_cpu_start = time.process_time()
+        report = produce_claims(producer, topic, claims, tracker, stop=threading.Event(),
+                                abort=threading.Event(), flush_timeout_s=settings.flush_timeout_s)
+        cpu_end = time.process_time()
+    if not report.complete:
+        raise RuntimeError(f"produce did not complete: {report}")
+    encode_s = encoded - started
+    full = rows == 500_000
+    return {
+        "claims": rows,
+        "claims_per_s": report.rate,
+        "send_s": report.elapsed_s,
+        "pipeline_claims_per_s": report.sent / (encode_s + report.elapsed_s),
+        "encode_validate_s": encode_s,
+        "process_cpu_s": {"encode": send_cpu_start - cpu_start, "send": cpu_end - send_cpu_start},
+        "value_bytes_mean": sum(map(len, claims.values)) / len(claims),
+        "label_headers": claims.headers is not None,
+        "partitions": PARTITIONS,
+        "librdkafka": {"linger.ms": settings.linger_ms, "batch.size": settings.batch_size,
+                       "compression": settings.compression, "acks": "all",
+                       "enable.idempotence": True},
+        "goal_per_s": GOAL_PRODUCE_PER_S,
+        "goal_met": (report.rate >= GOAL_PRODUCE_PER_S) if full else None,
+    }
+
+
+def run(smoke: bool = False) -> dict[str, Any]:
+    settings = ProducerSettings()
+    load_before = os.getloadavg()
+    result: dict[str, Any] = {
+        "benchmark": "producer",
+        "smoke": smoke,
+        "bootstrap": settings.kafka_bootstrap_servers,
+        "generate": bench_generate(100_000 if smoke else 1_000_000),
+        "produce": bench_produce(20_000 if smoke else 500_000, settings),
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+        "machine": machine_info(),
+    }
+    return result
+
+
+if __name__ == "__main__":
+    emit(run(smoke="--smoke" in sys.argv))
