@@ -18,6 +18,7 @@ from flask_openapi3.models.tag import Tag
 
 from gateway.api import build_api, json_response
 from gateway.api_models import Health, Readiness
+from gateway.coalesce import CoalescingScorer
 from gateway.idempotency import SubmissionStore
 from gateway.metrics import GatewayMetrics
 from gateway.openapi_docs import GatewayOpenAPI
@@ -48,6 +49,9 @@ def create_app(
         from scorer.client import ModelClient  # httpx only when the real client is wanted
 
         scorer = ModelClient(settings.model_url, timeout_s=settings.model_timeout_s)
+        if settings.model_batch_max > 1:
+            scorer = CoalescingScorer(scorer, settings.model_batch_max, settings.model_callers,
+                                      wait_timeout_s=settings.model_timeout_s * 3)
     if publisher is None:
         publisher = KafkaDecisionPublisher(
             settings.kafka_bootstrap_servers, settings.outcome_topics,

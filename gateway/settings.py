@@ -38,6 +38,14 @@ class GatewaySettings(CommonSettings):
         default="http://127.0.0.1:3000", description="Base URL of the model service."
     )
     model_timeout_s: float = Field(default=5.0, gt=0, description="Model-service call timeout.")
+    model_batch_max: int = Field(
+        default=64, ge=1, le=10_000,
+        description="Concurrent single-claim requests share one model call of up to this many "
+        "claims (1 = one call per request).",
+    )
+    model_callers: int = Field(
+        default=2, ge=1, le=64, description="Threads making those shared model calls."
+    )
     approved_topic: str = Field(default="claims.approved", description="Approved decisions.")
     investigate_topic: str = Field(
         default="claims.investigate", description="Decisions flagged for investigation."

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.coalesce import CoalescingScorer
 from gateway.csv_claims import CsvFileError, parse_csv
 from gateway.idempotency import SubmissionStore
 from gateway.intake import (
@@ -23,6 +25,7 @@ from gateway.outcome_store import Outcome, OutcomeStore, timeline
 from gateway.publisher import Outgoing
 from gateway.service import KeyLocks, SubmissionService
 from schemas import Claim, Decision, ModelRef, StreamSource
+from scorer.client import ModelUnavailable
 from tests.unit.test_gateway_fakes import FakePublisher, FakeScorer, claim_body
 
 NOW = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
@@ -236,3 +239,78 @@ def test_outgoing_topic_follows_the_decision(tmp_path: Path) -> None:
     assert [(o.topic, o.decision.claim_id) for o in publisher.published] == [
         ("t.investigate", "A"), ("t.approve", "B")]
     assert all(isinstance(o, Outgoing) for o in publisher.published)
+
+
+# -- coalescing model calls ----------------------------------------------------------------------
+
+
+class GatedScorer(FakeScorer):
+    """Blocks inside each call until released, so concurrent requests pile up behind it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.batches: list[int] = []
+
+    def score(self, claim: Claim) -> Any:
+        self.batches.append(1)
+        assert self.release.wait(10)
+        return super().score(claim)
+
+    def score_batch(self, claims: Any) -> Any:
+        self.batches.append(len(claims))
+        assert self.release.wait(10)
+        return super().score_batch(claims)
+
+
+def test_concurrent_single_claims_share_model_calls() -> None:
+    inner = GatedScorer()
+    scorer = CoalescingScorer(inner, max_batch=64, callers=1)
+    claims = [Claim.from_json(raw(claim_id=f"Q-{i}", claim_amount=100.0 + 20_000 * (i % 2)))
+              for i in range(9)]
+    results: dict[str, Any] = {}
+    threads = [threading.Thread(target=lambda c=c: results.update({c.claim_id: scorer.score(c)}))
+               for c in claims]
+
+    def wait_for(condition: Any) -> None:
+        deadline = time.monotonic() + 20
+        while not condition():
+            assert time.monotonic() < deadline, (inner.batches, scorer._queue.qsize())
+            time.sleep(0.01)  # polling interval, bounded by the deadline
+
+    try:
+        threads[0].start()
+        wait_for(lambda: inner.batches == [1])  # the first call is in flight ...
+        for thread in threads[1:]:
+            thread.start()
+        wait_for(lambda: scorer._queue.qsize() == 8)  # ... and the others queue behind it
+    finally:
+        inner.release.set()
+    for thread in threads:
+        thread.join(10)
+    assert inner.batches == [1, 8]
+    assert {cid: r.claim_id for cid, r in results.items()} == {c.claim_id: c.claim_id
+                                                              for c in claims}
+    assert results["Q-1"].decision == "investigate"
+    scorer.close()
+
+
+def test_coalesced_failures_reach_every_waiting_request() -> None:
+    inner = FakeScorer(available=False)
+    scorer = CoalescingScorer(inner, callers=2)
+    errors: list[BaseException] = []
+
+    def call(i: int) -> None:
+        try:
+            scorer.score(Claim.from_json(raw(claim_id=f"E-{i}")))
+        except ModelUnavailable as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(errors) == 5
+    assert len({id(e) for e in errors}) == 5  # one exception object per request thread
+    scorer.close()

@@ -1,0 +1,310 @@
+"""Gateway benchmark: single-claim ``POST /api/v1/claims`` against the real server on loopback.
+
+    python -m bench.gateway [--smoke]
+
+Everything real and on this machine: an own Kafka broker (free ports, temp home), the BentoML
+model service serving a small champion, and ``claimflow gateway`` (waitress). Each request
+carries a new claim, so every one is scored by the model service and published with broker
+confirmation (no idempotent replays).
+
+* ``latency``: open loop at a fixed rate (200 req/s). Latency counts from the moment a
+  request was *due*, so a stalled server cannot hide its queueing delay (no coordinated
+  omission). Goal p50 <= 5 ms, p99 <= 20 ms, including the model-service call.
+* ``max_rate``: closed loop with several concurrent keep-alive connections; the best
+  sustained rate of successful requests. Goal >= 1,000 req/s.
+* ``model_call``: the anchor, the model service's own ``/score`` latency measured directly.
+
+The load generator runs on the same (2-core) machine as the broker, the model service and
+the gateway; it uses ``http.client`` on persistent connections to stay light.
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import logging
+import queue
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bench.common import emit, machine_info
+from bench.stack_harness import ModelService, Stack, Topics, free_port
+
+logger = logging.getLogger(__name__)
+
+FIXED_RATE = 200.0
+GOALS = {"p50_ms": 5.0, "p99_ms": 20.0, "req_per_s": 1_000.0}
+
+
+@dataclass(frozen=True)
+class Plan:
+    warmup: int
+    fixed_seconds: float
+    max_seconds: float
+    concurrency: tuple[int, ...]
+    model_calls: int
+    deadline_s: float
+
+
+PLANS = {
+    True: Plan(warmup=100, fixed_seconds=3.0, max_seconds=3.0, concurrency=(8,),
+               model_calls=200, deadline_s=420),
+    False: Plan(warmup=500, fixed_seconds=20.0, max_seconds=12.0, concurrency=(4, 8, 16, 32),
+                model_calls=1000, deadline_s=900),
+}
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class ClaimBodies:
+    """Thread-safe source of fresh, valid claim bodies (unique claim_id each)."""
+
+    def __init__(self, run: str) -> None:
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._run = run
+
+    def next(self) -> bytes:
+        with self._lock:
+            n = next(self._ids)
+        return json.dumps({
+            "claim_id": f"bench-{self._run}-{n}", "claim_amount": 800.0 + (n % 500) * 7.5,
+            "num_services": 1 + n % 6, "patient_age": 20 + n % 60,
+            "provider_id": 10_000 + n % 4000, "days_since_last_claim": n % 200,
+        }).encode()
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection (reconnects if the server closed it)."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def post(self, path: str, body: bytes) -> int:
+        try:
+            return self._send(path, body)
+        except (http.client.HTTPException, OSError):
+            self._conn.close()
+            self._conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=30)
+            return self._send(path, body)
+
+    def _send(self, path: str, body: bytes) -> int:
+        self._conn.request("POST", path, body=body,
+                           headers={"Content-Type": "application/json"})
+        response = self._conn.getresponse()
+        response.read()
+        return response.status
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def percentiles(latencies_s: list[float]) -> dict[str, float]:
+    if not latencies_s:
+        return {}
+    ms = np.array(latencies_s) * 1000.0
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p90_ms": round(float(np.percentile(ms, 90)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "max_ms": round(float(ms.max()), 3),
+            "mean_ms": round(statistics.fmean(ms.tolist()), 3)}
+
+
+# --------------------------------------------------------------------------- fixed rate
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)
+    service_times: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, status: int, latency: float, service: float) -> None:
+        with self.lock:
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            if status == 201:
+                self.latencies.append(latency)
+                self.service_times.append(service)
+
+    @property
+    def ok(self) -> int:
+        return self.statuses.get(201, 0)
+
+    @property
+    def errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status != 201)
+
+
+def fixed_rate(port: int, bodies: ClaimBodies, rate: float, seconds: float,
+               workers: int = 16) -> dict[str, Any]:
+    """Open loop: request i is due at start + i / rate, whoever sends it."""
+    due: queue.Queue[float | None] = queue.Queue()
+    tally = Tally()
+
+    def worker() -> None:
+        conn = Connection(port)
+        while (when := due.get()) is not None:
+            body = bodies.next()
+            sent = time.perf_counter()
+            status = conn.post("/api/v1/claims", body)
+            done = time.perf_counter()
+            tally.add(status, done - when, done - sent)
+        conn.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    total = int(rate * seconds)
+    start = time.perf_counter() + 0.05
+    for i in range(total):
+        when = start + i / rate
+        pause = when - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)  # the schedule itself, not a wait for a result
+        due.put(when)
+    for _ in threads:
+        due.put(None)
+    for thread in threads:
+        thread.join(60)
+    elapsed = time.perf_counter() - start
+    return {"rate_req_per_s": rate, "requests": total, "ok": tally.ok, "errors": tally.errors,
+            "statuses": {str(k): v for k, v in sorted(tally.statuses.items())},
+            "achieved_req_per_s": round(tally.ok / elapsed, 1),
+            **percentiles(tally.latencies),
+            "service_time": percentiles(tally.service_times)}
+
+
+# --------------------------------------------------------------------------- max rate
+
+
+def closed_loop(port: int, bodies: ClaimBodies, concurrency: int, seconds: float
+                ) -> dict[str, Any]:
+    stop_at = time.perf_counter() + seconds
+    tally = Tally()
+
+    def worker() -> None:
+        conn = Connection(port)
+        while time.perf_counter() < stop_at:
+            body = bodies.next()
+            sent = time.perf_counter()
+            status = conn.post("/api/v1/claims", body)
+            done = time.perf_counter()
+            tally.add(status, done - sent, done - sent)
+        conn.close()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 60)
+    elapsed = time.perf_counter() - started
+    return {"concurrency": concurrency, "ok": tally.ok, "errors": tally.errors,
+            "req_per_s": round(tally.ok / elapsed, 1), **percentiles(tally.latencies)}
+
+
+# --------------------------------------------------------------------------- model anchor
+
+
+def model_latency(model_port: int, calls: int) -> dict[str, Any]:
+    conn = Connection(model_port)
+    bodies = ClaimBodies("anchor")
+    times = []
+    for _ in range(calls):
+        claim = json.loads(bodies.next())
+        claim["submitted_at"] = "2026-11-26T18:00:00Z"
+        body = json.dumps({"claim": claim}).encode()
+        sent = time.perf_counter()
+        status = conn.post("/score", body)
+        times.append(time.perf_counter() - sent)
+        if status != 200:
+            raise RuntimeError(f"model service answered {status}")
+    conn.close()
+    return {"calls": calls, **percentiles(times)}
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+def start_model(stack: Stack, rows: int = 5_000, seed: int = 7) -> ModelService:
+    """A small champion exported straight into the stack's BentoML store (the benchmark is
+    about serving, not training), served with the tag pinned."""
+    from sklearn.ensemble import IsolationForest
+
+    from producer.profiles import generate
+    from schemas import CLAIM_FEATURES
+    from trainer.export import export_to_bentoml
+    from trainer.reference import build_reference
+
+    frame = generate("realistic", rows, seed=seed)
+    x = frame[list(CLAIM_FEATURES)].to_numpy(dtype=np.float64)
+    forest = IsolationForest(n_estimators=100, contamination=0.05, random_state=seed).fit(x)
+    tag = export_to_bentoml(forest, build_reference(x), "1", "bench-gateway",
+                            stack.home / "bentoml")
+    port = free_port()
+    proc = stack.spawn("model", "serve-model", "--port", str(port),
+                       env={"MODEL_TAG": tag, "MODEL_POLL_INTERVAL_S": "0"})
+    service = ModelService(proc, f"http://127.0.0.1:{port}", port)
+    service.wait_ready(240)
+    return service
+
+
+def timed(label: str, fn: Callable[[], Any], timings: dict[str, float]) -> Any:
+    started = time.monotonic()
+    value = fn()
+    timings[label] = round(time.monotonic() - started, 1)
+    return value
+
+
+def run(smoke: bool = False) -> dict[str, Any]:
+    plan = PLANS[smoke]
+    timings: dict[str, float] = {}
+    with Stack(deadline_s=plan.deadline_s, label="bench-gateway") as stack:
+        timed("broker_start_s", stack.start_broker, timings)
+        topics = stack.create_topics(Topics.fresh("bench-gw"), partitions=3)
+        model = timed("model_service_ready_s", lambda: start_model(stack), timings)
+        gateway = timed("gateway_ready_s", lambda: stack.start_gateway(topics, model.url),
+                        timings)
+        bodies = ClaimBodies(uuid.uuid4().hex[:8])
+        closed_loop(gateway.port, bodies, 4, max(1.0, plan.warmup / 400))  # warm-up
+        anchor = model_latency(model.port, plan.model_calls)
+        latency = fixed_rate(gateway.port, bodies, FIXED_RATE, plan.fixed_seconds)
+        by_concurrency = [closed_loop(gateway.port, bodies, c, plan.max_seconds)
+                          for c in plan.concurrency]
+    best = max(by_concurrency, key=lambda r: r["req_per_s"])
+    return {
+        "benchmark": "gateway",
+        "smoke": smoke,
+        "latency": latency,
+        "max_rate": {"req_per_s": best["req_per_s"], "concurrency": best["concurrency"],
+                     "by_concurrency": by_concurrency},
+        "model_call": anchor,
+        "goals": {
+            "p50_ms": {"goal": GOALS["p50_ms"], "met": latency.get("p50_ms", 1e9)
+                       <= GOALS["p50_ms"]},
+            "p99_ms": {"goal": GOALS["p99_ms"], "met": latency.get("p99_ms", 1e9)
+                       <= GOALS["p99_ms"]},
+            "req_per_s": {"goal": GOALS["req_per_s"],
+                          "met": best["req_per_s"] >= GOALS["req_per_s"]},
+        },
+        "setup": timings,
+        "machine": machine_info(),
+        "note": "load generator, broker, model service and gateway share this machine's CPUs",
+    }
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    emit(run(smoke="--smoke" in sys.argv))
