@@ -21,6 +21,7 @@ import importlib
 import json
 import logging
 import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -91,30 +92,32 @@ def run_drills(numbers: Sequence[int], *, smoke: bool, seed: int, keep_home: boo
         "smoke": smoke, "seed": seed, "machine": environment(), "stack": {}, "drills": [],
     }
     results: list[DrillResult] = []
-    with stop_on_sigterm(), Stack(deadline_s=deadline_s, keep_home=keep_home,
-                                  home=home) as stack:
-        report["stack"]["bootstrap"] = stack.bootstrap
-        try:
-            ctx, timings = setup_stack(stack, smoke, seed)
-        except (StackError, OSError, TimeoutError) as exc:
-            logger.error("the drill stack did not start: %s", exc)
-            report["stack"]["error"] = str(exc)[:3000]
-            results = [DrillResult(number=n, name=DRILLS[n][1], passed=False,
-                                   summary="the stack did not start", error=str(exc)[:500])
-                       for n in numbers]
-        else:
-            report["stack"].update(timings)
+    try:
+        with stop_on_sigterm(), Stack(deadline_s=deadline_s, keep_home=keep_home,
+                                      home=home) as stack:
+            report["stack"]["bootstrap"] = stack.bootstrap
             try:
-                for number in numbers:
-                    logger.info("=== drill %d: %s", number, DRILLS[number][1])
-                    result = run_one(number, ctx)
-                    results.append(result)
-                    print(result.line(), flush=True)
-            except KeyboardInterrupt:
-                logger.error("interrupted (deadline or signal): stopping the stack")
-                report["interrupted"] = True
-            finally:
-                ctx.close()
+                ctx, timings = setup_stack(stack, smoke, seed)
+            except (StackError, OSError, TimeoutError, subprocess.TimeoutExpired) as exc:
+                logger.error("the drill stack did not start: %s", exc)
+                report["stack"]["error"] = str(exc)[:3000]
+                results = [DrillResult(number=n, name=DRILLS[n][1], passed=False,
+                                       summary="the stack did not start", error=str(exc)[:500])
+                           for n in numbers]
+            else:
+                report["stack"].update(timings)
+                try:
+                    for number in numbers:
+                        logger.info("=== drill %d: %s", number, DRILLS[number][1])
+                        result = run_one(number, ctx)
+                        results.append(result)
+                        print(result.line(), flush=True)
+                finally:
+                    ctx.close()
+    except KeyboardInterrupt:
+        # The deadline's watchdog or a signal: the stack is closed; report what we have.
+        logger.error("interrupted (deadline or signal); the stack was stopped")
+        report["interrupted"] = True
     report["drills"] = [r.as_dict() for r in results]
     report["passed"] = bool(results) and len(results) == len(numbers) and all(
         r.passed for r in results)
