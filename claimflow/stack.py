@@ -42,7 +42,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from claimflow.logging_setup import configure_logging
-from claimflow.settings import CommonSettings
+from claimflow.settings import DEFAULT_BOOTSTRAP, CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +374,15 @@ def waiting_line(pending: Sequence[Endpoint], elapsed_s: float) -> str:
     if pending:
         line += f"; not answering yet: {', '.join(e.name for e in pending)}"
     return line
+
+
+def tail_hint(bootstrap: str) -> str:
+    """The `claimflow tail` command line for this stack's broker (other terminals do not
+    know about a local broker moved to another port)."""
+    command = "claimflow tail investigate"
+    if bootstrap == DEFAULT_BOOTSTRAP:
+        return command
+    return f"KAFKA_BOOTSTRAP_SERVERS={shlex.quote(bootstrap)} {command}"
 
 
 def url_banner(items: Sequence[Endpoint]) -> str:
@@ -769,7 +778,8 @@ def serve(
     say(f"starting {len(procs)} processes under honcho ({settings.procfile}), "
         f"{time.time() - started_at:.1f} s after start")
     click.echo(url_banner(endpoints(settings, mlflow_server)))
-    click.echo("    Ctrl-C stops everything; `claimflow tail investigate` shows flagged claims")
+    click.echo("    Ctrl-C stops everything. Flagged claims, as a downstream team sees them:")
+    click.echo(f"    {tail_hint(env['KAFKA_BOOTSTRAP_SERVERS'])}")
     rc = run_processes(procs, env, cwd=settings.home, grace_s=settings.stop_grace_s)
     code = exit_code(rc)
     say(f"processes stopped ({'clean' if code == 0 else f'exit code {code}'})")

@@ -331,3 +331,9 @@ def test_waiting_line_names_what_is_not_ready() -> None:
     assert stack.waiting_line(pending, 12.3) == (
         "waiting for the first decision (12 s since start); not answering yet: model service")
     assert stack.waiting_line([], 5) == "waiting for the first decision (5 s since start)"
+
+
+def test_tail_hint_names_a_moved_broker() -> None:
+    assert stack.tail_hint("127.0.0.1:9092") == "claimflow tail investigate"
+    assert stack.tail_hint("127.0.0.1:19092") == (
+        "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 claimflow tail investigate")
