@@ -56,7 +56,9 @@ class FigureSpec:
     paths: tuple[str, ...]
     unit: str
     better: Better
-    anchor: AnchorSpec | None = None
+    # One anchor, or candidates in order of preference (the first one measured wins, e.g.
+    # the broker ceiling measured on the same broker before the one measured on another).
+    anchor: AnchorSpec | tuple[AnchorSpec, ...] | None = None
     goal: Goal | None = None
     # Goal on the relative figure (value vs anchor, > 1 = better than the anchor).
     relative_goal: Goal | None = None
@@ -221,13 +223,18 @@ def build_figure(
         figure.low, figure.high = min(samples), max(samples)
     if spec.goal is not None:
         figure.goal_met = spec.goal.met(figure.value)
-    if spec.anchor is not None:
-        figure.anchor_label = spec.anchor.label
+    candidates = (spec.anchor,) if isinstance(spec.anchor, AnchorSpec) else spec.anchor or ()
+    if candidates:
+        figure.anchor_label = candidates[0].label
         figure.anchor_unit = spec.anchor_unit or spec.unit
-        if statuses.get(spec.anchor.module) == "ok":
-            _, anchor = first_number(medians.get(spec.anchor.module), spec.anchor.paths)
+        for candidate in candidates:
+            if statuses.get(candidate.module) != "ok":
+                continue
+            _, anchor = first_number(medians.get(candidate.module), candidate.paths)
             if anchor is not None:
+                figure.anchor_label = candidate.label
                 figure.anchor_value = anchor * spec.anchor_scale
+                break
         figure.relative = relative(figure.value, figure.anchor_value, spec.better)
         if spec.relative_goal is not None and figure.relative is not None:
             figure.relative_goal_met = spec.relative_goal.met(figure.relative)

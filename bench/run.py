@@ -69,8 +69,13 @@ EXTRA_VERSIONS = ("pydantic-settings", "pandas", "flask", "flask-openapi3", "wai
 
 PPERF = AnchorSpec(
     "Kafka ProducerPerformance (~200 B records)", "kafka_broker",
-    ("producer_performance.records_per_s", "producer_performance.median_records_per_s",
-     "producer_performance.records_per_sec"),
+    ("producer_performance.records_per_s",),
+)
+# The ceiling measured on the same broker as the producer, when the producer benchmark
+# measures it; else the kafka_broker benchmark's (same run, its own broker).
+PPERF_SAME_BROKER = AnchorSpec(
+    "Kafka ProducerPerformance on the same broker (~200 B records)", "producer",
+    ("producer_performance.records_per_s", "produce.producer_performance.records_per_s"),
 )
 
 FIGURES: tuple[FigureSpec, ...] = (
@@ -94,7 +99,7 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec(
         "produce", "claimflow produce, unthrottled, idempotent, acks=all", "producer",
         ("produce.claims_per_s", "produce.median_claims_per_s", "produce_claims_per_s"),
-        "claims/s", "higher", anchor=PPERF, goal=Goal(">=", 100_000),
+        "claims/s", "higher", anchor=(PPERF_SAME_BROKER, PPERF), goal=Goal(">=", 100_000),
         anchor_unit="records/s",
     ),
     FigureSpec(

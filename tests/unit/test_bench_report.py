@@ -289,3 +289,17 @@ def test_only_modules_reading_the_shared_bootstrap_get_the_run_broker(tmp_path: 
     (tmp_path / "b.py").write_text("settings = KafkaSettings(port=free_port())\n")
     assert needs_broker("a", tmp_path)
     assert not needs_broker("b", tmp_path)
+
+
+def test_anchor_candidates_prefer_the_first_one_measured() -> None:
+    same = AnchorSpec("same broker", "producer", ("pperf.rate",))
+    other = AnchorSpec("broker benchmark", "kafka_broker", ("pperf.rate",))
+    spec = FigureSpec("produce", "produce", "producer", ("produce.rate",), "claims/s", "higher",
+                      anchor=(same, other))
+    runs: dict[str, list[Any]] = {"producer": [{"produce": {"rate": 100.0}}],
+                                  "kafka_broker": [{"pperf": {"rate": 400.0}}]}
+    fig = _figure(spec, runs)
+    assert (fig.anchor_label, fig.anchor_value, fig.relative) == ("broker benchmark", 400.0, 0.25)
+    runs["producer"][0]["pperf"] = {"rate": 200.0}
+    fig = _figure(spec, runs)
+    assert (fig.anchor_label, fig.anchor_value, fig.relative) == ("same broker", 200.0, 0.5)
