@@ -124,6 +124,7 @@ def train(data_path: Path, n_estimators: int | None, contamination: float | None
         "metrics": outcome.metrics,
         "tracking_uri": settings.tracking_uri,
         "bento_tag": promotion.bento_tag if promotion else None,
+        "seconds": outcome.seconds,
     }
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,20 @@ class TrainOutcome:
     metrics: dict[str, float]
     rows_train: int
     rows_test: int
+    seconds: dict[str, float]  # wall time per phase: load, train, artifacts, mlflow
+
+
+class Stopwatch:
+    """Wall time of consecutive phases."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = now - self._last
+        self._last = now
 
 
 @dataclass(frozen=True)
@@ -55,15 +70,22 @@ def store_config(settings: TrainerSettings, experiment: str | None = None) -> St
 def train_and_register(data_path: Path, params: TrainParams,
                        config: StoreConfig) -> TrainOutcome:
     """Validate, train and evaluate completely, then log and register in one run."""
+    watch = Stopwatch()
     dataset = load_csv(data_path)
+    watch.lap("load")
     model = train(dataset, params)
+    watch.lap("train")
     with tempfile.TemporaryDirectory(prefix="claimflow-train-") as tmp:
         folder = Path(tmp)
         artifacts.write_all(model, folder)
+        watch.lap("artifacts")
         run = log_and_register(model, dataset, params, config, folder, data_path)
+        watch.lap("mlflow")
+    log.info("training took %.2f s (%s)", sum(watch.seconds.values()),
+             ", ".join(f"{k} {v:.2f} s" for k, v in watch.seconds.items()))
     return TrainOutcome(run=run, metrics=model.metrics,
                         rows_train=int(model.split.x_train.shape[0]),
-                        rows_test=int(model.split.x_test.shape[0]))
+                        rows_test=int(model.split.x_test.shape[0]), seconds=watch.seconds)
 
 
 def promote(settings: TrainerSettings, version: str | None = None) -> Promotion:

@@ -22,7 +22,6 @@ from click.testing import CliRunner, Result
 from mlflow import MlflowClient
 
 from claimflow.cli import cli
-from producer.profiles import generate_seed_profile
 from schemas import CLAIM_FEATURES
 from trainer.export import load_exported
 from trainer.model import TrainParams
@@ -76,8 +75,11 @@ def client(settings: TrainerSettings) -> MlflowClient:
 
 @pytest.fixture(scope="session")
 def seed_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lab's dataset, written by the real `claimflow generate --profile seed`."""
     path = tmp_path_factory.mktemp("data") / "seed.csv"
-    generate_seed_profile(1050, 42).to_csv(path, index=False)
+    result = CliRunner().invoke(cli, ["generate", "--profile", "seed", "--seed", "42", "-q",
+                                      "--out", str(path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
     return path
 
 

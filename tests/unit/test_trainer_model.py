@@ -10,6 +10,7 @@ import pytest
 from sklearn.ensemble import IsolationForest
 from sklearn.model_selection import train_test_split
 
+from producer.csvio import write_claims_csv
 from producer.profiles import generate_seed_profile
 from schemas import CLAIM_FEATURES
 from trainer.data import Dataset, load_csv
@@ -52,7 +53,7 @@ def lab_script_percentages() -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def seed_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("seed") / "seed.csv"
-    generate_seed_profile(1050, 42).to_csv(path, index=False)
+    write_claims_csv(generate_seed_profile(1050, 42), path)  # what `claimflow generate` writes
     return path
 
 
