@@ -17,6 +17,7 @@ import click
 import pandas as pd
 from pydantic import ValidationError
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from claimflow.logging_setup import configure_logging
 from producer.csvio import read_claims_csv, write_claims_csv
@@ -38,10 +39,14 @@ MAX_SHOWN_ROW_ERRORS: Final = 1000
 SOURCE_OPTIONS: Final = ("rows", "profile", "seed", "anomaly_rate")
 
 
-def progress_bar(total: int, desc: str, quiet: bool) -> tqdm:
-    """A bar on stderr; off with --quiet and when stderr is not a terminal."""
-    return tqdm(total=total, desc=desc, unit="claim", unit_scale=True, file=sys.stderr,
-                disable=True if quiet else None, mininterval=0.25, leave=False)
+@contextmanager
+def progress_bar(total: int, desc: str, quiet: bool) -> Iterator[tqdm]:
+    """A bar on stderr; off with --quiet and when stderr is not a terminal. Log lines go
+    through tqdm meanwhile, so they do not tear the bar."""
+    with logging_redirect_tqdm(), tqdm(total=total, desc=desc, unit="claim", unit_scale=True,
+                                       file=sys.stderr, disable=True if quiet else None,
+                                       mininterval=0.25, leave=False) as bar:
+        yield bar
 
 
 def profile_options(command: Callable[..., None]) -> Callable[..., None]:
