@@ -119,7 +119,10 @@ def check_value(value: bytes | None, max_bytes: int) -> tuple[ErrorKind, str] | 
     if not value:
         return "empty", "empty message value (no claim)"
     if len(value) > max_bytes:
-        return "too_large", f"message value of {len(value)} bytes exceeds {max_bytes} bytes"
+        return "too_large", (
+            f"message value of {len(value)} bytes exceeds {max_bytes} bytes "
+            f"(the dead letter keeps the first {max_bytes} bytes)"
+        )
     return None
 
 
@@ -128,10 +131,21 @@ def position_of_message(message: RawMessage) -> Position:
 
 
 def reject(
-    message: RawMessage, position: Position, kind: ErrorKind, error: str, now: datetime
+    message: RawMessage,
+    position: Position,
+    kind: ErrorKind,
+    error: str,
+    now: datetime,
+    max_bytes: int,
 ) -> Rejected:
+    value = message.value()
+    if kind == "too_large" and value is not None:
+        # Base64 makes a dead letter a third larger than what it keeps: keeping all of a huge
+        # message could exceed the broker's message size, fail every transaction that
+        # carries it and block the partition for good.
+        value = value[:max_bytes]
     letter = DeadLetter.for_message(
-        value=message.value(),
+        value=value,
         key=message.key(),
         error_kind=kind,
         error=error,
@@ -165,7 +179,7 @@ def split_batch(messages: Iterable[RawMessage], *, max_bytes: int, now: datetime
             except ContractError as exc:
                 failure = classify_failure(exc)
         kind, error = failure
-        batch.rejected.append(reject(message, position, kind, error, now))
+        batch.rejected.append(reject(message, position, kind, error, now, max_bytes))
     return batch
 
 

@@ -411,10 +411,14 @@ class ScoringLoop:
 
     def abort_and_rewind(self) -> None:
         self.metrics.aborted.inc()
+        producer, consumer = self.producer, self.consumer
         try:
-            self.producer.abort_transaction(KAFKA_TIMEOUT_S)
-            assignment = self.consumer.assignment()
-            committed = self.consumer.committed(assignment, timeout=KAFKA_TIMEOUT_S)
+            # Retriable while the broker is away: wait for it rather than exit.
+            self.retrying("abort_transaction", lambda: producer.abort_transaction(KAFKA_TIMEOUT_S))
+            committed = self.retrying(
+                "committed",
+                lambda: consumer.committed(consumer.assignment(), timeout=KAFKA_TIMEOUT_S),
+            )
         except KafkaException as exc:
             raise FatalWorkerError(f"abort and rewind failed: {kafka_error(exc)}") from exc
         self.seek({(tp.topic, tp.partition): tp.offset for tp in committed})

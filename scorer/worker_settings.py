@@ -35,7 +35,11 @@ class ScorerSettings(CommonSettings):
         default=10, ge=1, le=60_000, description="Longest a batch waits to fill up."
     )
     max_claim_bytes: int = Field(
-        default=16_384, ge=256, description="Larger input messages are dead-lettered unread."
+        default=16_384,
+        ge=256,
+        # Its dead letter (base64, a third larger) must fit the broker's default 1 MB limit.
+        le=512_000,
+        description="Larger input messages are dead-lettered unread (first bytes kept).",
     )
     model_url: str = Field(
         default="http://127.0.0.1:3000", description="Base URL of the model service."

@@ -440,14 +440,16 @@ def test_malformed_messages_are_dead_lettered_with_reasons_and_good_ones_decided
     for label, value, kind in poison:
         letter = letters[f"bad-{label}"]
         assert letter.error_kind == kind, (label, letter.error)
-        assert letter.original_value == (value or b""), label
+        kept = (value or b"")[:16_384]  # the default SCORER_MAX_CLAIM_BYTES
+        assert letter.original_value == kept, label
         assert letter.error
         assert letter.source.topic == topics.claims
     assert "claim_amount" in letters["bad-missing-field"].error
     assert "is_anomaly" in letters["bad-extra-field"].error
     assert "patient_age" in letters["bad-age-151"].error
     assert "schema_version" in letters["bad-wrong-schema-version"].error
-    assert "bytes exceeds" in letters["bad-huge"].error
+    assert "bytes exceeds 16384 bytes" in letters["bad-huge"].error
+    assert "keeps the first 16384 bytes" in letters["bad-huge"].error
     log = worker.log()
     assert re.search(rf"{re.escape(topics.claims)}\[\d+\]@\d+ key=b'bad-not-json'", log)
     assert worker.terminate() == 0

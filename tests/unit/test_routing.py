@@ -102,7 +102,8 @@ BAD_INPUT = [
     # (value, kind, words the reason must contain)
     pytest.param(None, "empty", "empty", id="no-value"),
     pytest.param(b"", "empty", "empty", id="empty-value"),
-    pytest.param(b"x" * (MAX_BYTES + 1), "too_large", f"{MAX_BYTES + 1} bytes", id="too-large"),
+    pytest.param(b"x" * (MAX_BYTES + 1), "too_large", f"{MAX_BYTES + 1} bytes exceeds",
+                 id="too-large"),
     pytest.param(b"hello claims", "not_json", "not JSON", id="plain-text"),
     pytest.param(b"\x00\x9f\xff\x10binary", "not_json", "not JSON", id="binary-junk"),
     pytest.param(b'{"claim_id": "C-1", "claim_amount":', "not_json", "EOF", id="truncated"),
@@ -149,7 +150,7 @@ def test_bad_input_becomes_a_dead_letter_with_its_reason(
     letter = rejected.letter
     assert letter.error_kind == kind
     assert reason in letter.error
-    assert letter.original_value == (value or b"")
+    assert letter.original_value == (value or b"")[:MAX_BYTES]
     assert letter.original_key_b64 == base64.b64encode(b"K-9").decode()
     assert letter.source == StreamSource(topic="claims", partition=1, offset=7)
     assert letter.failed_at == NOW
@@ -323,3 +324,11 @@ def test_the_fast_encoder_writes_exactly_what_the_contract_writes(
     encoded = encode_decision(claim, result, position, to_json(decided_at))
     assert encoded == expected.to_json()
     assert Decision.from_json(encoded) == expected
+
+
+def test_a_huge_message_is_dead_lettered_with_its_first_bytes_only() -> None:
+    value = b"{" + b"x" * (10 * MAX_BYTES)
+    [rejected] = split(FakeMessage(value)).rejected
+    assert rejected.letter.original_value == value[:MAX_BYTES]
+    assert f"keeps the first {MAX_BYTES} bytes" in rejected.letter.error
+    assert len(rejected.outgoing("dead").value) < 2 * MAX_BYTES

@@ -65,3 +65,10 @@ def test_batches_are_described_by_their_offset_ranges() -> None:
         now=NOW,
     )
     assert describe_batch(batch) == "claims[0]@10..12, claims[2]@3..3"
+
+
+def test_dead_letters_of_the_largest_allowed_claims_fit_the_broker_default() -> None:
+    with pytest.raises(ValueError, match="max_claim_bytes"):
+        ScorerSettings(max_claim_bytes=2_000_000)
+    largest = ScorerSettings(max_claim_bytes=512_000).max_claim_bytes
+    assert largest * 4 / 3 + 2_000 < 1_000_000

@@ -1,0 +1,422 @@
+"""Stream scoring: claims -> committed decisions through the real broker and model service.
+
+    python -m bench.stream_scoring [--smoke]
+
+* ``throughput``: claims/s from ``claims`` to committed decisions, ``claimflow score``
+  workers as real processes against a real ``bentoml serve`` model service and the broker
+  at ``KAFKA_BOOTSTRAP_SERVERS``. The backlog is produced first; the rate counts only
+  offsets committed after the first commit (the group join is not part of it). Several
+  worker setups are measured; the best is the headline figure.
+* ``in_process`` (the anchor): the same decode + score + encode on one core, no Kafka, no
+  HTTP: ``Claim.from_json``, the same compiled forest and explanations the service uses,
+  and the worker's own decision encoder.
+* ``latency``: claims produced at a fixed rate (1,000/s), each timed from ``produce`` to
+  the moment a read_committed consumer receives its decision.
+
+Topics are uuid-named and deleted afterwards; the champion is a temporary one (trained
+here, exported to a temporary BentoML store), so nothing of the machine's state is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from bench.common import emit, machine_info
+from bench.stack_harness import (
+    CLAIMFLOW,
+    COMPONENT_ENV_PREFIXES,
+    QUIET_ENV,
+    ManagedProcess,
+    ModelService,
+    free_port,
+)
+from claimflow.settings import CommonSettings
+from schemas import CLAIM_FEATURES, Claim
+from scorer.routing import OutcomeTopics, Position, route_decisions
+
+logger = logging.getLogger(__name__)
+
+GOAL_CLAIMS_PER_S = 30_000
+GOAL_RATIO = 0.5
+GOAL_P50_MS = 30.0
+GOAL_P99_MS = 100.0
+CLAIM_PARTITIONS = 6
+IN_PROCESS_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Sizes:
+    backlog: int  # claims per throughput run
+    setups: tuple[tuple[int, int], ...]  # (worker processes, batch max size)
+    latency_rate: float  # claims/s
+    latency_seconds: float
+    in_process_claims: int
+    repeats: int
+
+
+FULL = Sizes(backlog=200_000, setups=((1, 500), (1, 2000), (2, 2000)), latency_rate=1000,
+             latency_seconds=20, in_process_claims=100_000, repeats=3)
+SMOKE = Sizes(backlog=5_000, setups=((1, 500),), latency_rate=1000, latency_seconds=3,
+              in_process_claims=5_000, repeats=1)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def realistic_claims(n: int, seed: int) -> list[Claim]:
+    from producer.profiles import generate
+
+    frame = generate("realistic", n, seed=seed)
+    stamps = [cast(pd.Timestamp, ts).to_pydatetime() for ts in frame["submitted_at"]]
+    columns = [frame[name].tolist() for name in (
+        "claim_id", "claim_amount", "num_services", "patient_age", "provider_id",
+        "days_since_last_claim")]
+    return [
+        Claim(claim_id=f"{claim_id}-{seed}", claim_amount=float(amount), num_services=services,
+              patient_age=age, provider_id=provider, days_since_last_claim=days,
+              submitted_at=stamp)
+        for claim_id, amount, services, age, provider, days, stamp in zip(
+            *columns, stamps, strict=True)
+    ]
+
+
+def make_champion(home: Path) -> tuple[str, Any, Any]:
+    """Train a forest like ``claimflow train`` does and export it like ``promote`` does."""
+    from sklearn.ensemble import IsolationForest
+
+    from trainer.export import export_to_bentoml
+    from trainer.reference import build_reference
+
+    claims = realistic_claims(20_000, seed=7)
+    x = np.array([claim.features() for claim in claims], dtype=np.float64)
+    estimator = IsolationForest(n_estimators=100, contamination=0.05, random_state=42).fit(x)
+    reference = build_reference(x)
+    tag = export_to_bentoml(estimator, reference, "1", "bench-stream", home / "bentoml")
+    return tag, estimator, reference
+
+
+def child_env(**settings: str) -> dict[str, str]:
+    """The caller's environment without any component setting, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(COMPONENT_ENV_PREFIXES)}
+    return {**env, **QUIET_ENV, **settings}
+
+
+@contextmanager
+def model_service(home: Path, tag: str) -> Iterator[ModelService]:
+    port = free_port()
+    env = child_env(CLAIMFLOW_HOME=str(home), MODEL_TAG=tag, MODEL_POLL_INTERVAL_S="0")
+    process = ManagedProcess("model", [*CLAIMFLOW, "serve-model", "--port", str(port)],
+                             env, home / "logs" / "model.log").start()
+    service = ModelService(process, f"http://127.0.0.1:{port}", port)
+    try:
+        service.wait_ready(180)
+        yield service
+    finally:
+        process.stop()
+
+
+@dataclass(frozen=True)
+class Topics:
+    claims: str
+    approved: str
+    investigate: str
+    deadletter: str
+
+    @classmethod
+    def create(cls, admin: AdminClient, label: str) -> Topics:
+        prefix = f"bench-{label}-{uuid.uuid4().hex[:8]}"
+        topics = cls(f"{prefix}.claims", f"{prefix}.approved", f"{prefix}.investigate",
+                     f"{prefix}.deadletter")
+        specs = [NewTopic(topics.claims, num_partitions=CLAIM_PARTITIONS, replication_factor=1)]
+        specs += [NewTopic(name, num_partitions=3, replication_factor=1)
+                  for name in (topics.approved, topics.investigate, topics.deadletter)]
+        for future in admin.create_topics(specs).values():
+            future.result(30)
+        return topics
+
+    @property
+    def all(self) -> list[str]:
+        return [self.claims, self.approved, self.investigate, self.deadletter]
+
+
+def start_workers(bootstrap: str, home: Path, topics: Topics, group: str, model_url: str,
+                  instances: int, batch_max_size: int) -> ManagedProcess:
+    env = child_env(
+        CLAIMFLOW_HOME=str(home), KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        SCORER_INPUT_TOPIC=topics.claims, SCORER_APPROVED_TOPIC=topics.approved,
+        SCORER_INVESTIGATE_TOPIC=topics.investigate, SCORER_DEADLETTER_TOPIC=topics.deadletter,
+        SCORER_GROUP_ID=group, SCORER_MODEL_URL=model_url,
+        SCORER_TRANSACTIONAL_ID_PREFIX=group, SCORER_BATCH_MAX_SIZE=str(batch_max_size),
+    )
+    return ManagedProcess(
+        f"score-{group}", [*CLAIMFLOW, "score", "--instances", str(instances)], env,
+        home / "logs" / f"score-{group}.log",
+    ).start()
+
+
+def produce_all(bootstrap: str, topic: str, values: Sequence[tuple[bytes, bytes]]) -> float:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all",
+                         "enable.idempotence": True})
+    started = time.perf_counter()
+    for key, value in values:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(60):
+        raise RuntimeError("backlog not delivered")
+    return len(values) / (time.perf_counter() - started)
+
+
+def committed_total(consumer: Consumer, partitions: list[TopicPartition]) -> int:
+    return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
+
+
+def count_committed(bootstrap: str, topics: Sequence[str], timeout_s: float = 120) -> int:
+    """Messages a read_committed consumer sees in ``topics``, read to the end."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex}",
+                         "isolation.level": "read_committed", "enable.partition.eof": True,
+                         "enable.auto.commit": False})
+    parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics
+             for p in consumer.list_topics(t, timeout=10).topics[t].partitions]
+    consumer.assign(parts)
+    pending, count = {(tp.topic, tp.partition) for tp in parts}, 0
+    deadline = time.monotonic() + timeout_s
+    try:
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(5000, 0.5):
+                error = msg.error()
+                if error is None:
+                    count += 1
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard((msg.topic() or "", msg.partition() or 0))
+    finally:
+        consumer.close()
+    return count
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def in_process(values: Sequence[bytes], estimator: Any, reference: Any, repeats: int
+               ) -> dict[str, float]:
+    """Decode + score + encode on one core with the service's own model objects."""
+    from schemas import ModelRef
+    from scorer.model import build_served_model
+    from scorer.model_settings import ModelSettings
+
+    model = build_served_model(estimator, reference, ModelRef(name="claim-anomaly", version="1"),
+                               "claim-anomaly:v1", ModelSettings())
+    topics = OutcomeTopics("approved", "investigate", "deadletter")
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for start in range(0, len(values), IN_PROCESS_BATCH):
+            chunk = values[start:start + IN_PROCESS_BATCH]
+            claims = [Claim.from_json(value) for value in chunk]
+            positions = [Position("claims", 0, start + i) for i in range(len(chunk))]
+            results = model.score(claims)
+            route_decisions(claims, positions, results, decided_at=datetime.now(UTC),
+                            topics=topics)
+        rates.append(len(values) / (time.perf_counter() - started))
+    return {"claims_per_s": statistics.median(rates), "min_per_s": min(rates),
+            "max_per_s": max(rates), "claims": len(values), "repeats": repeats,
+            "batch": IN_PROCESS_BATCH}
+
+
+def throughput_run(bootstrap: str, home: Path, admin: AdminClient, model_url: str,
+                   values: Sequence[tuple[bytes, bytes]], instances: int, batch: int
+                   ) -> dict[str, Any]:
+    topics = Topics.create(admin, "tput")
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    try:
+        produce_rate = produce_all(bootstrap, topics.claims, values)
+        partitions = [TopicPartition(topics.claims, p) for p in range(CLAIM_PARTITIONS)]
+        probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+        workers = start_workers(bootstrap, home, topics, group, model_url, instances, batch)
+        try:
+            samples = follow_commits(probe, partitions, len(values), workers)
+        finally:
+            exit_code = workers.stop(60)
+            probe.close()
+        decisions = count_committed(bootstrap, [topics.approved, topics.investigate])
+    finally:
+        for future in admin.delete_topics(topics.all).values():
+            future.result(30)
+    (t0, c0), (t1, c1) = samples[0], samples[-1]
+    return {
+        "instances": instances, "batch_max_size": batch, "claims": len(values),
+        "claims_per_s": (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0,
+        "measured_claims": c1 - c0, "seconds": t1 - t0,
+        "decisions": decisions, "exactly_once": decisions == len(values),
+        "backlog_produce_per_s": produce_rate, "worker_exit_code": exit_code,
+    }
+
+
+def follow_commits(probe: Consumer, partitions: list[TopicPartition], total: int,
+                   workers: ManagedProcess, timeout_s: float = 600) -> list[tuple[float, int]]:
+    """(time, committed offsets) from the first commit until everything is committed."""
+    samples: list[tuple[float, int]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not workers.alive():
+            raise RuntimeError(f"workers exited:\n{workers.log_tail()}")
+        done = committed_total(probe, partitions)
+        now = time.perf_counter()
+        if done > 0:
+            samples.append((now, done))
+        if done >= total:
+            return samples
+        time.sleep(0.05)  # sampling interval of the commit probe, bounded by the deadline
+    raise RuntimeError(f"not done within {timeout_s:.0f} s: {samples[-1:]}")
+
+
+class LatencyReader(threading.Thread):
+    """Receives decisions (read_committed) and notes when each claim_id arrived."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        super().__init__(name="latency-reader", daemon=True)
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": f"lat-{uuid.uuid4().hex}",
+            "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 5, "enable.auto.commit": False,
+        })
+        self.consumer.subscribe(topics)
+        self.arrived: dict[bytes, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                for msg in self.consumer.consume(1000, 0.05):
+                    key = msg.key()
+                    if msg.error() is None and key is not None:
+                        self.arrived.setdefault(key, time.perf_counter())
+        finally:
+            self.consumer.close()
+
+
+def latency_run(bootstrap: str, home: Path, admin: AdminClient, model_url: str,
+                claims: Sequence[Claim], rate: float) -> dict[str, Any]:
+    topics = Topics.create(admin, "lat")
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
+    reader = LatencyReader(bootstrap, [topics.approved, topics.investigate])
+    workers = start_workers(bootstrap, home, topics, group, model_url, 1, 500)
+    sent: dict[bytes, float] = {}
+    try:
+        reader.start()
+        warm_up(producer, reader, topics.claims, claims[0], workers)
+        started = time.perf_counter()
+        for i, claim in enumerate(claims[1:]):
+            wait = started + i / rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)  # pacing to the target rate
+            key = claim.claim_id.encode()
+            sent[key] = time.perf_counter()
+            producer.produce(topics.claims, claim.to_json(), key)
+            producer.poll(0)
+        producer.flush(30)
+        deadline = time.monotonic() + 60
+        while len(reader.arrived) < len(claims) and time.monotonic() < deadline:
+            time.sleep(0.05)  # waiting for the last decisions, bounded by the deadline
+    finally:
+        reader.stop.set()
+        reader.join(10)
+        exit_code = workers.stop(60)
+        for future in admin.delete_topics(topics.all).values():
+            future.result(30)
+    latencies = sorted((reader.arrived[k] - t) * 1000 for k, t in sent.items()
+                       if k in reader.arrived)
+    if not latencies:
+        raise RuntimeError("no decision arrived")
+    return {
+        "rate_per_s": rate, "claims": len(sent), "decided": len(latencies),
+        "p50_ms": percentile(latencies, 50), "p90_ms": percentile(latencies, 90),
+        "p99_ms": percentile(latencies, 99), "max_ms": latencies[-1],
+        "goal_p50_ms": GOAL_P50_MS, "goal_p99_ms": GOAL_P99_MS,
+        "goal_met": percentile(latencies, 50) <= GOAL_P50_MS
+        and percentile(latencies, 99) <= GOAL_P99_MS,
+        "worker_exit_code": exit_code,
+    }
+
+
+def warm_up(producer: Producer, reader: LatencyReader, topic: str, claim: Claim,
+            workers: ManagedProcess, timeout_s: float = 120) -> None:
+    """One claim through the whole path: the worker has joined and the reader is assigned."""
+    key = claim.claim_id.encode()
+    producer.produce(topic, claim.to_json(), key)
+    producer.flush(30)
+    deadline = time.monotonic() + timeout_s
+    while key not in reader.arrived:
+        if not workers.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"warm-up claim not decided:\n{workers.log_tail()}")
+        time.sleep(0.05)  # polling for the warm-up decision, bounded by the deadline
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(sorted_values), q))
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run(smoke: bool = False) -> dict[str, Any]:
+    sizes = SMOKE if smoke else FULL
+    bootstrap = CommonSettings().kafka_bootstrap_servers
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    with tempfile.TemporaryDirectory(prefix="claimflow-bench-stream-") as tmp:
+        home = Path(tmp)
+        tag, estimator, reference = make_champion(home)
+        claims = realistic_claims(sizes.backlog, seed=21)
+        values = [(c.claim_id.encode(), c.to_json()) for c in claims]
+        anchor = in_process([v for _, v in values[: sizes.in_process_claims]], estimator,
+                            reference, sizes.repeats)
+        with model_service(home, tag) as service:
+            runs = [throughput_run(bootstrap, home, admin, service.url, values, n, batch)
+                    for n, batch in sizes.setups]
+            latency_claims = realistic_claims(int(sizes.latency_rate * sizes.latency_seconds),
+                                              seed=22)
+            latency = latency_run(bootstrap, home, admin, service.url, latency_claims,
+                                  sizes.latency_rate)
+    best = max(runs, key=lambda r: r["claims_per_s"])
+    ratio = best["claims_per_s"] / anchor["claims_per_s"]
+    return {
+        "benchmark": "stream_scoring",
+        "smoke": smoke,
+        "features": list(CLAIM_FEATURES),
+        "throughput": {**best, "goal_per_s": GOAL_CLAIMS_PER_S,
+                       "goal_met": best["claims_per_s"] >= GOAL_CLAIMS_PER_S},
+        "throughput_runs": runs,
+        "in_process": anchor,
+        "ratio_to_in_process": {"value": ratio, "goal": GOAL_RATIO,
+                                "goal_met": ratio >= GOAL_RATIO},
+        "latency": latency,
+        "machine": machine_info(),
+    }
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    emit(run(smoke="--smoke" in sys.argv))
