@@ -48,9 +48,11 @@ def configure_container_engine() -> None:
 
     Must run before testcontainers is imported: it reads its settings at import time.
     """
-    if "DOCKER_HOST" not in os.environ and PODMAN_SOCKET.exists():
-        os.environ["DOCKER_HOST"] = f"unix://{PODMAN_SOCKET}"
-    if os.environ.get("DOCKER_HOST") == f"unix://{PODMAN_SOCKET}":
+    # The same variable scripts/setup-containers.sh starts the API on.
+    podman = Path(os.environ.get("CLAIMFLOW_PODMAN_SOCKET", str(PODMAN_SOCKET)))
+    if "DOCKER_HOST" not in os.environ and podman.exists():
+        os.environ["DOCKER_HOST"] = f"unix://{podman}"
+    if os.environ.get("DOCKER_HOST") == f"unix://{podman}":
         # Ryuk's image cannot be pulled without a registry; the fixture removes its container.
         os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
         # This machine has a /.dockerenv file, so testcontainers believes it runs inside a
