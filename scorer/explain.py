@@ -20,6 +20,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Final, Literal
 
 import numpy as np
@@ -93,15 +94,22 @@ class Explainer:
         rows = np.asarray(x, dtype=np.float64)
         if rows.ndim != 2 or rows.shape[1] != len(self.features):
             raise ValueError(f"expected shape (n, {len(self.features)}), got {rows.shape}")
-        levels = np.asarray(self.levels)
+        levels = self._level_array
         out = np.empty_like(rows)
-        for j, quantiles in enumerate(self.quantiles):
-            qs = np.asarray(quantiles)
+        for j, qs in enumerate(self._quantile_arrays):
             column = rows[:, j]
             below = _interpolate_many(levels, qs, column, np.searchsorted(qs, column, "left") - 1)
             upto = _interpolate_many(levels, qs, column, np.searchsorted(qs, column, "right") - 1)
             out[:, j] = (below + upto) / 2.0
         return out
+
+    @cached_property
+    def _level_array(self) -> FloatArray:
+        return np.asarray(self.levels, dtype=np.float64)
+
+    @cached_property
+    def _quantile_arrays(self) -> tuple[FloatArray, ...]:
+        return tuple(np.asarray(qs, dtype=np.float64) for qs in self.quantiles)
 
     # -- reasons ----------------------------------------------------------------------
 
