@@ -197,8 +197,13 @@ def build_figure(
     medians: Mapping[str, Any],
     runs: Mapping[str, Sequence[Any]],
     statuses: Mapping[str, str],
+    *,
+    judge: bool = True,
 ) -> Figure:
-    """Pick one figure (and its anchor) out of the per-module median trees."""
+    """Pick one figure (and its anchor) out of the per-module median trees.
+
+    ``judge=False`` (smoke sizes) measures without judging: goals are set for full sizes.
+    """
     figure = Figure(key=spec.key, label=spec.label, module=spec.module, unit=spec.unit,
                     better=spec.better, value=None, note=spec.note)
     if spec.goal is not None:
@@ -221,7 +226,7 @@ def build_figure(
     figure.samples = len(samples)
     if samples:
         figure.low, figure.high = min(samples), max(samples)
-    if spec.goal is not None:
+    if spec.goal is not None and judge:
         figure.goal_met = spec.goal.met(figure.value)
     candidates = (spec.anchor,) if isinstance(spec.anchor, AnchorSpec) else spec.anchor or ()
     if candidates:
@@ -236,7 +241,7 @@ def build_figure(
                 figure.anchor_value = anchor * spec.anchor_scale
                 break
         figure.relative = relative(figure.value, figure.anchor_value, spec.better)
-        if spec.relative_goal is not None and figure.relative is not None:
+        if spec.relative_goal is not None and figure.relative is not None and judge:
             figure.relative_goal_met = spec.relative_goal.met(figure.relative)
     return figure
 
@@ -280,12 +285,12 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _verdict(figure: Figure) -> str:
+def _verdict(figure: Figure, judged: bool = True) -> str:
     met = figure.met
     if met is None:
         if figure.goal is None and figure.relative_goal is None:
             return ""
-        return "?"
+        return "?" if judged else "-"
     return "yes" if met else "**NO**"
 
 
@@ -318,12 +323,14 @@ def render_markdown(report: Mapping[str, Any], figures: Sequence[Figure]) -> str
         label = fig.label + (f" ({fig.note})" if fig.note else "")
         lines.append(
             f"| {_escape(label)} | {_escape(measured)} | {spread} | {_escape(anchor)} | {rel} "
-            f"| {_escape('; '.join(goals))} | {_verdict(fig)} |"
+            f"| {_escape('; '.join(goals))} | {_verdict(fig, not report.get('smoke'))} |"
         )
     lines.append("")
     lines.append(
         "vs anchor: > 1x is better than the anchor (throughput: figure / anchor; "
         "latency and time: anchor / figure)."
+        + (" Smoke sizes are not judged against the goals (set for full sizes)."
+           if report.get("smoke") else "")
     )
     failed = {name: info for name, info in report.get("benchmarks", {}).items()
               if info.get("status") != "ok"}

@@ -303,3 +303,18 @@ def test_anchor_candidates_prefer_the_first_one_measured() -> None:
     runs["producer"][0]["pperf"] = {"rate": 200.0}
     fig = _figure(spec, runs)
     assert (fig.anchor_label, fig.anchor_value, fig.relative) == ("same broker", 200.0, 0.5)
+
+
+def test_smoke_sizes_are_measured_but_not_judged() -> None:
+    runs: dict[str, list[Any]] = {"stream": [{"throughput": {"claims_per_s": 1_000.0},
+                                              "in_process": {"claims_per_s": 80_000.0}}]}
+    medians = {name: median_merge(r) for name, r in runs.items()}
+    fig = build_figure(STREAM, medians, runs, {"stream": "ok"}, judge=False)
+    assert fig.value == 1_000.0
+    assert fig.relative == pytest.approx(1 / 80)
+    assert fig.goal_met is None
+    assert fig.relative_goal_met is None
+    assert fig.met is None
+    text = render_markdown({"smoke": True}, [fig])
+    assert text.splitlines()[4].rstrip().endswith("| - |")
+    assert "not judged" in text
