@@ -99,8 +99,11 @@ def generate_command(profile: Profile, seed: int, rows: int | None, anomaly_rate
     configure_logging("WARNING" if quiet else "INFO")
     started = time.perf_counter()
     frame = make_frame(profile, rows, seed, anomaly_rate)
-    with progress_bar(len(frame), "write", quiet) as bar:
-        write_claims_csv(frame, out, progress=bar.update)
+    try:
+        with progress_bar(len(frame), "write", quiet) as bar:
+            write_claims_csv(frame, out, progress=bar.update)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from exc
     click.echo(f"wrote {len(frame):,} {profile} claims ({describe_labels(frame)}) to {out} "
                f"in {time.perf_counter() - started:.2f} s")
 

@@ -110,7 +110,10 @@ def read_claims_csv(path: Path) -> CsvClaims:
     """Read a claims CSV; rows that cannot become claims are kept as :class:`RowError`."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     # Without quotes or carriage returns every record is one physical line, so Arrow can
     # parse the file while numpy finds each row's line; otherwise the csv module does both.
     simple = b'"' not in data and b"\r" not in data

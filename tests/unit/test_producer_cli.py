@@ -74,6 +74,14 @@ def test_generate_into_a_folder_fails_cleanly(tmp_path: Path) -> None:
     assert "is a directory" in err
 
 
+def test_generate_into_an_unwritable_place_fails_cleanly(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = run("generate", "--rows", "10", "--out", str(blocker / "x.csv"))
+    assert code == 1
+    assert f"cannot write {blocker / 'x.csv'}" in err
+
+
 def test_produce_from_csv_excludes_generation_options(tmp_path: Path) -> None:
     code, _, err = run("produce", "--from-csv", str(tmp_path / "x.csv"), "--seed", "3",
                        "--rows", "5")
