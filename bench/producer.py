@@ -8,7 +8,10 @@ claims unthrottled to the broker (goal >= 100,000 claims/s).
 claims already encoded and validated, which is what Kafka's ProducerPerformance (the anchor,
 measured by ``bench.kafka_broker``) does with its ready-made records.
 ``produce.pipeline_claims_per_s`` adds the encoding and contract validation of every claim.
-The broker is the one in ``KAFKA_BOOTSTRAP_SERVERS`` (a uuid topic, deleted afterwards).
+The anchor, ``producer_performance``, is Kafka's ProducerPerformance (``bench.kafka_broker``)
+run right after on the same broker with as many ~200-byte records, to a topic with as many
+partitions. The broker is the one in ``KAFKA_BOOTSTRAP_SERVERS`` (uuid topics, deleted
+afterwards).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from bench.common import emit, machine_info
+from bench.kafka_broker import producer_performance
 from producer.csvio import write_claims_csv
 from producer.encoding import encode_claims
 from producer.kafka import DeliveryTracker, connect, produce_claims
@@ -109,18 +113,35 @@ def bench_produce(rows: int, settings: ProducerSettings) -> dict[str, Any]:
     }
 
 
+def bench_producer_performance(records: int, bootstrap: str) -> dict[str, Any]:
+    """The anchor; an error (no Java or Kafka jars, say) is reported, not fatal."""
+    try:
+        with temporary_topic(bootstrap) as topic:
+            return {"partitions": PARTITIONS,
+                    **producer_performance(bootstrap, topic, records)}
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def run(smoke: bool = False) -> dict[str, Any]:
     settings = ProducerSettings()
+    claims = 20_000 if smoke else 500_000
     load_before = os.getloadavg()
     result: dict[str, Any] = {
         "benchmark": "producer",
         "smoke": smoke,
         "bootstrap": settings.kafka_bootstrap_servers,
         "generate": bench_generate(100_000 if smoke else 1_000_000),
-        "produce": bench_produce(20_000 if smoke else 500_000, settings),
+        "produce": bench_produce(claims, settings),
+        "producer_performance": bench_producer_performance(
+            claims, settings.kafka_bootstrap_servers),
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "machine": machine_info(),
     }
+    pperf = result["producer_performance"].get("records_per_s")
+    if pperf:
+        result["produce"]["ratio_to_producer_performance"] = (
+            result["produce"]["claims_per_s"] / pperf)
     return result
 
 
