@@ -189,6 +189,37 @@ def produce_all(bootstrap: str, topic: str, values: Sequence[tuple[bytes, bytes]
     return len(values) / (time.perf_counter() - started)
 
 
+def tree_cpu_seconds(root_pid: int) -> float:
+    """CPU time (user + system) of a process and all its live descendants (Linux /proc).
+    By parent links, not by session: BentoML starts its workers in sessions of their own."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the process ended while we looked
+        pid = int(stat.parent.name)
+        # Fields after "(comm)": state ppid pgrp session ... utime(11) stime(12).
+        parent[pid] = int(fields[1])
+        cpu[pid] = int(fields[11]) + int(fields[12])
+    tree = {root_pid}
+    grew = True
+    while grew:
+        children = {pid for pid, ppid in parent.items() if ppid in tree} - tree
+        tree |= children
+        grew = bool(children)
+    return sum(cpu.get(pid, 0) for pid in tree) / ticks
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine so far (all cores)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def committed_total(consumer: Consumer, partitions: list[TopicPartition]) -> int:
     return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
 
@@ -245,9 +276,10 @@ def in_process(values: Sequence[bytes], estimator: Any, reference: Any, repeats:
             "batch": IN_PROCESS_BATCH}
 
 
-def throughput_run(bootstrap: str, home: Path, admin: AdminClient, model_url: str,
+def throughput_run(bootstrap: str, home: Path, admin: AdminClient, service: ModelService,
                    values: Sequence[tuple[bytes, bytes]], instances: int, batch: int
                    ) -> dict[str, Any]:
+    model_url = service.url
     topics = Topics.create(admin, "tput")
     group = f"bench-{uuid.uuid4().hex[:8]}"
     try:
@@ -256,7 +288,7 @@ def throughput_run(bootstrap: str, home: Path, admin: AdminClient, model_url: st
         probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
         workers = start_workers(bootstrap, home, topics, group, model_url, instances, batch)
         try:
-            samples = follow_commits(probe, partitions, len(values), workers)
+            samples, cpu = follow_commits(probe, partitions, len(values), workers, service)
         finally:
             exit_code = workers.stop(60)
             probe.close()
@@ -271,13 +303,25 @@ def throughput_run(bootstrap: str, home: Path, admin: AdminClient, model_url: st
         "measured_claims": c1 - c0, "seconds": t1 - t0,
         "decisions": decisions, "exactly_once": decisions == len(values),
         "backlog_produce_per_s": produce_rate, "worker_exit_code": exit_code,
+        # Where the CPU went while the rate was measured (cores = CPU seconds / seconds).
+        "cpu_cores": {name: seconds / (t1 - t0) if t1 > t0 else 0.0
+                      for name, seconds in cpu.items()},
     }
 
 
+def cpu_snapshot(workers: ManagedProcess, service: ModelService) -> dict[str, float]:
+    return {"workers": tree_cpu_seconds(workers.pid),
+            "model_service": tree_cpu_seconds(service.process.pid),
+            "machine": machine_cpu_seconds()}
+
+
 def follow_commits(probe: Consumer, partitions: list[TopicPartition], total: int,
-                   workers: ManagedProcess, timeout_s: float = 600) -> list[tuple[float, int]]:
-    """(time, committed offsets) from the first commit until everything is committed."""
+                   workers: ManagedProcess, service: ModelService, timeout_s: float = 600
+                   ) -> tuple[list[tuple[float, int]], dict[str, float]]:
+    """(time, committed offsets) from the first commit until everything is committed, and
+    the CPU seconds each part used meanwhile."""
     samples: list[tuple[float, int]] = []
+    first: dict[str, float] = {}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not workers.alive():
@@ -286,8 +330,10 @@ def follow_commits(probe: Consumer, partitions: list[TopicPartition], total: int
         now = time.perf_counter()
         if done > 0:
             samples.append((now, done))
+            first = first or cpu_snapshot(workers, service)
         if done >= total:
-            return samples
+            last = cpu_snapshot(workers, service)
+            return samples, {k: last[k] - first.get(k, last[k]) for k in last}
         time.sleep(0.05)  # sampling interval of the commit probe, bounded by the deadline
     raise RuntimeError(f"not done within {timeout_s:.0f} s: {samples[-1:]}")
 
@@ -394,7 +440,7 @@ def run(smoke: bool = False) -> dict[str, Any]:
         anchor = in_process([v for _, v in values[: sizes.in_process_claims]], estimator,
                             reference, sizes.repeats)
         with model_service(home, tag) as service:
-            runs = [throughput_run(bootstrap, home, admin, service.url, values, n, batch)
+            runs = [throughput_run(bootstrap, home, admin, service, values, n, batch)
                     for n, batch in sizes.setups]
             latency_claims = realistic_claims(int(sizes.latency_rate * sizes.latency_seconds),
                                               seed=22)
