@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -115,24 +115,35 @@ class Explainer:
 
     def explain(self, values: Sequence[float]) -> list[Reason]:
         """Reasons for one claim (feature values in :attr:`features` order)."""
+        return [Reason(**fields) for fields in self.reason_fields(values)]
+
+    def explain_batch(self, x: npt.ArrayLike) -> list[list[Reason]]:
+        """Reasons for every claim of a (claims, features) matrix, in row order."""
+        return [
+            [Reason(**fields) for fields in row] for row in self.reason_fields_batch(x)
+        ]
+
+    def reason_fields(self, values: Sequence[float]) -> list[dict[str, Any]]:
+        """:meth:`explain` as plain dicts of :class:`Reason` fields (for JSON encoding
+        without building and dumping objects)."""
         if len(values) != len(self.features):
             raise ValueError(f"expected {len(self.features)} values, got {len(values)}")
         pcts = [self.percentile(j, float(v)) for j, v in enumerate(values)]
         return self._reasons([float(v) for v in values], pcts)
 
-    def explain_batch(self, x: npt.ArrayLike) -> list[list[Reason]]:
-        """Reasons for every claim of a (claims, features) matrix, in row order."""
+    def reason_fields_batch(self, x: npt.ArrayLike) -> list[list[dict[str, Any]]]:
+        """:meth:`explain_batch` as plain dicts."""
         rows = np.asarray(x, dtype=np.float64)
         pcts = self.percentiles(rows)
         in_tail = ((pcts > self.high) | (pcts < self.low)).any(axis=1)
-        # Most claims have no feature in a tail: only the others need Reason objects.
-        reasons: list[list[Reason]] = [[] for _ in range(rows.shape[0])]
+        # Most claims have no feature in a tail: only the others need any work.
+        reasons: list[list[dict[str, Any]]] = [[] for _ in range(rows.shape[0])]
         if self.max_reasons:
             for i in np.flatnonzero(in_tail).tolist():
                 reasons[i] = self._reasons(rows[i].tolist(), pcts[i].tolist())
         return reasons
 
-    def _reasons(self, values: list[float], pcts: list[float]) -> list[Reason]:
+    def _reasons(self, values: list[float], pcts: list[float]) -> list[dict[str, Any]]:
         candidates: list[tuple[float, float, int, Literal["high", "low"]]] = []
         for j, (value, pct) in enumerate(zip(values, pcts, strict=True)):
             if pct > self.high:
@@ -141,7 +152,13 @@ class Explainer:
                 candidates.append((pct, -self._excess(j, value, "low"), j, "low"))
         candidates.sort()
         return [
-            self._reason(j, values[j], pcts[j], direction)
+            {
+                "feature": self.features[j],
+                "value": values[j],
+                "percentile": min(100.0, max(0.0, pcts[j])),
+                "direction": direction,
+                "message": self._message(j, values[j], pcts[j], direction),
+            }
             for _, _, j, direction in candidates[: self.max_reasons]
         ]
 
@@ -153,17 +170,6 @@ class Explainer:
             return max(0.0, value - qs[-1]) / max(qs[-1] - median, 1e-12)
         return max(0.0, qs[0] - value) / max(median - qs[0], 1e-12)
 
-    def _reason(
-        self, j: int, value: float, pct: float, direction: Literal["high", "low"]
-    ) -> Reason:
-        return Reason(
-            feature=self.features[j],
-            value=value,
-            percentile=min(100.0, max(0.0, pct)),
-            direction=direction,
-            message=self._message(j, value, pct, direction),
-        )
-
     def _message(
         self, j: int, value: float, pct: float, direction: Literal["high", "low"]
     ) -> str:
@@ -172,11 +178,13 @@ class Explainer:
         if direction == "high":
             if value > qs[-1]:
                 return f"{name} {shown} is above the training maximum ({format_value(qs[-1])})"
-            level = max((q for q in levels if q < pct and q < 100.0), default=self.high)
+            below = bisect.bisect_left(levels, pct) - 1  # the highest level under pct
+            level = levels[below] if below >= 0 else self.high
             return f"{name} {shown} is above the {ordinal(level)} percentile"
         if value < qs[0]:
             return f"{name} {shown} is below the training minimum ({format_value(qs[0])})"
-        level = min((q for q in levels if q > pct and q > 0.0), default=self.low)
+        above = bisect.bisect_right(levels, pct)  # the lowest level over pct
+        level = levels[above] if above < len(levels) else self.low
         return f"{name} {shown} is below the {ordinal(level)} percentile"
 
 

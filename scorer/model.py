@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 from pydantic import TypeAdapter
 
-from schemas import CLAIM_FEATURES, SCHEMA_VERSION, Claim, ModelRef, Reason, ScoreResult
+from schemas import CLAIM_FEATURES, SCHEMA_VERSION, Claim, ModelRef, ScoreResult
 from scorer.explain import Explainer
 from scorer.forest import CompiledForest, compile_forest
 from trainer.reference import FeatureReference
@@ -77,7 +77,7 @@ class ServedModel:
             return b"[]"
         x = np.array(list(map(_FEATURES, claims)), dtype=np.float64)
         scores = self.forest.anomaly_scores(x).tolist()
-        reasons = self.explainer.explain_batch(x)
+        reasons = self.explainer.reason_fields_batch(x)
         threshold, ref = self.forest.threshold, self._ref_dict
         # One comprehension, no per-row calls: this loop is the service's hot path.
         return orjson.dumps(
@@ -89,7 +89,7 @@ class ServedModel:
                     "threshold": threshold,
                     "decision": "investigate" if score > threshold else "approve",
                     "model": ref,
-                    "reasons": [reason.model_dump() for reason in why] if why else [],
+                    "reasons": why,
                 }
                 for claim, score, why in zip(claims, scores, reasons, strict=True)
             ]
@@ -102,11 +102,11 @@ class ServedModel:
             self._row(
                 claim.claim_id,
                 self.forest.anomaly_score(features),
-                self.explainer.explain(features),
+                self.explainer.reason_fields(features),
             )
         )
 
-    def _row(self, claim_id: str, score: float, reasons: list[Reason]) -> dict[str, Any]:
+    def _row(self, claim_id: str, score: float, reasons: list[dict[str, Any]]) -> dict[str, Any]:
         threshold = self.forest.threshold
         return {
             "schema_version": SCHEMA_VERSION,
@@ -115,7 +115,7 @@ class ServedModel:
             "threshold": threshold,
             "decision": "investigate" if score > threshold else "approve",
             "model": self._ref_dict,
-            "reasons": [reason.model_dump() for reason in reasons],
+            "reasons": reasons,
         }
 
     @cached_property

@@ -19,6 +19,7 @@ version is loaded beside the old one and swapped in atomically (see :mod:`scorer
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from typing import Annotated, Final
@@ -46,6 +47,17 @@ class ReloadResult(BaseModel):
     """The answer of ``/reload``."""
 
     version: str = Field(description="Registry version now served.")
+
+
+def _freeze_heap() -> None:
+    """Exempt everything alive now (BentoML, MLflow, the model) from garbage collection.
+
+    A request allocates thousands of short-lived objects, which triggers collections that
+    otherwise traverse the whole long-lived heap (hundreds of thousands of objects here):
+    measured, that made a 500-claim batch ~1.5x slower.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _log_like_bentoml(*names: str) -> None:
@@ -90,6 +102,7 @@ class ClaimAnomalyService:
 
     @bentoml.on_startup  # type: ignore[untyped-decorator]
     def start_polling(self) -> None:
+        _freeze_heap()
         interval = self.settings.poll_interval_s
         if interval <= 0:
             return
@@ -107,7 +120,9 @@ class ClaimAnomalyService:
     def _poll(self, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
-                self.holder.refresh()
+                before = self.holder.current
+                if self.holder.refresh() is not before:
+                    _freeze_heap()
             except ModelLoadError as exc:
                 logger.warning("champion check: %s", exc)
             except Exception:  # keep polling whatever a registry outage raises
@@ -135,8 +150,11 @@ class ClaimAnomalyService:
     @bentoml.api(route="/reload")  # type: ignore[untyped-decorator]
     async def reload(self) -> ReloadResult:
         """Check the registry now and serve its champion; answers the version served."""
+        before = self.holder.current
         try:
             model = await asyncio.to_thread(self.holder.refresh)
+            if model is not before:
+                _freeze_heap()
         except Exception as exc:
             logger.warning("reload: %s", exc)
             raise ServiceUnavailable(f"cannot load the champion: {exc}") from exc
