@@ -7,6 +7,7 @@ State lives under ``CLAIMFLOW_HOME/kafka`` (data, rendered configuration, pid fi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -30,7 +31,7 @@ from broker.config import (
     server_properties,
 )
 from broker.errors import BrokerError
-from broker.jars import find_java, install_jars
+from broker.jars import STAMP, find_java, install_jars
 from broker.logs import tail_lines
 from broker.settings import KAFKA_VERSION, KafkaSettings
 
@@ -94,6 +95,7 @@ def start(settings: KafkaSettings) -> StartResult:
         _require_free_port(settings, port)
     _write_configs(settings)
     _format_storage(settings, java, libs)
+    _settle_class_archive(settings, keep=False)  # left by a broker that did not stop via us
     pid = _spawn(settings, java, libs)
     try:
         wait_for_metadata(settings.bootstrap, settings.start_timeout_s,
@@ -101,6 +103,7 @@ def start(settings: KafkaSettings) -> StartResult:
     except BrokerError as exc:
         _terminate(pid, settings.stop_timeout_s)
         settings.pid_file.unlink(missing_ok=True)
+        _settle_class_archive(settings, keep=False)
         raise BrokerError(f"{exc}\n{_log_tail(settings)}") from exc
     seconds = time.monotonic() - began
     logger.info("Kafka %s up on %s (pid %d) in %.1f s", KAFKA_VERSION, settings.bootstrap, pid,
@@ -117,6 +120,7 @@ def stop(settings: KafkaSettings) -> StopResult:
         return StopResult(None, True, 0.0)
     graceful = _terminate(pid, settings.stop_timeout_s)
     settings.pid_file.unlink(missing_ok=True)
+    _settle_class_archive(settings, keep=graceful)
     return StopResult(pid, graceful, time.monotonic() - began)
 
 
@@ -159,7 +163,7 @@ def _format_storage(settings: KafkaSettings, java: str, libs: Path) -> None:
 def _spawn(settings: KafkaSettings, java: str, libs: Path) -> int:
     command = java_command(java, libs, BROKER_MAIN, [str(settings.server_properties)],
                            heap=settings.heap, log4j_config=settings.log4j_config,
-                           jvm_flags=BROKER_JVM_FLAGS)
+                           jvm_flags=[*BROKER_JVM_FLAGS, *_class_archive_flags(settings, java)])
     shell = subprocess.run(["/bin/sh", "-c", DETACH, "sh", str(settings.console_file), *command],
                            capture_output=True, text=True, check=True,
                            start_new_session=True, cwd=settings.kafka_home)
@@ -167,6 +171,53 @@ def _spawn(settings: KafkaSettings, java: str, libs: Path) -> int:
     settings.pid_file.write_text(f"{pid}\n")
     logger.info("started Kafka %s (pid %d), logs in %s", KAFKA_VERSION, pid, settings.log_file)
     return pid
+
+
+def class_archive(settings: KafkaSettings, java: str) -> Path:
+    """Where the broker's class-data-sharing archive for this JVM and these jars lives.
+
+    Loading and verifying Kafka's classes is most of a start's CPU time; an archive of them
+    (JDK AppCDS) halves it. It is only valid for the exact JVM and class path, hence the key.
+    """
+    binary = Path(java).resolve()
+    info = binary.stat()
+    stamp = (settings.jars_root / STAMP).read_text().strip()
+    key = hashlib.sha256(f"{binary}:{info.st_size}:{info.st_mtime_ns}:{stamp}".encode())
+    return settings.jars_root / "cds" / f"broker-{key.hexdigest()[:16]}.jsa"
+
+
+def _class_archive_flags(settings: KafkaSettings, java: str) -> list[str]:
+    archive = class_archive(settings, java)
+    # Classes CDS cannot hold (old class files, ...) are skipped with a warning each; they are
+    # loaded normally, so the warnings would only bury real JVM errors in kafka.out.
+    quiet = "-Xlog:cds*=off"
+    if archive.exists():
+        return [quiet, f"-XX:SharedArchiveFile={archive}"]
+    # No archive yet: this run writes one when it exits gracefully. Its own file name keeps
+    # brokers of other CLAIMFLOW_HOMEs from writing the same file; `stop` adopts it.
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_name(f"{archive.name}.{secrets.token_hex(4)}.partial")
+    _archive_marker(settings).write_text(f"{partial}\n{archive}\n")
+    return [quiet, f"-XX:ArchiveClassesAtExit={partial}"]
+
+
+def _settle_class_archive(settings: KafkaSettings, *, keep: bool) -> None:
+    """After the broker exited: adopt the archive it wrote, or drop a half-written one."""
+    marker = _archive_marker(settings)
+    try:
+        partial_name, archive_name = marker.read_text().split()
+    except (FileNotFoundError, ValueError):
+        return
+    partial, archive = Path(partial_name), Path(archive_name)
+    if keep and partial.is_file() and partial.stat().st_size > 0 and not archive.exists():
+        partial.replace(archive)
+        logger.info("class-data archive for faster starts: %s", archive)
+    partial.unlink(missing_ok=True)
+    marker.unlink(missing_ok=True)
+
+
+def _archive_marker(settings: KafkaSettings) -> Path:
+    return settings.kafka_home / "class-archive.pending"
 
 
 def _require_free_port(settings: KafkaSettings, port: int) -> None:

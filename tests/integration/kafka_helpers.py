@@ -78,13 +78,16 @@ def start_script(image: str, heap: str = "512m") -> str:
             f"{formatted} /opt/kafka/bin/kafka-storage.sh format -t {cid} -c {props}",
             f"exec /opt/kafka/bin/kafka-server-start.sh {props}",
         ]) + "\n"
-    java = (f"java -Xmx{heap} -Xms{heap} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "
-            "-Dlog4j2.configurationFile=/opt/kafka/config/log4j2.properties "
-            "-cp '/opt/kafka/libs/*'")
+    # The local image carries its JVM options (setup-containers.sh) and, when it was built
+    # with one, a class-data archive of the broker that makes the JVM start faster.
+    java = "java @/opt/kafka/config/jvm.args"
+    archive = "/opt/kafka/kafka.jsa"
     return "\n".join([
-        "set -e",
+        "set -ef",
         f"{formatted} {java} kafka.tools.StorageTool format -t {cid} -c {props}",
-        f"exec {java} kafka.Kafka {props}",
+        "cds=",
+        f'if [ -s {archive} ]; then cds="-Xlog:cds*=off -XX:SharedArchiveFile={archive}"; fi',
+        f"exec {java} $cds kafka.Kafka {props}",
     ]) + "\n"
 
 

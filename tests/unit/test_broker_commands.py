@@ -183,3 +183,32 @@ def test_container_files_arrive_before_the_ready_marker() -> None:
     data = _tar({"/tmp/x/server.properties": "a=1\n", "/tmp/x/ready": ""})
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         assert archive.getnames() == ["tmp/x/server.properties", "tmp/x/ready"]
+
+
+def test_class_archive_is_adopted_only_after_a_graceful_exit(settings: KafkaSettings) -> None:
+    settings.jars_root.mkdir(parents=True)
+    (settings.jars_root / STAMP).write_text("pom-digest\n")
+    settings.kafka_home.mkdir(parents=True)
+    archive = local.class_archive(settings, sys.executable)
+    first = local._class_archive_flags(settings, sys.executable)
+    assert first[-1].startswith("-XX:ArchiveClassesAtExit=")
+    partial = Path(first[-1].split("=", 1)[1])
+    partial.write_bytes(b"archive")  # what the JVM writes when it exits
+    local._settle_class_archive(settings, keep=False)  # killed: may be half written
+    assert not partial.exists()
+    assert not archive.exists()
+
+    second = local._class_archive_flags(settings, sys.executable)
+    Path(second[-1].split("=", 1)[1]).write_bytes(b"archive")
+    local._settle_class_archive(settings, keep=True)  # graceful stop
+    assert archive.read_bytes() == b"archive"
+    assert local._class_archive_flags(settings, sys.executable)[-1] == (
+        f"-XX:SharedArchiveFile={archive}")
+
+
+def test_class_archive_key_follows_the_jars(settings: KafkaSettings) -> None:
+    settings.jars_root.mkdir(parents=True)
+    (settings.jars_root / STAMP).write_text("one\n")
+    before = local.class_archive(settings, sys.executable)
+    (settings.jars_root / STAMP).write_text("two\n")
+    assert local.class_archive(settings, sys.executable) != before
