@@ -112,6 +112,9 @@ def run(smoke: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="claimflow-bench-broker-") as home:
         settings = KafkaSettings(claimflow_home=Path(home), port=_free_port(),
                                  controller_port=_free_port())
+        install_jars(settings)
+        # The first graceful stop writes the class-data archive later starts load from.
+        archive_before = local.class_archive(settings, find_java(settings)).exists()
         first = local.start(settings)
         try:
             stopped = local.stop(settings)
@@ -129,6 +132,7 @@ def run(smoke: bool = False) -> dict[str, Any]:
             "restart_seconds": round(restarted.seconds, 2),  # existing data
             "stop_seconds": round(stopped.seconds, 2),
             "graceful_stop": stopped.graceful,
+            "class_archive_at_first_start": archive_before,
         },
         "producer_performance": {"partitions": PARTITIONS, **pperf},
         "load_average_1m": {"before": round(load_before, 2),
