@@ -38,6 +38,7 @@ class Stream:
     topics: Topics = field(init=False)
     group: str = field(init=False)
     producer: ManagedProcess | None = None
+    workers: list[ManagedProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.topics = self.ctx.stack.create_topics(Topics.fresh(self.label), self.partitions)
@@ -49,9 +50,11 @@ class Stream:
         return f"{self.group}-{name}"
 
     def start_scorer(self, name: str) -> ManagedProcess:
-        return self.ctx.stack.start_scorer(f"{self.label}-{name}", self.topics, self.group,
-                                           self.ctx.model.url,
-                                           instance_prefix=self.worker_prefix(name))
+        worker = self.ctx.stack.start_scorer(f"{self.label}-{name}", self.topics, self.group,
+                                             self.ctx.model.url,
+                                             instance_prefix=self.worker_prefix(name))
+        self.workers.append(worker)
+        return worker
 
     def start_producer(self) -> ManagedProcess:
         self.producer = self.ctx.stack.start_producer(
@@ -79,9 +82,15 @@ class Stream:
         """Producer done, scorer group caught up with the whole input."""
         assert self.producer is not None
         code = self.producer.wait(timeout_s)
-        drain_s = wait_until(lambda: self.ctx.caught_up(self.group, self.topics.claims,
-                                                        expected=self.rows),
-                             timeout_s, interval_s=0.2, what="scorer group caught up")
+        try:
+            drain_s = wait_until(lambda: self.ctx.caught_up(self.group, self.topics.claims,
+                                                            expected=self.rows),
+                                 timeout_s, interval_s=0.2, what="scorer group caught up")
+        except TimeoutError:
+            # Leave the evidence in the workers' logs: where each one is stuck.
+            for worker in self.workers:
+                worker.dump_stacks()
+            raise
         return {"producer_exit": code, "drain_s": round(drain_s, 2)}
 
     def verify(self) -> tuple[list[str], Outcomes, ExactlyOnceReport]:

@@ -45,7 +45,9 @@ CLAIMFLOW = (sys.executable, "-c", "from claimflow.cli import main; main()")
 COMPONENT_ENV_PREFIXES = ("KAFKA_", "PRODUCER_", "TRAINER_", "MODEL_", "SCORER_", "GATEWAY_",
                           "MLFLOW_", "BENTOML_", "CLAIMFLOW_")
 QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-             "BENTOML_DO_NOT_TRACK": "true", "PYTHONUNBUFFERED": "1"}
+             "BENTOML_DO_NOT_TRACK": "true", "PYTHONUNBUFFERED": "1",
+             # A stuck component can be made to print every thread's stack (SIGABRT).
+             "PYTHONFAULTHANDLER": "1"}
 
 
 def free_port() -> int:
@@ -148,6 +150,18 @@ class ManagedProcess:
             return self.popen.wait(timeout_s)
         except subprocess.TimeoutExpired:
             return None
+
+    def dump_stacks(self) -> None:
+        """Make a stuck Python component print every thread's stack to its log, then end.
+
+        Components run with PYTHONFAULTHANDLER=1, whose SIGABRT handler dumps the stacks.
+        Only for the diagnosis of a drill that already failed.
+        """
+        if self.alive():
+            logger.error("%s seems stuck: dumping its stacks to %s", self.name, self.log_path)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGABRT)
+            self.wait(10)
 
     def log_tail(self, lines: int = 15) -> str:
         try:
