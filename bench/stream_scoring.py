@@ -430,6 +430,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 def run(smoke: bool = False) -> dict[str, Any]:
     sizes = SMOKE if smoke else FULL
+    load_at_start = os.getloadavg()
     bootstrap = CommonSettings().kafka_bootstrap_servers
     admin = AdminClient({"bootstrap.servers": bootstrap})
     with tempfile.TemporaryDirectory(prefix="claimflow-bench-stream-") as tmp:
@@ -459,6 +460,8 @@ def run(smoke: bool = False) -> dict[str, Any]:
         "ratio_to_in_process": {"value": ratio, "goal": GOAL_RATIO,
                                 "goal_met": ratio >= GOAL_RATIO},
         "latency": latency,
+        # The machine is shared: every figure depends on what else ran meanwhile.
+        "load_average": {"start": list(load_at_start), "end": list(os.getloadavg())},
         "machine": machine_info(),
     }
 
