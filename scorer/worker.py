@@ -294,7 +294,6 @@ class ScoringLoop:
         batch = split_batch(
             messages, max_bytes=self.settings.max_claim_bytes, now=datetime.now(UTC)
         )
-        self.log_rejected(batch)
         results = self.score(batch)
         if results is None:
             return
@@ -311,6 +310,7 @@ class ScoringLoop:
         outgoing.extend(rejected.outgoing(self.topics.deadletter) for rejected in batch.rejected)
         if self.commit(outgoing, batch):
             self.metrics.committed(batch, results, started)
+            self.log_rejected(batch)
             self.log_committed(batch, results)
 
     def score(self, batch: Batch) -> list[ScoreResult] | None:
