@@ -24,6 +24,7 @@ import http.client
 import itertools
 import json
 import logging
+import os
 import queue
 import statistics
 import sys
@@ -189,8 +190,29 @@ def fixed_rate(port: int, bodies: ClaimBodies, rate: float, seconds: float,
 # --------------------------------------------------------------------------- max rate
 
 
-def closed_loop(port: int, bodies: ClaimBodies, concurrency: int, seconds: float
-                ) -> dict[str, Any]:
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and all its descendants."""
+    import psutil  # installed with BentoML; only the benchmark needs it
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+    except psutil.Error:
+        pass
+    return total
+
+
+def closed_loop(port: int, bodies: ClaimBodies, concurrency: int, seconds: float,
+                watch: dict[str, int] | None = None) -> dict[str, Any]:
+    """``watch``: name -> pid whose CPU per successful request is reported."""
+    cpu_before = {name: tree_cpu_s(pid) for name, pid in (watch or {}).items()}
+    own_before = time.process_time()
     stop_at = time.perf_counter() + seconds
     tally = Tally()
 
@@ -211,8 +233,13 @@ def closed_loop(port: int, bodies: ClaimBodies, concurrency: int, seconds: float
     for thread in threads:
         thread.join(seconds + 60)
     elapsed = time.perf_counter() - started
+    ok = max(1, tally.ok)
+    cpu = {name: round((tree_cpu_s(pid) - cpu_before[name]) * 1000 / ok, 3)
+           for name, pid in (watch or {}).items()}
+    cpu["load_generator"] = round((time.process_time() - own_before) * 1000 / ok, 3)
     return {"concurrency": concurrency, "ok": tally.ok, "errors": tally.errors,
-            "req_per_s": round(tally.ok / elapsed, 1), **percentiles(tally.latencies)}
+            "req_per_s": round(tally.ok / elapsed, 1), **percentiles(tally.latencies),
+            "cpu_ms_per_request": cpu}
 
 
 # --------------------------------------------------------------------------- model anchor
@@ -281,14 +308,21 @@ def run(smoke: bool = False) -> dict[str, Any]:
         closed_loop(gateway.port, bodies, 4, max(1.0, plan.warmup / 400))  # warm-up
         anchor = model_latency(model.port, plan.model_calls)
         latency = fixed_rate(gateway.port, bodies, FIXED_RATE, plan.fixed_seconds)
-        by_concurrency = [closed_loop(gateway.port, bodies, c, plan.max_seconds)
+        watch = {"gateway": gateway.process.pid, "model_service": model.process.pid}
+        by_concurrency = [closed_loop(gateway.port, bodies, c, plan.max_seconds, watch)
                           for c in plan.concurrency]
     best = max(by_concurrency, key=lambda r: r["req_per_s"])
+    cpu_total = sum(best["cpu_ms_per_request"].values())
     return {
         "benchmark": "gateway",
         "smoke": smoke,
         "latency": latency,
         "max_rate": {"req_per_s": best["req_per_s"], "concurrency": best["concurrency"],
+                     "cpu_ms_per_request": best["cpu_ms_per_request"],
+                     # What the measured CPU cost per request allows on all of this machine's
+                     # cores (broker excluded), if nothing else ran.
+                     "cpu_bound_req_per_s": round((os.cpu_count() or 1) * 1000 / cpu_total, 1)
+                     if cpu_total else None,
                      "by_concurrency": by_concurrency},
         "model_call": anchor,
         "goals": {
