@@ -239,6 +239,10 @@ LIBS="$("$BIN/claimflow" kafka install)"
 JARS_ROOT="$(dirname "$LIBS")"
 CACHE="$(dirname "$JARS_ROOT")"
 start_api
+# Several checkouts (or engineers) may run `make setup` at once: one builds, the others wait
+# and then find the image up to date.
+exec 9>"$CACHE/setup-containers.lock"
+flock 9
 DIGEST="$(inputs_digest)"
 current="$(podman image inspect --format '{{index .Labels "dev.claimflow.inputs"}}' "$IMAGE" \
   2>/dev/null || true)"

@@ -78,16 +78,21 @@ def start_script(image: str, heap: str = "512m") -> str:
             f"{formatted} /opt/kafka/bin/kafka-storage.sh format -t {cid} -c {props}",
             f"exec /opt/kafka/bin/kafka-server-start.sh {props}",
         ]) + "\n"
-    # The local image carries its JVM options (setup-containers.sh) and, when it was built
-    # with one, a class-data archive of the broker that makes the JVM start faster.
-    java = "java @/opt/kafka/config/jvm.args"
-    archive = "/opt/kafka/kafka.jsa"
+    # The local image carries its JVM options (setup-containers.sh) and a class-data archive
+    # of the broker that makes the JVM start faster. Images built by older checkouts of
+    # setup-containers.sh lack both and get the equivalent options here.
+    args, archive = "/opt/kafka/config/jvm.args", "/opt/kafka/kafka.jsa"
+    fallback = (f"java -Xmx{heap} -Xms{heap} -XX:+UseG1GC "
+                "-Dlog4j2.configurationFile=/opt/kafka/config/log4j2.properties "
+                "-cp /opt/kafka/libs/*")
     return "\n".join([
-        "set -ef",
-        f"{formatted} {java} kafka.tools.StorageTool format -t {cid} -c {props}",
+        "set -ef",  # -f: the class path wildcard is for java, not for the shell
+        f'java="{fallback}"',
+        f'if [ -f {args} ]; then java="java @{args}"; fi',
         "cds=",
         f'if [ -s {archive} ]; then cds="-Xlog:cds*=off -XX:SharedArchiveFile={archive}"; fi',
-        f"exec {java} $cds kafka.Kafka {props}",
+        f"{formatted} $java kafka.tools.StorageTool format -t {cid} -c {props}",
+        f"exec $java $cds kafka.Kafka {props}",
     ]) + "\n"
 
 

@@ -167,7 +167,7 @@ def test_container_start_script_per_image() -> None:
     local_script = start_script(LOCAL_IMAGE)
     assert "kafka.tools.StorageTool format" in local_script
     assert f"[ -f {data_dir(LOCAL_IMAGE)}/meta.properties ] ||" in local_script
-    assert local_script.rstrip().splitlines()[-1].startswith("exec java ")
+    assert local_script.rstrip().splitlines()[-1].startswith("exec $java $cds kafka.Kafka ")
     official = start_script(OFFICIAL_IMAGE)
     assert "/opt/kafka/bin/kafka-storage.sh format" in official
     assert official.rstrip().splitlines()[-1].startswith("exec /opt/kafka/bin/kafka-server-start")
