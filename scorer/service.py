@@ -125,8 +125,8 @@ class ClaimAnomalyService:
                     _freeze_heap()
             except ModelLoadError as exc:
                 logger.warning("champion check: %s", exc)
-            except Exception:  # keep polling whatever a registry outage raises
-                logger.exception("champion check failed")
+            except Exception as exc:  # keep polling whatever a registry outage raises
+                logger.warning("champion check failed (keeping the current model): %r", exc)
 
     def _model(self) -> ServedModel:
         # One read: this request finishes on this model even if a reload swaps it meanwhile.
