@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from broker import local
-from broker.admin import metadata
+from broker.admin import metadata, tcp_open
 from broker.errors import BrokerError
 from broker.jars import install_jars
 from broker.logs import follow, tail_lines
 from broker.settings import KAFKA_VERSION, KafkaSettings
 from broker.topics import claimflow_topics, ensure_topics
 from claimflow.logging_setup import configure_logging
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin._metadata import ClusterMetadata
 
 NOT_RUNNING_EXIT = 3  # as LSB init scripts report "program is not running"
 
@@ -89,7 +93,10 @@ def status() -> None:
     if not state.answers:
         click.echo(f"Kafka runs (pid {state.pid}) but does not answer on {state.bootstrap}")
         sys.exit(1)
-    topics = [t for t in metadata(state.bootstrap).topics if not t.startswith("__")]
+    try:
+        topics = [t for t in metadata(state.bootstrap).topics if not t.startswith("__")]
+    except BrokerError as exc:
+        raise BrokerCommandError(str(exc)) from exc
     click.echo(f"Kafka {KAFKA_VERSION} running (pid {state.pid}), {len(topics)} topics")
     click.echo(f"bootstrap: {state.bootstrap}")
 
@@ -112,6 +119,15 @@ def logs(lines: int, follow_: bool) -> None:
             pass
 
 
+def _reachable(bootstrap: str) -> ClusterMetadata:
+    """Metadata, or an error that says how to get a broker (instead of a 30 s timeout)."""
+    if not tcp_open(bootstrap):
+        raise BrokerError(
+            f"no Kafka broker answers at {bootstrap}: start the local one "
+            "(`claimflow kafka start`) or point KAFKA_BOOTSTRAP_SERVERS (or --bootstrap) at one")
+    return metadata(bootstrap)
+
+
 @click.group("topics")
 def topics_group() -> None:
     """The claimflow topics: claims, claims.approved, claims.investigate, claims.deadletter."""
@@ -127,6 +143,7 @@ def create(partitions: int | None, bootstrap: str | None) -> None:
     settings = _settings()
     target = bootstrap or settings.kafka_bootstrap_servers
     try:
+        _reachable(target)
         results = ensure_topics(target, claimflow_topics(settings, partitions))
     except BrokerError as exc:
         raise BrokerCommandError(str(exc)) from exc
@@ -142,7 +159,7 @@ def list_topics(bootstrap: str | None) -> None:
     settings = _settings()
     target = bootstrap or settings.kafka_bootstrap_servers
     try:
-        meta = metadata(target)
+        meta = _reachable(target)
     except BrokerError as exc:
         raise BrokerCommandError(str(exc)) from exc
     for name in settings.topic_names():

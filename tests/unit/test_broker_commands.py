@@ -212,3 +212,14 @@ def test_class_archive_key_follows_the_jars(settings: KafkaSettings) -> None:
     before = local.class_archive(settings, sys.executable)
     (settings.jars_root / STAMP).write_text("two\n")
     assert local.class_archive(settings, sys.executable) != before
+
+
+def test_topics_without_a_broker_say_how_to_get_one(settings: KafkaSettings) -> None:
+    from broker.cli import topics_group
+
+    closed = f"127.0.0.1:{free_port()}"
+    for args in (["create", "--bootstrap", closed], ["list", "--bootstrap", closed]):
+        result = CliRunner().invoke(topics_group, args)
+        assert result.exit_code == 1
+        assert f"no Kafka broker answers at {closed}" in result.output
+        assert "claimflow kafka start" in result.output
