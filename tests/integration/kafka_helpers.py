@@ -161,13 +161,23 @@ def _kafka_container_class() -> type[DockerContainer]:
 
 
 def choose_image() -> str:
-    explicit = os.environ.get("CLAIMFLOW_TEST_KAFKA_IMAGE")
-    if explicit:
-        return explicit
+    """The explicit choice, else the local image when the engine has it, else the official."""
     from testcontainers.core.docker_client import DockerClient
 
     try:
-        DockerClient().client.images.get(LOCAL_IMAGE)
+        client = DockerClient().client
+        client.ping()
+    except Exception as exc:  # docker.errors.DockerException and the socket errors under it
+        where = os.environ.get("DOCKER_HOST", "the default Docker socket")
+        raise BrokerError(
+            f"no container engine answers at {where} ({exc}). Run `make setup-containers` "
+            "(starts podman's API), set DOCKER_HOST, or use a running broker with "
+            "CLAIMFLOW_TEST_BOOTSTRAP=host:port") from exc
+    explicit = os.environ.get("CLAIMFLOW_TEST_KAFKA_IMAGE")
+    if explicit:
+        return explicit
+    try:
+        client.images.get(LOCAL_IMAGE)
     except Exception:  # docker.errors.ImageNotFound, or an engine that cannot say
         return OFFICIAL_IMAGE
     return LOCAL_IMAGE
