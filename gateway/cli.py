@@ -37,6 +37,9 @@ def gateway(host: str | None, port: int | None, threads: int | None, log_level: 
     from gateway.settings import GatewaySettings
 
     configure_logging(log_level)
+    # waitress warns "Task queue depth is N" for every request that waits for a thread: under
+    # load that is one log line per request, costing CPU exactly when it is short.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     overrides = {k: v for k, v in {"host": host, "port": port, "threads": threads}.items()
                  if v is not None}
     settings = GatewaySettings(**overrides)  # type: ignore[arg-type]
