@@ -236,7 +236,7 @@ def produce(ctx: click.Context, profile: Profile, seed: int, rows: int | None,
             ctx.exit(EXIT_FAILED)
     tracker = DeliveryTracker()
     try:
-        producer = connect(settings, target, tracker)
+        producer = connect(settings, target, tracker, throttled=rate is not None)
     except KafkaUnavailableError as exc:
         raise click.ClickException(str(exc)) from exc
     interrupts = Interrupts()

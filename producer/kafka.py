@@ -28,6 +28,7 @@ QUEUE_FULL_WAIT_S: Final = 0.05
 MAX_WAIT_STEP_S: Final = 0.1  # longest blocking call, so a signal is handled promptly
 AFTER_ABORT_FLUSH_S: Final = 5.0
 METADATA_RETRY_S: Final = 0.2
+THROTTLED_LINGER_MS: Final = 5
 
 AckedProgress = Callable[[int], None]  # called with the number of confirmed claims so far
 
@@ -88,13 +89,16 @@ class SendReport:
         return self.sent == self.total and self.fatal_error is None
 
 
-def producer_config(settings: ProducerSettings, tracker: DeliveryTracker) -> dict[str, Any]:
+def producer_config(settings: ProducerSettings, tracker: DeliveryTracker,
+                    *, throttled: bool = False) -> dict[str, Any]:
+    # A throttled stream fills no big batches anyway: waiting for one only adds latency.
+    linger_ms = min(settings.linger_ms, THROTTLED_LINGER_MS) if throttled else settings.linger_ms
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "client.id": "claimflow-producer",
         "enable.idempotence": True,  # no duplicates or reordering on retries
         "acks": "all",
-        "linger.ms": settings.linger_ms,
+        "linger.ms": linger_ms,
         "batch.size": settings.batch_size,
         "compression.type": settings.compression,
         "queue.buffering.max.messages": settings.queue_max_messages,
@@ -107,10 +111,11 @@ def producer_config(settings: ProducerSettings, tracker: DeliveryTracker) -> dic
     }
 
 
-def connect(settings: ProducerSettings, topic: str, tracker: DeliveryTracker) -> Producer:
+def connect(settings: ProducerSettings, topic: str, tracker: DeliveryTracker,
+            *, throttled: bool = False) -> Producer:
     """A producer whose broker answers and whose topic exists (topics are never auto-created:
     ``claimflow topics create`` owns their partitioning)."""
-    producer = Producer(producer_config(settings, tracker))
+    producer = Producer(producer_config(settings, tracker, throttled=throttled))
     deadline = time.monotonic() + settings.metadata_timeout_s
     while True:
         reason = topic_problem(producer, topic, settings)

@@ -19,8 +19,9 @@ class ProducerSettings(CommonSettings):
 
     topic: str = Field(default="claims", min_length=1, description="Topic claims go to.")
     linger_ms: int = Field(
-        default=25, ge=0, le=5000,
-        description="librdkafka linger.ms: how long a batch may wait to fill up.",
+        default=50, ge=0, le=5000,
+        description="librdkafka linger.ms: how long a batch may wait to fill up "
+        "(at most 5 ms with --rate).",
     )
     batch_size: int = Field(
         default=1_000_000, ge=1, le=2_000_000,
