@@ -303,9 +303,12 @@ def throughput_run(bootstrap: str, home: Path, admin: AdminClient, service: Mode
         "measured_claims": c1 - c0, "seconds": t1 - t0,
         "decisions": decisions, "exactly_once": decisions == len(values),
         "backlog_produce_per_s": produce_rate, "worker_exit_code": exit_code,
-        # Where the CPU went while the rate was measured (cores = CPU seconds / seconds).
+        # Where the CPU went while the rate was measured (cores = CPU seconds / seconds), and
+        # what one claim costs each part: a figure that depends less on the machine's load.
         "cpu_cores": {name: seconds / (t1 - t0) if t1 > t0 else 0.0
                       for name, seconds in cpu.items()},
+        "cpu_us_per_claim": {name: seconds / (c1 - c0) * 1e6 if c1 > c0 else 0.0
+                             for name, seconds in cpu.items() if name != "machine"},
     }
 
 
