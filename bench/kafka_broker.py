@@ -105,6 +105,15 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time a process has used so far: unlike wall time, barely moved by other load."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def run(smoke: bool = False) -> dict[str, Any]:
     records = 50_000 if smoke else 1_000_000
     # Two shared cores: a busy machine slows a JVM start several-fold; say so beside it.
@@ -116,9 +125,11 @@ def run(smoke: bool = False) -> dict[str, Any]:
         # The first graceful stop writes the class-data archive later starts load from.
         archive_before = local.class_archive(settings, find_java(settings)).exists()
         first = local.start(settings)
+        first_cpu = _cpu_seconds(first.pid)
         try:
             stopped = local.stop(settings)
             restarted = local.start(settings)
+            restart_cpu = _cpu_seconds(restarted.pid)
             topic = "bench-pperf"
             ensure_topics(settings.bootstrap, [TopicSpec(topic, partitions=PARTITIONS)])
             pperf = producer_performance(settings.bootstrap, topic, records, settings=settings)
@@ -129,7 +140,9 @@ def run(smoke: bool = False) -> dict[str, Any]:
         "kafka_version": KAFKA_VERSION,
         "broker_start": {
             "seconds": round(first.seconds, 2),  # fresh data folder: KRaft format + start
+            "cpu_seconds": first_cpu,  # the broker JVM's, until metadata answered
             "restart_seconds": round(restarted.seconds, 2),  # existing data
+            "restart_cpu_seconds": restart_cpu,
             "stop_seconds": round(stopped.seconds, 2),
             "graceful_stop": stopped.graceful,
             "class_archive_at_first_start": archive_before,
