@@ -63,7 +63,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
     sent, outcomes, exactly = stream.verify()
     scorer.stop()
     checks = {
-        f"{kills}_kills_done": len(moments) == kills,
+        "all_planned_kills_done": len(moments) == kills,
         **stream.verdict_checks(sent, outcomes, exactly),
         "producer_succeeded": finish["producer_exit"] == 0,
         "scorer_running_at_end": alive,

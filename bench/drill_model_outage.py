@@ -57,7 +57,10 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
     scorer.stop()
     checks = {
         **stream.verdict_checks(sent, outcomes, exactly),
-        "stream_really_stalled": committed_during <= 10_000 and before is not None,
+        # A live model would have let ~rate x outage claims through; a batch in flight at
+        # the stop may still commit.
+        "stream_really_stalled": committed_during < 0.25 * rate * outage_s
+        and before is not None,
         f"throughput_back_within_{RECOVERY_GOAL_S:.0f}s": (recovery_s is not None
                                                            and recovery_s <= RECOVERY_GOAL_S),
         "scorer_never_restarted": alive,
