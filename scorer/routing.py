@@ -198,7 +198,7 @@ def check_results(claims: Sequence[Claim], results: Sequence[ScoreResult]) -> No
 def build_decision(
     claim: Claim, result: ScoreResult, position: Position, decided_at: datetime
 ) -> Decision:
-    """The Decision as the contract builds it (the reference :func:`encode_decision` must
+    """The Decision as the contract builds it (the reference :func:`DecisionEncoder` must
     match byte for byte)."""
     return Decision(
         claim=claim,
@@ -214,7 +214,7 @@ def build_decision(
 
 _REASONS: Final = TypeAdapter(list[Reason])
 _MODEL_REF: Final = TypeAdapter(ModelRef)
-# The fields encode_decision writes, in Decision's order; a unit test fails when the
+# The fields DecisionEncoder writes, in Decision's order; a unit test fails when the
 # contract gains, loses or reorders a field, so the fast path cannot drift from it.
 ENCODED_DECISION_FIELDS: Final = (
     "schema_version", "claim", "decision", "anomaly_score", "threshold", "model", "reasons",
@@ -222,27 +222,46 @@ ENCODED_DECISION_FIELDS: Final = (
 )
 
 
-def encode_decision(
-    claim: Claim, result: ScoreResult, position: Position, decided_at_json: bytes
-) -> bytes:
-    """``build_decision(...).to_json()`` without building and re-validating a Decision per
-    claim (the hot path: ~3 instead of ~10 microseconds). Every value comes from an already
-    validated Claim or ScoreResult and is written by pydantic's own serializers."""
-    reasons = _REASONS.dump_json(result.reasons) if result.reasons else b"[]"
-    return b"".join((
-        b'{"schema_version":', b"%d" % SCHEMA_VERSION,
-        b',"claim":', claim.to_json(),
-        b',"decision":"', result.decision.encode(),
-        b'","anomaly_score":', to_json(result.anomaly_score),
-        b',"threshold":', to_json(result.threshold),
-        b',"model":', _MODEL_REF.dump_json(result.model),
-        b',"reasons":', reasons,
-        b',"decided_at":', decided_at_json,
-        b',"source":{"kind":"stream","topic":', to_json(position.topic),
-        b',"partition":', b"%d" % position.partition,
-        b',"offset":', b"%d" % position.offset,
-        b"}}",
-    ))
+class DecisionEncoder:
+    """Writes ``build_decision(...).to_json()`` without building and re-validating a
+    Decision per claim (the hot path: a few instead of ~10 microseconds). Every value comes
+    from an already validated Claim or ScoreResult and is written by pydantic's own
+    serializers; what a batch shares (time, model, topic) is serialized once."""
+
+    def __init__(self, decided_at: datetime) -> None:
+        self.decided_at_json = to_json(decided_at)
+        self._models: dict[tuple[str, str, str | None], bytes] = {}
+        self._topics: dict[str, bytes] = {}
+
+    def model_json(self, model: ModelRef) -> bytes:
+        key = (model.name, model.version, model.run_id)
+        cached = self._models.get(key)
+        if cached is None:
+            cached = self._models[key] = _MODEL_REF.dump_json(model)
+        return cached
+
+    def topic_json(self, topic: str) -> bytes:
+        cached = self._topics.get(topic)
+        if cached is None:
+            cached = self._topics[topic] = to_json(topic)
+        return cached
+
+    def encode(self, claim: Claim, result: ScoreResult, position: Position) -> bytes:
+        reasons = _REASONS.dump_json(result.reasons) if result.reasons else b"[]"
+        return b"".join((
+            b'{"schema_version":', b"%d" % SCHEMA_VERSION,
+            b',"claim":', claim.to_json(),
+            b',"decision":"', result.decision.encode(),
+            b'","anomaly_score":', to_json(result.anomaly_score),
+            b',"threshold":', to_json(result.threshold),
+            b',"model":', self.model_json(result.model),
+            b',"reasons":', reasons,
+            b',"decided_at":', self.decided_at_json,
+            b',"source":{"kind":"stream","topic":', self.topic_json(position.topic),
+            b',"partition":', b"%d" % position.partition,
+            b',"offset":', b"%d" % position.offset,
+            b"}}",
+        ))
 
 
 def route_decisions(
@@ -255,13 +274,13 @@ def route_decisions(
 ) -> list[Outgoing]:
     """One ``Decision`` per claim, keyed by claim_id, on the topic its verdict names."""
     check_results(claims, results)
-    decided_at_json = to_json(decided_at)
+    encode = DecisionEncoder(decided_at).encode
     approved, investigate = topics.approved, topics.investigate
     return [
         Outgoing(
             topic=investigate if result.decision == "investigate" else approved,
             key=claim.claim_id.encode(),
-            value=encode_decision(claim, result, position, decided_at_json),
+            value=encode(claim, result, position),
         )
         for claim, result, position in zip(claims, results, positions, strict=True)
     ]

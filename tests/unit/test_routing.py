@@ -11,17 +11,16 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic_core import to_json
 
 from schemas import Claim, DeadLetter, Decision, ModelRef, Reason, ScoreResult, StreamSource
 from scorer.routing import (
     ENCODED_DECISION_FIELDS,
+    DecisionEncoder,
     OutcomeTopics,
     Position,
     RoutingError,
     build_decision,
     check_value,
-    encode_decision,
     position_of,
     route_decisions,
     split_batch,
@@ -321,8 +320,10 @@ def test_the_fast_encoder_writes_exactly_what_the_contract_writes(
         decision="investigate" if flagged else "approve", model=model, reasons=why,
     )
     expected = build_decision(claim, result, position, decided_at)
-    encoded = encode_decision(claim, result, position, to_json(decided_at))
+    encoder = DecisionEncoder(decided_at)
+    encoded = encoder.encode(claim, result, position)
     assert encoded == expected.to_json()
+    assert encoder.encode(claim, result, position) == encoded  # from the caches, the same
     assert Decision.from_json(encoded) == expected
 
 
