@@ -156,21 +156,38 @@ class ModelServiceProcess:
         return "\n".join(text.strip().splitlines()[-lines:])
 
 
+# Every test module that imports these fixtures gets its own copy of each definition (pytest
+# registers imported fixtures per module), so the expensive parts are kept here: one
+# champion and one running service per test session, whichever module asks first, stopped
+# when the last module's fixture is torn down.
+_SHARED: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="session")
 def champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
-    return make_champion(tmp_path_factory.mktemp("champion-home"))
+    if "champion" not in _SHARED:
+        _SHARED["champion"] = make_champion(tmp_path_factory.mktemp("champion-home"))
+    shared: Champion = _SHARED["champion"]
+    return shared
 
 
 @pytest.fixture(scope="session")
 def _model_service_session(
     champion: Champion, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ModelServiceProcess]:
-    service = ModelServiceProcess(champion, tmp_path_factory.mktemp("model-log") / "model.log")
-    service.start()
+    service: ModelServiceProcess | None = _SHARED.get("service")
+    if service is None:
+        log = tmp_path_factory.mktemp("model-log") / "model.log"
+        service = _SHARED["service"] = ModelServiceProcess(champion, log)
+        service.start()
+    _SHARED["users"] = _SHARED.get("users", 0) + 1
     try:
         yield service
     finally:
-        service.stop()
+        _SHARED["users"] -= 1
+        if _SHARED["users"] == 0:
+            service.stop()
+            del _SHARED["service"]
 
 
 @pytest.fixture
