@@ -29,17 +29,13 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from schemas import Claim, Decision, ModelRef, Reason, StreamSource
-from tests.integration.model_service_fixture import (  # noqa: F401 - pytest fixtures
-    ModelServiceProcess,
-    _model_service_session,
-    champion,
-    model_service,
-)
+from tests.integration.model_service_fixture import ModelServiceProcess
 from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixtures
     GatewayServer,
     GatewayTopics,
     gateway_env,
     gateway_factory,
+    gateway_model,
     gateway_topics,
 )
 
@@ -78,9 +74,9 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
 
 @pytest.fixture
 def gateway(gateway_factory: Callable[..., GatewayServer], kafka_bootstrap: str,
-            model_service: ModelServiceProcess, gateway_topics: GatewayTopics,
+            gateway_model: ModelServiceProcess, gateway_topics: GatewayTopics,
             group_id: str) -> GatewayServer:
-    return gateway_factory(gateway_env(kafka_bootstrap, model_service.url, gateway_topics,
+    return gateway_factory(gateway_env(kafka_bootstrap, gateway_model.url, gateway_topics,
                                        group_id))
 
 

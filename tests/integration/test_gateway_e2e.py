@@ -15,19 +15,13 @@ import pytest
 
 from schemas import Claim, Decision, GatewaySource
 from tests.integration.kafka_helpers import consume_until
-from tests.integration.model_service_fixture import (  # noqa: F401 - pytest fixtures
-    Champion,
-    ModelServiceProcess,
-    _model_service_session,
-    champion,
-    free_port,
-    model_service,
-)
+from tests.integration.model_service_fixture import ModelServiceProcess, free_port
 from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixtures
     GatewayServer,
     GatewayTopics,
     gateway_env,
     gateway_factory,
+    gateway_model,
     gateway_topics,
     wait_until,
 )
@@ -52,9 +46,9 @@ def unusual(claim_id: str) -> dict[str, Any]:
 
 @pytest.fixture
 def gateway(gateway_factory: StartGateway, kafka_bootstrap: str,
-            model_service: ModelServiceProcess, gateway_topics: GatewayTopics,
+            gateway_model: ModelServiceProcess, gateway_topics: GatewayTopics,
             group_id: str) -> GatewayServer:
-    return gateway_factory(gateway_env(kafka_bootstrap, model_service.url, gateway_topics,
+    return gateway_factory(gateway_env(kafka_bootstrap, gateway_model.url, gateway_topics,
                                        group_id))
 
 
@@ -70,7 +64,7 @@ def keys_by_topic(bootstrap: str, topics: GatewayTopics, published: int
 
 def test_submitted_claims_are_decided_published_once_and_viewable(
     gateway: GatewayServer, gateway_topics: GatewayTopics, kafka_bootstrap: str,
-    champion: Champion,
+    gateway_model: ModelServiceProcess,
 ) -> None:
     prefix = uuid.uuid4().hex[:6]
     bodies = [claim(f"{prefix}-ok"), unusual(f"{prefix}-odd")]
@@ -80,7 +74,8 @@ def test_submitted_claims_are_decided_published_once_and_viewable(
         decisions = [Decision.model_validate_json(a.content) for a in answers]
 
         # The decisions are the model's: same scores and routing as scikit-learn offline.
-        scores, routes = champion.offline([Claim.from_json(json.dumps(b)) for b in bodies])
+        claims = [Claim.from_json(json.dumps(b)) for b in bodies]
+        scores, routes = gateway_model.champion.offline(claims)
         assert [d.decision for d in decisions] == routes == ["approve", "investigate"]
         assert [d.anomaly_score for d in decisions] == pytest.approx(list(scores), abs=1e-9)
         assert all(isinstance(d.source, GatewaySource) for d in decisions)
@@ -119,7 +114,7 @@ def test_submitted_claims_are_decided_published_once_and_viewable(
 
 def test_batch_and_csv_use_the_real_model(
     gateway: GatewayServer, gateway_topics: GatewayTopics, kafka_bootstrap: str,
-    champion: Champion,
+    gateway_model: ModelServiceProcess,
 ) -> None:
     prefix = uuid.uuid4().hex[:6]
     bodies = [claim(f"{prefix}-b{i}", amount=900.0 + 50 * i) for i in range(8)]
@@ -128,7 +123,8 @@ def test_batch_and_csv_use_the_real_model(
         batch = client.post("/api/v1/claims/batch", json={"claims": bodies})
         assert batch.status_code == 200, batch.text
         decided = [Decision.model_validate_json(json.dumps(d)) for d in batch.json()["decisions"]]
-        _, routes = champion.offline([Claim.from_json(json.dumps(b)) for b in bodies])
+        claims = [Claim.from_json(json.dumps(b)) for b in bodies]
+        _, routes = gateway_model.champion.offline(claims)
         assert [d.decision for d in decided] == routes
 
         csv = ("claim_id,claim_amount,num_services,patient_age,provider_id,"
@@ -190,12 +186,12 @@ def test_model_service_down_is_503_and_nothing_is_published(
 
 
 def test_broker_unreachable_is_503_and_the_retry_returns_the_same_decision(
-    gateway_factory: StartGateway, model_service: ModelServiceProcess,
+    gateway_factory: StartGateway, gateway_model: ModelServiceProcess,
     gateway_topics: GatewayTopics, group_id: str, kafka_bootstrap: str,
 ) -> None:
     # No broker listens there: publication cannot be confirmed within the budget.
     nowhere = f"127.0.0.1:{free_port()}"
-    env = gateway_env(nowhere, model_service.url, gateway_topics, group_id,
+    env = gateway_env(nowhere, gateway_model.url, gateway_topics, group_id,
                       GATEWAY_PUBLISH_TIMEOUT_S="1.5", GATEWAY_VIEW_ENABLED="false")
     server = gateway_factory(env, name="no-broker", wait_ready=False)
     body = unusual(f"nobroker-{uuid.uuid4().hex[:6]}")

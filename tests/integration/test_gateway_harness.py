@@ -17,7 +17,13 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from tests.integration.model_service_fixture import CLAIMFLOW, clean_env, free_port
+from tests.integration.model_service_fixture import (
+    CLAIMFLOW,
+    ModelServiceProcess,
+    clean_env,
+    free_port,
+    make_champion,
+)
 
 
 def wait_until(check: Callable[[], Any], timeout_s: float, what: str,
@@ -120,6 +126,26 @@ def gateway_env(bootstrap: str, model_url: str, topics: GatewayTopics, group: st
         "GATEWAY_PAGE_REFRESH_S": "0.5",
         **extra,
     }
+
+
+_SHARED: dict[str, ModelServiceProcess] = {}
+
+
+@pytest.fixture
+def gateway_model(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> ModelServiceProcess:
+    """The model-service engineer's champion + ``serve-model`` process, started once per test
+    session for all gateway test modules (a session fixture imported into two modules would
+    be set up twice) and stopped at the end of the session."""
+    service = _SHARED.get("model")
+    if service is None:
+        home = tmp_path_factory.mktemp("gateway-champion")
+        service = ModelServiceProcess(make_champion(home), home / "model.log")
+        _SHARED["model"] = service
+        request.config.add_cleanup(service.stop)
+    if not service.alive():
+        service.start()
+    return service
 
 
 @pytest.fixture
