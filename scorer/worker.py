@@ -201,6 +201,20 @@ def kafka_error(exc: KafkaException) -> KafkaError:
     return KafkaError(KafkaError._FAIL, str(exc))
 
 
+FENCED_CODES = frozenset(
+    {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+)
+
+
+def fencing_hint(error: KafkaError) -> str:
+    if error.code() not in FENCED_CODES:
+        return ""
+    return (
+        " - a newer worker with this transactional.id took over (is another `claimflow score` "
+        "running with the same --first-instance and SCORER_TRANSACTIONAL_ID_PREFIX?)"
+    )
+
+
 def describe_partitions(partitions: Sequence[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none"
 
@@ -263,7 +277,7 @@ class ScoringLoop:
         logger.info("assigned %s", describe_partitions(partitions))
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        logger.info("revoked %s (no transaction in flight)", describe_partitions(partitions))
+        logger.info("revoked %s", describe_partitions(partitions))
         self.forget_lag(partitions)
 
     def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -356,7 +370,7 @@ class ScoringLoop:
         except KafkaException as exc:
             error = kafka_error(exc)
             if error.fatal():
-                raise FatalWorkerError(f"producer: {error}") from exc
+                raise FatalWorkerError(f"producer: {error}{fencing_hint(error)}") from exc
             if not error.txn_requires_abort():
                 raise FatalWorkerError(f"unexpected transaction error: {error}") from exc
             logger.warning(
@@ -538,7 +552,7 @@ def run_worker(
         return 1
     finally:
         consumer.close()
-        producer.flush(5)
+        # Every batch ended in a commit or an abort: the producer holds nothing to deliver.
         client.close()
     logger.info("worker %d (%s) stopped cleanly", instance, tid)
     return 0

@@ -258,15 +258,15 @@ class Worker:
 
     def kill9(self) -> None:
         os.killpg(self.pid, signal.SIGKILL)
-        self._wait(10)
+        self.wait(10)
 
     def terminate(self, timeout_s: float = 60) -> int:
         """SIGTERM (like a process manager) and the exit code."""
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
-        return self._wait(timeout_s)
+        return self.wait(timeout_s)
 
-    def _wait(self, timeout_s: float) -> int:
+    def wait(self, timeout_s: float) -> int:
         assert self.process is not None
         try:
             code = self.process.wait(timeout_s)
@@ -279,7 +279,7 @@ class Worker:
     def cleanup(self) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.pid, signal.SIGKILL)
-            self._wait(10)
+            self.wait(10)
 
 
 @pytest.fixture
@@ -567,3 +567,23 @@ def test_workers_share_partitions_and_a_rebalance_mid_stream_loses_nothing(
                          more.log())
     assert first.terminate() == 0
     assert more.terminate() == 0
+
+
+def test_a_second_worker_with_the_same_transactional_id_fences_the_first(
+    kafka_bootstrap: str, topics: Topics, group_id: str, model_service: ModelServiceProcess,
+    workers: Callable[..., Worker],
+) -> None:
+    env = worker_env(kafka_bootstrap, topics, group_id, model_service.url)
+    zombie = workers("zombie", env)
+    zombie.wait_log(rf"assigned {re.escape(topics.claims)}\[", timeout_s=60)
+    newer = workers("newer", env)  # same prefix, same instance index 0
+    newer.wait_log(r"transactional.id .* scoring", timeout_s=60)
+    claims = realistic_claims(2_000, seed=17)
+    produce_claims(kafka_bootstrap, topics.claims, claims)
+
+    wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=90)
+    assert zombie.wait(60) == 1
+    assert "fenced" in zombie.log()
+    assert "a newer worker with this transactional.id took over" in zombie.log()
+    assert_exactly_once(read_outcomes(kafka_bootstrap, topics), claims)
+    assert newer.terminate() == 0
