@@ -94,6 +94,11 @@ class StackSettings(CommonSettings):
         default=20.0, gt=0,
         description="After SIGTERM, how long the processes get to finish before SIGKILL.",
     )
+    broker_wait_s: float = Field(
+        default=0.0, ge=0,
+        description="How long to wait for a KAFKA_BOOTSTRAP_SERVERS broker that does not "
+        "answer yet (containers starting side by side) before giving up.",
+    )
     keep_broker: bool = Field(
         default=False, description="Leave a local broker started by `up` running when it stops."
     )
@@ -519,6 +524,15 @@ def broker_answers(bootstrap: str) -> bool:
     return metadata_answers(bootstrap, timeout_s=3.0)
 
 
+def wait_for_broker(bootstrap: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if broker_answers(bootstrap):
+            return True
+        time.sleep(1.0)
+    return False
+
+
 def local_broker_bootstrap() -> str:
     from broker.settings import KafkaSettings
 
@@ -531,6 +545,10 @@ def prepare_broker(
     """Make sure a broker answers; returns whether this stack started it."""
     local = local_broker_bootstrap()
     plan = plan_broker(broker_answers(bootstrap), bootstrap, local)
+    if plan is BrokerPlan.UNREACHABLE and settings.broker_wait_s > 0:
+        say(f"Kafka: waiting up to {settings.broker_wait_s:g} s for {bootstrap}")
+        if wait_for_broker(bootstrap, settings.broker_wait_s):
+            plan = BrokerPlan.USE_RUNNING
     if plan is BrokerPlan.USE_RUNNING:
         say(f"Kafka: using the broker at {bootstrap}")
         return False
