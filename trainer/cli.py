@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -63,7 +63,10 @@ def clear_errors() -> Iterator[None]:
     from trainer.registry import RegistryError
 
     try:
-        yield
+        # MLflow writes run links to stdout when tracking to a server; stdout is ours
+        # (e.g. `--json`), so library chatter goes to stderr.
+        with redirect_stdout(sys.stderr):
+            yield
     except (DataError, RegistryError) as exc:
         raise click.ClickException(str(exc)) from exc
     except MlflowException as exc:

@@ -280,6 +280,17 @@ def test_mlflow_ui_serves_the_same_store(home: Path, seed_csv: Path) -> None:
         assert FeatureReference.model_validate_json(reference.content).features == list(
             CLAIM_FEATURES)
         assert httpx.get(base, timeout=10).status_code == 200  # the UI page itself
+
+        # Any MLFLOW_TRACKING_URI works: train once more through the running server.
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("MLFLOW_TRACKING_URI", base)
+            via_server = train_json("--data", str(seed_csv))
+        assert via_server["version"] == "2"
+        assert via_server["tracking_uri"] == base
+        version = httpx.get(f"{base}/api/2.0/mlflow/registered-models/alias", timeout=10,
+                            params={"name": NAME, "alias": "challenger"}).json()
+        assert version["model_version"]["version"] == "2"
+        assert version["model_version"]["run_id"] == via_server["run_id"]
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
     finally:
