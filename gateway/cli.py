@@ -48,7 +48,9 @@ def gateway(host: str | None, port: int | None, threads: int | None, log_level: 
     rt.start()
     server = create_server(
         app, host=settings.host, port=settings.port, threads=settings.threads,
-        max_request_body_size=settings.max_body_bytes, ident="claimflow-gateway",
+        # Flask enforces GATEWAY_MAX_BODY_BYTES (with a problem document); waitress's own,
+        # larger limit only bounds what it buffers before Flask gets to answer.
+        max_request_body_size=settings.max_body_bytes * 4 + 65_536, ident="claimflow-gateway",
         # Keep-alive clients (benchmarks, proxies) hold a channel each; leave headroom.
         connection_limit=max(100, settings.threads * 8),
     )

@@ -142,6 +142,12 @@ def test_batch_and_csv_use_the_real_model(
         # it is another claim under a used id.
         assert "already used" in rows[2]["error"]
 
+        # Through waitress too, an oversized body is a problem document.
+        huge = client.post("/api/v1/claims", content=b" " * 2_000_000,
+                           headers={"Content-Type": "application/json"})
+        assert huge.status_code == 413
+        assert huge.headers["content-type"] == "application/problem+json"
+
     seen = keys_by_topic(kafka_bootstrap, gateway_topics, published=10)
     assert sum(seen.values()) == 10
     assert max(seen.values()) == 1
