@@ -89,7 +89,7 @@ java_home() { dirname "$(dirname "$(readlink -f "$(command -v jlink)")")"; }
 inputs_digest() {
   # Everything the image is made of: the build recipe, the JDK, busybox and the jars.
   {
-    sha256sum "$0"
+    declare -f build_image bake_class_archive copy_with_libs  # the recipe, not the whole file
     cat "$(java_home)/release"
     echo "$JAVA_MODULES"
     busybox 2>&1 | head -1
@@ -255,3 +255,8 @@ else
   say "built $IMAGE in $((SECONDS - started)) s ($(podman image inspect --format '{{.Size}}' \
     "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
 fi
+# Earlier builds that were still in use by a container when they were replaced: remove the
+# ones nothing uses any more (ours only: they carry the inputs label).
+for stale in $(podman images --quiet --filter dangling=true --filter label=dev.claimflow.inputs); do
+  podman rmi "$stale" >/dev/null 2>&1 || true
+done
