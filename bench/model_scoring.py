@@ -19,7 +19,9 @@ figure beside scikit-learn's from the same run:
 
 Over HTTP (a real ``claimflow serve-model`` with a temporary champion, through
 ``ModelClient``): ``service_single`` (p50/p99 of ``/score``) and ``service_batch`` (round
-trip of ``/score_batch`` with 500 claims, and the claims/s it implies for one caller).
+trip of ``/score_batch`` with 500 claims, and the claims/s it implies for one caller), each
+with the service's own CPU time per request (``server_cpu_ms``, from /proc): what one
+service worker can sustain on a free core.
 """
 
 from __future__ import annotations
@@ -176,35 +178,72 @@ def model_service(home: Path, tag: str) -> Iterator[ModelService]:
         process.stop()
 
 
+def process_tree_cpu_s(root: int) -> float | None:
+    """CPU seconds (user + system) used so far by ``root`` and its descendants (Linux /proc);
+    the service's cost per request, whatever else runs on this shared machine."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # After the command: state, ppid, ..., utime (11), stime (12), in clock ticks.
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])))
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, (ppid, _) in stats.items() if ppid == parent]
+        tree.update(children)
+        frontier.extend(children)
+    ticks = sum(stats[pid][1] for pid in tree if pid in stats)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def percentiles(samples_s: list[float]) -> dict[str, float]:
     ms = np.array(samples_s) * 1e3
     return {"ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99)),
             "samples": len(ms)}
 
 
-def over_http(url: str, claims: list[Claim], smoke: bool) -> dict[str, Any]:
+def over_http(service: ModelService, claims: list[Claim], smoke: bool) -> dict[str, Any]:
     singles, batches = (200, 20) if smoke else (2_000, 200)
     batch = claims[:BATCH]
-    with ModelClient(url, timeout_s=30) as client:
+    pid = service.process.pid
+    with ModelClient(service.url, timeout_s=30) as client:
         for claim in claims[:50]:  # warm up connections and code paths
             client.score(claim)
         client.score_batch(batch)
-        single = []
-        for claim in claims[:singles]:
-            start = time.perf_counter()
-            client.score(claim)
-            single.append(time.perf_counter() - start)
-        rounds = []
-        for _ in range(batches):
-            start = time.perf_counter()
-            client.score_batch(batch)
-            rounds.append(time.perf_counter() - start)
+        single, server_single = timed_calls(lambda i: client.score(claims[i]), singles, pid)
+        rounds, server_batch = timed_calls(lambda _: client.score_batch(batch), batches, pid)
     batch_stats = percentiles(rounds)
     return {
-        "service_single": percentiles(single),
+        "service_single": {**percentiles(single), "server_cpu_ms": server_single},
         "service_batch": {**batch_stats, "batch_size": BATCH,
-                          "claims_per_s": BATCH / (batch_stats["ms"] / 1e3)},
+                          "claims_per_s": BATCH / (batch_stats["ms"] / 1e3),
+                          "server_cpu_ms": server_batch,
+                          "server_cpu_claims_per_s": (BATCH / (server_batch / 1e3)
+                                                      if server_batch else None)},
     }
+
+
+def timed_calls(call: Callable[[int], object], n: int,
+                server_pid: int) -> tuple[list[float], float | None]:
+    """Wall seconds of each call, and the service's CPU milliseconds per call."""
+    cpu_before = process_tree_cpu_s(server_pid)
+    samples = []
+    for i in range(n):
+        start = time.perf_counter()
+        call(i)
+        samples.append(time.perf_counter() - start)
+    cpu_after = process_tree_cpu_s(server_pid)
+    if cpu_before is None or cpu_after is None:
+        return samples, None
+    return samples, (cpu_after - cpu_before) / n * 1e3
 
 
 def run(smoke: bool = False, service: bool = True) -> dict[str, Any]:
@@ -233,7 +272,7 @@ def run(smoke: bool = False, service: bool = True) -> dict[str, Any]:
             home = Path(tmp)
             tag = export_to_bentoml(estimator, reference, "1", "bench-model", home / "bentoml")
             with model_service(home, tag) as running:
-                result.update(over_http(running.url, claims, smoke))
+                result.update(over_http(running, claims, smoke))
         result["service_single"]["vs_sklearn_in_process"] = ratio(
             result["sklearn_single"]["ms"], result["service_single"]["ms"])
     return result

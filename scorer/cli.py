@@ -113,7 +113,8 @@ def serve_argv(host: str, port: int) -> list[str]:
     ]
 
 
-def serve_env(base: dict[str, str], home: str, bentoml_home: str, workers: int) -> dict[str, str]:
+def serve_env(base: dict[str, str], home: str, bentoml_home: str, workers: int,
+              access_log: bool = True) -> dict[str, str]:
     """``base`` plus what the service process must see: absolute state folders (the
     service builds its own settings from them), no telemetry, the worker count."""
     env = dict(base)
@@ -125,6 +126,8 @@ def serve_env(base: dict[str, str], home: str, bentoml_home: str, workers: int) 
         MLFLOW_DISABLE_TELEMETRY="true",
     )
     option = f"services.{SERVICE_NAME}.workers={workers}"
+    if not access_log:
+        option += f" services.{SERVICE_NAME}.logging.access.enabled=false"
     earlier = base.get("BENTOML_CONFIG_OPTIONS")
     env["BENTOML_CONFIG_OPTIONS"] = f"{earlier} {option}" if earlier else option
     return env
@@ -156,7 +159,7 @@ def serve_model(port: int | None, host: str | None, workers: int | None) -> None
     settings.bentoml_home.mkdir(parents=True, exist_ok=True)
     argv = serve_argv(host, port)
     env = serve_env(dict(os.environ), str(settings.home), str(settings.bentoml_home),
-                    workers or settings.workers)
+                    workers or settings.workers, settings.access_log)
     click.echo(f"model service on http://{host}:{port} (BentoML store {settings.bentoml_home})")
     # exec: signals (Ctrl-C, SIGTERM from a process manager) reach BentoML directly and no
     # wrapper process is left behind.

@@ -35,6 +35,9 @@ class ModelSettings(CommonSettings):
     host: str = Field(default="127.0.0.1", description="Interface `serve-model` binds to.")
     port: int = Field(default=3000, ge=1, le=65_535, description="Port of `serve-model`.")
     workers: int = Field(default=1, ge=1, le=64, description="BentoML worker processes.")
+    access_log: bool = Field(
+        default=True, description="BentoML's access log line per request (off saves ~0.1 ms)."
+    )
     max_reasons: int = Field(default=3, ge=0, le=5, description="Most reasons per claim.")
     reason_high_percentile: float = Field(
         default=99.0, gt=0, le=100, description="A feature above this percentile is a reason."
