@@ -29,7 +29,7 @@ setup-python: $(BIN)/.synced ## Python virtualenv from the committed lock file
 $(BIN)/.synced: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
-	$(BIN)/uv pip sync --python $(BIN)/python -q requirements.lock
+	$(BIN)/uv pip sync --python $(BIN)/python -q --compile-bytecode requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python -q --no-deps -e .
 	$(BIN)/python -m pip check
 	touch $@
@@ -58,7 +58,7 @@ unit: setup-python ## Unit tests only (no services)
 .PHONY: test
 test: setup ## Lint, type-check and run the whole test suite (unit + integration)
 	$(MAKE) lint
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --durations=15
 
 .PHONY: demo
 demo: setup ## Run the whole pipeline locally (Ctrl-C stops it)
