@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -83,6 +83,9 @@ class ManagedProcess:
         self.popen: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self._log: IO[bytes] | None = None
+        # Called with the pid once the process is known to be gone (the stack's reaper
+        # then forgets its process group, whose id the OS may hand out again).
+        self.on_gone: Callable[[int], None] | None = None
 
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,6 +177,9 @@ class ManagedProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self.on_gone is not None and self.popen is not None and not self.alive():
+            self.on_gone(self.popen.pid)
+            self.on_gone = None
 
 
 # --------------------------------------------------------------------------- the stack
@@ -203,6 +209,95 @@ class Topics:
         return [self.claims, self.approved, self.investigate, self.deadletter]
 
 
+class Reaper:
+    """A helper process that cleans up after a harness that died without closing.
+
+    The harness tells it, line by line on a pipe, which process groups, broker and home it
+    owns. If the pipe closes without a final ``done`` (the harness was SIGKILLed, e.g. by a
+    test timeout), the reaper kills those process groups, stops the broker and removes the
+    home: a drill never leaves orphans behind, whatever happens to the drill itself.
+    """
+
+    def __init__(self, log_path: Path) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("ab")
+        # Own session: a Ctrl-C or a timeout aimed at the harness's group does not reach it.
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from bench.stack_harness import reap; reap()"],
+            stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            start_new_session=True)
+
+    def tell(self, line: str) -> None:
+        if self._proc.stdin is None or self._proc.stdin.closed:
+            return
+        try:
+            self._proc.stdin.write(line.encode() + b"\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            logger.warning("the reaper is gone; cleanup relies on close() alone")
+
+    def done(self) -> None:
+        """Everything is cleaned up: the reaper may leave."""
+        self.tell("done")
+        if self._proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        self._log.close()
+
+
+def reap() -> None:
+    """The reaper's main loop (see :class:`Reaper`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    groups: set[int] = set()
+    brokers: dict[str, dict[str, str]] = {}
+    homes: set[str] = set()
+    for raw in sys.stdin:
+        command, _, arg = raw.strip().partition(" ")
+        if command == "done":
+            return
+        if command == "group":
+            groups.add(int(arg))
+        elif command == "forget":
+            groups.discard(int(arg))
+        elif command == "broker":
+            home, port, controller = arg.split(" ")
+            brokers[home] = {"CLAIMFLOW_HOME": home, "KAFKA_PORT": port,
+                             "KAFKA_CONTROLLER_PORT": controller}
+        elif command == "nobroker":
+            brokers.pop(arg, None)
+        elif command == "home":
+            homes.add(arg)
+    # The pipe closed without "done": the harness died. Clean up after it.
+    print(f"harness gone: killing groups {sorted(groups)}, stopping brokers {sorted(brokers)}",
+          flush=True)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, sig)
+        if sig == signal.SIGTERM:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+                time.sleep(0.2)
+    for env in brokers.values():
+        full = {k: v for k, v in os.environ.items() if not k.startswith(COMPONENT_ENV_PREFIXES)}
+        subprocess.run([*CLAIMFLOW, "kafka", "stop"], env={**full, **env}, cwd=REPO_ROOT,
+                       timeout=120, check=False)
+    for home in homes:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 class Stack:
     """The real components on this machine, in a temporary home, all stopped on close."""
 
@@ -224,10 +319,14 @@ class Stack:
         self._watchdog: threading.Timer | None = None
         self._killer: threading.Timer | None = None
         self._lock = threading.Lock()
+        self._reaper: Reaper | None = None
 
     # -- lifecycle
 
     def __enter__(self) -> Stack:
+        self._reaper = Reaper(self.logs / "reaper.log")
+        if self._own_home and not self.keep_home:
+            self._reaper.tell(f"home {self.home}")
         self._watchdog = threading.Timer(self.deadline_s, self._deadline_passed)
         self._watchdog.daemon = True
         self._watchdog.start()
@@ -270,6 +369,8 @@ class Stack:
         for proc in reversed(self.processes):
             proc.stop(timeout_s=15)
         self._stop_broker_quietly()
+        if self._reaper is not None:
+            self._reaper.done()
         with contextlib.suppress(Exception):
             atexit.unregister(self.close)
         if self._own_home and not self.keep_home:
@@ -322,7 +423,13 @@ class Stack:
         proc = ManagedProcess(name, argv or [*CLAIMFLOW, *args], self.env(env),
                               self.logs / f"{name}.log")
         self.processes.append(proc)
-        return proc.start()
+        proc.start()
+        reaper = self._reaper
+        if reaper is not None:
+            # Its own session: the process group id is its pid.
+            reaper.tell(f"group {proc.pid}")
+            proc.on_gone = lambda pid: reaper.tell(f"forget {pid}")
+        return proc
 
     # -- Kafka
 
@@ -330,6 +437,8 @@ class Stack:
         """``claimflow kafka start`` on this stack's ports; returns the seconds it took."""
         started = time.monotonic()
         self.broker_running = True  # from here on, close() must try to stop it
+        if self._reaper is not None:
+            self._reaper.tell(f"broker {self.home} {self.kafka_port} {self.controller_port}")
         self.cli("kafka", "start", timeout_s=timeout_s, log_name="kafka")
         return time.monotonic() - started
 
@@ -337,6 +446,8 @@ class Stack:
         started = time.monotonic()
         self.cli("kafka", "stop", timeout_s=timeout_s, log_name="kafka")
         self.broker_running = False
+        if self._reaper is not None:
+            self._reaper.tell(f"nobroker {self.home}")
         return time.monotonic() - started
 
     def _stop_broker_quietly(self) -> None:

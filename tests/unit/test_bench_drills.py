@@ -20,7 +20,13 @@ from bench.drill_common import (
     verdict,
     wait_until,
 )
-from bench.drill_poison import POISON_KINDS, Sent, build_flood, check_dead_letters
+from bench.drill_poison import (
+    POISON_KINDS,
+    Sent,
+    build_flood,
+    check_dead_letters,
+    keeps_original,
+)
 from bench.drills import DRILLS, parse_args
 from bench.stack_harness import ManagedProcess, Stack, Topics, free_port
 from schemas import DeadLetter, StreamSource
@@ -138,7 +144,15 @@ def test_scorer_routing_accepts_every_good_claim_and_classifies_every_poison() -
             continue
         letter = by_offset[offset]
         assert letter.error_kind in message.expected, (message.kind, letter.error)
-        assert letter.original_value == (message.value or b"")
+        assert keeps_original(letter.original_value, message.value or b"", letter.error_kind)
+
+
+def test_only_a_too_large_message_may_keep_just_its_first_bytes() -> None:
+    assert keeps_original(b"abc", b"abc", "not_json")
+    assert not keeps_original(b"ab", b"abc", "not_json")
+    assert keeps_original(b"ab", b"abc", "too_large")
+    assert not keeps_original(b"", b"abc", "too_large")
+    assert not keeps_original(b"xb", b"abc", "too_large")
 
 
 def test_dead_letter_check_matches_by_position_and_reports_problems() -> None:
@@ -270,3 +284,33 @@ def test_drills_cli_selects_by_number() -> None:
     assert args.only == [5, 6]
     with pytest.raises(SystemExit):
         parse_args(["--only", "7"])
+
+
+HARNESS_THAT_DIES = (
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from bench.stack_harness import Stack\n"
+    "stack = Stack(deadline_s=120, home=Path(sys.argv[1])).__enter__()\n"
+    "p = stack.spawn('victim', argv=[sys.executable, '-c', sys.argv[2]])\n"
+    "print(p.pid, flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def test_reaper_cleans_up_after_a_harness_killed_with_sigkill(tmp_path: Path) -> None:
+    """A test timeout or an OOM kill of the drill process must not leave components behind."""
+    harness = ManagedProcess(
+        "harness", [sys.executable, "-c", HARNESS_THAT_DIES, str(tmp_path / "home"),
+                    CHILD_SPAWNER],
+        dict(os.environ), tmp_path / "harness.log").start()
+    component = int(wait_for_line(harness.log_path))
+    victim_log = tmp_path / "home" / "harness-logs" / "victim.log"
+    wait_until(victim_log.exists, timeout_s=20, interval_s=0.05)
+    grandchild = int(wait_for_line(victim_log))
+    assert _pid_alive(component)
+    assert _pid_alive(grandchild)
+    # SIGKILL: no close(), no atexit. The components live in their own sessions, so only
+    # the reaper can take them down now.
+    harness.kill()
+    wait_until(lambda: not _pid_alive(component) and not _pid_alive(grandchild),
+               timeout_s=30, interval_s=0.1, what="components reaped")
