@@ -24,7 +24,7 @@ TAKEOVER_GOAL_S = 10.0
 
 
 def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
-    rate, seconds = (600.0, 25.0) if smoke else (2_500.0, 60.0)
+    rate, seconds = (600.0, 15.0) if smoke else (2_500.0, 60.0)
     rows = int(rate * seconds)
     stream = Stream(ctx, "d4", rows=rows, rate=rate)
     bootstrap = ctx.stack.bootstrap
