@@ -229,6 +229,12 @@ class ModelStatus:
                    exported=bool(data["exported"]))
 
 
+def store_is_missing(tracking_uri: str) -> bool:
+    """Whether the tracking URI is a SQLite store whose file does not exist yet."""
+    prefix = "sqlite:///"
+    return tracking_uri.startswith(prefix) and not Path(tracking_uri[len(prefix):]).exists()
+
+
 def plan_model(status: ModelStatus) -> ModelAction:
     if status.champion is None:
         return ModelAction.TRAIN
@@ -565,20 +571,27 @@ def prepare_broker(
     return True
 
 
-def model_status(env: Mapping[str, str]) -> ModelStatus:
-    """Ask a child interpreter (MLflow and BentoML stay out of this long-lived process)."""
-    say("model: looking for a champion in the registry")
-    result = subprocess.run(
+def start_model_status(env: Mapping[str, str]) -> subprocess.Popen[str]:
+    """Ask a child interpreter which champion the registry has. It runs while the broker
+    starts (importing MLflow alone takes seconds) and keeps MLflow and BentoML out of this
+    long-lived process."""
+    say("model: looking for a champion in the registry (in the background)")
+    return subprocess.Popen(
         [sys.executable, "-m", "claimflow.stack", "model-status"],
-        env=dict(env), capture_output=True, text=True, check=False,
+        env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    if result.returncode != 0:
-        raise StackError(f"could not read the model registry:\n{result.stderr.strip()}")
-    return ModelStatus.from_json(result.stdout.strip().splitlines()[-1])
 
 
-def prepare_model(settings: StackSettings, env: Mapping[str, str], exe: str) -> None:
-    status = model_status(env)
+def finish_model_status(proc: subprocess.Popen[str]) -> ModelStatus:
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise StackError(f"could not read the model registry:\n{err.strip()}")
+    return ModelStatus.from_json(out.strip().splitlines()[-1])
+
+
+def prepare_model(
+    settings: StackSettings, env: Mapping[str, str], exe: str, status: ModelStatus
+) -> None:
     action = plan_model(status)
     if action is ModelAction.READY:
         say(f"model: champion is version {status.champion} (training skipped)")
@@ -754,12 +767,13 @@ def run_stack(settings: StackSettings, *, duration_s: float | None, prepare_only
     raise_on_sigterm()
     write_state(settings, state)
     broker_started = False
+    status_proc = start_model_status(env)
     try:
         broker_started = prepare_broker(settings, env, bootstrap, exe)
         if broker_started:
             write_state(settings, state.model_copy(update={"broker_started": True}))
         run_step("create topics", [exe, "topics", "create"], env)
-        prepare_model(settings, env, exe)
+        prepare_model(settings, env, exe, finish_model_status(status_proc))
         if prepare_only:
             say("prepared: broker, topics and champion model are ready")
             return 0
@@ -770,6 +784,9 @@ def run_stack(settings: StackSettings, *, duration_s: float | None, prepare_only
         return 130
     finally:
         ignore_signals_while_stopping()
+        if status_proc.poll() is None:
+            status_proc.kill()
+            status_proc.communicate()
         keep = settings.keep_broker or prepare_only
         if broker_started and not keep:
             stop_local_broker(exe, env)
@@ -905,13 +922,18 @@ def model_status_command() -> None:
 
 
 def read_model_status() -> ModelStatus:
+    from trainer.settings import TrainerSettings
+
+    settings = TrainerSettings()
+    if store_is_missing(settings.tracking_uri):
+        # First run: no store, so no champion; skip seconds of MLflow import and migrations.
+        return ModelStatus(champion=None, exported=False)
+
     from bentoml.exceptions import NotFound
 
     from trainer.export import bento_tag, bentoml_store
     from trainer.registry import RegistryError, resolve_champion
-    from trainer.settings import TrainerSettings
 
-    settings = TrainerSettings()
     try:
         version, _run_id = resolve_champion(settings.tracking_uri, settings.registered_model)
     except RegistryError:

@@ -337,3 +337,23 @@ def test_tail_hint_names_a_moved_broker() -> None:
     assert stack.tail_hint("127.0.0.1:9092") == "claimflow tail investigate"
     assert stack.tail_hint("127.0.0.1:19092") == (
         "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 claimflow tail investigate")
+
+
+def test_a_missing_sqlite_store_has_no_champion(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    assert stack.store_is_missing(f"sqlite:///{db}")
+    db.write_bytes(b"")
+    assert not stack.store_is_missing(f"sqlite:///{db}")
+    assert not stack.store_is_missing("http://mlflow:5000")
+
+
+def test_model_status_helper_on_a_fresh_home(tmp_path: Path) -> None:
+    """The child `up` asks before it trains: a new CLAIMFLOW_HOME has no champion."""
+    env = {**os.environ, "CLAIMFLOW_HOME": str(tmp_path / "fresh")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run([sys.executable, "-m", "claimflow.stack", "model-status"],
+                            env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    status = ModelStatus.from_json(result.stdout)
+    assert status == ModelStatus(champion=None, exported=False)
+    assert stack.plan_model(status) is ModelAction.TRAIN
