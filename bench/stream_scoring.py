@@ -358,10 +358,10 @@ class LatencyReader(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stop.is_set():
-                for msg in self.consumer.consume(1000, 0.05):
-                    key = msg.key()
-                    if msg.error() is None and key is not None:
-                        self.arrived.setdefault(key, time.perf_counter())
+                # poll, not consume: consume waits to fill its batch, which would be timed too.
+                msg = self.consumer.poll(0.05)
+                if msg is not None and msg.error() is None and msg.key() is not None:
+                    self.arrived.setdefault(msg.key() or b"", time.perf_counter())
         finally:
             self.consumer.close()
 

@@ -2,7 +2,8 @@
 
 One loop iteration is one batch and one Kafka transaction:
 
-1. ``consume`` up to ``batch_max_size`` messages, waiting at most ``batch_max_wait_ms``;
+1. ``consume`` up to ``batch_max_size`` messages: what is already there, or, when nothing
+   is, what arrives within ``batch_max_wait_ms``;
 2. split them into claims and dead letters (:func:`scorer.routing.split_batch`);
 3. one model-service call for all claims of the batch;
 4. produce decisions and dead letters, add the batch's offsets to the transaction, commit.
@@ -264,9 +265,13 @@ class ScoringLoop:
         )
 
     def run(self) -> None:
-        max_wait_s = self.settings.batch_max_wait_ms / 1000
+        max_size, max_wait_s = self.settings.batch_max_size, self.settings.batch_max_wait_ms / 1000
         while not self.stop.is_set():
-            messages = self.consumer.consume(self.settings.batch_max_size, max_wait_s)
+            # Whatever arrived while the last batch was processed forms the next one at once
+            # (under load that is a full batch); only an idle worker waits for a batch to fill.
+            messages = self.consumer.consume(max_size, 0) or self.consumer.consume(
+                max_size, max_wait_s
+            )
             usable = self.usable(messages)
             if usable:
                 self.process(usable)
