@@ -32,7 +32,10 @@ class ScorerSettings(CommonSettings):
         default=500, ge=1, le=10_000, description="Most claims in one batch (one model call)."
     )
     batch_max_wait_ms: int = Field(
-        default=10, ge=1, le=60_000, description="Longest a batch waits to fill up."
+        default=10,
+        ge=1,
+        le=60_000,
+        description="Longest an idle worker waits for a batch to fill (a busy one never waits).",
     )
     max_claim_bytes: int = Field(
         default=16_384,
