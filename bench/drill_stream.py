@@ -86,11 +86,18 @@ class Stream:
             drain_s = wait_until(lambda: self.ctx.caught_up(self.group, self.topics.claims,
                                                             expected=self.rows),
                                  timeout_s, interval_s=0.2, what="scorer group caught up")
-        except TimeoutError:
-            # Leave the evidence in the workers' logs: where each one is stuck.
+        except TimeoutError as exc:
+            # Leave the evidence: where each live worker is stuck, in its log and here.
+            stuck = []
             for worker in self.workers:
-                worker.dump_stacks()
-            raise
+                if worker.alive():
+                    worker.dump_stacks()
+                    stack = [line.strip() for line in worker.log_tail(40).splitlines()
+                             if line.strip().startswith("File ")][:6]
+                    stuck.append(f"{worker.name} (log {worker.log_path}) stuck at: "
+                                 + " <- ".join(stack))
+            raise TimeoutError(f"{exc}; committed {self.committed()} of {self.rows}; "
+                               + ("; ".join(stuck) or "no worker alive")) from exc
         return {"producer_exit": code, "drain_s": round(drain_s, 2)}
 
     def verify(self) -> tuple[list[str], Outcomes, ExactlyOnceReport]:
