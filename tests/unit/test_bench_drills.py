@@ -20,6 +20,7 @@ from bench.drill_common import (
     verdict,
     wait_until,
 )
+from bench.drill_kill_scorer import kill_plan
 from bench.drill_poison import (
     POISON_KINDS,
     Sent,
@@ -27,6 +28,7 @@ from bench.drill_poison import (
     check_dead_letters,
     keeps_original,
 )
+from bench.drill_stream import first_progress, first_time, steady_rate
 from bench.drills import DRILLS, parse_args
 from bench.stack_harness import ManagedProcess, Stack, Topics, free_port
 from schemas import DeadLetter, StreamSource
@@ -314,3 +316,29 @@ def test_reaper_cleans_up_after_a_harness_killed_with_sigkill(tmp_path: Path) ->
     harness.kill()
     wait_until(lambda: not _pid_alive(component) and not _pid_alive(grandchild),
                timeout_s=30, interval_s=0.1, what="components reaped")
+
+
+# --------------------------------------------------------------------------- stream helpers
+
+
+def test_kill_plan_is_seeded_ordered_and_inside_the_stream() -> None:
+    plan = kill_plan(200_000, 5, seed=1)
+    assert plan == kill_plan(200_000, 5, seed=1)
+    assert plan != kill_plan(200_000, 5, seed=2)
+    targets = [target for target, _ in plan]
+    assert targets == sorted(targets)
+    assert all(10_000 <= t <= 170_000 for t in targets)
+    assert all(0 <= delay <= 0.6 for _, delay in plan)
+
+
+def test_progress_and_recovery_moments() -> None:
+    samples = [(0.0, 0), (1.0, 100), (2.0, 200), (3.0, 200), (4.0, 200), (5.0, 250),
+               (6.0, 450)]
+    assert first_progress(samples, after=2.5) == 5.0
+    assert first_progress(samples, after=0.5, base=150) == 2.0
+    assert first_progress(samples, after=6.0) is None
+    rates = throughput_windows(samples)
+    assert steady_rate(rates, 0.0, 2.0) == 100.0
+    assert steady_rate(rates, 10.0, 20.0) is None
+    assert first_time(rates, after=3.0, at_least=90.0) == 6.0
+    assert first_time(rates, after=3.0, at_least=1_000.0) is None
