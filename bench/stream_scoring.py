@@ -60,7 +60,7 @@ GOAL_RATIO = 0.5
 GOAL_P50_MS = 30.0
 GOAL_P99_MS = 100.0
 CLAIM_PARTITIONS = 6
-IN_PROCESS_BATCH = 500
+IN_PROCESS_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,9 @@ class Sizes:
     repeats: int
 
 
-FULL = Sizes(backlog=200_000, setups=((1, 500), (1, 2000), (2, 2000)), latency_rate=1000,
-             latency_seconds=20, in_process_claims=100_000, repeats=3)
-SMOKE = Sizes(backlog=5_000, setups=((1, 500),), latency_rate=1000, latency_seconds=3,
+FULL = Sizes(backlog=200_000, setups=((1, 500), (1, 1000), (2, 1000), (2, 2000)),
+             latency_rate=1000, latency_seconds=20, in_process_claims=100_000, repeats=3)
+SMOKE = Sizes(backlog=5_000, setups=((1, 1000),), latency_rate=1000, latency_seconds=3,
               in_process_claims=5_000, repeats=1)
 
 
@@ -372,7 +372,7 @@ def latency_run(bootstrap: str, home: Path, admin: AdminClient, model_url: str,
     group = f"bench-{uuid.uuid4().hex[:8]}"
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
     reader = LatencyReader(bootstrap, [topics.approved, topics.investigate])
-    workers = start_workers(bootstrap, home, topics, group, model_url, 1, 500)
+    workers = start_workers(bootstrap, home, topics, group, model_url, 1, 1000)
     sent: dict[bytes, float] = {}
     try:
         reader.start()
