@@ -131,6 +131,31 @@ def _load() -> list[float] | None:
     return _load_average()
 
 
+def render_markdown(report: dict[str, Any]) -> str:
+    """The drills table for the README: verdict, what was checked, the key numbers."""
+    machine = report.get("machine", {})
+    lines = [
+        f"Fault drills ({'smoke sizes' if report.get('smoke') else 'full sizes'}), "
+        f"{report.get('generated_at', '?')}, seed {report.get('seed', '?')}; "
+        f"{machine.get('cpu_model', '?')}, {machine.get('cpus', '?')} CPUs, load average at "
+        f"start {machine.get('load_average_start', '?')}.",
+        "",
+        "| # | Drill | Result | What happened | Checks failed |",
+        "|---:|---|:---:|---|---|",
+    ]
+    for drill in report.get("drills", []):
+        failed = [name for name, ok in drill.get("checks", {}).items() if not ok]
+        if drill.get("error"):
+            failed.append(f"error: {drill['error']}")
+        text = " ".join(str(drill.get("summary", "")).split()).replace("|", "\\|")
+        why = "; ".join(failed).replace("|", "\\|").replace("\n", " ")[:300]
+        lines.append(f"| {drill['number']} | {drill['name']} | "
+                     f"{'PASS' if drill.get('passed') else '**FAIL**'} | {text} | {why} |")
+    if report.get("interrupted"):
+        lines += ["", "The run was interrupted (deadline or signal) before every drill ran."]
+    return "\n".join(lines) + "\n"
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.drills", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        else RESULTS_DIR / "drills.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(render_markdown(report), encoding="utf-8")
     print(f"{'PASS' if report['passed'] else 'FAIL'}: "
           f"{sum(d['passed'] for d in report['drills'])}/{len(numbers)} drills passed; "
           f"results in {out}", flush=True)

@@ -30,6 +30,7 @@ from bench.drill_poison import (
 )
 from bench.drill_stream import first_progress, first_time, steady_rate
 from bench.drills import DRILLS, parse_args
+from bench.drills import render_markdown as render_drills_markdown
 from bench.stack_harness import ManagedProcess, Stack, Topics, free_port
 from schemas import DeadLetter, StreamSource
 from scorer.routing import split_batch
@@ -342,3 +343,23 @@ def test_progress_and_recovery_moments() -> None:
     assert steady_rate(rates, 10.0, 20.0) is None
     assert first_time(rates, after=3.0, at_least=90.0) == 6.0
     assert first_time(rates, after=3.0, at_least=1_000.0) is None
+
+
+def test_drills_markdown_has_a_row_per_drill_with_its_verdict() -> None:
+    report = {
+        "generated_at": "2026-11-26T20:00:00+00:00", "smoke": False, "seed": 7,
+        "machine": {"cpu_model": "Xeon", "cpus": 2, "load_average_start": [1.0, 1.0, 1.0]},
+        "drills": [
+            DrillResult(number=1, name="kill-scorer", passed=True,
+                        summary="5 SIGKILLs -> 200000 decisions",
+                        checks={"exactly_once_read_committed": True}).as_dict(),
+            DrillResult(number=3, name="broker-restart", passed=False, summary="a | b",
+                        checks={"scorer_never_restarted": False},
+                        error="TimeoutError: stuck\nthere").as_dict(),
+        ],
+    }
+    lines = render_drills_markdown(report).splitlines()
+    assert lines[0].startswith("Fault drills (full sizes), 2026-11-26T20:00:00+00:00, seed 7")
+    assert lines[4] == "| 1 | kill-scorer | PASS | 5 SIGKILLs -> 200000 decisions |  |"
+    assert lines[5] == ("| 3 | broker-restart | **FAIL** | a \\| b | scorer_never_restarted; "
+                        "error: TimeoutError: stuck there |")
