@@ -17,7 +17,7 @@ help: ## Show this help
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: setup
-setup: setup-system setup-python setup-kafka setup-containers ## Install everything (idempotent)
+setup: setup-system setup-python setup-kafka setup-containers setup-composecheck ## Install everything (idempotent)
 
 .PHONY: setup-system
 setup-system: ## System packages (Java, Maven, podman, runc, Chromium) via apt, when missing
@@ -41,6 +41,11 @@ setup-kafka: setup-python ## Kafka jars from Maven Central into the cache
 .PHONY: setup-containers
 setup-containers: setup-kafka ## podman API socket + locally built Kafka image (for testcontainers)
 	bash scripts/setup-containers.sh
+	bash deploy/build-local-image.sh
+
+.PHONY: setup-composecheck
+setup-composecheck: ## Compose file checker (compose-go loader + schema) built with Go into the cache
+	bash scripts/setup-composecheck.sh
 
 .PHONY: lock
 lock: ## Re-resolve requirements.lock from pyproject.toml
