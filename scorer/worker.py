@@ -48,7 +48,7 @@ from confluent_kafka import (
 )
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from claimflow.logging_setup import configure_logging
+from claimflow.logging_setup import LOG_FORMAT, configure_logging
 from schemas import ScoreResult
 from scorer.client import ModelClient, ModelServiceError, ModelUnavailable
 from scorer.routing import (
@@ -573,6 +573,10 @@ def run_worker(
 def worker_process(settings: ScorerSettings, instance: int, log_level: str, parent: int) -> None:
     """Entry point of one child process of ``claimflow score --instances N``."""
     configure_logging(log_level)
+    # Several workers write to one terminal or log file: say which one speaks.
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT.replace(
+            "%(name)s", f"[worker {instance}] %(name)s")))
     stop = threading.Event()
     install_stop_handlers(stop)
     code = run_worker(settings, instance, stop=stop, parent_pid=parent)
