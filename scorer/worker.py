@@ -171,9 +171,9 @@ class WorkerMetrics:
         self.batch_size.observe(batch.consumed)
         self.batch_latency.observe(time.perf_counter() - started)
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)
-        logger.info("metrics on http://127.0.0.1:%d/metrics", port)
+    def serve(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)
+        logger.info("metrics on http://%s:%d/metrics", host, port)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -534,7 +534,7 @@ def run_worker(
     stop = stop or threading.Event()
     metrics = WorkerMetrics()
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port + instance)
+        metrics.serve(settings.metrics_host, settings.metrics_port + instance)
     tid = settings.transactional_id(instance)
     client = ModelClient(settings.model_url, settings.model_timeout_s)
     consumer = Consumer(consumer_config(settings, instance))

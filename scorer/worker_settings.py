@@ -66,6 +66,10 @@ class ScorerSettings(CommonSettings):
         le=65_535,
         description="Prometheus port of worker 0 (worker i uses port + i); 0 turns metrics off.",
     )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Interface of the metrics server (0.0.0.0 in a container to be scraped).",
+    )
     transactional_id_prefix: str = Field(
         default_factory=lambda: f"claimflow-scorer-{socket.gethostname()}",
         description="Worker i's transactional.id is '<prefix>-<i>' (stable across restarts).",
