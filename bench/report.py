@@ -29,7 +29,8 @@ class Goal:
 
     def describe(self, unit: str = "") -> str:
         sign = "≥" if self.op == ">=" else "≤"
-        return f"{sign} {format_number(self.target)}{(' ' + unit) if unit else ''}"
+        suffix = unit if unit == "x" else f" {unit}" if unit else ""
+        return f"{sign} {format_number(self.target)}{suffix}"
 
 
 @dataclass(frozen=True)
