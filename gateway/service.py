@@ -66,15 +66,8 @@ def build_decision(
 ) -> Decision:
     if result.claim_id != claim.claim_id:
         raise ScoringMismatchError(f"asked about {claim.claim_id}, answer is for {result.claim_id}")
-    return Decision(
-        claim=claim,
-        decision=result.decision,
-        anomaly_score=result.anomaly_score,
-        threshold=result.threshold,
-        model=result.model,
-        reasons=result.reasons,
-        decided_at=decided_at,
-        source=GatewaySource(request_id=request_id),
+    return Decision.from_score(
+        claim, result, decided_at=decided_at, source=GatewaySource(request_id=request_id)
     )
 
 

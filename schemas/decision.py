@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AwareDatetime, Field, ValidationError
 
 from schemas.claim import Claim
 from schemas.common import SCHEMA_VERSION, Contract, ContractError, SchemaVersion
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from schemas.score import ScoreResult
 
 DecisionKind = Literal["approve", "investigate"]
 
@@ -68,6 +73,29 @@ class Decision(Contract):
     @property
     def claim_id(self) -> str:
         return self.claim.claim_id
+
+    @classmethod
+    def from_score(
+        cls,
+        claim: Claim,
+        result: ScoreResult,
+        *,
+        decided_at: datetime,
+        source: StreamSource | GatewaySource,
+    ) -> Decision:
+        """The decision for ``claim`` from the model's verdict on it."""
+        if result.claim_id != claim.claim_id:
+            raise ValueError(f"score is for {result.claim_id}, not for {claim.claim_id}")
+        return cls(
+            claim=claim,
+            decision=result.decision,
+            anomaly_score=result.anomaly_score,
+            threshold=result.threshold,
+            model=result.model,
+            reasons=result.reasons,
+            decided_at=decided_at,
+            source=source,
+        )
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Decision:

@@ -200,16 +200,7 @@ def build_decision(
 ) -> Decision:
     """The Decision as the contract builds it (the reference :func:`DecisionEncoder` must
     match byte for byte)."""
-    return Decision(
-        claim=claim,
-        decision=result.decision,
-        anomaly_score=result.anomaly_score,
-        threshold=result.threshold,
-        model=result.model,
-        reasons=result.reasons,
-        decided_at=decided_at,
-        source=position.source(),
-    )
+    return Decision.from_score(claim, result, decided_at=decided_at, source=position.source())
 
 
 _REASONS: Final = TypeAdapter(list[Reason])

@@ -215,3 +215,23 @@ def test_json_schema_accepts_what_the_model_accepts() -> None:
     jsonschema.validate(json.loads(claim_json()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**GOOD_CLAIM, "patient_age": 300}, schema)
+
+
+def test_decision_from_score_copies_the_verdict_and_refuses_another_claims_score() -> None:
+    from schemas import GatewaySource, ScoreResult
+
+    claim = Claim.from_json(claim_json())
+    verdict = ScoreResult.model_validate_json(
+        json.dumps({**{k: v for k, v in make_decision().items() if k in {
+            "decision", "anomaly_score", "threshold", "model", "reasons"}},
+            "claim_id": claim.claim_id})
+    )
+    decided_at = datetime(2026, 11, 26, tzinfo=UTC)
+    decision = Decision.from_score(
+        claim, verdict, decided_at=decided_at, source=GatewaySource(request_id="r1")
+    )
+    assert (decision.decision, decision.anomaly_score, decision.reasons) == (
+        verdict.decision, verdict.anomaly_score, verdict.reasons)
+    other = verdict.model_copy(update={"claim_id": "C-2"})
+    with pytest.raises(ValueError, match="score is for C-2"):
+        Decision.from_score(claim, other, decided_at=decided_at, source=GatewaySource())
