@@ -20,7 +20,7 @@ def schemas_group() -> None:
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=JSON_DIR,
-    show_default=True,
+    show_default="schemas/json in the installed package",
     help="Folder for the *.schema.json files.",
 )
 def export(out_dir: Path) -> None:
