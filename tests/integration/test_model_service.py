@@ -4,6 +4,7 @@ resolving the champion through a real MLflow registry and BentoML store, called 
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import threading
 import time
@@ -232,8 +233,12 @@ def test_client_errors_are_not_retryable(service: RegistryServiceProcess) -> Non
     claims = make_claims(50, seed=13)
     with ModelClient(service.url) as client, pytest.raises(ModelServiceError, match="404"):
         client._post("/no-such-api", b"{}")
-    with ModelClient(service.url, timeout_s=1e-6) as client, pytest.raises(ModelUnavailable):
-        client.score_batch(claims)
+    # A timeout is an outage, not a client error. A listening socket that never answers
+    # times out for sure (a tiny timeout against the real service may still win the race).
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with ModelClient(url, timeout_s=0.2) as client, pytest.raises(ModelUnavailable):
+            client.score_batch(claims)
 
 
 def test_new_champion_is_served_without_restart(
