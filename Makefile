@@ -77,6 +77,10 @@ bench: setup ## Run every benchmark, write bench/results/latest.{json,md}
 drills: setup ## Fault drills against the real stack, write bench/results/drills.json
 	$(BIN)/python -m bench.drills
 
+.PHONY: drills-smoke
+drills-smoke: setup ## The fault drills at smoke size, as pytest checks (not in `make test`)
+	$(BIN)/pytest bench/test_drills_smoke.py
+
 .PHONY: clean
 clean: ## Remove local state (.claimflow) but keep the virtualenv
 	rm -rf .claimflow
