@@ -71,7 +71,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
         start_s = stack.start_broker()
         t_back = sampler.now()
         gateway_back_s, after_statuses = submit_until_accepted(gateway.url, gateway_ids[1], 120)
-        finish = stream.finish(timeout_s=120 if smoke else 600)
+        finish = stream.finish(timeout_s=300 if smoke else 600)
         # The gateway's own outcome view must follow the restarted broker too.
         view_s = wait_until(
             lambda: httpx.get(f"{gateway.url}/api/v1/claims/{gateway_ids[1]}",

@@ -51,7 +51,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
             scorer = stream.start_scorer("w")
             moments.append({"t_s": round(at, 2), "committed_at_kill": committed,
                             "target": target, "delay_s": delay})
-        finish = stream.finish(timeout_s=120 if smoke else 600)
+        finish = stream.finish(timeout_s=300 if smoke else 600)
     finally:
         samples = sampler.stop()
     elapsed = time.monotonic() - started

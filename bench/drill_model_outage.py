@@ -43,7 +43,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
         committed_during = stream.committed() - committed_at_stop
         ctx.model = ctx.stack.start_model_service(port=ctx.model.port, name="model")
         t_ready = sampler.now()
-        finish = stream.finish(timeout_s=120 if smoke else 600)
+        finish = stream.finish(timeout_s=300 if smoke else 600)
         time.sleep(1.0)  # one more sample window after the drain, for the rate curve
     finally:
         samples = sampler.stop()

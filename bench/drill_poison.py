@@ -265,7 +265,8 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
             raise RuntimeError(f"scorer exited ({scorer.returncode}):\n{scorer.log_tail()}")
         return ctx.caught_up(group, topics.claims, expected=len(messages))
 
-    drain_s = wait_until(done, timeout_s=300 if not smoke else 120, what="scorer caught up")
+    # Generous: a loaded machine (CI beside other jobs) starts workers slowly.
+    drain_s = wait_until(done, timeout_s=300, what="scorer caught up")
     outcomes = read_outcomes(stack.bootstrap, topics.decisions, topics.deadletter)
     exactly = check_exactly_once(good_ids, outcomes.decided_ids())
     letters = check_dead_letters(sent, outcomes.dead_letters, topics.claims)

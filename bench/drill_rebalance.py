@@ -79,7 +79,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
         resumed_s = time.monotonic() - t_kill
     except TimeoutError:
         logger.error("the inherited partitions did not progress")
-    finish = stream.finish(timeout_s=120 if smoke else 600)
+    finish = stream.finish(timeout_s=300 if smoke else 600)
     alive = workers[survivor].alive()
     sent, outcomes, exactly = stream.verify()
     for proc in workers.values():

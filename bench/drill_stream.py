@@ -82,10 +82,19 @@ class Stream:
         """Producer done, scorer group caught up with the whole input."""
         assert self.producer is not None
         code = self.producer.wait(timeout_s)
+
+        def done() -> bool:
+            if self.workers and not any(worker.alive() for worker in self.workers):
+                # Nobody restarts workers here (a drill that does, starts a new one first).
+                ends = "; ".join(
+                    f"{w.name} exited {w.returncode}: "
+                    + " | ".join(w.log_tail(4).splitlines())[-600:] for w in self.workers[-2:])
+                raise RuntimeError(f"every scorer worker exited on its own "
+                                   f"(committed {self.committed()} of {self.rows}): {ends}")
+            return self.ctx.caught_up(self.group, self.topics.claims, expected=self.rows)
+
         try:
-            drain_s = wait_until(lambda: self.ctx.caught_up(self.group, self.topics.claims,
-                                                            expected=self.rows),
-                                 timeout_s, interval_s=0.2, what="scorer group caught up")
+            drain_s = wait_until(done, timeout_s, interval_s=0.2, what="scorer group caught up")
         except TimeoutError as exc:
             # Leave the evidence: where each live worker is stuck, in its log and here.
             stuck = []

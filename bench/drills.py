@@ -83,6 +83,17 @@ def setup_stack(stack: Stack, smoke: bool, seed: int) -> tuple[DrillContext, dic
     return DrillContext(stack=stack, model=model, seed=seed, smoke=smoke), timings
 
 
+def keep_logs(stack: Stack) -> Path:
+    """Copy every component's log out of the stack's home (removed on close) for diagnosis."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    target = RESULTS_DIR / "tmp" / f"drill-logs-{stamp}"
+    for source in (stack.logs, stack.home / "logs"):
+        if source.exists():
+            shutil.copytree(source, target / source.name, dirs_exist_ok=True)
+    logger.info("logs of this run kept in %s", target)
+    return target
+
+
 def run_drills(numbers: Sequence[int], *, smoke: bool, seed: int, keep_home: bool,
                deadline_s: float, home: Path | None = None) -> dict[str, Any]:
     from bench.run import environment  # the same machine record as the benchmarks
@@ -114,6 +125,8 @@ def run_drills(numbers: Sequence[int], *, smoke: bool, seed: int, keep_home: boo
                         print(result.line(), flush=True)
                 finally:
                     ctx.close()
+                    if not all(r.passed for r in results):
+                        report["logs"] = str(keep_logs(stack))
     except KeyboardInterrupt:
         # The deadline's watchdog or a signal: the stack is closed; report what we have.
         logger.error("interrupted (deadline or signal); the stack was stopped")
