@@ -49,8 +49,11 @@ def submit_until_accepted(url: str, claim_id: str, timeout_s: float) -> tuple[fl
 
 
 def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
-    down_s, rate, before_s, after_s = (3.0, 500.0, 5.0, 10.0) if smoke else \
-        (10.0, 2_000.0, 15.0, 30.0)
+    # Away longer than the scorer's transaction timeout (10 s by default), at every size: a
+    # shorter outage passes or fails by chance, depending on how fast the machine restarts
+    # the broker; a real restart takes that long anyway.
+    down_s, rate, before_s, after_s = (12.0, 500.0, 5.0, 10.0) if smoke else \
+        (20.0, 2_000.0, 15.0, 30.0)
     rows = int(rate * (before_s + after_s))
     stack = ctx.stack
     stream = Stream(ctx, "d3", rows=rows, rate=rate)

@@ -78,10 +78,23 @@ class Stream:
 
         return wait_until(reached, timeout_s, interval_s=0.05, what=f"{target:.0f} committed")
 
-    def finish(self, timeout_s: float) -> dict[str, Any]:
-        """Producer done, scorer group caught up with the whole input."""
+    def finish(self, timeout_s: float, stall_s: float = 120.0) -> dict[str, Any]:
+        """Producer done, scorer group caught up with the whole input.
+
+        Fails early when the group committed nothing for ``stall_s`` although input waits:
+        by the time a drill calls this, every fault is over and the workers must be moving.
+        """
         assert self.producer is not None
         code = self.producer.wait(timeout_s)
+        progress = {"count": self.committed(), "at": time.monotonic()}
+
+        def stalled() -> bool:
+            count = self.committed()
+            now = time.monotonic()
+            if count != progress["count"]:
+                progress.update(count=count, at=now)
+                return False
+            return now - progress["at"] > stall_s
 
         def done() -> bool:
             if self.workers and not any(worker.alive() for worker in self.workers):
@@ -91,7 +104,11 @@ class Stream:
                     + " | ".join(w.log_tail(4).splitlines())[-600:] for w in self.workers[-2:])
                 raise RuntimeError(f"every scorer worker exited on its own "
                                    f"(committed {self.committed()} of {self.rows}): {ends}")
-            return self.ctx.caught_up(self.group, self.topics.claims, expected=self.rows)
+            if self.ctx.caught_up(self.group, self.topics.claims, expected=self.rows):
+                return True
+            if stalled():
+                raise TimeoutError(f"no commit for {stall_s:.0f} s with input waiting")
+            return False
 
         try:
             drain_s = wait_until(done, timeout_s, interval_s=0.2, what="scorer group caught up")
