@@ -12,12 +12,23 @@ Invariant that makes rebalances safe: ``consume`` (where librdkafka runs the reb
 callbacks) is only called with no transaction open and no message held, so a revoked
 partition never has uncommitted work in this process.
 
-Failures:
+Failures (Kafka errors are classified by :func:`scorer.recovery.classify_txn_error`):
 - model service unavailable: nothing is produced; the consumer is rewound to the batch's
   first offsets and the batch is retried after an exponential backoff (capped);
+- broker or coordinator away: the transactional call is retried, each call bounded by
+  ``KAFKA_CALL_TIMEOUT_S`` and the step by ``TXN_STEP_DEADLINE_S``;
 - abortable transaction error: abort, rewind to the committed offsets, carry on;
-- fatal Kafka error (e.g. fenced by a newer worker with the same transactional.id) or an
-  answer the model service should never give: :class:`FatalWorkerError`, exit code 1.
+- the producer's epoch or sequence numbers are off (messages that timed out while the
+  broker was away, a transaction the coordinator expired meanwhile), an abort that fails, a
+  step past its deadline: the producer is replaced by a new one with the same
+  transactional.id (its ``init_transactions`` bumps the epoch and aborts whatever the old
+  one left open), then the consumer is rewound to the committed offsets;
+- fenced by a newer worker with the same transactional.id, a configuration or permission
+  error, the producer replaced ``MAX_RECREATES_WITHOUT_COMMIT`` times in a row, or an answer
+  the model service should never give: :class:`FatalWorkerError`, exit code 1.
+
+Decisions become visible only through committed transactions, and after every failure the
+consumer goes back to the offsets committed with them: nothing is lost or doubled.
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from claimflow.logging_setup import LOG_FORMAT, configure_logging
 from schemas import ScoreResult
 from scorer.client import ModelClient, ModelServiceError, ModelUnavailable
+from scorer.recovery import FENCED_CODES, TxnAction, classify_txn_error, is_unreachable
 from scorer.routing import (
     Batch,
     OutcomeTopics,
@@ -67,7 +79,16 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 2000, 5000, 10_000)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
-KAFKA_TIMEOUT_S = 30.0
+# Each blocking Kafka call returns within this (a stop signal is noticed between calls; a
+# commit whose transaction failed meanwhile still waits this long to flush before it says so).
+KAFKA_CALL_TIMEOUT_S = 5.0
+# A transactional step (send offsets, commit, abort) retried longer than this is given up
+# and the producer replaced: measured, a producer left with a sequence gap by a broker
+# restart answered "timed out" for minutes instead of failing.
+TXN_STEP_DEADLINE_S = 30.0
+# Replacing the producer again and again without one commit in between is no longer a
+# broker coming back but something a restart of this process will not fix either.
+MAX_RECREATES_WITHOUT_COMMIT = 5
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # A worker finishes its batch in flight in well under this; a stuck one is killed (its open
 # transaction is then aborted by the broker: nothing is lost).
@@ -76,6 +97,16 @@ CHILD_STOP_TIMEOUT_S = 60.0
 
 class FatalWorkerError(RuntimeError):
     """The worker cannot go on; nothing of the batch in flight was committed."""
+
+
+class TxnStepError(Exception):
+    """A transactional step failed; ``action`` says how the worker recovers."""
+
+    def __init__(self, step: str, error: KafkaError, action: TxnAction) -> None:
+        super().__init__(f"{step}: {error}")
+        self.step = step
+        self.error = error
+        self.action = action
 
 
 # --------------------------------------------------------------------------- configuration
@@ -204,11 +235,6 @@ def kafka_error(exc: KafkaException) -> KafkaError:
     return KafkaError(KafkaError._FAIL, str(exc))
 
 
-FENCED_CODES = frozenset(
-    {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
-)
-
-
 def fencing_hint(error: KafkaError) -> str:
     if error.code() not in FENCED_CODES:
         return ""
@@ -240,7 +266,7 @@ class ScoringLoop:
         self,
         settings: ScorerSettings,
         consumer: Consumer,
-        producer: Producer,
+        make_producer: Callable[[], Producer],
         client: ModelClient,
         metrics: WorkerMetrics,
         stop: threading.Event,
@@ -248,7 +274,7 @@ class ScoringLoop:
     ) -> None:
         self.settings = settings
         self.consumer = consumer
-        self.producer = producer
+        self.make_producer = make_producer
         self.client = client
         self.metrics = metrics
         self.stop = stop
@@ -256,6 +282,13 @@ class ScoringLoop:
         self.topics = outcome_topics(settings)
         self.backoff = Backoff(settings.retry_initial_s, settings.retry_max_s)
         self.next_housekeeping = 0.0
+        self.txn_timeout_s = settings.transaction_timeout_ms / 1000
+        # When the transaction in flight began (None: none is open); tells an expired
+        # transaction from a newer worker when the producer is fenced.
+        self.txn_began: float | None = None
+        self.recreates_without_commit = 0
+        self.recreate_pause = Backoff(settings.retry_initial_s, settings.retry_max_s)
+        self.producer = self.new_producer()
 
     def subscribe(self) -> None:
         self.consumer.subscribe(
@@ -371,26 +404,43 @@ class ScoringLoop:
     # -- the transaction
 
     def commit(self, outgoing: list[Outgoing], batch: Batch) -> bool:
-        """Produce and commit the batch atomically; False when it was aborted and rewound."""
+        """Produce and commit the batch atomically; False when it was not committed and the
+        consumer was rewound to the committed offsets."""
         try:
             self.transact(outgoing, batch)
-        except KafkaException as exc:
+        except TxnStepError as failure:
+            step, error, action = failure.step, failure.error, failure.action
+        except KafkaException as exc:  # begin_transaction or produce, outside any step
             error = kafka_error(exc)
-            if error.fatal():
-                raise FatalWorkerError(f"producer: {error}{fencing_hint(error)}") from exc
-            if not error.txn_requires_abort():
-                raise FatalWorkerError(f"unexpected transaction error: {error}") from exc
-            logger.warning(
-                "transaction for batch %s needs an abort (%s); rewinding to the committed offsets",
-                describe_batch(batch),
-                error,
-            )
-            self.abort_and_rewind()
-            return False
-        return True
+            step, action = "transaction", self.classify(error)
+        else:
+            self.txn_began = None
+            if self.recreates_without_commit:
+                self.recreates_without_commit = 0
+                self.recreate_pause.reset()
+            return True
+        # Recovery runs outside the except blocks: no traceback keeps the old producer alive.
+        if action is TxnAction.FATAL:
+            raise FatalWorkerError(f"{step}: {error}{fencing_hint(error)}")
+        logger.warning(
+            "transaction for batch %s not committed (%s: %s): %s, then rewinding to the "
+            "committed offsets",
+            describe_batch(batch),
+            step,
+            error,
+            "aborting" if action is TxnAction.ABORT else "replacing the producer",
+        )
+        self.metrics.aborted.inc()
+        if action is TxnAction.ABORT and not self.abort():
+            action = TxnAction.RECREATE
+        if action is not TxnAction.ABORT:
+            self.recreate_producer(f"{step}: {error}")
+        self.rewind_to_committed()
+        return False
 
     def transact(self, outgoing: list[Outgoing], batch: Batch) -> None:
         producer = self.producer
+        self.txn_began = time.monotonic()
         producer.begin_transaction()
         self.produce_all(outgoing)
         offsets = [
@@ -398,11 +448,11 @@ class ScoringLoop:
             for (topic, partition), offset in batch.next_offsets.items()
         ]
         group = self.consumer.consumer_group_metadata()
-        self.retrying(
+        self.step(
             "send_offsets_to_transaction",
-            lambda: producer.send_offsets_to_transaction(offsets, group, KAFKA_TIMEOUT_S),
+            lambda: producer.send_offsets_to_transaction(offsets, group, KAFKA_CALL_TIMEOUT_S),
         )
-        self.retrying("commit_transaction", lambda: producer.commit_transaction(KAFKA_TIMEOUT_S))
+        self.step("commit_transaction", lambda: producer.commit_transaction(KAFKA_CALL_TIMEOUT_S))
         producer.poll(0)
 
     def produce_all(self, outgoing: list[Outgoing]) -> None:
@@ -415,34 +465,129 @@ class ScoringLoop:
                 self.producer.poll(0.1)
                 produce(message.topic, message.value, message.key)
 
-    def retrying(self, what: str, call: Callable[[], T]) -> T:
-        """Repeat a transactional call while librdkafka says it is retriable."""
+    def classify(self, error: KafkaError) -> TxnAction:
+        age = None if self.txn_began is None else time.monotonic() - self.txn_began
+        return classify_txn_error(error, txn_age_s=age, txn_timeout_s=self.txn_timeout_s)
+
+    def step(self, what: str, call: Callable[[], T], deadline_s: float = TXN_STEP_DEADLINE_S
+             ) -> T:
+        """One transactional call, repeated while the broker is away or busy, at most until
+        ``deadline_s``; any other failure (or the deadline) raises :class:`TxnStepError`."""
+        deadline = time.monotonic() + deadline_s
+        pause = Backoff(0.1, 2.0)
         while True:
             try:
                 return call()
             except KafkaException as exc:
                 error = kafka_error(exc)
-                if not error.retriable() or error.txn_requires_abort() or error.fatal():
-                    raise
+                action = self.classify(error)
+                if action is not TxnAction.RETRY:
+                    raise TxnStepError(what, error, action) from exc
                 if self.stop.is_set():
                     raise FatalWorkerError(
                         f"{what} failed while shutting down ({error}); the broker aborts the "
                         "open transaction after transaction.timeout.ms"
                     ) from exc
+                if time.monotonic() >= deadline:
+                    raise TxnStepError(
+                        f"{what} (no success within {deadline_s:.0f} s)", error,
+                        TxnAction.RECREATE,
+                    ) from exc
                 logger.warning("%s: %s; retrying", what, error)
+                self.stop.wait(pause.next_delay())
 
-    def abort_and_rewind(self) -> None:
-        self.metrics.aborted.inc()
-        producer, consumer = self.producer, self.consumer
+    def abort(self) -> bool:
+        """Abort the transaction in flight; False when the producer must be replaced."""
+        producer = self.producer
         try:
-            # Retriable while the broker is away: wait for it rather than exit.
-            self.retrying("abort_transaction", lambda: producer.abort_transaction(KAFKA_TIMEOUT_S))
-            committed = self.retrying(
-                "committed",
-                lambda: consumer.committed(consumer.assignment(), timeout=KAFKA_TIMEOUT_S),
+            self.step("abort_transaction", lambda: producer.abort_transaction(KAFKA_CALL_TIMEOUT_S))
+        except TxnStepError as failure:
+            if failure.action is TxnAction.FATAL:
+                raise FatalWorkerError(
+                    f"{failure}{fencing_hint(failure.error)}"
+                ) from failure
+            logger.warning("abort failed (%s)", failure)
+            return False
+        self.txn_began = None
+        return True
+
+    # -- the producer's life cycle
+
+    def new_producer(self) -> Producer:
+        """A producer with this worker's transactional.id, its transactions initialized:
+        fences any earlier producer with that id (an earlier process, or this one's previous
+        producer) and aborts the transaction it left open, so nothing waits for the
+        transaction timeout. Waits for the broker as long as it takes (or a stop signal)."""
+        producer = self.make_producer()
+        pause = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
+        while True:
+            try:
+                producer.init_transactions(KAFKA_CALL_TIMEOUT_S)
+                return producer
+            except KafkaException as exc:
+                error = kafka_error(exc)
+                if not is_unreachable(error):
+                    raise FatalWorkerError(
+                        f"init_transactions: {error}{fencing_hint(error)}"
+                    ) from exc
+                if self.stop.is_set():
+                    raise FatalWorkerError(
+                        f"stopped while waiting for the transaction coordinator ({error})"
+                    ) from exc
+                delay = pause.next_delay()
+                logger.warning("init_transactions: %s; retrying in %.1fs", error, delay)
+                self.stop.wait(delay)
+
+    def recreate_producer(self, reason: str) -> None:
+        """Replace the producer by a new one with the same transactional.id."""
+        self.recreates_without_commit += 1
+        if self.recreates_without_commit > MAX_RECREATES_WITHOUT_COMMIT:
+            raise FatalWorkerError(
+                f"producer replaced {MAX_RECREATES_WITHOUT_COMMIT} times without a commit; "
+                f"last failure: {reason}"
             )
-        except KafkaException as exc:
-            raise FatalWorkerError(f"abort and rewind failed: {kafka_error(exc)}") from exc
+        if self.recreates_without_commit > 1:
+            # Failing again right after a replacement: do not hammer the broker.
+            self.stop.wait(self.recreate_pause.next_delay())
+        logger.warning(
+            "replacing the producer (%s); attempt %d", reason, self.recreates_without_commit
+        )
+        old, started = self.producer, time.monotonic()
+        with contextlib.suppress(KafkaException, RuntimeError):
+            # Whatever it still holds belongs to a transaction that is never committed.
+            old.purge(in_queue=True, in_flight=True, blocking=False)
+            old.poll(0)
+        # Dropping the last reference destroys the old handle (rd_kafka_destroy): it stops
+        # talking to the broker before the new one fences it.
+        del old, self.producer
+        self.producer = self.new_producer()
+        self.txn_began = None
+        logger.info(
+            "new producer ready after %.1f s (epoch bumped, the old transaction aborted)",
+            time.monotonic() - started,
+        )
+
+    def rewind_to_committed(self) -> None:
+        """Go back to the offsets the group committed: the batch in flight is read again."""
+        consumer = self.consumer
+        pause = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
+        while True:
+            assignment = consumer.assignment()
+            try:
+                committed = consumer.committed(assignment, timeout=KAFKA_CALL_TIMEOUT_S)
+                break
+            except KafkaException as exc:
+                error = kafka_error(exc)
+                if not is_unreachable(error):
+                    raise FatalWorkerError(f"cannot read the committed offsets: {error}") from exc
+                if self.stop.is_set():
+                    raise FatalWorkerError(
+                        f"stopped while reading the committed offsets ({error}); nothing of "
+                        "the batch in flight was committed"
+                    ) from exc
+                delay = pause.next_delay()
+                logger.warning("committed offsets: %s; retrying in %.1fs", error, delay)
+                self.stop.wait(delay)
         self.seek({(tp.topic, tp.partition): tp.offset for tp in committed})
 
     def seek(self, offsets: dict[tuple[str, int], int]) -> None:
@@ -538,12 +683,11 @@ def run_worker(
     tid = settings.transactional_id(instance)
     client = ModelClient(settings.model_url, settings.model_timeout_s)
     consumer = Consumer(consumer_config(settings, instance))
-    producer = Producer(producer_config(settings, instance))
+    config = producer_config(settings, instance)
     try:
-        # Fences any earlier process with this transactional.id and aborts its open
-        # transaction, so a restarted worker does not wait for the transaction timeout.
-        producer.init_transactions(KAFKA_TIMEOUT_S)
-        loop = ScoringLoop(settings, consumer, producer, client, metrics, stop, parent_pid)
+        loop = ScoringLoop(
+            settings, consumer, lambda: Producer(config), client, metrics, stop, parent_pid
+        )
         loop.subscribe()
         # What exists now (modules, clients) lives as long as the process: frozen out of the
         # collector's reach, a full collection no longer walks it every few batches
