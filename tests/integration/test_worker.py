@@ -26,12 +26,14 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
 
 from schemas import Claim, DeadLetter, Decision
+from scorer.recovery import is_unreachable
 from tests.integration import model_service_fixture
 from tests.integration.model_service_fixture import (
     CLAIMFLOW,
@@ -158,7 +160,14 @@ def wait_group_done(bootstrap: str, group: str, topic: str, timeout_s: float) ->
     ends = high_watermarks(bootstrap, topic)
 
     def done() -> bool:
-        return committed_offsets(bootstrap, group, topic, list(ends)) == ends
+        try:
+            return committed_offsets(bootstrap, group, topic, list(ends)) == ends
+        except KafkaException as exc:
+            # A coordinator that is just being found or loaded answers NOT_COORDINATOR or
+            # COORDINATOR_LOAD_IN_PROGRESS: ask again (a fatal error still fails the test).
+            if not is_unreachable(exc.args[0]):
+                raise
+            return False
 
     wait_until(done, timeout_s, f"group {group} to commit {ends} on {topic}")
 
