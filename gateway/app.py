@@ -46,7 +46,7 @@ def create_app(
     metrics: GatewayMetrics | None = None,
 ) -> GatewayOpenAPI:
     if scorer is None:
-        from scorer.client import ModelClient  # httpx only when the real client is wanted
+        from scorer.client import ModelClient  # imported only when the real client is wanted
 
         scorer = ModelClient(settings.model_url, timeout_s=settings.model_timeout_s)
         if settings.model_batch_max > 1:

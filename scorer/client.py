@@ -1,8 +1,11 @@
 """HTTP client of the model service, shared by the stream worker and the gateway.
 
-One persistent ``httpx.Client`` (keep-alive) per :class:`ModelClient`. Requests are encoded
-by joining each claim's own JSON bytes and answers are decoded in one pydantic JSON pass:
-the client stays far below the cost of the service itself.
+One keep-alive ``http.client`` connection per calling thread. Requests are encoded by
+joining each claim's own JSON bytes and answers are decoded in one pydantic JSON pass. Not
+httpx: measured here, an httpx call to ``/score`` costs 0.9-1.0 ms of CPU against 0.25 ms
+for ``http.client`` (and 1.6 ms against 1.1-1.5 ms of latency); the gateway makes one such
+call per request. Scoring is a pure function, so a call that fails on a reused connection
+(the server closed it while idle) is retried once on a fresh one.
 
 Errors: anything that means "the service cannot answer right now" (connection refused,
 timeouts, 5xx including BentoML's 503 when its batching queue is full, 429) raises
@@ -13,19 +16,24 @@ should never give (4xx, a body that is not a list of ``ScoreResult``) raises
 
 from __future__ import annotations
 
+import http.client
 import logging
+import socket
+import threading
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Final
+from urllib.parse import urlsplit
 
-import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from schemas import Claim, ScoreResult
 
 logger = logging.getLogger(__name__)
 
-JSON_HEADERS: Final = {"content-type": "application/json", "accept": "application/json"}
+JSON_HEADERS: Final = {"Content-Type": "application/json", "Accept": "application/json"}
+# What a dead, refusing, resetting or silent peer raises (socket.timeout is TimeoutError).
+TRANSPORT_ERRORS: Final = (OSError, http.client.HTTPException)
 _RESULTS: Final = TypeAdapter(list[ScoreResult])
 
 
@@ -47,17 +55,21 @@ def encode_single(claim: Claim) -> bytes:
 
 
 class ModelClient:
-    """Talks to ``claimflow serve-model``. Thread-safe (httpx.Client is)."""
+    """Talks to ``claimflow serve-model``. Thread-safe: each thread uses its own connection."""
 
     def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout_s),
-            headers=JSON_HEADERS,
-            # Several gateway threads may share one client.
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-        )
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"model service URL must be http(s)://host[:port], not {base_url!r}")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port
+        self._prefix = parts.path
+        self._timeout_s = timeout_s
+        self._local = threading.local()
+        self._all: list[http.client.HTTPConnection] = []
+        self._all_lock = threading.Lock()
 
     def score_batch(self, claims: Sequence[Claim]) -> list[ScoreResult]:
         """Score claims in one call; results are in the order of ``claims``."""
@@ -89,12 +101,16 @@ class ModelClient:
     def ready(self) -> bool:
         """True when the service is up and has a model loaded (BentoML's ``/readyz``)."""
         try:
-            return self._http.get("/readyz").status_code == httpx.codes.OK
-        except httpx.HTTPError:
+            status, _ = self._request("GET", "/readyz", None)
+        except ModelUnavailable:
             return False
+        return status == http.client.OK
 
     def close(self) -> None:
-        self._http.close()
+        with self._all_lock:
+            connections, self._all = self._all, []
+        for connection in connections:
+            connection.close()
 
     def __enter__(self) -> ModelClient:
         return self
@@ -108,22 +124,69 @@ class ModelClient:
         self.close()
 
     def _post(self, path: str, body: bytes) -> bytes:
-        try:
-            response = self._http.post(path, content=body)
-        except httpx.TransportError as exc:  # connect errors, timeouts, resets
-            raise ModelUnavailable(f"model service at {self.base_url}: {exc!r}") from exc
-        status = response.status_code
-        if status >= 500 or status == httpx.codes.TOO_MANY_REQUESTS:
+        status, content = self._request("POST", path, body)
+        if status >= 500 or status == http.client.TOO_MANY_REQUESTS:
             raise ModelUnavailable(
                 f"model service at {self.base_url}{path} answered {status}: "
-                f"{response.text[:200]}"
+                f"{content[:200].decode(errors='replace')}"
             )
-        if status != httpx.codes.OK:
+        if status != http.client.OK:
             raise ModelServiceError(
                 f"model service at {self.base_url}{path} answered {status}: "
-                f"{response.text[:500]}"
+                f"{content[:500].decode(errors='replace')}"
             )
-        return response.content
+        return content
+
+    def _request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+        """One exchange on this thread's connection; transport failures are outages."""
+        for attempt in (1, 2):
+            connection: http.client.HTTPConnection | None = getattr(self._local, "connection",
+                                                                    None)
+            reused = connection is not None
+            try:
+                if connection is None:
+                    connection = self._connect()
+                return self._exchange(connection, method, path, body)
+            except TRANSPORT_ERRORS as exc:
+                if connection is not None:
+                    self._discard(connection)
+                # A kept-alive connection that the server had closed gets one more try on a
+                # fresh one; a timeout does not (the caller's budget is spent).
+                if not (reused and attempt == 1 and not isinstance(exc, TimeoutError)):
+                    raise ModelUnavailable(f"model service at {self.base_url}: {exc!r}") from exc
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _exchange(self, connection: http.client.HTTPConnection, method: str, path: str,
+                  body: bytes | None) -> tuple[int, bytes]:
+        connection.request(method, self._prefix + path, body=body, headers=JSON_HEADERS)
+        response = connection.getresponse()
+        content = response.read()
+        if response.will_close:
+            self._discard(connection)
+        return response.status, content
+
+    def _connect(self) -> http.client.HTTPConnection:
+        factory = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        connection = factory(self._host, self._port, timeout=self._timeout_s)
+        try:
+            connection.connect()
+            # Small request, small answer: send at once instead of waiting for Nagle's timer.
+            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except BaseException:
+            connection.close()
+            raise
+        self._local.connection = connection
+        with self._all_lock:
+            self._all.append(connection)
+        return connection
+
+    def _discard(self, connection: http.client.HTTPConnection) -> None:
+        connection.close()
+        if getattr(self._local, "connection", None) is connection:
+            self._local.connection = None
+        with self._all_lock:
+            if connection in self._all:
+                self._all.remove(connection)
 
     @staticmethod
     def _decode_list(body: bytes) -> list[ScoreResult]:
