@@ -3,9 +3,12 @@
 Each HTTP request scores one claim, and a model-service call costs about the same for one
 claim as for fifty (HTTP and framework overhead on both sides). So request threads hand
 their claim to a few caller threads, and each caller sends whatever has queued up while the
-previous call was in flight as one ``score_batch``. With one request at a time nothing waits
-(the queue is empty, the batch is that one claim); under load the batches grow by
-themselves and the model service does a fraction of the calls.
+previous call was in flight as one ``score_batch``. Under load the batches grow by themselves
+and the model service does a fraction of the calls.
+
+When no model call is in flight, a request calls the service from its own thread: handing
+the claim to a caller thread and the answer back costs two thread wake-ups (each a GIL
+hand-off), which measured about 1 ms per request here, a fifth of the latency budget.
 """
 
 from __future__ import annotations
@@ -37,12 +40,20 @@ class CoalescingScorer:
         self._max_batch = max_batch
         self._wait_timeout_s = wait_timeout_s
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        # One permit per concurrent model call, direct or batched: a direct call takes a
+        # caller's place, so queued claims keep accumulating while it is in flight.
+        self._permits = threading.Semaphore(callers)
         self._callers = [threading.Thread(target=self._run, name=f"model-caller-{i}",
                                           daemon=True) for i in range(callers)]
         for thread in self._callers:
             thread.start()
 
     def score(self, claim: Claim) -> ScoreResult:
+        if self._queue.empty() and self._permits.acquire(blocking=False):
+            try:
+                return self.inner.score(claim)
+            finally:
+                self._permits.release()
         pending = _Pending(claim)
         self._queue.put(pending)
         # The inner client has its own timeout; this bound only guards against a lost caller.
@@ -69,21 +80,24 @@ class CoalescingScorer:
         self.inner.close()
 
     def _run(self) -> None:
-        while (first := self._queue.get()) is not None:
-            batch = [first]
-            stop = False
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._call(batch)
-            if stop:
-                return
+        stop = False
+        while not stop and (first := self._queue.get()) is not None:
+            with self._permits:  # wait for a free call slot; the queue grows meanwhile
+                batch, stop = self._drain(first)
+                self._call(batch)
+
+    def _drain(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        """``first`` plus whatever queued up, and whether close() asked to stop."""
+        batch = [first]
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
 
     def _call(self, batch: list[_Pending]) -> None:
         try:

@@ -280,10 +280,12 @@ def test_concurrent_single_claims_share_model_calls() -> None:
 
     try:
         threads[0].start()
-        wait_for(lambda: inner.batches == [1])  # the first call is in flight ...
+        wait_for(lambda: inner.batches == [1])  # the first call is in flight (direct) ...
         for thread in threads[1:]:
             thread.start()
-        wait_for(lambda: scorer._queue.qsize() == 8)  # ... and the others queue behind it
+        # ... and the others queue behind it: the one caller holds the first of them while it
+        # waits for the only call slot, seven more wait in the queue.
+        wait_for(lambda: scorer._queue.qsize() == 7)
     finally:
         inner.release.set()
     for thread in threads:
@@ -293,6 +295,21 @@ def test_concurrent_single_claims_share_model_calls() -> None:
                                                               for c in claims}
     assert results["Q-1"].decision == "investigate"
     scorer.close()
+
+
+def test_an_idle_scorer_calls_from_the_request_thread() -> None:
+    threads: list[str] = []
+
+    class RecordingScorer(FakeScorer):
+        def score(self, claim: Claim) -> Any:
+            threads.append(threading.current_thread().name)
+            return super().score(claim)
+
+    scorer = CoalescingScorer(RecordingScorer(), callers=2)
+    for i in range(3):
+        assert scorer.score(Claim.from_json(raw(claim_id=f"D-{i}"))).claim_id == f"D-{i}"
+    scorer.close()
+    assert threads == [threading.current_thread().name] * 3
 
 
 def test_coalesced_failures_reach_every_waiting_request() -> None:
