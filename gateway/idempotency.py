@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from gateway.sqlite_util import connect
+from gateway.sqlite_util import BackgroundCheckpointer, connect
 from schemas import Decision
 
 SCHEMA = """
@@ -47,9 +47,10 @@ class SubmissionStore:
 
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.path = path
-        self._conn = connect(path, synchronous)
+        self._conn = connect(path, synchronous, autocheckpoint=False)
         self._conn.executescript(SCHEMA)
         self._lock = threading.Lock()
+        self._checkpointer = BackgroundCheckpointer(path, synchronous)
 
     def get_many(self, claim_ids: Iterable[str]) -> dict[str, StoredSubmission]:
         ids = list(dict.fromkeys(claim_ids))
@@ -104,6 +105,7 @@ class SubmissionStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        self._checkpointer.close()
 
     def __enter__(self) -> SubmissionStore:
         return self

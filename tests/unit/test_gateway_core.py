@@ -24,6 +24,7 @@ from gateway.intake import (
 from gateway.outcome_store import Outcome, OutcomeStore, timeline
 from gateway.publisher import Outgoing
 from gateway.service import KeyLocks, SubmissionService
+from gateway.sqlite_util import BackgroundCheckpointer, connect
 from schemas import Claim, Decision, ModelRef, StreamSource
 from scorer.client import ModelUnavailable
 from tests.unit.test_gateway_fakes import FakePublisher, FakeScorer, claim_body
@@ -187,6 +188,24 @@ class SlowPublisher(FakePublisher):
         self.entered.set()
         assert self.release.wait(10)
         super().publish(items, timeout_s)
+
+
+def test_wal_pages_reach_the_database_from_the_background_thread(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    writer = connect(path, "NORMAL", autocheckpoint=False)
+    writer.execute("CREATE TABLE t (v BLOB)")
+    assert writer.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    empty_size = path.stat().st_size
+    writer.executemany("INSERT INTO t VALUES (?)", [(b"x" * 1000,) for _ in range(2000)])
+    assert path.stat().st_size == empty_size  # every page still waits in the WAL
+    checkpointer = BackgroundCheckpointer(path, "NORMAL", interval_s=0.05)
+    deadline = time.monotonic() + 20
+    while path.stat().st_size < 2000 * 1000:
+        assert time.monotonic() < deadline, "the background checkpoint never ran"
+        time.sleep(0.02)  # polling interval, bounded by the deadline
+    checkpointer.close()
+    assert writer.execute("SELECT count(*) FROM t").fetchone() == (2000,)
+    writer.close()
 
 
 def test_concurrent_submissions_of_one_claim_publish_once(tmp_path: Path) -> None:
