@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import httpx
 
 from bench.drill_common import DrillContext, DrillResult, verdict, wait_until
-from bench.drill_stream import Sampler, Stream, first_progress
+from bench.drill_stream import Sampler, Stream, first_progress, steady_after
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,13 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
             60, interval_s=0.5, what="gateway outcome view sees the new decision")
     finally:
         samples = sampler.stop()
-    resumed = first_progress(samples, t_back)
+    # Counted from the first count the coordinator gives once the broker is back: the
+    # commits of the second before the broker went down were not sampled before it did.
+    back_counts = [count for t, count in samples if t > t_back]
+    base = back_counts[0] if back_counts else None
+    resumed = first_progress(samples, t_back, base=base)
+    # A first commit may still be followed by another stall (a producer to replace).
+    steady = steady_after(samples, t_back, base=base)
     sent, outcomes, exactly = stream.verify()
     gateway_decisions = [d.claim_id for d in outcomes.decisions if d.source.kind == "gateway"]
     scorer_same = scorer.alive() and scorer.pid == scorer_pid
@@ -108,6 +114,8 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
                  "broker_start_s": round(start_s, 1),
                  "scorer_first_commit_after_broker_back_s": None if resumed is None
                  else round(resumed - t_back, 2),
+                 "scorer_steady_after_broker_back_s": None if steady is None
+                 else round(steady - t_back, 2),
                  "gateway_accepting_after_broker_back_s": round(gateway_back_s, 1),
                  "gateway_view_after_broker_back_s": round(view_s, 1),
                  "input_rate": rate, **finish},

@@ -253,6 +253,12 @@ class GroupProgress:
         except KafkaException as exc:
             logger.debug("committed offsets unavailable: %s", exc)
             return -1
+        if any(tp.error is not None for tp in tps):
+            # A partial answer (a broker going down or coming up) would read as a drop and
+            # then a rise of the committed count: progress that never happened.
+            logger.debug("committed offsets partly unavailable: %s",
+                         [tp.error for tp in tps if tp.error is not None])
+            return -1
         return sum(max(tp.offset, 0) for tp in tps)
 
     def per_partition(self) -> dict[int, int]:

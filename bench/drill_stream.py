@@ -3,6 +3,7 @@ and the final exactly-once verdict read from the read_committed view."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import statistics
 import threading
@@ -211,3 +212,29 @@ def first_progress(samples: list[tuple[float, int]], after: float,
         if t > after and c > base:
             return t
     return None
+
+
+def steady_after(samples: list[tuple[float, int]], after: float, gap_s: float = 2.0,
+                 base: int | None = None) -> float | None:
+    """The moment after ``after`` from which the committed count kept rising, with no pause
+    longer than ``gap_s``, until it reached its final value: when a recovering worker was
+    really back (a first commit may still be followed by another stall). None when it never
+    rose after ``after`` above ``base`` (default: the highest count sampled before)."""
+    final = max((c for _, c in samples), default=0)
+    if base is None:
+        base = max((c for t, c in samples if t <= after), default=0)
+    rises = []  # moments the count went up, after ``after``, before it was final
+    last = base
+    for t, c in samples:
+        if t > after and c > last:
+            rises.append(t)
+        last = max(last, c)
+        if t > after and c >= final:
+            break
+    if not rises:
+        return None
+    steady = rises[0]
+    for earlier, later in itertools.pairwise(rises):
+        if later - earlier > gap_s:
+            steady = later
+    return steady

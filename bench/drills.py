@@ -11,7 +11,9 @@ One stack serves all drills: its own broker on free ports (never the shared one)
 trained and promoted into a temporary CLAIMFLOW_HOME, the model service; each drill starts
 its own workers, gateway and producers on fresh uuid topics. Every drill prints PASS/FAIL
 with counts; the results go to ``bench/results/drills.json`` (``--smoke``: under
-``bench/results/tmp/``, git-ignored). Exit code 0 only when every selected drill passed.
+``bench/results/tmp/``, git-ignored). A run of some drills (``--only``) replaces those in the
+result file and keeps the others, each with the time, seed and commit of its own run. Exit
+code 0 only when every selected drill passed.
 """
 
 from __future__ import annotations
@@ -131,11 +133,36 @@ def run_drills(numbers: Sequence[int], *, smoke: bool, seed: int, keep_home: boo
         # The deadline's watchdog or a signal: the stack is closed; report what we have.
         logger.error("interrupted (deadline or signal); the stack was stopped")
         report["interrupted"] = True
-    report["drills"] = [r.as_dict() for r in results]
+    report["drills"] = [{**r.as_dict(), **run_stamp(report)} for r in results]
     report["passed"] = bool(results) and len(results) == len(numbers) and all(
         r.passed for r in results)
     report["machine"]["load_average_end"] = _load()
     return report
+
+
+def run_stamp(report: dict[str, Any]) -> dict[str, Any]:
+    """What tells one drill's run from another's once results of several runs are merged."""
+    machine = report.get("machine", {})
+    return {"ran_at": report.get("generated_at"), "seed": report.get("seed"),
+            "git_commit": machine.get("git_commit"),
+            "load_average_start": machine.get("load_average_start")}
+
+
+def merge_reports(previous: dict[str, Any] | None, current: dict[str, Any],
+                  selected: Sequence[int]) -> dict[str, Any]:
+    """``current`` plus the drills of ``previous`` it was not asked to run (same size only):
+    a run of one drill must not wipe the recorded results of the others. Each drill keeps
+    the stamp of its own run; the verdict covers every drill in the merged report."""
+    if not previous or previous.get("smoke") != current.get("smoke"):
+        return current
+    kept = [{**run_stamp(previous), **drill} for drill in previous.get("drills", [])
+            if drill.get("number") not in selected]
+    if not kept:
+        return current
+    drills = sorted([*kept, *current["drills"]], key=lambda drill: drill["number"])
+    return {**current, "drills": drills,
+            "passed": bool(current["passed"]) and all(d.get("passed") for d in kept),
+            "kept_from_earlier_runs": sorted(d["number"] for d in kept)}
 
 
 def _load() -> list[float] | None:
@@ -156,7 +183,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| # | Drill | Result | What happened | Checks failed |",
         "|---:|---|:---:|---|---|",
     ]
+    runs: dict[str, list[int]] = {}
     for drill in report.get("drills", []):
+        runs.setdefault(str(drill.get("ran_at", report.get("generated_at", "?"))), []).append(
+            drill["number"])
         failed = [name for name, ok in drill.get("checks", {}).items() if not ok]
         if drill.get("error"):
             failed.append(f"error: {drill['error']}")
@@ -164,6 +194,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         why = "; ".join(failed).replace("|", "\\|").replace("\n", " ")[:300]
         lines.append(f"| {drill['number']} | {drill['name']} | "
                      f"{'PASS' if drill.get('passed') else '**FAIL**'} | {text} | {why} |")
+    if len(runs) > 1:
+        lines += ["", "Merged from several runs: " + "; ".join(
+            f"drill{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))} at {at}"
+            for at, numbers in sorted(runs.items())) + "."]
     if report.get("interrupted"):
         lines += ["", "The run was interrupted (deadline or signal) before every drill ran."]
     return "\n".join(lines) + "\n"
@@ -203,12 +237,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or (RESULTS_DIR / "tmp" / "drills-smoke.json" if args.smoke
                        else RESULTS_DIR / "drills.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.only and out.exists():
+        report = merge_reports(json.loads(out.read_text(encoding="utf-8")), report, numbers)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     out.with_suffix(".md").write_text(render_markdown(report), encoding="utf-8")
-    print(f"{'PASS' if report['passed'] else 'FAIL'}: "
-          f"{sum(d['passed'] for d in report['drills'])}/{len(numbers)} drills passed; "
+    ran = [d for d in report["drills"] if d["number"] in numbers]
+    passed = bool(ran) and len(ran) == len(numbers) and all(d["passed"] for d in ran)
+    print(f"{'PASS' if passed else 'FAIL'}: "
+          f"{sum(d['passed'] for d in ran)}/{len(numbers)} drills passed; "
           f"results in {out}", flush=True)
-    return 0 if report["passed"] else 1
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,8 +29,8 @@ from bench.drill_poison import (
     check_dead_letters,
     keeps_original,
 )
-from bench.drill_stream import first_progress, first_time, steady_rate
-from bench.drills import DRILLS, parse_args
+from bench.drill_stream import first_progress, first_time, steady_after, steady_rate
+from bench.drills import DRILLS, merge_reports, parse_args
 from bench.drills import render_markdown as render_drills_markdown
 from bench.stack_harness import ManagedProcess, Stack, Topics, free_port
 from schemas import DeadLetter, StreamSource
@@ -345,6 +346,19 @@ def test_progress_and_recovery_moments() -> None:
     assert first_time(rates, after=3.0, at_least=1_000.0) is None
 
 
+def test_steady_after_skips_a_first_commit_that_another_stall_follows() -> None:
+    # Broker back at 10: one commit at 10.2, stalled until 20, then steady to the end.
+    samples = [(9.0, 500), (10.0, 500), (10.2, 600), (12.0, 600), (16.0, 600), (20.0, 900),
+               (21.0, 1_500), (22.0, 2_000), (23.0, 2_000), (40.0, 2_000)]
+    assert first_progress(samples, after=10.0) == 10.2
+    assert steady_after(samples, after=10.0) == 20.0
+    # No second stall: steady from the first commit on; pauses after the end do not count.
+    smooth = [(10.0, 500), (10.5, 700), (11.5, 1_000), (12.5, 1_200), (30.0, 1_200)]
+    assert steady_after(smooth, after=10.0) == 10.5
+    assert steady_after(smooth, after=12.5) is None
+    assert steady_after(smooth, after=10.0, base=700) == 11.5
+
+
 def test_drills_markdown_has_a_row_per_drill_with_its_verdict() -> None:
     report = {
         "generated_at": "2026-11-26T20:00:00+00:00", "smoke": False, "seed": 7,
@@ -363,3 +377,40 @@ def test_drills_markdown_has_a_row_per_drill_with_its_verdict() -> None:
     assert lines[4] == "| 1 | kill-scorer | PASS | 5 SIGKILLs -> 200000 decisions |  |"
     assert lines[5] == ("| 3 | broker-restart | **FAIL** | a \\| b | scorer_never_restarted; "
                         "error: TimeoutError: stuck there |")
+
+
+def _report(at: str, smoke: bool, drills: dict[int, bool]) -> dict[str, Any]:
+    return {
+        "generated_at": at, "smoke": smoke, "seed": 7, "passed": all(drills.values()),
+        "machine": {"git_commit": f"c-{at}", "load_average_start": [1.0, 1.0, 1.0]},
+        "drills": [{**DrillResult(number=n, name=DRILLS[n][1], passed=ok,
+                                  summary=f"{n} at {at}").as_dict(), "ran_at": at}
+                   for n, ok in drills.items()],
+    }
+
+
+def test_a_run_of_some_drills_replaces_them_and_keeps_the_others() -> None:
+    full = _report("T1", False, {1: True, 2: True, 3: False, 4: True, 5: True, 6: True})
+    full["drills"] = [{k: v for k, v in d.items() if k != "ran_at"} for d in full["drills"]]
+    rerun = _report("T2", False, {3: True})
+    merged = merge_reports(full, rerun, selected=[3])
+    assert [d["number"] for d in merged["drills"]] == [1, 2, 3, 4, 5, 6]
+    assert [d["ran_at"] for d in merged["drills"]] == ["T1", "T1", "T2", "T1", "T1", "T1"]
+    assert merged["drills"][0]["git_commit"] == "c-T1"  # stamped from the earlier run
+    assert merged["passed"] is True
+    assert merged["kept_from_earlier_runs"] == [1, 2, 4, 5, 6]
+    assert merged["generated_at"] == "T2"
+    markdown = render_drills_markdown(merged)
+    assert "Merged from several runs: drills 1, 2, 4, 5, 6 at T1; drill 3 at T2." in markdown
+
+
+def test_merging_never_mixes_sizes_nor_keeps_a_selected_drill_that_did_not_run() -> None:
+    full = _report("T1", False, {1: True, 3: True})
+    smoke = _report("T2", True, {3: False})
+    assert merge_reports(full, smoke, selected=[3]) is smoke
+    interrupted = _report("T3", False, {})
+    interrupted["passed"] = False
+    merged = merge_reports(full, interrupted, selected=[3])
+    assert [d["number"] for d in merged["drills"]] == [1]  # the old drill 3 is not kept
+    assert merged["passed"] is False
+    assert merge_reports(None, interrupted, selected=[3]) is interrupted
