@@ -39,6 +39,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import signal
 import threading
 import time
@@ -82,9 +83,11 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # Each blocking Kafka call returns within this (a stop signal is noticed between calls; a
 # commit whose transaction failed meanwhile still waits this long to flush before it says so).
 KAFKA_CALL_TIMEOUT_S = 5.0
-# A transactional step (send offsets, commit, abort) retried longer than this is given up
-# and the producer replaced: measured, a producer left with a sequence gap by a broker
-# restart answered "timed out" for minutes instead of failing.
+# A transactional step (send offsets, commit, abort) that has not succeeded within this is
+# given up and the producer replaced. Measured after a broker restart: a producer left with a
+# sequence gap answered "timed out" for minutes, and send_offsets_to_transaction(timeout=5)
+# did not return at all for minutes; hence each call also runs on a helper thread that is
+# waited for no longer than the step's deadline (see CallRunner).
 TXN_STEP_DEADLINE_S = 30.0
 # Replacing the producer again and again without one commit in between is no longer a
 # broker coming back but something a restart of this process will not fix either.
@@ -107,6 +110,47 @@ class TxnStepError(Exception):
         self.step = step
         self.error = error
         self.action = action
+
+
+class CallHungError(Exception):
+    """A blocking client call did not return within the time it was given."""
+
+
+class CallRunner:
+    """Runs blocking client calls one at a time on a daemon helper thread; the caller waits
+    at most a bound. A librdkafka call that ignores its own timeout then cannot hang the
+    worker: the caller gives the call (and the producer it belongs to) up, and the thread
+    ends whenever the call returns. Being a daemon, it never holds up the process's exit."""
+
+    def __init__(self, name: str) -> None:
+        self.jobs: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event] | None]
+        self.jobs = queue.SimpleQueue()
+        threading.Thread(target=self.serve, name=name, daemon=True).start()
+
+    def serve(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            call, outcome, done = job
+            try:
+                outcome.append((True, call()))
+            except BaseException as exc:  # handed to the caller, raised there
+                outcome.append((False, exc))
+            done.set()
+            del job, call, outcome, done  # no reference to a given-up producer lingers
+
+    def run(self, call: Callable[[], T], timeout_s: float) -> T:
+        outcome: list[tuple[bool, Any]] = []
+        done = threading.Event()
+        self.jobs.put((call, outcome, done))
+        if not done.wait(timeout_s):
+            raise CallHungError(f"no answer within {timeout_s:.0f} s")
+        ok, value = outcome[0]
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    def close(self) -> None:
+        """The thread ends after the call it may still be stuck in."""
+        self.jobs.put(None)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -288,7 +332,7 @@ class ScoringLoop:
         self.txn_began: float | None = None
         self.recreates_without_commit = 0
         self.recreate_pause = Backoff(settings.retry_initial_s, settings.retry_max_s)
-        self.producer = self.new_producer()
+        self.producer, self.calls = self.new_producer()
 
     def subscribe(self) -> None:
         self.consumer.subscribe(
@@ -477,7 +521,12 @@ class ScoringLoop:
         pause = Backoff(0.1, 2.0)
         while True:
             try:
-                return call()
+                return self.calls.run(call, max(1.0, deadline - time.monotonic()))
+            except CallHungError as hung:
+                raise TxnStepError(
+                    f"{what} ({hung})", KafkaError(KafkaError._TIMED_OUT, str(hung)),
+                    TxnAction.RECREATE,
+                ) from None
             except KafkaException as exc:
                 error = kafka_error(exc)
                 action = self.classify(error)
@@ -513,17 +562,29 @@ class ScoringLoop:
 
     # -- the producer's life cycle
 
-    def new_producer(self) -> Producer:
-        """A producer with this worker's transactional.id, its transactions initialized:
-        fences any earlier producer with that id (an earlier process, or this one's previous
-        producer) and aborts the transaction it left open, so nothing waits for the
-        transaction timeout. Waits for the broker as long as it takes (or a stop signal)."""
-        producer = self.make_producer()
+    def new_producer(self) -> tuple[Producer, CallRunner]:
+        """A producer with this worker's transactional.id, its transactions initialized (and
+        the helper thread its blocking calls run on): fences any earlier producer with that
+        id (an earlier process, or this one's previous producer) and aborts the transaction
+        it left open, so nothing waits for the transaction timeout. Waits for the broker as
+        long as it takes (or until a stop signal)."""
         pause = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         while True:
+            producer, calls = self.make_producer(), CallRunner("kafka-producer-calls")
             try:
-                producer.init_transactions(KAFKA_CALL_TIMEOUT_S)
-                return producer
+                self.init_transactions(producer, calls, pause)
+            except CallHungError as hung:
+                logger.warning("init_transactions: %s; starting over with a new producer", hung)
+                calls.close()
+                continue
+            return producer, calls
+
+    def init_transactions(self, producer: Producer, calls: CallRunner, pause: Backoff) -> None:
+        while True:
+            try:
+                calls.run(lambda: producer.init_transactions(KAFKA_CALL_TIMEOUT_S),
+                          TXN_STEP_DEADLINE_S)
+                return
             except KafkaException as exc:
                 error = kafka_error(exc)
                 if not is_unreachable(error):
@@ -557,10 +618,11 @@ class ScoringLoop:
             # Whatever it still holds belongs to a transaction that is never committed.
             old.purge(in_queue=True, in_flight=True, blocking=False)
             old.poll(0)
-        # Dropping the last reference destroys the old handle (rd_kafka_destroy): it stops
-        # talking to the broker before the new one fences it.
-        del old, self.producer
-        self.producer = self.new_producer()
+        self.calls.close()
+        # Dropping the last reference destroys the old handle (rd_kafka_destroy), unless a
+        # call that hung still holds it: then it goes when that call returns (fenced).
+        del old, self.producer, self.calls
+        self.producer, self.calls = self.new_producer()
         self.txn_began = None
         logger.info(
             "new producer ready after %.1f s (epoch bumped, the old transaction aborted)",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ import pytest
 from scorer.routing import split_batch
 from scorer.worker import (
     Backoff,
+    CallHungError,
+    CallRunner,
     consumer_config,
     describe_batch,
     install_stop_handlers,
@@ -123,3 +126,31 @@ def test_supervisor_passes_a_stop_on_and_reports_a_clean_exit() -> None:
     stop.set()
     assert supervise(children, stop) == 0
     assert children[0].exitcode == 0
+
+
+def test_call_runner_returns_results_and_raises_errors_of_the_call() -> None:
+    calls = CallRunner("test-calls")
+    assert calls.run(lambda: 42, timeout_s=10) == 42
+    with pytest.raises(ZeroDivisionError):
+        calls.run(lambda: 1 / 0, timeout_s=10)
+    calls.close()
+
+
+def test_call_runner_gives_up_on_a_call_that_does_not_return() -> None:
+    # What librdkafka's send_offsets_to_transaction did after a broker restart: it ignored
+    # its own timeout for minutes. The caller must get control back anyway.
+    release, finished = threading.Event(), threading.Event()
+
+    def hangs() -> str:
+        release.wait(30)
+        finished.set()
+        return "late"
+
+    calls = CallRunner("test-calls")
+    started = time.monotonic()
+    with pytest.raises(CallHungError, match="no answer within"):
+        calls.run(hangs, timeout_s=0.2)
+    assert time.monotonic() - started < 5
+    calls.close()
+    release.set()  # the given-up call ends on its own, its thread with it
+    assert finished.wait(10)
