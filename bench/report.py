@@ -295,6 +295,22 @@ def _verdict(figure: Figure, judged: bool = True) -> str:
     return "yes" if met else "**NO**"
 
 
+def carried_over_note(report: Mapping[str, Any]) -> list[str]:
+    """For a report merged from several runs: which benchmarks come from an earlier one."""
+    carried = report.get("carried_over") or []
+    if not carried:
+        return []
+    benchmarks = report.get("benchmarks", {})
+    rerun = [name for name in benchmarks if name not in carried]
+    parts = []
+    for name in carried:
+        measured = benchmarks.get(name, {}).get("measured", {})
+        parts.append(f"`{name}` ({measured.get('at', '?')}, load average "
+                     f"{measured.get('load_average_start', '?')})")
+    return ["", f"Re-measured in this run: {', '.join(f'`{n}`' for n in rerun)}. Carried over "
+            f"from earlier full runs: {'; '.join(parts)}."]
+
+
 def render_markdown(report: Mapping[str, Any], figures: Sequence[Figure]) -> str:
     """The README table: one row per headline figure, beside its anchor from the same run."""
     machine = report.get("machine", {})
@@ -304,6 +320,7 @@ def render_markdown(report: Mapping[str, Any], figures: Sequence[Figure]) -> str
         f"{machine.get('cpu_model', '?')}, {machine.get('cpus', '?')} CPUs, "
         f"{machine.get('memory_gb', '?')} GB RAM, Python {machine.get('python', '?')}, "
         f"load average at start {machine.get('load_average_start', '?')}.",
+        *carried_over_note(report),
         "",
         "| Figure | Measured (median) | Range | Anchor (same run) | vs anchor | Goal | Met |",
         "|---|---:|---:|---|---:|---|:---:|",

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -441,6 +441,41 @@ def assemble(outcomes: Sequence[ModuleOutcome], *, smoke: bool, repeats: int,
     return report, figures
 
 
+def carry_over(outcomes: Sequence[ModuleOutcome], previous_path: Path
+               ) -> tuple[list[ModuleOutcome], dict[str, dict[str, Any]]]:
+    """``outcomes`` plus, from an earlier report, every benchmark not run now."""
+    if not previous_path.exists():
+        return list(outcomes), {}
+    previous = json.loads(previous_path.read_text(encoding="utf-8"))
+    ran = {o.name for o in outcomes}
+    merged = list(outcomes)
+    carried: dict[str, dict[str, Any]] = {}
+    for name, info in previous.get("benchmarks", {}).items():
+        if name in ran:
+            continue
+        error = info.get("error")
+        merged.append(ModuleOutcome(name, list(info.get("runs") or []),
+                                    list(info.get("seconds") or []),
+                                    [error] if error else []))
+        carried[name] = info.get("measured") or {
+            "at": previous.get("generated_at"),
+            "load_average_start": previous.get("machine", {}).get("load_average_start"),
+            "git_commit": previous.get("machine", {}).get("git_commit"),
+        }
+    return merged, carried
+
+
+def stamp_measurements(report: dict[str, Any], carried: Mapping[str, dict[str, Any]],
+                       generated_at: str, machine: Mapping[str, Any]) -> None:
+    """Record in each benchmark's entry when it was measured (now, or carried over)."""
+    now = {"at": generated_at, "load_average_start": machine.get("load_average_start"),
+           "git_commit": machine.get("git_commit")}
+    for name, info in report["benchmarks"].items():
+        info["measured"] = dict(carried.get(name, now))
+    if carried:
+        report["carried_over"] = sorted(carried)
+
+
 def write_report(report: dict[str, Any], figures: Sequence[Figure], out_dir: Path,
                  stem: str) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -527,8 +562,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        broker["bootstrap"]))
     machine["load_average_end"] = _load_average()
 
+    carried: dict[str, dict[str, Any]] = {}
+    if args.only and not args.smoke:
+        # A partial full run updates those benchmarks in the committed results and keeps
+        # the others, each stamped with when (and under what load) it was measured.
+        outcomes, carried = carry_over(outcomes, out_dir / f"{stem}.json")
     report, figures = assemble(outcomes, smoke=args.smoke, repeats=repeats, machine=machine,
-                               generated_at=generated_at, only=args.only)
+                               generated_at=generated_at,
+                               only=args.only if args.smoke else None)
+    stamp_measurements(report, carried, generated_at, machine)
     json_path, md_path = write_report(report, figures, out_dir, stem)
     sys.stdout.write(render_markdown(report, figures))
     logger.info("wrote %s and %s", json_path, md_path)

@@ -26,9 +26,11 @@ from bench.run import (
     FIGURES,
     ModuleOutcome,
     assemble,
+    carry_over,
     discover,
     needs_broker,
     parse_args,
+    stamp_measurements,
     write_report,
 )
 
@@ -264,6 +266,38 @@ def test_assemble_with_only_keeps_the_selected_modules() -> None:
                           only=["schema_codec"])
     assert {fig.module for fig in figures} == {"schema_codec"}
     assert all(fig.status == "failed" for fig in figures)
+
+
+def test_a_partial_full_run_keeps_the_other_benchmarks_with_their_dates(tmp_path: Path) -> None:
+    codec_run = {"claim_decode_validate": {"median_per_s": 210_000.0}}
+    earlier = [ModuleOutcome("schema_codec", [codec_run], [1.0], [])]
+    report, figures = assemble(earlier, smoke=False, repeats=1,
+                               machine={"load_average_start": [0.5, 0.5, 0.5]},
+                               generated_at="2026-01-01T00:00:00+00:00")
+    stamp_measurements(report, {}, "2026-01-01T00:00:00+00:00", report["machine"])
+    json_path, _ = write_report(report, figures, tmp_path, "latest")
+
+    gateway_run = {"max_rate": {"req_per_s": 400.0}}
+    merged, carried = carry_over([ModuleOutcome("gateway", [gateway_run], [2.0], [])], json_path)
+    assert [o.name for o in merged] == ["gateway", "schema_codec"]
+    assert merged[1].runs == [codec_run]
+    assert carried["schema_codec"]["at"] == "2026-01-01T00:00:00+00:00"
+    report, figures = assemble(merged, smoke=False, repeats=3, machine={},
+                               generated_at="2026-02-02T00:00:00+00:00")
+    stamp_measurements(report, carried, "2026-02-02T00:00:00+00:00", {})
+    assert report["benchmarks"]["gateway"]["measured"]["at"] == "2026-02-02T00:00:00+00:00"
+    assert report["benchmarks"]["schema_codec"]["measured"]["at"] == "2026-01-01T00:00:00+00:00"
+    by_key = {fig.key: fig for fig in figures}
+    assert by_key["claim_decode"].value == 210_000.0
+    markdown = render_markdown(report, figures)
+    assert "Re-measured in this run: `gateway`" in markdown
+    assert "`schema_codec` (2026-01-01T00:00:00+00:00, load average [0.5, 0.5, 0.5])" in markdown
+
+    # Carried over twice: the date stays the one of the run that measured it.
+    json_path, _ = write_report(report, figures, tmp_path, "latest")
+    _, carried_again = carry_over([ModuleOutcome("gateway", [gateway_run], [2.0], [])],
+                                  json_path)
+    assert carried_again["schema_codec"]["at"] == "2026-01-01T00:00:00+00:00"
 
 
 def test_discover_orders_known_benchmarks_first_and_skips_infrastructure(
