@@ -43,7 +43,6 @@ from bench.stack_harness import ModelService, Stack, Topics, free_port
 logger = logging.getLogger(__name__)
 
 FIXED_RATE = 200.0
-LOAD_GENERATOR_SWITCH_INTERVAL_S = 0.0002
 GOALS = {"p50_ms": 5.0, "p99_ms": 20.0, "req_per_s": 1_000.0}
 
 
@@ -298,17 +297,6 @@ def timed(label: str, fn: Callable[[], Any], timings: dict[str, float]) -> Any:
 
 def run(smoke: bool = False) -> dict[str, Any]:
     plan = PLANS[smoke]
-    # The load generator is a threaded Python process too: with the default 5 ms switch
-    # interval its own threads queue for the GIL and the measured latency would include that.
-    previous_interval = sys.getswitchinterval()
-    sys.setswitchinterval(LOAD_GENERATOR_SWITCH_INTERVAL_S)
-    try:
-        return measure(plan, smoke)
-    finally:
-        sys.setswitchinterval(previous_interval)
-
-
-def measure(plan: Plan, smoke: bool) -> dict[str, Any]:
     timings: dict[str, float] = {}
     with Stack(deadline_s=plan.deadline_s, label="bench-gateway") as stack:
         timed("broker_start_s", stack.start_broker, timings)

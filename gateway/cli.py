@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-import sys
 from types import FrameType
 
 import click
@@ -45,8 +44,6 @@ def gateway(host: str | None, port: int | None, threads: int | None, log_level: 
     overrides = {k: v for k, v in {"host": host, "port": port, "threads": threads}.items()
                  if v is not None}
     settings = GatewaySettings(**overrides)  # type: ignore[arg-type]
-    # Process-wide, so set here in the command rather than in the app factory (tests embed it).
-    sys.setswitchinterval(settings.switch_interval_ms / 1000)
     app = create_app(settings)
     rt = runtime(app)
     rt.start()

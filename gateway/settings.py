@@ -27,12 +27,6 @@ class GatewaySettings(CommonSettings):
         default=16, ge=1, le=512,
         description="waitress worker threads (each blocks on a model call and a Kafka ack).",
     )
-    switch_interval_ms: float = Field(
-        default=0.2, gt=0, le=100,
-        description="Python's thread switch interval in the gateway process (default 5 ms). "
-        "A request hands off between threads several times (server, model call, Kafka "
-        "acknowledgement); with 5 ms each hand-off can wait for a busy thread's whole slice.",
-    )
     api_key: SecretStr | None = Field(
         default=None, description="When set, submissions need it (X-API-Key or Bearer)."
     )
