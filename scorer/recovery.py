@@ -87,7 +87,10 @@ def classify_txn_error(
     producer of our own takes over again.
     """
     code = error.code()
-    if code in FENCED_CODES:
+    # _FATAL ("Local: Fatal error", what produce() raises once the producer is in a fatal
+    # state) hides its cause; the worker asks for it first, and when it stays unknown it is
+    # judged like a fence: a newer worker must never be fenced back by this one.
+    if code in FENCED_CODES or code == KafkaError._FATAL:
         expired = txn_age_s is not None and txn_age_s >= txn_timeout_s
         return TxnAction.RECREATE if expired else TxnAction.FATAL
     if code in CONFIGURATION_CODES:

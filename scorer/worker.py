@@ -279,6 +279,19 @@ def kafka_error(exc: KafkaException) -> KafkaError:
     return KafkaError(KafkaError._FAIL, str(exc))
 
 
+def fatal_cause(producer: Producer, error: KafkaError) -> KafkaError:
+    """The cause behind a bare _FATAL ("Local: Fatal error", what produce() raises once the
+    producer is in a fatal state, with the fatal flag unset): confluent-kafka raises the
+    cause (e.g. _FENCED) from the next poll(), which serves librdkafka's fatal error event."""
+    if error.code() != KafkaError._FATAL:
+        return error
+    try:
+        producer.poll(0)
+    except KafkaException as exc:
+        return kafka_error(exc)
+    return error
+
+
 def fencing_hint(error: KafkaError) -> str:
     if error.code() not in FENCED_CODES:
         return ""
@@ -455,7 +468,7 @@ class ScoringLoop:
         except TxnStepError as failure:
             step, error, action = failure.step, failure.error, failure.action
         except KafkaException as exc:  # begin_transaction or produce, outside any step
-            error = kafka_error(exc)
+            error = self.fatal_cause(kafka_error(exc))
             step, action = "transaction", self.classify(error)
         else:
             self.txn_began = None
@@ -513,6 +526,9 @@ class ScoringLoop:
         age = None if self.txn_began is None else time.monotonic() - self.txn_began
         return classify_txn_error(error, txn_age_s=age, txn_timeout_s=self.txn_timeout_s)
 
+    def fatal_cause(self, error: KafkaError) -> KafkaError:
+        return fatal_cause(self.producer, error)
+
     def step(self, what: str, call: Callable[[], T], deadline_s: float = TXN_STEP_DEADLINE_S
              ) -> T:
         """One transactional call, repeated while the broker is away or busy, at most until
@@ -528,7 +544,7 @@ class ScoringLoop:
                     TxnAction.RECREATE,
                 ) from None
             except KafkaException as exc:
-                error = kafka_error(exc)
+                error = self.fatal_cause(kafka_error(exc))
                 action = self.classify(error)
                 if action is not TxnAction.RETRY:
                     raise TxnStepError(what, error, action) from exc

@@ -33,7 +33,8 @@ from confluent_kafka import (
 )
 
 from schemas import Claim, DeadLetter, Decision
-from scorer.recovery import is_unreachable
+from scorer.recovery import TxnAction, classify_txn_error, is_unreachable
+from scorer.worker import fatal_cause
 from tests.integration import model_service_fixture
 from tests.integration.model_service_fixture import (
     CLAIMFLOW,
@@ -596,3 +597,34 @@ def test_a_second_worker_with_the_same_transactional_id_fences_the_first(
     assert "a newer worker with this transactional.id took over" in zombie.log()
     assert_exactly_once(read_outcomes(kafka_bootstrap, topics), claims)
     assert newer.terminate() == 0
+
+
+def test_the_cause_of_a_bare_fatal_error_is_found_so_a_zombie_stays_fenced(
+    kafka_bootstrap: str, topics: Topics,
+) -> None:
+    # Measured on a loaded machine: a fenced worker's produce() raised _FATAL ("Local: Fatal
+    # error", fatal flag unset) before any poll() had served the fence; judged as an unknown
+    # fatal error, the zombie would have replaced its producer and fenced the newer worker.
+    tid = f"zombie-{uuid.uuid4().hex[:8]}"
+    zombie = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": tid})
+    zombie.init_transactions(30)
+    newer = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": tid})
+    newer.init_transactions(30)
+    zombie.begin_transaction()
+    zombie.produce(topics.approved, b"x", b"k")  # its AddPartitions is answered: fenced
+    bare: list[KafkaError] = []
+
+    def produce_fails() -> bool:
+        try:
+            zombie.produce(topics.approved, b"y", b"k")  # never serves the event queue
+        except KafkaException as exc:
+            bare.append(exc.args[0])
+            return True
+        return False
+
+    wait_until(produce_fails, 30, "the fenced producer's produce() to fail")
+    assert bare[0].code() == KafkaError._FATAL
+    cause = fatal_cause(zombie, bare[0])
+    assert cause.code() == KafkaError._FENCED
+    assert cause.fatal()
+    assert classify_txn_error(cause, txn_age_s=0.5, txn_timeout_s=10) is TxnAction.FATAL

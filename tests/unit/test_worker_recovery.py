@@ -79,8 +79,18 @@ def test_errors_that_need_a_new_epoch_replace_the_producer(code: int) -> None:
 
 
 def test_other_fatal_errors_replace_the_producer() -> None:
-    error = KafkaError(KafkaError._FATAL, "fatal idempotent producer error", fatal=True)
+    error = KafkaError(KafkaError.UNKNOWN, "fatal idempotent producer error", fatal=True)
     assert classify(error) is TxnAction.RECREATE
+
+
+def test_a_fatal_error_of_unknown_cause_is_judged_like_a_fence() -> None:
+    # Measured (integration test, loaded machine): produce() of a zombie raised _FATAL
+    # "Local: Fatal error" while librdkafka's cause was _FENCED; replacing the producer
+    # would have fenced the newer worker back.
+    error = KafkaError(KafkaError._FATAL, "Unable to produce message: Local: Fatal error")
+    assert classify(error, age_s=0.3) is TxnAction.FATAL
+    assert classify(error, age_s=None) is TxnAction.FATAL
+    assert classify(error, age_s=TIMEOUT_S + 1) is TxnAction.RECREATE
 
 
 @pytest.mark.parametrize(
