@@ -78,8 +78,8 @@ drills: setup ## Fault drills against the real stack, write bench/results/drills
 	$(BIN)/python -m bench.drills
 
 .PHONY: drills-smoke
-drills-smoke: setup ## The fault drills at smoke size, as pytest checks (not in `make test`)
-	$(BIN)/pytest bench/test_drills_smoke.py
+drills-smoke: setup ## The fault drills at smoke size, as pytest checks (also part of `make test`)
+	$(BIN)/pytest tests/integration/test_drills_smoke.py
 
 .PHONY: clean
 clean: ## Remove local state (.claimflow) but keep the virtualenv

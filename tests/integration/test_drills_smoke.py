@@ -2,9 +2,11 @@
 on free ports, a model trained into a temporary CLAIMFLOW_HOME, the model service, scorer
 workers, the gateway). One run of ``python -m bench.drills --smoke``; one test per drill.
 
-Not part of ``make test`` (its testpaths are ``tests/``): in one of two fresh-clone CI runs
-drills 3 and 5 failed while another full drill run loaded the machine, and a red CI run lands
-nothing. Run it with ``make drills-smoke`` until the flakiness is understood."""
+Part of ``make test`` (the issue asks for the smoke size in CI). It was out of it for a while:
+drill 3 failed because the scorer did not survive a broker restart, and two measuring bugs
+of the drills (reading only to the last stable offset; a progress sampler that waited on the
+scorer's open transaction) failed drills 4 and 2 once each under load. All three are fixed;
+``make drills-smoke`` runs just this file."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from bench.drills import DRILLS
 # Stack setup (broker, training, model service) plus six drills; bounded by the drills' own
 # deadline well inside the test's.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
