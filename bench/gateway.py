@@ -3,7 +3,7 @@
     python -m bench.gateway [--smoke]
 
 Everything real and on this machine: an own Kafka broker (free ports, temp home), the BentoML
-model service serving a small champion, and ``claimflow gateway`` (waitress). Each request
+model service serving a small champion, and ``claimflow gateway`` (granian). Each request
 carries a new claim, so every one is scored by the model service and published with broker
 confirmation (no idempotent replays).
 

@@ -64,7 +64,7 @@ BENCHMARKS: tuple[str, ...] = (
 NOT_BENCHMARKS = frozenset({"__init__", "__main__", "common", "report", "run", "drills",
                             "stack_harness"})
 
-EXTRA_VERSIONS = ("pydantic-settings", "pandas", "flask", "flask-openapi3", "waitress",
+EXTRA_VERSIONS = ("pydantic-settings", "pandas", "flask", "flask-openapi3", "granian",
                   "httpx", "orjson", "hypothesis", "schemathesis")
 
 PPERF = AnchorSpec(

@@ -2,5 +2,5 @@
 consumer of the decision topics into SQLite) and the investigators' page (``/``).
 
 ``gateway.app.create_app(settings)`` builds the Flask application; ``claimflow gateway``
-serves it with waitress. Nothing is imported here, so ``import gateway`` stays cheap.
+serves it with granian. Nothing is imported here, so ``import gateway`` stays cheap.
 """

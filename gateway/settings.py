@@ -25,7 +25,8 @@ class GatewaySettings(CommonSettings):
     port: int = Field(default=5005, ge=0, le=65_535, description="Port (0 picks a free one).")
     threads: int = Field(
         default=16, ge=1, le=512,
-        description="waitress worker threads (each blocks on a model call and a Kafka ack).",
+        description="Python threads running requests (granian's blocking threads; each waits on "
+        "a model call and a Kafka ack, so more than the cores).",
     )
     api_key: SecretStr | None = Field(
         default=None, description="When set, submissions need it (X-API-Key or Bearer)."

@@ -1,5 +1,5 @@
 # ruff: noqa: F811 - pytest fixtures are imported from helper modules and used as arguments
-"""The real gateway (``claimflow gateway``, waitress) against the real broker and a real
+"""The real gateway (``claimflow gateway``, granian) against the real broker and a real
 ``bentoml serve`` model service: decisions, topics, the outcome view, failures, restarts."""
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def test_batch_and_csv_use_the_real_model(
         # it is another claim under a used id.
         assert "already used" in rows[2]["error"]
 
-        # Through waitress too, an oversized body is a problem document.
+        # Through granian too, an oversized body is a problem document.
         huge = client.post("/api/v1/claims", content=b" " * 2_000_000,
                            headers={"Content-Type": "application/json"})
         assert huge.status_code == 413

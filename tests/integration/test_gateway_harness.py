@@ -1,5 +1,5 @@
 """Helpers for the gateway's integration and browser tests (no tests here): the real
-``claimflow gateway`` (waitress) as a subprocess on a free port, with a temp CLAIMFLOW_HOME,
+``claimflow gateway`` (granian) as a subprocess on a free port, with a temp CLAIMFLOW_HOME,
 uuid topics and its own view group, next to the real broker and model service.
 """
 
