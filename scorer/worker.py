@@ -153,6 +153,29 @@ class CallRunner:
         self.jobs.put(None)
 
 
+def read_committed_offsets(settings: ScorerSettings, partitions: list[TopicPartition]
+                           ) -> list[TopicPartition]:
+    """The group's committed offsets, read by a short-lived client outside the group.
+
+    Not through the worker's own consumer: that one is read_committed, so librdkafka asks
+    for *stable* offsets, and after a broker restart that fetch timed out for minutes in a
+    drill although the old transaction was already resolved (the new producer's
+    init_transactions only returns once it is). A fresh client, read_uncommitted, gets the
+    committed offsets without waiting; it never joins the group and commits nothing.
+    """
+    client = Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "group.id": settings.group_id,
+        "isolation.level": "read_uncommitted",
+        "enable.auto.commit": False,
+        "logger": logging.getLogger("scorer.kafka.consumer"),
+    })
+    try:
+        return client.committed(partitions, timeout=KAFKA_CALL_TIMEOUT_S)
+    finally:
+        client.close()
+
+
 # --------------------------------------------------------------------------- configuration
 
 
@@ -647,12 +670,11 @@ class ScoringLoop:
 
     def rewind_to_committed(self) -> None:
         """Go back to the offsets the group committed: the batch in flight is read again."""
-        consumer = self.consumer
         pause = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         while True:
-            assignment = consumer.assignment()
+            assignment = self.consumer.assignment()
             try:
-                committed = consumer.committed(assignment, timeout=KAFKA_CALL_TIMEOUT_S)
+                committed = read_committed_offsets(self.settings, assignment)
                 break
             except KafkaException as exc:
                 error = kafka_error(exc)
