@@ -3,6 +3,13 @@
 read_committed, so aborted scorer transactions never show. Where to start is the store's
 business (its positions table, written with the rows), not the group's committed offsets:
 the group is used for partition assignment and commits only so lag tools can see it.
+
+Cheap for the broker by design. Measured with the gateway benchmark, a view that fetched and
+committed after every message cost the broker 0.75 ms of CPU per decision (more than the
+produce itself) and pushed the gateway's p50/p99 at 200 req/s from 4.4/11 ms to 10/78 ms. So
+a fetch waits for data to accumulate (up to ``max_delay_ms``: the view may lag by that much,
+against a page that refreshes every couple of seconds), and offsets are only stored locally
+after each batch and committed by librdkafka's timer (and on close).
 A message that is not a valid Decision is logged with its position and skipped (this is a
 view; the topics' producers own their dead letters).
 """
@@ -13,7 +20,14 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from gateway.outcome_store import Outcome, OutcomeStore
 from schemas import ContractError, Decision
@@ -59,6 +73,7 @@ class OutcomeConsumer:
         group_id: str,
         on_stored: OnStored | None = None,
         batch_size: int = 500,
+        max_delay_ms: int = 100,
     ) -> None:
         self._store = store
         self._topics = list(topics)
@@ -69,8 +84,16 @@ class OutcomeConsumer:
             "group.id": group_id,
             "client.id": "claimflow-gateway-view",
             "isolation.level": "read_committed",
-            "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            # A fetch answers once 1 MiB is waiting or max_delay_ms has passed, not on the
+            # first byte (which meant a fetch round trip per decision under steady load).
+            "fetch.min.bytes": 1 << 20,
+            "fetch.wait.max.ms": max_delay_ms,
+            # Offsets go to librdkafka's store after each stored batch; its timer commits them
+            # (and close() commits the last ones). The view's own positions live in SQLite.
+            "enable.auto.commit": True,
+            "enable.auto.offset.store": False,
+            "auto.commit.interval.ms": 5000,
             "error_cb": self._on_error,
         }
         self._stop = threading.Event()
@@ -117,10 +140,11 @@ class OutcomeConsumer:
         inserted = self._store.add(outcomes, positions)
         if self._on_stored is not None:
             self._on_stored(inserted, len(outcomes) - inserted, invalid)
-        consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],
-            asynchronous=True,
-        )
+        try:
+            consumer.store_offsets(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()])
+        except KafkaException as exc:  # a partition revoked meanwhile: its next owner reads
+            logger.info("outcome view: offsets not stored: %s", exc)  # the SQLite positions
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         stored = self._store.positions()
