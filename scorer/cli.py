@@ -114,7 +114,7 @@ def serve_argv(host: str, port: int) -> list[str]:
 
 
 def serve_env(base: dict[str, str], home: str, bentoml_home: str, workers: int,
-              access_log: bool = True) -> dict[str, str]:
+              access_log: bool = False) -> dict[str, str]:
     """``base`` plus what the service process must see: absolute state folders (the
     service builds its own settings from them), no telemetry, the worker count."""
     env = dict(base)
