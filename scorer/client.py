@@ -1,11 +1,12 @@
 """HTTP client of the model service, shared by the stream worker and the gateway.
 
-One keep-alive ``http.client`` connection per calling thread. Requests are encoded by
-joining each claim's own JSON bytes and answers are decoded in one pydantic JSON pass. Not
-httpx: measured here, an httpx call to ``/score`` costs 0.9-1.0 ms of CPU against 0.25 ms
-for ``http.client`` (and 1.6 ms against 1.1-1.5 ms of latency); the gateway makes one such
-call per request. Scoring is a pure function, so a call that fails on a reused connection
-(the server closed it while idle) is retried once on a fresh one.
+One keep-alive connection per calling thread (:class:`scorer.http11.Http11Connection`).
+Requests are encoded by joining each claim's own JSON bytes and answers are decoded in one
+pydantic JSON pass. Not httpx: measured here, an httpx call to ``/score`` cost 0.9-1.0 ms of
+CPU against 0.25 ms for ``http.client`` (and 1.6 ms against 1.1-1.5 ms of latency), and
+``http.client`` spent half of that parsing headers (see :mod:`scorer.http11`); the gateway
+makes about one call per request. Scoring is a pure function, so a call that fails on a
+reused connection (the server closed it while idle) is retried once on a fresh one.
 
 Errors: anything that means "the service cannot answer right now" (connection refused,
 timeouts, 5xx including BentoML's 503 when its batching queue is full, 429) raises
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import http.client
 import logging
-import socket
+import ssl
 import threading
 from collections.abc import Sequence
 from types import TracebackType
@@ -28,10 +29,10 @@ from urllib.parse import urlsplit
 from pydantic import TypeAdapter, ValidationError
 
 from schemas import Claim, ScoreResult
+from scorer.http11 import Http11Connection
 
 logger = logging.getLogger(__name__)
 
-JSON_HEADERS: Final = {"Content-Type": "application/json", "Accept": "application/json"}
 # What a dead, refusing, resetting or silent peer raises (socket.timeout is TimeoutError).
 TRANSPORT_ERRORS: Final = (OSError, http.client.HTTPException)
 _RESULTS: Final = TypeAdapter(list[ScoreResult])
@@ -62,13 +63,13 @@ class ModelClient:
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"model service URL must be http(s)://host[:port], not {base_url!r}")
-        self._https = parts.scheme == "https"
+        self._tls = ssl.create_default_context() if parts.scheme == "https" else None
         self._host = parts.hostname
-        self._port = parts.port
+        self._port = parts.port or (443 if self._tls else 80)
         self._prefix = parts.path
         self._timeout_s = timeout_s
         self._local = threading.local()
-        self._all: list[http.client.HTTPConnection] = []
+        self._all: list[Http11Connection] = []
         self._all_lock = threading.Lock()
 
     def score_batch(self, claims: Sequence[Claim]) -> list[ScoreResult]:
@@ -140,8 +141,7 @@ class ModelClient:
     def _request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
         """One exchange on this thread's connection; transport failures are outages."""
         for attempt in (1, 2):
-            connection: http.client.HTTPConnection | None = getattr(self._local, "connection",
-                                                                    None)
+            connection: Http11Connection | None = getattr(self._local, "connection", None)
             reused = connection is not None
             try:
                 if connection is None:
@@ -156,31 +156,21 @@ class ModelClient:
                     raise ModelUnavailable(f"model service at {self.base_url}: {exc!r}") from exc
         raise AssertionError("unreachable: the second attempt returns or raises")
 
-    def _exchange(self, connection: http.client.HTTPConnection, method: str, path: str,
+    def _exchange(self, connection: Http11Connection, method: str, path: str,
                   body: bytes | None) -> tuple[int, bytes]:
-        connection.request(method, self._prefix + path, body=body, headers=JSON_HEADERS)
-        response = connection.getresponse()
-        content = response.read()
-        if response.will_close:
+        status, content = connection.request(method, self._prefix + path, body)
+        if connection.closed:  # the server ended the keep-alive
             self._discard(connection)
-        return response.status, content
+        return status, content
 
-    def _connect(self) -> http.client.HTTPConnection:
-        factory = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        connection = factory(self._host, self._port, timeout=self._timeout_s)
-        try:
-            connection.connect()
-            # Small request, small answer: send at once instead of waiting for Nagle's timer.
-            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except BaseException:
-            connection.close()
-            raise
+    def _connect(self) -> Http11Connection:
+        connection = Http11Connection(self._host, self._port, self._timeout_s, self._tls)
         self._local.connection = connection
         with self._all_lock:
             self._all.append(connection)
         return connection
 
-    def _discard(self, connection: http.client.HTTPConnection) -> None:
+    def _discard(self, connection: Http11Connection) -> None:
         connection.close()
         if getattr(self._local, "connection", None) is connection:
             self._local.connection = None
