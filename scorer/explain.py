@@ -36,6 +36,12 @@ DEFAULT_LOW: Final = 1.0
 DEFAULT_MAX_REASONS: Final = 3
 
 
+# Up to this many claims, per-value bisection beats the vectorised path, whose ~90 numpy calls
+# cost ~0.25 ms whatever the batch size (measured: 1 claim 8 us against 233 us, 16 claims
+# 113 us against 420 us, 64 claims 475 us against 304 us). The results are identical.
+SMALL_BATCH: Final = 16
+
+
 @dataclass(frozen=True)
 class Explainer:
     """A reference prepared for fast lookups. Immutable and thread-safe."""
@@ -134,6 +140,8 @@ class Explainer:
     def reason_fields_batch(self, x: npt.ArrayLike) -> list[list[dict[str, Any]]]:
         """:meth:`explain_batch` as plain dicts."""
         rows = np.asarray(x, dtype=np.float64)
+        if rows.ndim == 2 and rows.shape[0] <= SMALL_BATCH:
+            return [self.reason_fields(row) for row in rows.tolist()]
         pcts = self.percentiles(rows)
         in_tail = ((pcts > self.high) | (pcts < self.low)).any(axis=1)
         # Most claims have no feature in a tail: only the others need any work.
