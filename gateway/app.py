@@ -20,6 +20,7 @@ from gateway.api import build_api, json_response
 from gateway.api_models import Health, Readiness
 from gateway.coalesce import CoalescingScorer
 from gateway.idempotency import SubmissionStore
+from gateway.locks import KeyLocks
 from gateway.metrics import GatewayMetrics
 from gateway.openapi_docs import GatewayOpenAPI
 from gateway.outcome_consumer import OutcomeConsumer
@@ -96,7 +97,8 @@ def build_runtime(
     store = SubmissionStore(settings.submissions_db, settings.db_synchronous)
     outcomes = OutcomeStore(settings.outcomes_db, settings.db_synchronous)
     service = SubmissionService(scorer, publisher, store, settings.topic_for,
-                                settings.publish_timeout_s)
+                                settings.publish_timeout_s,
+                                locks=KeyLocks(lock_path=settings.submissions_lock))
     consumer = None
     if settings.view_enabled:
         consumer = OutcomeConsumer(

@@ -5,9 +5,12 @@ granian parses HTTP in native code and calls the Flask app from a pool of Python
 gateway's Python time at 200 req/s: with granian the same benchmark went from p50 8.8 / p99
 53 ms to 4.3 / 15 ms and from ~330 to ~510-550 req/s (docs/gateway.md).
 
-granian runs the app in a worker process it forks from this one. The app and its runtime
-(Kafka producer, outcome-view consumer, stores) are built in the worker, after the fork, and
-closed when the worker exits.
+granian runs the app in ``GATEWAY_WORKERS`` processes it forks from this one (one per core:
+the GIL lets one process use one core). The app and its runtime (Kafka producer, outcome-view
+consumer, stores) are built in each worker, after the fork, and closed when the worker exits.
+The workers share the stores under CLAIMFLOW_HOME (claim_id locks across processes: see
+:mod:`gateway.locks`), the outcome view's consumer group (the partitions are split between
+them), and a folder of Prometheus value files, so ``/metrics`` from any worker adds up all.
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing.util
+import os
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -32,11 +39,14 @@ logger = logging.getLogger(__name__)
 @click.option("--host", default=None, help="Interface to listen on [GATEWAY_HOST, 127.0.0.1].")
 @click.option("--port", type=click.IntRange(0, 65_535), default=None,
               help="Port [GATEWAY_PORT, 5005]; 0 picks a free one.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Worker processes [GATEWAY_WORKERS, 2].")
 @click.option("--threads", type=click.IntRange(1, 512), default=None,
-              help="Worker threads [GATEWAY_THREADS, 16].")
+              help="Request threads per worker [GATEWAY_THREADS, 8].")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def gateway(host: str | None, port: int | None, threads: int | None, log_level: str) -> None:
+def gateway(host: str | None, port: int | None, workers: int | None, threads: int | None,
+            log_level: str) -> None:
     """Run the claim submission API and the investigators' page.
 
     \b
@@ -53,13 +63,14 @@ def gateway(host: str | None, port: int | None, threads: int | None, log_level: 
     from gateway.settings import GatewaySettings
 
     configure_logging(log_level)
-    overrides = {k: v for k, v in {"host": host, "port": port, "threads": threads}.items()
-                 if v is not None}
+    options = {"host": host, "port": port, "workers": workers, "threads": threads}
+    overrides = {k: v for k, v in options.items() if v is not None}
     settings = GatewaySettings(**overrides)  # type: ignore[arg-type]
     bound_port = settings.port or free_port(settings.host)
     server = Granian(
         "gateway.app:create_app",  # for granian's log lines; the app comes from load_app
-        address=settings.host, port=bound_port, interface=Interfaces.WSGI, workers=1,
+        address=settings.host, port=bound_port, interface=Interfaces.WSGI,
+        workers=settings.workers,
         blocking_threads=settings.threads,
         log_level=LogLevels(log_level.lower()),
         # Keep-alive clients (benchmarks, proxies) hold a connection each; leave headroom.
@@ -67,18 +78,28 @@ def gateway(host: str | None, port: int | None, threads: int | None, log_level: 
     )
     click.echo(f"gateway listening on http://{settings.host}:{bound_port}/ "
                f"(API docs: /docs/swagger)", err=True)
-    logger.info("gateway on %s:%s, %d threads, model %s, broker %s", settings.host, bound_port,
-                settings.threads, settings.model_url, settings.kafka_bootstrap_servers)
-    # granian stops on SIGINT and SIGTERM: the worker finishes its requests and exits.
-    server.serve(target_loader=lambda: load_app(settings, log_level), wrap_loader=False)
+    logger.info("gateway on %s:%s, %d workers x %d threads, model %s, broker %s", settings.host,
+                bound_port, settings.workers, settings.threads, settings.model_url,
+                settings.kafka_bootstrap_servers)
+    metrics_dir = Path(tempfile.mkdtemp(prefix="claimflow-gateway-metrics-"))
+    # prometheus_client picks its storage when first imported: the workers import it after
+    # the fork, with this set, and keep their values in files there that /metrics sums up.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    try:
+        # granian stops on SIGINT and SIGTERM: the workers finish their requests and exit.
+        server.serve(target_loader=lambda: load_app(settings, log_level, metrics_dir),
+                     wrap_loader=False)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def load_app(settings: GatewaySettings, log_level: str) -> Any:
-    """Build the app in granian's worker process (after the fork: no thread crosses it)."""
+def load_app(settings: GatewaySettings, log_level: str, metrics_dir: Path) -> Any:
+    """Build the app in a granian worker process (after the fork: no thread crosses it)."""
     from gateway.app import create_app, runtime
+    from gateway.metrics import GatewayMetrics
 
     configure_logging(log_level)
-    app = create_app(settings)
+    app = create_app(settings, metrics=GatewayMetrics(multiprocess_dir=metrics_dir))
     rt = runtime(app)
     rt.start()
     # multiprocessing runs its finalizers when the worker process ends (also on SIGTERM,

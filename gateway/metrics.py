@@ -1,20 +1,36 @@
 """Prometheus metrics of the gateway, on a registry of their own (one per app, so several
-apps in one process, as in tests, never collide)."""
+apps in one process, as in tests, never collide).
+
+Under ``claimflow gateway`` the app runs in several worker processes: prometheus_client's
+multiprocess mode then keeps every worker's values in files of a shared folder, and the
+exposition adds them up, so a scrape sees the whole gateway whichever worker answers it.
+"""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import values as prometheus_values
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class GatewayMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 multiprocess_dir: Path | None = None) -> None:
+        """``multiprocess_dir``: the folder in ``PROMETHEUS_MULTIPROC_DIR``, which must have
+        been set before prometheus_client was first imported in this process."""
+        if multiprocess_dir is not None and prometheus_values.ValueClass is \
+                prometheus_values.MutexValue:
+            raise RuntimeError("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR "
+                               "was set: its values would stay in this process")
+        self._multiprocess_dir = multiprocess_dir
         self.registry = registry or CollectorRegistry()
         self.requests = Counter(
             "gateway_requests", "HTTP requests answered.", ["method", "route", "status"],
@@ -60,4 +76,8 @@ class GatewayMetrics:
             return response
 
     def exposition(self) -> Response:
-        return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
+        registry = self.registry
+        if self._multiprocess_dir is not None:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

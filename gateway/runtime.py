@@ -48,5 +48,6 @@ class GatewayRuntime:
         self.publisher.close()
         self.scorer.close()
         self.service.store.close()
+        self.service.locks.close()
         self.outcomes.close()
         logger.info("gateway closed")

@@ -4,22 +4,21 @@ The order matters. For claims never seen before: score -> record the decision as
 -> publish and wait for the broker -> mark published. A claim_id already recorded with the
 same fingerprint returns its first decision (republished only if its publication was never
 confirmed); with a different fingerprint it is a conflict. Requests for the same claim_id
-are serialised by a striped lock, so two concurrent submissions cannot both publish.
+are serialised by a striped lock (:mod:`gateway.locks`, across worker processes too), so two
+concurrent submissions cannot both publish.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from gateway.idempotency import StoredSubmission, SubmissionStore
 from gateway.intake import Intake
+from gateway.locks import KeyLocks
 from gateway.publisher import DecisionPublisher, Outgoing
 from schemas import Claim, Decision, DecisionKind, GatewaySource, ScoreResult
 
@@ -71,24 +70,6 @@ def build_decision(
     )
 
 
-class KeyLocks:
-    """A fixed set of locks; a key always maps to the same one."""
-
-    def __init__(self, stripes: int = 256) -> None:
-        self._locks = [threading.Lock() for _ in range(stripes)]
-
-    def _index(self, key: str) -> int:
-        return zlib.crc32(key.encode()) % len(self._locks)
-
-    @contextmanager
-    def hold(self, keys: Sequence[str]) -> Iterator[None]:
-        # Always acquired in index order: two batches can never wait for each other in a cycle.
-        with ExitStack() as stack:
-            for index in sorted({self._index(key) for key in keys}):
-                stack.enter_context(self._locks[index])
-            yield
-
-
 OnConflict = Literal["raise", "report"]
 
 
@@ -101,6 +82,7 @@ class SubmissionService:
         topic_for: Callable[[DecisionKind], str],
         publish_timeout_s: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        locks: KeyLocks | None = None,
     ) -> None:
         self.scorer = scorer
         self.publisher = publisher
@@ -108,7 +90,7 @@ class SubmissionService:
         self._topic_for = topic_for
         self._publish_timeout_s = publish_timeout_s
         self._clock = clock
-        self._locks = KeyLocks()
+        self.locks = locks or KeyLocks()
 
     def submit(
         self, intakes: Sequence[Intake], request_id: str | None, on_conflict: OnConflict = "raise"
@@ -122,7 +104,7 @@ class SubmissionService:
         for intake in intakes:
             first.setdefault(intake.claim_id, intake)
         unique = list(first.values())
-        with self._locks.hold([intake.claim_id for intake in unique]):
+        with self.locks.hold([intake.claim_id for intake in unique]):
             known = self.store.get_many(intake.claim_id for intake in unique)
             conflicts = [i.claim_id for i in unique
                          if i.claim_id in known and known[i.claim_id].fingerprint != i.fingerprint]

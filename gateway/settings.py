@@ -23,10 +23,16 @@ class GatewaySettings(CommonSettings):
 
     host: str = Field(default="127.0.0.1", description="Interface the server listens on.")
     port: int = Field(default=5005, ge=0, le=65_535, description="Port (0 picks a free one).")
+    workers: int = Field(
+        default=2, ge=1, le=64,
+        description="Worker processes (granian workers; one per core). Each has its own threads, "
+        "model-service connections, Kafka producer and outcome-view consumer; they share the "
+        "stores under CLAIMFLOW_HOME.",
+    )
     threads: int = Field(
-        default=16, ge=1, le=512,
-        description="Python threads running requests (granian's blocking threads; each waits on "
-        "a model call and a Kafka ack, so more than the cores).",
+        default=8, ge=1, le=512,
+        description="Python threads running requests in each worker (granian's blocking threads; "
+        "each waits on a model call and a Kafka ack, so more than the cores).",
     )
     api_key: SecretStr | None = Field(
         default=None, description="When set, submissions need it (X-API-Key or Bearer)."
@@ -45,7 +51,9 @@ class GatewaySettings(CommonSettings):
         "claims (1 = one call per request).",
     )
     model_callers: int = Field(
-        default=2, ge=1, le=64, description="Threads making those shared model calls."
+        default=1, ge=1, le=64,
+        description="Model calls in flight at once per worker; claims arriving meanwhile wait "
+        "and share the next call.",
     )
     approved_topic: str = Field(default="claims.approved", description="Approved decisions.")
     investigate_topic: str = Field(
@@ -90,6 +98,11 @@ class GatewaySettings(CommonSettings):
     def submissions_db(self) -> Path:
         """First decisions of submitted claims: what makes submissions idempotent."""
         return self.state_dir / "submissions.db"
+
+    @property
+    def submissions_lock(self) -> Path:
+        """Byte-range locks that keep worker processes from deciding one claim_id twice."""
+        return self.state_dir / "submissions.lock"
 
     @property
     def outcomes_db(self) -> Path:

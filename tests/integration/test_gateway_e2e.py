@@ -5,12 +5,15 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from schemas import Claim, Decision, GatewaySource
@@ -110,6 +113,37 @@ def test_submitted_claims_are_decided_published_once_and_viewable(
 
         metrics = client.get("/metrics").text
         assert 'gateway_view_messages_total{result="inserted"} 2.0' in metrics
+
+
+def test_one_claim_submitted_at_once_to_both_workers_is_published_once(
+    gateway: GatewayServer, gateway_topics: GatewayTopics, kafka_bootstrap: str,
+) -> None:
+    assert gateway.process is not None
+    workers = psutil.Process(gateway.process.pid).children()
+    assert len(workers) == 2, "the default gateway runs two worker processes"
+    body = unusual(f"{uuid.uuid4().hex[:6]}-race")
+    racers = 12
+    start = threading.Barrier(racers)
+
+    def submit(_: int) -> tuple[int, bytes]:
+        # One connection each: granian's workers accept them in turn.
+        with httpx.Client(base_url=gateway.url, timeout=30) as client:
+            start.wait(30)
+            answer = client.post("/api/v1/claims", json=body)
+            return answer.status_code, answer.content
+
+    with ThreadPoolExecutor(racers) as pool:
+        answers = list(pool.map(submit, range(racers)))
+    assert Counter(status for status, _ in answers) == Counter({201: 1, 200: racers - 1})
+    assert len({content for _, content in answers}) == 1  # everyone got the first decision
+    seen = keys_by_topic(kafka_bootstrap, gateway_topics, published=1)
+    assert seen == Counter({(gateway_topics.investigate, body["claim_id"]): 1})
+
+    # Whichever worker answers the scrape, it counts every worker's requests.
+    metrics = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    route = 'method="POST",route="/api/v1/claims"'
+    assert f'gateway_requests_total{{{route},status="201"}} 1.0' in metrics
+    assert f'gateway_requests_total{{{route},status="200"}} {racers - 1.0}' in metrics
 
 
 def test_batch_and_csv_use_the_real_model(

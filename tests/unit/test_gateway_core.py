@@ -21,9 +21,10 @@ from gateway.intake import (
     parse_batch,
     parse_claim,
 )
+from gateway.locks import KeyLocks
 from gateway.outcome_store import Outcome, OutcomeStore, timeline
 from gateway.publisher import Outgoing
-from gateway.service import KeyLocks, SubmissionService
+from gateway.service import SubmissionService
 from gateway.sqlite_util import BackgroundCheckpointer, connect
 from schemas import Claim, Decision, ModelRef, StreamSource
 from scorer.client import ModelUnavailable
