@@ -442,6 +442,13 @@ class Stack:
         self.cli("kafka", "start", timeout_s=timeout_s, log_name="kafka")
         return time.monotonic() - started
 
+    def broker_pid(self) -> int | None:
+        """The running broker's pid (its pid file), e.g. to account for its CPU."""
+        try:
+            return int((self.home / "kafka" / "kafka.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
     def stop_broker(self, timeout_s: float = 120.0) -> float:
         started = time.monotonic()
         self.cli("kafka", "stop", timeout_s=timeout_s, log_name="kafka")
