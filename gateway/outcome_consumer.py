@@ -10,6 +10,7 @@ produce itself) and pushed the gateway's p50/p99 at 200 req/s from 4.4/11 ms to 
 a fetch waits for data to accumulate (up to ``max_delay_ms``: the view may lag by that much,
 against a page that refreshes every couple of seconds), and offsets are only stored locally
 after each batch and committed by librdkafka's timer (and on close).
+
 A message that is not a valid Decision is logged with its position and skipped (this is a
 view; the topics' producers own their dead letters).
 """

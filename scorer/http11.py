@@ -43,7 +43,8 @@ class Http11Connection:
             sock.close()
             raise
         self._sock: socket.socket | None = sock
-        self._host_header = host if port in (80, 443) else f"{host}:{port}"
+        name = f"[{host}]" if ":" in host else host  # an IPv6 literal is bracketed
+        self._host_header = name if port in (80, 443) else f"{name}:{port}"
         self._buffer = bytearray()
 
     @property
