@@ -73,8 +73,11 @@ start_api() {
   rm -f "$SOCKET"
   mkdir -p "$CACHE"
   # setsid + nohup: the service outlives make; --time=0 keeps it from exiting when idle.
-  setsid nohup podman system service --time=0 "unix://$SOCKET" \
-    >>"$CACHE/podman-service.log" 2>&1 </dev/null &
+  # Started from /: the checkout may be deleted while the service lives on, and conmon then
+  # fails every container start ("Failed to get working directory"; runc: "write child:
+  # broken pipe"), as happened to a second CI run in a re-cloned folder.
+  (cd / && setsid nohup podman system service --time=0 "unix://$SOCKET" \
+    >>"$CACHE/podman-service.log" 2>&1 </dev/null &)
   local deadline=$((SECONDS + 30))
   until api_answers; do
     [ "$SECONDS" -lt "$deadline" ] || die "podman API did not answer on $SOCKET within 30 s
