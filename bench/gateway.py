@@ -15,17 +15,18 @@ confirmation (no idempotent replays).
 * ``model_call``: the anchor, the model service's own ``/score`` latency measured directly.
 
 The load generator runs on the same (2-core) machine as the broker, the model service and
-the gateway; it speaks HTTP/1.1 on raw keep-alive sockets to stay light.
+the gateway; it speaks HTTP/1.1 through :mod:`scorer.http11` on keep-alive connections to
+stay light.
 """
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import logging
 import os
 import queue
-import socket
 import statistics
 import sys
 import threading
@@ -39,6 +40,7 @@ import numpy as np
 
 from bench.common import emit, machine_info
 from bench.stack_harness import ModelService, Stack, Topics, free_port
+from scorer.http11 import Http11Connection
 
 logger = logging.getLogger(__name__)
 
@@ -88,65 +90,34 @@ class ClaimBodies:
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection on a raw socket (reconnects if the server closed it).
+    """One keep-alive HTTP/1.1 connection (reconnects if the server closed it).
 
-    Not ``http.client``: its header parsing (the ``email`` package) cost the load generator
-    0.3 ms of CPU per request, CPU the machine's two cores then lacked for the gateway. This
-    knows just enough HTTP for these answers: a status line, headers, a Content-Length body.
+    The model client's small transport (:mod:`scorer.http11`), not ``http.client``: its
+    header parsing (the ``email`` package) cost the load generator 0.3 ms of CPU per request,
+    CPU the machine's two cores then lacked for the gateway.
     """
 
     def __init__(self, port: int) -> None:
         self._port = port
-        self._sock: socket.socket | None = None
-        self._buffer = b""
+        self._conn: Http11Connection | None = None
 
     def post(self, path: str, body: bytes) -> int:
-        request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                   f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                   ).encode() + body
         try:
-            return self._exchange(request)
-        except OSError:
+            return self._exchange(path, body)
+        except (OSError, http.client.HTTPException):
             self.close()
-            return self._exchange(request)
+            return self._exchange(path, body)
 
-    def _exchange(self, request: bytes) -> int:
-        if self._sock is None:
-            self._sock = socket.create_connection(("127.0.0.1", self._port), timeout=30)
-            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._buffer = b""
-        self._sock.sendall(request)
-        while (end := self._buffer.find(b"\r\n\r\n")) < 0:
-            self._receive()
-        head, self._buffer = self._buffer[:end], self._buffer[end + 4:]
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        length, closing = 0, False
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection" and value.strip().lower() == b"close":
-                closing = True
-        while len(self._buffer) < length:
-            self._receive()
-        self._buffer = self._buffer[length:]
-        if closing:
-            self.close()
+    def _exchange(self, path: str, body: bytes) -> int:
+        if self._conn is None or self._conn.closed:
+            self._conn = Http11Connection("127.0.0.1", self._port, timeout_s=30)
+        status, _ = self._conn.request("POST", path, body)
         return status
 
-    def _receive(self) -> None:
-        assert self._sock is not None
-        chunk = self._sock.recv(65536)
-        if not chunk:
-            raise ConnectionResetError("the server closed the connection")
-        self._buffer += chunk
-
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-        self._sock = None
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
 
 
 def percentiles(latencies_s: list[float]) -> dict[str, float]:

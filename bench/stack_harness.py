@@ -443,11 +443,12 @@ class Stack:
         return time.monotonic() - started
 
     def broker_pid(self) -> int | None:
-        """The running broker's pid (its pid file), e.g. to account for its CPU."""
-        try:
-            return int((self.home / "kafka" / "kafka.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
+        """The running broker's pid, e.g. to account for its CPU."""
+        from broker.local import running_pid
+        from broker.settings import KafkaSettings
+
+        return running_pid(KafkaSettings(claimflow_home=self.home, port=self.kafka_port,
+                                         controller_port=self.controller_port))
 
     def stop_broker(self, timeout_s: float = 120.0) -> float:
         started = time.monotonic()
