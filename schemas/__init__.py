@@ -4,7 +4,9 @@ One pydantic model per message. JSON Schema files generated from these models li
 ``schemas/json/`` and are what downstream teams read.
 """
 
+from schemas.any_claim import AnyClaim, parse_claim
 from schemas.claim import CLAIM_FEATURES, Claim
+from schemas.claim_v2 import ClaimLine, ClaimV2
 from schemas.common import SCHEMA_VERSION, ContractError
 from schemas.dead_letter import DeadLetter
 from schemas.decision import (
@@ -20,7 +22,10 @@ from schemas.score import ScoreRequest, ScoreResult
 __all__ = [
     "CLAIM_FEATURES",
     "SCHEMA_VERSION",
+    "AnyClaim",
     "Claim",
+    "ClaimLine",
+    "ClaimV2",
     "ContractError",
     "DeadLetter",
     "Decision",
@@ -31,4 +36,5 @@ __all__ = [
     "ScoreRequest",
     "ScoreResult",
     "StreamSource",
+    "parse_claim",
 ]

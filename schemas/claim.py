@@ -30,10 +30,12 @@ CLAIM_FEATURES: Final = (
 
 
 class Claim(Contract):
-    """A claim. Ground-truth labels are not part of it (they travel as a header, if at all)."""
+    """A claim in contract version 1: the lab's five numbers (the seed profile). Version 2
+    (:class:`schemas.claim_v2.ClaimV2`) carries members, providers, codes, lines and dates.
+    Ground-truth labels are not part of it (they travel as a header, if at all)."""
 
     schema_version: SchemaVersion = Field(
-        default=SCHEMA_VERSION, description="Contract version; only 1 exists."
+        default=SCHEMA_VERSION, description="Contract version 1 (the default when absent)."
     )
     claim_id: ClaimId
     claim_amount: float = Field(

@@ -41,7 +41,7 @@ class ContractError(ValueError):
     @classmethod
     def from_validation_error(cls, message_type: str, exc: ValidationError) -> ContractError:
         errors: list[FieldError] = [
-            {"loc": list(err["loc"]), "type": err["type"], "msg": err["msg"]}
+            {"loc": _without_union_tags(err["loc"]), "type": err["type"], "msg": err["msg"]}
             for err in exc.errors(include_url=False, include_input=False)
         ]
         return cls(message_type, errors)
@@ -50,6 +50,15 @@ class ContractError(ValueError):
     def paths(self) -> dict[str, str]:
         """Dotted field path -> error type, e.g. ``{"claim.patient_age": "less_than_equal"}``."""
         return {error_path(err): err["type"] for err in self.errors}
+
+
+# The tags of the claim-version union (schemas.any_claim): pydantic puts the chosen tag in
+# every error path; no contract has a field named like them.
+UNION_TAGS: Final = frozenset({"1", "2"})
+
+
+def _without_union_tags(loc: tuple[str | int, ...]) -> list[str | int]:
+    return [part for part in loc if part not in UNION_TAGS]
 
 
 def error_path(err: FieldError) -> str:

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AwareDatetime, Field, ValidationError
 
+from schemas.any_claim import AnyClaim
 from schemas.claim import Claim
+from schemas.claim_v2 import ClaimV2
 from schemas.common import SCHEMA_VERSION, Contract, ContractError, SchemaVersion
 
 if TYPE_CHECKING:
@@ -61,7 +63,10 @@ class Decision(Contract):
     """The outcome for one claim."""
 
     schema_version: SchemaVersion = SCHEMA_VERSION
-    claim: Claim
+    claim: AnyClaim = Field(
+        description="The claim as it was decided, in its own contract version (claim.schema_"
+        "version: 1 or 2)."
+    )
     decision: DecisionKind
     anomaly_score: float = Field(description="Higher is more unusual.")
     threshold: float = Field(description="anomaly_score above threshold means investigate.")
@@ -77,7 +82,7 @@ class Decision(Contract):
     @classmethod
     def from_score(
         cls,
-        claim: Claim,
+        claim: Claim | ClaimV2,
         result: ScoreResult,
         *,
         decided_at: datetime,

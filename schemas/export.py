@@ -8,12 +8,14 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.claim import Claim
+from schemas.claim_v2 import ClaimV2
 from schemas.dead_letter import DeadLetter
 from schemas.decision import Decision
 
 JSON_DIR = Path(__file__).parent / "json"
 SCHEMA_FILES: dict[str, type[BaseModel]] = {
     "claim.schema.json": Claim,
+    "claim_v2.schema.json": ClaimV2,
     "decision.schema.json": Decision,
     "dead_letter.schema.json": DeadLetter,
 }

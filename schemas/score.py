@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from schemas.claim import Claim
+from schemas.any_claim import AnyClaim
 from schemas.common import SCHEMA_VERSION, Contract, SchemaVersion
 from schemas.decision import DecisionKind, ModelRef, Reason
 
@@ -12,7 +12,7 @@ from schemas.decision import DecisionKind, ModelRef, Reason
 class ScoreRequest(Contract):
     """A batch of claims for the model service."""
 
-    claims: list[Claim] = Field(min_length=1, max_length=10_000)
+    claims: list[AnyClaim] = Field(min_length=1, max_length=10_000)
 
 
 class ScoreResult(Contract):
