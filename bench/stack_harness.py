@@ -320,6 +320,7 @@ class Stack:
         self._killer: threading.Timer | None = None
         self._lock = threading.Lock()
         self._reaper: Reaper | None = None
+        self._previous_sigint: signal._HANDLER = None
 
     # -- lifecycle
 
@@ -327,11 +328,27 @@ class Stack:
         self._reaper = Reaper(self.logs / "reaper.log")
         if self._own_home and not self.keep_home:
             self._reaper.tell(f"home {self.home}")
+        self._take_sigint()
         self._watchdog = threading.Timer(self.deadline_s, self._deadline_passed)
         self._watchdog.daemon = True
         self._watchdog.start()
         atexit.register(self.close)
         return self
+
+    def _take_sigint(self) -> None:
+        """The watchdog interrupts the drill with SIGINT, so SIGINT must raise
+        KeyboardInterrupt while the stack is open: a process started as a shell's background
+        job (``make drills &``) inherits SIGINT ignored, and then no deadline would ever cut a
+        hung drill short. The previous handler comes back on close."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _give_back_sigint(self) -> None:
+        if self._previous_sigint is not None and (
+                threading.current_thread() is threading.main_thread()):
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -366,6 +383,7 @@ class Stack:
         for timer in (self._watchdog, self._killer):
             if timer is not None:
                 timer.cancel()
+        self._give_back_sigint()
         for proc in reversed(self.processes):
             proc.stop(timeout_s=15)
         self._stop_broker_quietly()

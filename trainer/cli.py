@@ -6,8 +6,10 @@ Heavy imports (scikit-learn, MLflow, BentoML) happen inside the commands so that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -198,11 +200,43 @@ def mlflow_ui(host: str | None, port: int | None) -> None:
     port = port or settings.ui_port
     env = {**os.environ, **QUIET_ENV, **UI_ENV}
     click.echo(f"MLflow UI: http://{host}:{port}  (store {uri}; Ctrl-C stops it)")
-    process = subprocess.Popen(ui_command(settings, host, port), env=env)
+    stop_on_interrupt_or_term()
+    # Its own process group: `mlflow server` runs uvicorn as a child process, and a stop must
+    # reach both (signalling only `mlflow server` can leave uvicorn serving behind).
+    process = subprocess.Popen(ui_command(settings, host, port), env=env,
+                               start_new_session=True)
     try:
         code = process.wait()
     except KeyboardInterrupt:
-        process.terminate()
-        code = process.wait(timeout=30)
-        code = 0 if code in (0, -2, -15) else code
+        code = stop_process_group(process, grace_s=UI_STOP_GRACE_S)
     sys.exit(code)
+
+
+UI_STOP_GRACE_S: Final = 10.0
+
+
+def stop_on_interrupt_or_term() -> None:
+    """Ctrl-C and SIGTERM both raise KeyboardInterrupt here. SIGINT is set explicitly:
+    a process started by a shell as a background job (``&`` without job control) inherits
+    SIGINT as *ignored*, and Python then leaves it ignored, so the UI would not stop."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def stop_process_group(process: subprocess.Popen[bytes], *, grace_s: float) -> int:
+    """SIGTERM to the child's whole group, SIGKILL after ``grace_s``; 0 for a clean stop."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        code = process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        click.echo(f"MLflow UI did not stop within {grace_s:.0f} s: killing it", err=True)
+        code = 0
+    # Whatever of the group is left (uvicorn's workers, say) goes too.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    return 0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from click.testing import CliRunner, Result
 from mlflow import MlflowClient
@@ -264,10 +266,14 @@ def wait_for_health(url: str, process: subprocess.Popen[bytes], deadline_s: floa
 def test_mlflow_ui_serves_the_same_store(home: Path, seed_csv: Path) -> None:
     outcome = train_json("--data", str(seed_csv))
     port = free_port()
-    command = [str(Path(sys.executable).parent / "claimflow"), "mlflow-ui", "--port", str(port)]
+    claimflow = str(Path(sys.executable).parent / "claimflow")
+    # Started as a shell starts a background job (`claimflow mlflow-ui &` in a script):
+    # with SIGINT ignored. Ctrl-C / SIGINT must stop it all the same.
+    command = ["sh", "-c", f'trap "" INT; exec "{claimflow}" mlflow-ui --port {port}']
     process = subprocess.Popen(command, env=dict(os.environ), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
+    tree: list[psutil.Process] = []
     try:
         wait_for_health(f"{base}/health", process, deadline_s=180)
         model = httpx.get(f"{base}/api/2.0/mlflow/registered-models/get",
@@ -291,18 +297,21 @@ def test_mlflow_ui_serves_the_same_store(home: Path, seed_csv: Path) -> None:
                             params={"name": NAME, "alias": "challenger"}).json()
         assert version["model_version"]["version"] == "2"
         assert version["model_version"]["run_id"] == via_server["run_id"]
+        # mlflow-ui runs the server in a process group of its own: follow the whole tree.
+        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+        assert len(tree) >= 2, "mlflow-ui started no server process"
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=30) == 0
     finally:
-        leftovers = True
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            leftovers = False
-        if leftovers:
-            os.killpg(process.pid, signal.SIGKILL)
+        if process.poll() is None:
+            tree = [psutil.Process(process.pid),
+                    *psutil.Process(process.pid).children(recursive=True)]
+        leftovers = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        for proc in leftovers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
         process.wait(timeout=30)
-    assert not leftovers, "mlflow-ui left processes behind"
+    assert not leftovers, f"mlflow-ui left processes behind: {leftovers}"
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -265,7 +266,21 @@ def test_stack_close_stops_every_process_it_started(tmp_path: Path) -> None:
                interval_s=0.05)
 
 
-def test_stack_watchdog_interrupts_a_drill_that_overruns(tmp_path: Path) -> None:
+@pytest.fixture(params=["sigint-default", "sigint-ignored"])
+def inherited_sigint(request: pytest.FixtureRequest) -> Iterator[object]:
+    """SIGINT as the process got it: handled, or ignored as a shell's background job
+    (`make drills &`) inherits it. The original handler comes back afterwards."""
+    original = signal.getsignal(signal.SIGINT)
+    if request.param == "sigint-ignored":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, original)
+
+
+def test_stack_watchdog_interrupts_a_drill_that_overruns(
+        tmp_path: Path, inherited_sigint: object) -> None:
     stack = Stack(deadline_s=0.3, home=tmp_path)
     procs: list[ManagedProcess] = []
 
@@ -280,6 +295,7 @@ def test_stack_watchdog_interrupts_a_drill_that_overruns(tmp_path: Path) -> None
         overrunning_drill()
     assert time.monotonic() - started < 9
     assert not procs[0].alive()
+    assert signal.getsignal(signal.SIGINT) == inherited_sigint  # given back on close
 
 
 def test_drills_cli_selects_by_number() -> None:
