@@ -1,0 +1,108 @@
+"""Code references learned from training claims and shipped with the model.
+
+* Charge per unit of each procedure code: median and spread of its logarithm (robust: the
+  median absolute deviation), so "charge 4.2x the median for code 99215" and a z-score
+  that does not care whether a code costs 5 or 5,000.
+* How typical a code is for the patient's age band and sex: the code's share of claims in
+  that band and sex against the band and sex's share of all claims (smoothed), so a
+  procedure that is rare for a 9-year-old boy stands out whatever its price.
+Codes seen fewer than ``min_claims`` times in training have no reference: they contribute
+no evidence rather than noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import Final, NamedTuple
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas import ClaimV2
+
+MIN_CLAIMS: Final = 20
+MAD_TO_SIGMA: Final = 1.4826  # scales the MAD to a normal distribution's sigma
+MIN_SIGMA: Final = 0.05  # a code with (nearly) one fixed price still allows +-5 % noise
+AGE_BANDS: Final = (0, 2, 12, 18, 30, 45, 65, 80, 121)
+SMOOTHING: Final = 1.0
+
+
+def age_band(age: int) -> int:
+    return next(i for i, upper in enumerate(AGE_BANDS[1:]) if age < upper)
+
+
+def demographic(age: int, sex: str) -> str:
+    return f"{age_band(age)}{sex}"
+
+
+class ChargeNorm(NamedTuple):
+    median_log: float  # log of the median charge per unit
+    sigma_log: float  # robust spread of log charge per unit
+
+
+class CodeReference(BaseModel):
+    """Per-code charge norms and demographic mix, from training claims."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    charge: dict[str, ChargeNorm]
+    mix: dict[str, dict[str, int]]  # code -> demographic -> lines of the code
+    base_mix: dict[str, float]  # demographic -> share of all lines
+
+    def charge_z(self, code: str, charge: float, units: int) -> float | None:
+        norm = self.charge.get(code)
+        if norm is None:
+            return None
+        return (math.log(charge / units) - norm.median_log) / norm.sigma_log
+
+    def charge_ratio(self, code: str, charge: float, units: int) -> float | None:
+        norm = self.charge.get(code)
+        return None if norm is None else charge / units / math.exp(norm.median_log)
+
+    def rarity(self, code: str, age: int, sex: str) -> float | None:
+        """log2 of how much less often the code occurs in this age band and sex than the
+        band and sex occur among all lines: 0 typical, 5 = 32x rarer than expected."""
+        counts = self.mix.get(code)
+        expected = self.base_mix.get(demographic(age, sex), 0.0)
+        if counts is None or expected <= 0.0:
+            return None
+        lines = sum(counts.values())
+        # Smoothed towards the overall mix: one line's worth of "typical" evidence.
+        share = (counts.get(demographic(age, sex), 0) + SMOOTHING * expected) / (lines + SMOOTHING)
+        return max(0.0, -math.log2(share / expected))
+
+
+def build_code_reference(claims: Iterable[ClaimV2], *, min_claims: int = MIN_CLAIMS
+                         ) -> CodeReference:
+    per_unit: dict[str, list[float]] = defaultdict(list)
+    mix: dict[str, Counter[str]] = defaultdict(Counter)
+    base: Counter[str] = Counter()
+    for claim in claims:
+        key = demographic(claim.patient_age, claim.patient_sex)
+        for line in claim.lines:
+            per_unit[line.procedure_code].append(math.log(line.charge / line.units))
+            mix[line.procedure_code][key] += 1
+            base[key] += 1
+    charge = {code: _norm(values) for code, values in per_unit.items()
+              if len(values) >= min_claims}
+    total = sum(base.values()) or 1
+    return CodeReference(
+        charge=charge,
+        mix={code: dict(counts) for code, counts in mix.items()
+             if sum(counts.values()) >= min_claims},
+        base_mix={k: n / total for k, n in base.items()},
+    )
+
+
+def _norm(values: list[float]) -> ChargeNorm:
+    ordered = sorted(values)
+    median = _median(ordered)
+    mad = _median(sorted(abs(v - median) for v in ordered))
+    return ChargeNorm(median, max(MAD_TO_SIGMA * mad, MIN_SIGMA))
+
+
+def _median(ordered: list[float]) -> float:
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0

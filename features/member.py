@@ -1,0 +1,119 @@
+"""Per-member history and the features it gives a new claim of that member.
+
+The state keeps a short, bounded record of the member's earlier claims (what the features
+need, nothing more) in the order they were seen. "Earlier" is stream order for the member's
+key: every claim of one member is on one partition, so the order is the producer's.
+Windows are counted in days of service date, relative to the new claim's service date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+
+from schemas import ClaimV2
+
+WINDOW_DAYS: Final = 30
+# A member with more claims than this inside the window is extreme already; the oldest go.
+MAX_REMEMBERED: Final = 200
+# Exact resubmissions are looked for this far back (a payer's usual resubmission horizon).
+DUPLICATE_LOOKBACK_DAYS: Final = 365
+MAX_FINGERPRINTS: Final = 400
+
+
+class PastClaim(NamedTuple):
+    """What the member's state keeps of one earlier claim."""
+
+    claim_id: str
+    provider_id: str
+    service_day: int  # date ordinal
+    submitted_s: float  # epoch seconds
+
+
+class Fingerprint(NamedTuple):
+    """An earlier claim's identity for exact-duplicate checks."""
+
+    digest: str
+    claim_id: str
+    service_day: int
+    submitted_s: float
+
+
+@dataclass(frozen=True)
+class MemberHistory:
+    """A member's state: recent claims (window) and fingerprints (duplicate lookback)."""
+
+    recent: tuple[PastClaim, ...] = ()
+    fingerprints: tuple[Fingerprint, ...] = ()
+    latest_day: int = 0  # the latest service date seen (ordinal)
+
+
+class MemberFeatures(NamedTuple):
+    """Features of a new claim from its member's history (before the claim is added)."""
+
+    claims_1d: float
+    claims_7d: float
+    claims_30d: float
+    providers_30d: float  # distinct providers, the new claim's included
+    days_since_previous: float  # -1 when the member has no earlier claim
+    same_provider_same_day: float  # earlier claims, same provider and service date
+    duplicate: float  # 1 when the same provider, date and lines were billed before
+    duplicate_of: str | None  # that claim's id
+    duplicate_days_earlier: float  # submitted this many days before (0 when no duplicate)
+
+
+def fingerprint(claim: ClaimV2) -> str:
+    """Same provider, service date and lines (order-insensitive, charges to the cent).
+    A stable digest (not Python's per-process ``hash``), so state survives restarts."""
+    lines = sorted(f"{line.procedure_code}|{line.units}|{round(line.charge * 100)}"
+                   for line in claim.lines)
+    text = "\n".join([claim.provider_id, claim.service_date.isoformat(), *lines])
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def member_features(claim: ClaimV2, history: MemberHistory) -> MemberFeatures:
+    day = claim.service_date.toordinal()
+    ages = [day - past.service_day for past in history.recent]
+
+    def within(days: int) -> float:  # earlier claims served within `days` of this one
+        return float(sum(1 for age in ages if abs(age) < days))
+
+    providers = {past.provider_id for past, age in zip(history.recent, ages, strict=True)
+                 if abs(age) < WINDOW_DAYS}
+    providers.add(claim.provider_id)
+    previous = max((past.service_day for past in history.recent if past.service_day <= day),
+                   default=None)
+    same_day = sum(1 for past in history.recent
+                   if past.service_day == day and past.provider_id == claim.provider_id)
+    digest = fingerprint(claim)
+    match = next((f for f in reversed(history.fingerprints) if f.digest == digest), None)
+    submitted = claim.submitted_at.timestamp()
+    return MemberFeatures(
+        claims_1d=within(1) + 1.0,
+        claims_7d=within(7) + 1.0,
+        claims_30d=within(WINDOW_DAYS) + 1.0,
+        providers_30d=float(len(providers)),
+        days_since_previous=-1.0 if previous is None else float(day - previous),
+        same_provider_same_day=float(same_day),
+        duplicate=0.0 if match is None else 1.0,
+        duplicate_of=None if match is None else match.claim_id,
+        duplicate_days_earlier=0.0 if match is None else max(
+            0.0, (submitted - match.submitted_s) / 86_400.0),
+    )
+
+
+def remember(history: MemberHistory, claim: ClaimV2) -> MemberHistory:
+    """The member's state after ``claim``. Entries are dropped once they are further than the
+    windows behind the latest service date seen (claims may arrive out of date order)."""
+    day = claim.service_date.toordinal()
+    submitted = claim.submitted_at.timestamp()
+    latest = max(day, history.latest_day)
+    recent = tuple(p for p in history.recent if latest - p.service_day < WINDOW_DAYS)
+    if latest - day < WINDOW_DAYS:
+        recent = (*recent, PastClaim(claim.claim_id, claim.provider_id, day, submitted))
+    kept = tuple(f for f in history.fingerprints
+                 if latest - f.service_day < DUPLICATE_LOOKBACK_DAYS)
+    kept = (*kept, Fingerprint(fingerprint(claim), claim.claim_id, day, submitted))
+    return MemberHistory(recent=recent[-MAX_REMEMBERED:], fingerprints=kept[-MAX_FINGERPRINTS:],
+                         latest_day=latest)

@@ -1,0 +1,111 @@
+"""The feature vector of a v2 claim: the claim itself, its codes against the references, and
+its member's history. Identifiers are never features."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import Final, NamedTuple
+
+from features.codes import CodeReference
+from features.member import MemberFeatures, MemberHistory, member_features, remember
+from schemas import ClaimV2
+
+HISTORY_FEATURES: Final = (
+    "log_amount",
+    "num_lines",
+    "num_services",
+    "num_diagnoses",
+    "max_charge_z",  # the line whose charge per unit is furthest above its code's norm
+    "amount_vs_norm",  # log of the amount against what its lines usually cost
+    "max_code_rarity",  # the line least typical for the patient's age band and sex
+    "claims_1d",
+    "claims_7d",
+    "claims_30d",
+    "providers_30d",
+    "days_since_previous",
+    "same_provider_same_day",
+    "duplicate",
+)
+
+
+class Evidence(NamedTuple):
+    """What the reasons quote besides the feature values."""
+
+    steepest_code: str | None  # the code behind max_charge_z
+    steepest_ratio: float | None  # its charge per unit against the code's median
+    rarest_code: str | None  # the code behind max_code_rarity
+    duplicate_of: str | None
+    duplicate_days_earlier: float
+
+
+def feature_vector(claim: ClaimV2, member: MemberFeatures, codes: CodeReference
+                   ) -> tuple[tuple[float, ...], Evidence]:
+    steepest = _steepest_line(claim, codes)
+    rarest = _rarest_line(claim, codes)
+    values = (
+        math.log(claim.claim_amount),
+        float(len(claim.lines)),
+        float(claim.num_services),
+        float(len(claim.diagnosis_codes)),
+        steepest[1] if steepest else 0.0,
+        _amount_vs_norm(claim, codes),
+        rarest[1] if rarest else 0.0,
+        member.claims_1d,
+        member.claims_7d,
+        member.claims_30d,
+        member.providers_30d,
+        member.days_since_previous,
+        member.same_provider_same_day,
+        member.duplicate,
+    )
+    evidence = Evidence(
+        steepest_code=steepest[0] if steepest else None,
+        steepest_ratio=steepest[2] if steepest else None,
+        rarest_code=rarest[0] if rarest else None,
+        duplicate_of=member.duplicate_of,
+        duplicate_days_earlier=member.duplicate_days_earlier,
+    )
+    return values, evidence
+
+
+def _steepest_line(claim: ClaimV2, codes: CodeReference) -> tuple[str, float, float] | None:
+    best: tuple[str, float, float] | None = None
+    for line in claim.lines:
+        z = codes.charge_z(line.procedure_code, line.charge, line.units)
+        ratio = codes.charge_ratio(line.procedure_code, line.charge, line.units)
+        if z is not None and ratio is not None and (best is None or z > best[1]):
+            best = (line.procedure_code, z, ratio)
+    return best
+
+
+def _rarest_line(claim: ClaimV2, codes: CodeReference) -> tuple[str, float] | None:
+    best: tuple[str, float] | None = None
+    for line in claim.lines:
+        rarity = codes.rarity(line.procedure_code, claim.patient_age, claim.patient_sex)
+        if rarity is not None and (best is None or rarity > best[1]):
+            best = (line.procedure_code, rarity)
+    return best
+
+
+def _amount_vs_norm(claim: ClaimV2, codes: CodeReference) -> float:
+    """log(billed / usual) over the lines whose codes have a norm; 0 when none has."""
+    billed = usual = 0.0
+    for line in claim.lines:
+        norm = codes.charge.get(line.procedure_code)
+        if norm is not None:
+            billed += line.charge
+            usual += line.units * math.exp(norm.median_log)
+    return math.log(billed / usual) if usual > 0 else 0.0
+
+
+def replay(claims: Iterable[ClaimV2], codes: CodeReference
+           ) -> Iterator[tuple[ClaimV2, tuple[float, ...], Evidence]]:
+    """Every claim's features in the given order, each from the history before it: what the
+    stream computes claim by claim, for a file (training, ``score-file``)."""
+    histories: dict[str, MemberHistory] = {}
+    for claim in claims:
+        history = histories.get(claim.member_id, MemberHistory())
+        values, evidence = feature_vector(claim, member_features(claim, history), codes)
+        histories[claim.member_id] = remember(history, claim)
+        yield claim, values, evidence

@@ -1,0 +1,147 @@
+"""Point-in-time features of v2 claims: member history and code references."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from features.codes import build_code_reference
+from features.member import (
+    MAX_REMEMBERED,
+    MemberHistory,
+    fingerprint,
+    member_features,
+    remember,
+)
+from features.vector import HISTORY_FEATURES, replay
+from schemas import ClaimV2
+
+DAY0 = date(2025, 3, 3)
+
+
+def claim(n: int, *, member: str = "M-1", provider: str = "P-1", day: int = 0,
+          lines: list[tuple[str, int, float]] | None = None, age: int = 40,
+          sex: str = "F", submitted_days_later: float = 1.0) -> ClaimV2:
+    lines = lines or [("99213", 1, 100.0)]
+    served = DAY0 + timedelta(days=day)
+    submitted = datetime(served.year, served.month, served.day, tzinfo=UTC) + timedelta(
+        days=submitted_days_later, minutes=n)
+    payload: dict[str, Any] = {
+        "schema_version": 2, "claim_id": f"C-{n}", "member_id": member, "provider_id": provider,
+        "patient_age": age, "patient_sex": sex, "service_date": served.isoformat(),
+        "submitted_at": submitted.isoformat(),
+        "lines": [{"procedure_code": c, "units": u, "charge": ch} for c, u, ch in lines],
+        "claim_amount": round(sum(ch for _, _, ch in lines), 2),
+        "num_services": sum(u for _, u, _ in lines),
+    }
+    return ClaimV2.model_validate(payload, strict=False)
+
+
+def history_of(*claims: ClaimV2) -> MemberHistory:
+    history = MemberHistory()
+    for c in claims:
+        history = remember(history, c)
+    return history
+
+
+def test_a_first_claim_has_no_history() -> None:
+    features = member_features(claim(1), MemberHistory())
+    assert (features.claims_1d, features.claims_7d, features.claims_30d) == (1.0, 1.0, 1.0)
+    assert features.days_since_previous == -1.0
+    assert features.duplicate == 0.0
+    assert features.duplicate_of is None
+
+
+def test_windows_count_earlier_claims_by_service_date() -> None:
+    history = history_of(claim(1, day=0), claim(2, day=3, provider="P-2"),
+                         claim(3, day=9, provider="P-3"), claim(4, day=-40))
+    features = member_features(claim(5, day=10, provider="P-4"), history)
+    assert features.claims_1d == 1.0  # only itself
+    assert features.claims_7d == 2.0  # day 9
+    assert features.claims_30d == 4.0  # days 0, 3, 9 (day -40 is outside)
+    assert features.providers_30d == 4.0
+    assert features.days_since_previous == 1.0
+
+
+def test_an_exact_resubmission_is_a_duplicate_whatever_the_line_order() -> None:
+    lines = [("99213", 1, 100.0), ("85025", 2, 24.5)]
+    first = claim(1, lines=lines)
+    again = claim(2, lines=list(reversed(lines)), submitted_days_later=13)
+    features = member_features(again, history_of(first))
+    assert features.duplicate == 1.0
+    assert features.duplicate_of == "C-1"
+    assert features.duplicate_days_earlier == pytest.approx(12.0, abs=0.01)
+    assert features.same_provider_same_day == 1.0
+
+
+@pytest.mark.parametrize("change", [
+    {"provider": "P-2"}, {"day": 1}, {"lines": [("99213", 1, 100.01)]},
+    {"lines": [("99213", 2, 100.0)]}, {"lines": [("99214", 1, 100.0)]},
+])
+def test_anything_else_changed_is_no_duplicate(change: dict[str, Any]) -> None:
+    features = member_features(claim(2, **change), history_of(claim(1)))
+    assert features.duplicate == 0.0
+
+
+def test_history_stays_bounded() -> None:
+    history = history_of(*(claim(i, day=i % 20) for i in range(MAX_REMEMBERED + 50)))
+    assert len(history.recent) == MAX_REMEMBERED
+
+
+def test_fingerprints_are_stable_across_processes() -> None:
+    """State outlives a process: the digest must not be Python's per-process hash."""
+    code = ("from tests.unit.test_features import claim; from features.member import "
+            "fingerprint; print(fingerprint(claim(1)))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert other == fingerprint(claim(1))
+
+
+def population(n: int = 400) -> list[ClaimV2]:
+    """Office visits at ~100 for adults of both sexes; well-child visits only for children."""
+    claims = []
+    for i in range(n):
+        if i % 4 == 0:
+            claims.append(claim(i, member=f"K-{i}", age=5 + i % 8, sex="MF"[i % 2],
+                                lines=[("Z00.129", 1, 80.0 + i % 7)]))
+        else:
+            claims.append(claim(i, member=f"A-{i}", age=30 + i % 40, sex="MF"[i % 2],
+                                lines=[("99213", 1, 95.0 + i % 11)]))
+    return claims
+
+
+def test_a_charge_far_above_its_codes_norm_has_a_high_z_and_ratio() -> None:
+    codes = build_code_reference(population())
+    z = codes.charge_z("99213", 420.0, 1)
+    assert z is not None
+    assert z > 10
+    assert codes.charge_ratio("99213", 420.0, 1) == pytest.approx(4.2, rel=0.05)
+    usual = codes.charge_z("99213", 100.0, 1)
+    assert usual is not None
+    assert abs(usual) < 2
+    assert codes.charge_z("UNSEEN", 100.0, 1) is None  # no evidence, not noise
+
+
+def test_a_code_atypical_for_age_and_sex_is_rare() -> None:
+    codes = build_code_reference(population())
+    adult = codes.rarity("Z00.129", 50, "M")
+    child = codes.rarity("Z00.129", 7, "M")
+    assert adult is not None
+    assert child is not None
+    assert adult > 3 > child
+
+
+def test_replay_gives_each_claim_the_history_before_it() -> None:
+    codes = build_code_reference(population())
+    first = claim(1, lines=[("99213", 1, 100.0)])
+    resubmitted = claim(2, lines=[("99213", 1, 100.0)], submitted_days_later=5)
+    rows = list(replay([first, resubmitted], codes))
+    assert len(rows[0][1]) == len(HISTORY_FEATURES)
+    duplicate = HISTORY_FEATURES.index("duplicate")
+    assert [values[duplicate] for _, values, _ in rows] == [0.0, 1.0]
+    assert rows[1][2].duplicate_of == "C-1"
+    assert list(replay([first, resubmitted], codes)) == rows  # deterministic
