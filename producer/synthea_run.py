@@ -34,7 +34,7 @@ TABLES_FORMAT: Final = 1  # bump when synthea_tables writes something else: new 
 DONE: Final = "run.json"
 LOG: Final = "synthea.log"
 DEFAULT_STATE: Final = "Massachusetts"
-DEFAULT_REFERENCE_DATE: Final = date(2025, 7, 1)
+DEFAULT_REFERENCE_DATE: Final = date(2026, 12, 1)
 DEFAULT_YEARS: Final = 4
 LOG_TAIL_LINES: Final = 25
 
