@@ -96,7 +96,7 @@ def synthea_options(command: Callable[..., None]) -> Callable[..., None]:
         click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True,
                      help="Synthea's seed and clinician seed; also seeds submission delays."),
         click.option("--patients", type=click.IntRange(min=1), default=400, show_default=True,
-                     help="Living patients Synthea simulates (~50 claims each since 2023)."),
+                     help="Living patients Synthea simulates (~36 claims each since 2023)."),
         click.option("--state", default=DEFAULT_STATE, show_default=True,
                      help="US state Synthea draws the population from."),
         click.option("--since", type=day, default=DEFAULT_SINCE.isoformat(), callback=_day,
