@@ -33,8 +33,8 @@ class SyntheaSettings(CommonSettings):
         description="Cache of Synthea's output instead of <cache_dir>/synthea-<version>/runs.",
     )
     heap: str | None = Field(
-        # The JVM's default (a quarter of RAM) let 400 patients grow to 5.2 GB here; 2 GB
-        # runs them as fast. None: the JVM default.
+        # The JVM's default (a quarter of RAM) let 400 patients grow to 5.2 GB RSS here; with
+        # 2 GB they ran in 114 s at 2.2 GB RSS (docs/producer.md). None: the JVM default.
         default="2g", pattern=r"^\d+[kmgKMG]$",
         description="Java heap (-Xmx) of a Synthea run.",
     )
