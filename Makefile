@@ -17,7 +17,7 @@ help: ## Show this help
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: setup
-setup: setup-system setup-python setup-kafka setup-containers setup-composecheck ## Install everything (idempotent)
+setup: setup-system setup-python setup-kafka setup-synthea setup-containers setup-composecheck ## Install everything (idempotent)
 
 .PHONY: setup-system
 setup-system: ## System packages (Java, Maven, podman, runc, Chromium) via apt, when missing
@@ -37,6 +37,10 @@ $(BIN)/.synced: requirements.lock pyproject.toml
 .PHONY: setup-kafka
 setup-kafka: setup-python ## Kafka jars from Maven Central into the cache
 	bash scripts/setup-kafka.sh
+
+.PHONY: setup-synthea
+setup-synthea: setup-python ## Synthea jars (synthetic patients for --profile synthea) into the cache
+	bash scripts/setup-synthea.sh
 
 .PHONY: setup-containers
 setup-containers: setup-kafka ## podman API socket + locally built Kafka image (for testcontainers)
