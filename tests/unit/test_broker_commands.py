@@ -17,7 +17,7 @@ from broker import local
 from broker.admin import metadata_answers, tcp_open, wait_for_metadata
 from broker.cli import kafka_group
 from broker.errors import BrokerError
-from broker.jars import STAMP, cached_libs, find_java, find_mvn, install_jars
+from broker.jars import STAMP, cached_libs, find_java, find_mvn, install_jars, pom_digest, pom_text
 from broker.logs import follow, tail_lines
 from broker.settings import KafkaSettings
 from tests.integration.kafka_helpers import (
@@ -64,10 +64,11 @@ def test_install_without_maven_and_without_cache_fails_clearly(settings: KafkaSe
 def test_cache_is_used_only_for_the_same_pom(settings: KafkaSettings) -> None:
     settings.libs_dir.mkdir(parents=True)
     (settings.libs_dir / "kafka.jar").write_bytes(b"jar")
-    assert cached_libs(settings, "abc") is None  # no stamp yet
-    (settings.jars_root / STAMP).write_text("abc\n")
-    assert cached_libs(settings, "abc") == settings.libs_dir
-    assert cached_libs(settings, "def") is None  # the pom changed: resolve again
+    assert cached_libs(settings) is None  # no stamp yet
+    (settings.jars_root / STAMP).write_text(pom_digest(pom_text()) + "\n")
+    assert cached_libs(settings) == settings.libs_dir
+    (settings.jars_root / STAMP).write_text("def\n")
+    assert cached_libs(settings) is None  # resolved from another pom: resolve again
 
 
 def test_start_without_java_is_a_clear_cli_error(
