@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag
 
 from schemas.any_claim import AnyClaim
 from schemas.common import SCHEMA_VERSION, Contract, SchemaVersion
@@ -27,3 +29,27 @@ class ScoreResult(Contract):
     decision: DecisionKind
     model: ModelRef
     reasons: list[Reason] = Field(default_factory=list)
+
+
+class ScoreRefusal(Contract):
+    """The served model cannot score this claim: it reads claims of another contract version
+    (its feature set belongs to one version). Answered in the claim's place, so a batch
+    mixing versions is still answered claim by claim."""
+
+    schema_version: SchemaVersion = SCHEMA_VERSION
+    claim_id: str
+    error_kind: Literal["unsupported_version"]
+    error: str = Field(min_length=1, description="Which versions the model and the claim have.")
+    model: ModelRef
+
+
+def _answer_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "refusal" if "error_kind" in value else "result"
+    return "refusal" if isinstance(value, ScoreRefusal) else "result"
+
+
+ScoreAnswer = Annotated[
+    Annotated[ScoreResult, Tag("result")] | Annotated[ScoreRefusal, Tag("refusal")],
+    Discriminator(_answer_kind),
+]

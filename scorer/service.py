@@ -4,6 +4,9 @@ Started by ``claimflow serve-model``. APIs (JSON):
 
 * ``POST /score_batch`` ``{"claims": [Claim, ...]}`` -> ``[ScoreResult, ...]`` (input order)
 * ``POST /score`` ``{"claim": Claim}`` -> ``ScoreResult``
+
+Claims may be of any contract version (``schemas.AnyClaim``); the model reads one version
+(its feature set's) and answers a ``ScoreRefusal`` in place of a claim of another version.
 * ``POST /reload`` -> ``{"version": "N"}``: serve the current champion now
 * BentoML's own ``/livez``, ``/readyz`` (ready once a model is loaded) and ``/metrics``.
 
@@ -29,7 +32,7 @@ from bentoml.exceptions import ServiceUnavailable
 from pydantic import BaseModel, Field, RootModel
 from starlette.responses import Response
 
-from schemas import Claim, ScoreResult
+from schemas import AnyClaim, ScoreAnswer
 from scorer.model import ModelHolder, ModelLoadError, ServedModel
 from scorer.model_settings import ModelSettings
 
@@ -39,8 +42,13 @@ MAX_BATCH: Final = 10_000
 JSON: Final = "application/json"
 
 
-class ScoreResults(RootModel[list[ScoreResult]]):
+class ScoreResults(RootModel[list[ScoreAnswer]]):
     """The answer of ``/score_batch`` (declared for the OpenAPI document)."""
+
+
+class OneScore(RootModel[ScoreAnswer]):
+    """The answer of ``/score``: a ``ScoreResult``, or a ``ScoreRefusal`` for a claim of a
+    contract version the model does not read."""
 
 
 class ReloadResult(BaseModel):
@@ -141,13 +149,13 @@ class ClaimAnomalyService:
 
     @bentoml.api(route="/score_batch", output_spec=ScoreResults)  # type: ignore[untyped-decorator]
     async def score_batch(
-        self, claims: Annotated[list[Claim], Field(min_length=1, max_length=MAX_BATCH)]
+        self, claims: Annotated[list[AnyClaim], Field(min_length=1, max_length=MAX_BATCH)]
     ) -> Response:
         """Score a batch of claims; results come back in input order."""
         return Response(self._model().score_json(claims), media_type=JSON)
 
-    @bentoml.api(route="/score", output_spec=ScoreResult)  # type: ignore[untyped-decorator]
-    async def score(self, claim: Claim) -> Response:
+    @bentoml.api(route="/score", output_spec=OneScore)  # type: ignore[untyped-decorator]
+    async def score(self, claim: AnyClaim) -> Response:
         """Score one claim."""
         return Response(self._model().score_one_json(claim), media_type=JSON)
 
