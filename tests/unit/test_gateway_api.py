@@ -204,7 +204,8 @@ def test_body_too_large_is_413(tmp_path: Path) -> None:
         ({"submitted_at": "yesterday"}, "submitted_at", "datetime_parsing"),
         ({"days_since_last_claim": ...}, "days_since_last_claim", "missing"),
         ({"is_anomaly": True}, "is_anomaly", "extra_forbidden"),
-        ({"schema_version": 2}, "schema_version", "literal_error"),
+        ({"schema_version": 3}, "schema_version", "unsupported_version"),
+        ({"schema_version": 2}, "member_id", "missing"),  # a v1 body labelled v2
     ],
 )
 def test_contract_violations_are_422_with_field_paths(
@@ -643,8 +644,15 @@ def test_openapi_document_and_docs_page_are_served_locally(gw: Gateway) -> None:
             ("/api/v1/claims/csv", "post"), ("/api/v1/outcomes", "get"),
             ("/api/v1/claims/{claim_id}", "get"), ("/api/v1/stats", "get")} <= ops
     schemas = spec["components"]["schemas"]
-    assert "claim_id" not in schemas["ClaimSubmission"]["required"]
-    assert schemas["ClaimSubmission"]["properties"]["claim_id"]["pattern"]
+    assert [ref["$ref"].rpartition("/")[2] for ref in schemas["ClaimSubmission"]["oneOf"]] == [
+        "ClaimSubmissionV1", "ClaimSubmissionV2"]
+    for version in ("ClaimSubmissionV1", "ClaimSubmissionV2"):
+        assert "claim_id" not in schemas[version]["required"]
+        assert "submitted_at" not in schemas[version]["required"]
+        assert schemas[version]["properties"]["claim_id"]["pattern"]
+    assert {"member_id", "lines"} <= set(schemas["ClaimSubmissionV2"]["required"])
+    line_ref = schemas["ClaimSubmissionV2"]["properties"]["lines"]["items"]["$ref"]
+    assert line_ref == "#/components/schemas/ClaimLine" and "ClaimLine" in schemas
     submit = spec["paths"]["/api/v1/claims"]["post"]["responses"]
     assert set(submit) == {"200", "201", "400", "401", "409", "413", "415", "422", "502", "503"}
     assert "application/problem+json" in submit["422"]["content"]
