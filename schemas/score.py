@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag
@@ -53,3 +54,14 @@ ScoreAnswer = Annotated[
     Annotated[ScoreResult, Tag("result")] | Annotated[ScoreRefusal, Tag("refusal")],
     Discriminator(_answer_kind),
 ]
+
+
+def only_results(answers: Sequence[ScoreResult | ScoreRefusal]) -> list[ScoreResult]:
+    """The answers of a batch known to hold claims the model reads; raises ``ValueError``
+    with the model's reason if one was refused."""
+    results: list[ScoreResult] = []
+    for answer in answers:
+        if isinstance(answer, ScoreRefusal):
+            raise ValueError(f"claim {answer.claim_id} refused: {answer.error}")
+        results.append(answer)
+    return results
