@@ -32,7 +32,7 @@ from bentoml.exceptions import ServiceUnavailable
 from pydantic import BaseModel, Field, RootModel
 from starlette.responses import Response
 
-from schemas import AnyClaim, ScoreAnswer
+from schemas import AnyClaim, ScoreRefusal, ScoreResult
 from scorer.model import ModelHolder, ModelLoadError, ServedModel
 from scorer.model_settings import ModelSettings
 
@@ -42,11 +42,24 @@ MAX_BATCH: Final = 10_000
 JSON: Final = "application/json"
 
 
-class ScoreResults(RootModel[list[ScoreAnswer]]):
-    """The answer of ``/score_batch`` (declared for the OpenAPI document)."""
+class ClaimList(RootModel[Annotated[list[AnyClaim], Field(min_length=1, max_length=MAX_BATCH)]]):
+    """1..10,000 claims of any contract version. A root model: BentoML rebuilds a bare
+    parameter type in a way that drops the tags the claim union's callable discriminator
+    needs (pydantic then refuses the schema); inside a model it stays intact."""
 
 
-class OneScore(RootModel[ScoreAnswer]):
+class OneClaim(RootModel[AnyClaim]):
+    """One claim of any contract version (a root model: see :class:`ClaimList`)."""
+
+
+# The answers are declared for the OpenAPI document only (the APIs return ready bytes), as
+# plain unions: BentoML rebuilds declared models in a way that drops the tags a callable
+# discriminator (schemas.ScoreAnswer) needs.
+class ScoreResults(RootModel[list[ScoreResult | ScoreRefusal]]):
+    """The answer of ``/score_batch``."""
+
+
+class OneScore(RootModel[ScoreResult | ScoreRefusal]):
     """The answer of ``/score``: a ``ScoreResult``, or a ``ScoreRefusal`` for a claim of a
     contract version the model does not read."""
 
@@ -149,15 +162,15 @@ class ClaimAnomalyService:
 
     @bentoml.api(route="/score_batch", output_spec=ScoreResults)  # type: ignore[untyped-decorator]
     async def score_batch(
-        self, claims: Annotated[list[AnyClaim], Field(min_length=1, max_length=MAX_BATCH)]
+        self, claims: ClaimList
     ) -> Response:
         """Score a batch of claims; results come back in input order."""
-        return Response(self._model().score_json(claims), media_type=JSON)
+        return Response(self._model().score_json(claims.root), media_type=JSON)
 
     @bentoml.api(route="/score", output_spec=OneScore)  # type: ignore[untyped-decorator]
-    async def score(self, claim: AnyClaim) -> Response:
+    async def score(self, claim: OneClaim) -> Response:
         """Score one claim."""
-        return Response(self._model().score_one_json(claim), media_type=JSON)
+        return Response(self._model().score_one_json(claim.root), media_type=JSON)
 
     @bentoml.api(route="/reload")  # type: ignore[untyped-decorator]
     async def reload(self) -> ReloadResult:
