@@ -32,7 +32,7 @@ from bentoml.exceptions import ServiceUnavailable
 from pydantic import BaseModel, Field, RootModel
 from starlette.responses import Response
 
-from schemas import AnyClaim, ScoreRefusal, ScoreResult
+from schemas import AnyClaim, ScoreResult
 from scorer.model import ModelHolder, ModelLoadError, ServedModel
 from scorer.model_settings import ModelSettings
 
@@ -52,16 +52,13 @@ class OneClaim(RootModel[AnyClaim]):
     """One claim of any contract version (a root model: see :class:`ClaimList`)."""
 
 
-# The answers are declared for the OpenAPI document only (the APIs return ready bytes), as
-# plain unions: BentoML rebuilds declared models in a way that drops the tags a callable
-# discriminator (schemas.ScoreAnswer) needs.
-class ScoreResults(RootModel[list[ScoreResult | ScoreRefusal]]):
-    """The answer of ``/score_batch``."""
-
-
-class OneScore(RootModel[ScoreResult | ScoreRefusal]):
-    """The answer of ``/score``: a ``ScoreResult``, or a ``ScoreRefusal`` for a claim of a
-    contract version the model does not read."""
+# Declared for the OpenAPI document only (the APIs return ready bytes). A claim the model
+# does not read is answered by a ScoreRefusal in its place; the union is left out of the
+# document because BentoML's OpenAPI generation fails on union answers (bentoml build: a
+# KeyError on the union's $ref).
+class ScoreResults(RootModel[list[ScoreResult]]):
+    """The answer of ``/score_batch`` (with ``ScoreRefusal`` items for claims of another
+    contract version than the model reads)."""
 
 
 class ReloadResult(BaseModel):
@@ -167,7 +164,7 @@ class ClaimAnomalyService:
         """Score a batch of claims; results come back in input order."""
         return Response(self._model().score_json(claims.root), media_type=JSON)
 
-    @bentoml.api(route="/score", output_spec=OneScore)  # type: ignore[untyped-decorator]
+    @bentoml.api(route="/score", output_spec=ScoreResult)  # type: ignore[untyped-decorator]
     async def score(self, claim: OneClaim) -> Response:
         """Score one claim."""
         return Response(self._model().score_one_json(claim.root), media_type=JSON)
