@@ -52,6 +52,7 @@ from bench.stack_harness import (
 )
 from claimflow.settings import CommonSettings
 from schemas import CLAIM_FEATURES, Claim
+from schemas.score import only_results
 from scorer.routing import OutcomeTopics, Position, route_decisions
 
 logger = logging.getLogger(__name__)
@@ -272,7 +273,7 @@ def in_process(values: Sequence[bytes], estimator: Any, reference: Any, repeats:
             chunk = values[start:start + IN_PROCESS_BATCH]
             claims = [Claim.from_json(value) for value in chunk]
             positions = [Position("claims", 0, start + i) for i in range(len(chunk))]
-            results = model.score(claims)
+            results = only_results(model.score(claims))
             route_decisions(claims, positions, results, decided_at=datetime.now(UTC),
                             topics=topics)
         rates.append(len(values) / (time.perf_counter() - started))

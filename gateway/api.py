@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -30,6 +30,7 @@ from gateway.api_models import (
 from gateway.auth import require_key
 from gateway.csv_claims import CsvFileError, CsvLine, parse_csv
 from gateway.intake import (
+    BATCH_KEY,
     Intake,
     InvalidSubmissionError,
     MalformedJsonError,
@@ -45,8 +46,14 @@ from gateway.openapi_docs import (
 from gateway.problems import ProblemError
 from gateway.publisher import PublishUnavailable
 from gateway.runtime import GatewayRuntime
-from gateway.service import ClaimConflictError, ScoringMismatchError, Submitted
+from gateway.service import (
+    ClaimConflictError,
+    ScoringMismatchError,
+    Submitted,
+    UnsupportedVersionError,
+)
 from schemas import Decision
+from schemas.common import FieldError
 from scorer.client import ModelServiceError, ModelUnavailable
 
 logger = logging.getLogger(__name__)
@@ -134,7 +141,9 @@ def build_api(rt: GatewayRuntime) -> APIBlueprint:
         if settings.read_api_key is not None:
             require_key(request.headers, [settings.read_api_key, settings.api_key])
 
-    def submit(intakes: list[Intake], on_conflict: Any = "raise") -> list[Submitted]:
+    def submit(intakes: list[Intake], on_conflict: Any = "raise",
+               where: Callable[[int], list[str | int]] = lambda _: []) -> list[Submitted]:
+        """``where(i)``: the path of the i-th claim in the body (``claims.3`` in a batch)."""
         with upstream_errors(rt):
             try:
                 results = rt.service.submit(intakes, request_id(), on_conflict)
@@ -142,6 +151,12 @@ def build_api(rt: GatewayRuntime) -> APIBlueprint:
                 raise ProblemError(
                     409, str(exc), slug="conflict", title="claim_id already used",
                     extra={"claim_ids": exc.claim_ids},
+                ) from exc
+            except UnsupportedVersionError as exc:
+                raise ProblemError(
+                    422, "the served model does not score claims of this contract version",
+                    slug="unsupported-version", title="Unsupported claim version",
+                    errors=version_errors(intakes, exc.refusals, where),
                 ) from exc
         count_decisions(rt, results)
         return results
@@ -197,7 +212,7 @@ def build_api(rt: GatewayRuntime) -> APIBlueprint:
         body = read_body(JSON_TYPES)
         with intake_errors():
             intakes = parse_batch(body, now=rt.clock(), max_batch=settings.max_batch)
-        results = submit(intakes)
+        results = submit(intakes, where=lambda i: [BATCH_KEY, i])
         return json_response({
             "decisions": [decision_fragment(r.decision) for r in results if r.decision],
             "replayed": list(dict.fromkeys(r.claim_id for r in results if r.replayed)),
@@ -224,7 +239,9 @@ def build_api(rt: GatewayRuntime) -> APIBlueprint:
             raise ProblemError(422, "the CSV file cannot be used", slug="invalid-csv",
                                errors=exc.errors) from exc
         valid = [line.intake for line in lines if line.intake is not None]
-        results = submit(valid, on_conflict="report") if valid else []
+        line_of = [line.line for line in lines if line.intake is not None]
+        results = (submit(valid, on_conflict="report", where=lambda i: ["line", line_of[i]])
+                   if valid else [])
         return json_response(csv_answer(lines, results))
 
     @api.get(
@@ -284,6 +301,17 @@ def intake_errors() -> Iterator[None]:
     except InvalidSubmissionError as exc:
         raise ProblemError(422, "the claim violates the contract", slug="contract-violation",
                            title="Contract violation", errors=exc.errors) from exc
+
+
+def version_errors(
+    intakes: Sequence[Intake], refusals: dict[str, str], where: Callable[[int], list[str | int]]
+) -> list[FieldError]:
+    """One error per refused claim, at its ``schema_version``."""
+    return [
+        {"loc": [*where(index), "schema_version"],
+         "type": "unsupported_version", "msg": refusals[intake.claim_id]}
+        for index, intake in enumerate(intakes) if intake.claim_id in refusals
+    ]
 
 
 def csv_answer(lines: Sequence[CsvLine], results: Sequence[Submitted]) -> dict[str, Any]:

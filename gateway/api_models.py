@@ -8,11 +8,11 @@ and path parameters, which arrive as strings and are therefore validated in lax 
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import Claim, Decision, DecisionKind
+from schemas import Claim, ClaimV2, Decision, DecisionKind
 
 CURSOR_PATTERN = r"^[0-9]{1,18}$"
 
@@ -117,17 +117,43 @@ class Readiness(BaseModel):
     checks: dict[str, bool]
 
 
-def submission_schema() -> dict[str, Any]:
-    """The body of ``POST /api/v1/claims``: a Claim whose claim_id and submitted_at are optional
-    (generated when absent). Derived from the contract so it cannot drift."""
-    schema = copy.deepcopy(Claim.model_json_schema(mode="validation"))
-    schema["title"] = "ClaimSubmission"
-    schema["required"] = [
-        name for name in schema.get("required", []) if name not in ("claim_id", "submitted_at")
-    ]
-    schema["description"] = (
-        "A claim to score. claim_id is generated when absent; submitted_at defaults to now."
+SERVER_FILLED: Final = ("claim_id", "submitted_at")
+
+
+def submission_schemas(ref_template: str) -> dict[str, dict[str, Any]]:
+    """The bodies of ``POST /api/v1/claims``, named for the OpenAPI components: a claim of
+    either contract version whose claim_id and submitted_at are optional (generated when
+    absent). Derived from the contracts so they cannot drift. ``ClaimSubmission`` is one of
+    the two; ``schema_version`` (absent: 1) tells them apart."""
+    v1 = _optional_server_fields(Claim.model_json_schema(mode="validation"),
+                                 "ClaimSubmissionV1", "A version-1 claim (the lab's five numbers).")
+    v2 = _optional_server_fields(
+        ClaimV2.model_json_schema(mode="validation", ref_template=ref_template),
+        "ClaimSubmissionV2",
+        "A version-2 claim: member, provider, codes and lines; claim_amount and num_services "
+        "must equal the sums of the lines' charges and units.",
     )
+    defs = v2.pop("$defs", {})
+    return {
+        **defs,
+        "ClaimSubmissionV1": v1,
+        "ClaimSubmissionV2": v2,
+        "ClaimSubmission": {
+            "title": "ClaimSubmission",
+            "description": "A claim to score, in contract version 1 or 2 (schema_version; "
+            "absent means 1). claim_id is generated when absent; submitted_at defaults to now.",
+            "oneOf": [{"$ref": ref_template.format(model=name)}
+                      for name in ("ClaimSubmissionV1", "ClaimSubmissionV2")],
+        },
+    }
+
+
+def _optional_server_fields(schema: dict[str, Any], title: str, what: str) -> dict[str, Any]:
+    schema = copy.deepcopy(schema)
+    schema["title"] = title
+    schema["required"] = [name for name in schema.get("required", []) if name not in SERVER_FILLED]
+    schema["description"] = f"{what} claim_id is generated when absent; submitted_at " \
+        "defaults to now."
     return schema
 
 

@@ -19,15 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gateway.service import Scorer
-from schemas import Claim, ScoreResult
+from schemas import Claim, ClaimV2, ScoreAnswer
 from scorer.client import ModelUnavailable
 
 
 @dataclass
 class _Pending:
-    claim: Claim
+    claim: Claim | ClaimV2
     done: threading.Event = field(default_factory=threading.Event)
-    result: ScoreResult | None = None
+    result: ScoreAnswer | None = None
     error: BaseException | None = None
 
 
@@ -48,7 +48,7 @@ class CoalescingScorer:
         for thread in self._callers:
             thread.start()
 
-    def score(self, claim: Claim) -> ScoreResult:
+    def score(self, claim: Claim | ClaimV2) -> ScoreAnswer:
         if self._queue.empty() and self._permits.acquire(blocking=False):
             try:
                 return self.inner.score(claim)
@@ -66,7 +66,7 @@ class CoalescingScorer:
         assert pending.result is not None
         return pending.result
 
-    def score_batch(self, claims: Sequence[Claim]) -> list[ScoreResult]:
+    def score_batch(self, claims: Sequence[Claim | ClaimV2]) -> list[ScoreAnswer]:
         return self.inner.score_batch(claims)
 
     def ready(self) -> bool:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from gateway.intake import Intake, InvalidSubmissionError, claim_from_object, new_claim_id
-from schemas import Claim
+from schemas import Claim, ClaimV2
 from schemas.common import FieldError, describe_errors
 
 LABEL_COLUMNS: Final = frozenset({"is_anomaly", "pattern"})
@@ -24,6 +24,10 @@ INT_FIELDS: Final = frozenset({"num_services", "patient_age", "provider_id",
                                "days_since_last_claim", "schema_version"})
 FLOAT_FIELDS: Final = frozenset({"claim_amount"})
 KNOWN_COLUMNS: Final = frozenset(Claim.model_fields) | LABEL_COLUMNS
+# Columns of the version-2 contract only: named in the error, so a v2 upload is told why.
+V2_ONLY_COLUMNS: Final = frozenset(ClaimV2.model_fields) - frozenset(Claim.model_fields)
+V1_ONLY: Final = ("CSV uploads take version-1 claims only; send version-2 claims as JSON to "
+                  "/api/v1/claims or /api/v1/claims/batch")
 REQUIRED_COLUMNS: Final = frozenset(Claim.model_fields) - {"claim_id", "submitted_at",
                                                            "schema_version"}
 
@@ -60,7 +64,7 @@ def check_header(header: list[str] | None) -> list[str]:
         raise CsvFileError([{"loc": [], "type": "missing", "msg": "the file has no header line"}])
     names = [name.strip() for name in header]
     errors: list[FieldError] = [
-        {"loc": ["header", name], "type": "extra_forbidden", "msg": f"unknown column {name!r}"}
+        {"loc": ["header", name], "type": "extra_forbidden", "msg": unknown_column(name)}
         for name in names if name not in KNOWN_COLUMNS
     ]
     errors += [
@@ -73,6 +77,12 @@ def check_header(header: list[str] | None) -> list[str]:
     if errors:
         raise CsvFileError(errors)
     return names
+
+
+def unknown_column(name: str) -> str:
+    if name in V2_ONLY_COLUMNS:
+        return f"column {name!r} belongs to claim version 2: {V1_ONLY}"
+    return f"unknown column {name!r}"
 
 
 def convert(name: str, text: str) -> Any:
@@ -147,7 +157,10 @@ def parse_row(
     obj = row_object(names, cells)
     claim_id = obj.get("claim_id") if isinstance(obj.get("claim_id"), str) else None
     try:
-        intake = claim_from_object(obj, now=now, make_id=make_id)
+        intake = claim_from_object(obj, now=now, make_id=make_id, decode=Claim.from_json)
     except InvalidSubmissionError as exc:
-        return CsvLine(line, claim_id=claim_id, error=describe_errors(exc.errors))
+        error = describe_errors(exc.errors)
+        if any(err["loc"] == ["schema_version"] for err in exc.errors):
+            error = f"{error} ({V1_ONLY})"
+        return CsvLine(line, claim_id=claim_id, error=error)
     return CsvLine(line, intake=intake, claim_id=intake.claim_id)

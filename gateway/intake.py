@@ -1,4 +1,7 @@
-"""Parse at the edge: request bodies -> validated :class:`schemas.Claim` objects (pure).
+"""Parse at the edge: request bodies -> validated claims of any contract version (pure).
+
+``schema_version`` picks the contract (absent: 1, the lab's five numbers; 2: members,
+providers, codes and lines), as on the ``claims`` topic (:func:`schemas.parse_claim`).
 
 A submission may leave out ``claim_id`` (generated) and ``submitted_at`` (now). Everything
 else goes through the strict contract in JSON mode, so ``"12"`` is not an int and an
@@ -21,7 +24,8 @@ from typing import Any, Final
 import orjson
 import pydantic_core
 
-from schemas import Claim, ContractError
+from schemas import Claim, ClaimV2, ContractError
+from schemas import parse_claim as decode_any_claim
 from schemas.common import FieldError
 
 BATCH_KEY: Final = "claims"
@@ -43,7 +47,7 @@ class InvalidSubmissionError(ValueError):
 class Intake:
     """A validated claim and the digest that idempotency compares."""
 
-    claim: Claim
+    claim: Claim | ClaimV2
     fingerprint: str
 
     @property
@@ -65,7 +69,10 @@ def parse_json(body: bytes) -> Any:
         raise MalformedJsonError(f"body is not valid JSON: {exc}") from exc
 
 
-def fingerprint(claim: Claim, server_filled: Sequence[str]) -> str:
+Decoder = Callable[[bytes], Claim | ClaimV2]
+
+
+def fingerprint(claim: Claim | ClaimV2, server_filled: Sequence[str]) -> str:
     data = claim.model_dump(mode="json", exclude=set(server_filled))
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -76,8 +83,10 @@ def claim_from_object(
     now: datetime,
     make_id: Callable[[], str] = new_claim_id,
     loc: Sequence[str | int] = (),
+    decode: Decoder = decode_any_claim,
 ) -> Intake:
-    """One claim object from a decoded body; raises :class:`InvalidSubmissionError`."""
+    """One claim object from a decoded body; raises :class:`InvalidSubmissionError`.
+    ``decode`` is the contract (any version by default; the CSV upload takes v1 only)."""
     if not isinstance(obj, dict):
         raise InvalidSubmissionError(
             [{"loc": list(loc), "type": "model_type", "msg": "Input should be an object"}]
@@ -92,7 +101,7 @@ def claim_from_object(
         filled.append("submitted_at")
     try:
         # Round trip through JSON so that strict JSON-mode rules apply (datetimes as strings).
-        claim = Claim.from_json(pydantic_core.to_json(data, inf_nan_mode="constants"))
+        claim = decode(pydantic_core.to_json(data, inf_nan_mode="constants"))
     except ContractError as exc:
         raise InvalidSubmissionError(
             [{**err, "loc": [*loc, *err["loc"]]} for err in exc.errors]

@@ -18,7 +18,7 @@ from flask_openapi3.openapi import OpenAPI
 from flask_openapi3.types import ResponseDict
 from flask_openapi3.utils import HTTP_STATUS, get_model_schema
 
-from gateway.api_models import batch_schema, submission_schema
+from gateway.api_models import batch_schema, submission_schemas
 from gateway.problems import PROBLEM_JSON, Problem
 
 CLAIM_SUBMISSION_REF: Final = {"$ref": f"{OPENAPI3_REF_PREFIX}/ClaimSubmission"}
@@ -68,7 +68,7 @@ class GatewayOpenAPI(OpenAPI):
         for name, definition in problem.pop("$defs", {}).items():
             schemas[name] = definition
         schemas["Problem"] = problem
-        schemas["ClaimSubmission"] = submission_schema()
+        schemas.update(submission_schemas(f"{OPENAPI3_REF_PREFIX}/{{model}}"))
         schemas["ClaimBatch"] = batch_schema(self.max_batch)
         default_422 = f"{OPENAPI3_REF_PREFIX}/{self.validation_error_model.__name__}"
         for path_item in self.spec_json.get("paths", {}).values():

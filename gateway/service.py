@@ -20,7 +20,16 @@ from gateway.idempotency import StoredSubmission, SubmissionStore
 from gateway.intake import Intake
 from gateway.locks import KeyLocks
 from gateway.publisher import DecisionPublisher, Outgoing
-from schemas import Claim, Decision, DecisionKind, GatewaySource, ScoreResult
+from schemas import (
+    Claim,
+    ClaimV2,
+    Decision,
+    DecisionKind,
+    GatewaySource,
+    ScoreAnswer,
+    ScoreRefusal,
+    ScoreResult,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +37,9 @@ logger = logging.getLogger(__name__)
 class Scorer(Protocol):
     """What the gateway needs from the model service (``scorer.client.ModelClient``)."""
 
-    def score(self, claim: Claim) -> ScoreResult: ...
+    def score(self, claim: Claim | ClaimV2) -> ScoreAnswer: ...
 
-    def score_batch(self, claims: Sequence[Claim]) -> list[ScoreResult]: ...
+    def score_batch(self, claims: Sequence[Claim | ClaimV2]) -> list[ScoreAnswer]: ...
 
     def ready(self) -> bool: ...
 
@@ -43,6 +52,15 @@ class ClaimConflictError(Exception):
     def __init__(self, claim_ids: Sequence[str]) -> None:
         self.claim_ids = list(claim_ids)
         super().__init__(f"claim_id already used for a different claim: {', '.join(claim_ids)}")
+
+
+class UnsupportedVersionError(Exception):
+    """The served model reads another claim contract version than these claims (a 422:
+    the claim is valid, but no decision today's model makes would mean anything)."""
+
+    def __init__(self, refusals: dict[str, str]) -> None:
+        self.refusals = refusals  # claim_id -> the model's reason
+        super().__init__("; ".join(refusals.values()))
 
 
 class ScoringMismatchError(Exception):
@@ -61,7 +79,7 @@ class Submitted:
 
 
 def build_decision(
-    claim: Claim, result: ScoreResult, decided_at: datetime, request_id: str | None
+    claim: Claim | ClaimV2, result: ScoreResult, decided_at: datetime, request_id: str | None
 ) -> Decision:
     if result.claim_id != claim.claim_id:
         raise ScoringMismatchError(f"asked about {claim.claim_id}, answer is for {result.claim_id}")
@@ -135,8 +153,11 @@ class SubmissionService:
             results = [self.scorer.score(claims[0])]
         else:
             results = self.scorer.score_batch(claims)
+        refusals = {r.claim_id: r.error for r in results if isinstance(r, ScoreRefusal)}
+        if refusals:  # before anything is recorded: nothing to replay, nothing published
+            raise UnsupportedVersionError(refusals)
         decided_at = self._clock()
-        return [build_decision(claim, result, decided_at, request_id)
+        return [build_decision(claim, result, decided_at, request_id)  # type: ignore[arg-type]
                 for claim, result in zip(claims, results, strict=True)]
 
     def _publish(self, decisions: Sequence[Decision]) -> None:

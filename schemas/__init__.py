@@ -17,7 +17,7 @@ from schemas.decision import (
     Reason,
     StreamSource,
 )
-from schemas.score import ScoreRequest, ScoreResult
+from schemas.score import ScoreAnswer, ScoreRefusal, ScoreRequest, ScoreResult
 
 __all__ = [
     "CLAIM_FEATURES",
@@ -33,6 +33,8 @@ __all__ = [
     "GatewaySource",
     "ModelRef",
     "Reason",
+    "ScoreAnswer",
+    "ScoreRefusal",
     "ScoreRequest",
     "ScoreResult",
     "StreamSource",

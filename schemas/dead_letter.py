@@ -10,7 +10,16 @@ from pydantic import AwareDatetime, Field, ValidationError
 from schemas.common import SCHEMA_VERSION, Contract, ContractError, SchemaVersion
 from schemas.decision import StreamSource
 
-ErrorKind = Literal["not_json", "contract_violation", "too_large", "empty", "processing_error"]
+# unsupported_version: a valid claim whose contract version the served model does not score
+# (a v1 claim while a v2-trained model is champion, or the other way round).
+ErrorKind = Literal[
+    "not_json",
+    "contract_violation",
+    "too_large",
+    "empty",
+    "processing_error",
+    "unsupported_version",
+]
 
 
 class DeadLetter(Contract):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag
 
 from schemas.any_claim import AnyClaim
 from schemas.common import SCHEMA_VERSION, Contract, SchemaVersion
@@ -27,3 +30,38 @@ class ScoreResult(Contract):
     decision: DecisionKind
     model: ModelRef
     reasons: list[Reason] = Field(default_factory=list)
+
+
+class ScoreRefusal(Contract):
+    """The served model cannot score this claim: it reads claims of another contract version
+    (its feature set belongs to one version). Answered in the claim's place, so a batch
+    mixing versions is still answered claim by claim."""
+
+    schema_version: SchemaVersion = SCHEMA_VERSION
+    claim_id: str
+    error_kind: Literal["unsupported_version"]
+    error: str = Field(min_length=1, description="Which versions the model and the claim have.")
+    model: ModelRef
+
+
+def _answer_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "refusal" if "error_kind" in value else "result"
+    return "refusal" if isinstance(value, ScoreRefusal) else "result"
+
+
+ScoreAnswer = Annotated[
+    Annotated[ScoreResult, Tag("result")] | Annotated[ScoreRefusal, Tag("refusal")],
+    Discriminator(_answer_kind),
+]
+
+
+def only_results(answers: Sequence[ScoreResult | ScoreRefusal]) -> list[ScoreResult]:
+    """The answers of a batch known to hold claims the model reads; raises ``ValueError``
+    with the model's reason if one was refused."""
+    results: list[ScoreResult] = []
+    for answer in answers:
+        if isinstance(answer, ScoreRefusal):
+            raise ValueError(f"claim {answer.claim_id} refused: {answer.error}")
+        results.append(answer)
+    return results

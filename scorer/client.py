@@ -28,14 +28,15 @@ from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter, ValidationError
 
-from schemas import Claim, ScoreResult
+from schemas import Claim, ClaimV2, ScoreAnswer
 from scorer.http11 import Http11Connection
 
 logger = logging.getLogger(__name__)
 
 # What a dead, refusing, resetting or silent peer raises (socket.timeout is TimeoutError).
 TRANSPORT_ERRORS: Final = (OSError, http.client.HTTPException)
-_RESULTS: Final = TypeAdapter(list[ScoreResult])
+_RESULTS: Final = TypeAdapter(list[ScoreAnswer])
+_ANSWER: Final = TypeAdapter(ScoreAnswer)
 
 
 class ModelUnavailable(Exception):  # noqa: N818 - the agreed public name
@@ -46,12 +47,12 @@ class ModelServiceError(Exception):
     """The model service answered something unusable (a bug, not an outage)."""
 
 
-def encode_batch(claims: Sequence[Claim]) -> bytes:
+def encode_batch(claims: Sequence[Claim | ClaimV2]) -> bytes:
     """``{"claims": [...]}`` built from each claim's own serializer (no dict round trip)."""
     return b'{"claims":[' + b",".join(claim.to_json() for claim in claims) + b"]}"
 
 
-def encode_single(claim: Claim) -> bytes:
+def encode_single(claim: Claim | ClaimV2) -> bytes:
     return b'{"claim":' + claim.to_json() + b"}"
 
 
@@ -72,8 +73,9 @@ class ModelClient:
         self._all: list[Http11Connection] = []
         self._all_lock = threading.Lock()
 
-    def score_batch(self, claims: Sequence[Claim]) -> list[ScoreResult]:
-        """Score claims in one call; results are in the order of ``claims``."""
+    def score_batch(self, claims: Sequence[Claim | ClaimV2]) -> list[ScoreAnswer]:
+        """Score claims in one call; answers are in the order of ``claims``: a
+        ``ScoreResult``, or a ``ScoreRefusal`` for a claim the model does not read."""
         if not claims:
             return []
         results = self._decode_list(self._post("/score_batch", encode_batch(claims)))
@@ -83,10 +85,10 @@ class ModelClient:
             )
         return results
 
-    def score(self, claim: Claim) -> ScoreResult:
+    def score(self, claim: Claim | ClaimV2) -> ScoreAnswer:
         body = self._post("/score", encode_single(claim))
         try:
-            return ScoreResult.model_validate_json(body)
+            return _ANSWER.validate_json(body)
         except ValidationError as exc:
             raise ModelServiceError(f"unexpected /score answer: {exc}") from exc
 
@@ -179,7 +181,7 @@ class ModelClient:
                 self._all.remove(connection)
 
     @staticmethod
-    def _decode_list(body: bytes) -> list[ScoreResult]:
+    def _decode_list(body: bytes) -> list[ScoreAnswer]:
         try:
             return _RESULTS.validate_json(body)
         except ValidationError as exc:

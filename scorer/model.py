@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import operator
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,13 +20,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-import numpy as np
 import orjson
 from pydantic import TypeAdapter
 
-from schemas import CLAIM_FEATURES, SCHEMA_VERSION, Claim, ModelRef, ScoreResult
+from schemas import SCHEMA_VERSION, Claim, ClaimV2, ModelRef, ScoreAnswer
 from scorer.explain import Explainer
 from scorer.forest import CompiledForest, compile_forest
+from trainer.features import FeatureSet, FeatureSetError, feature_set, mismatch_message
 from trainer.reference import FeatureReference
 
 if TYPE_CHECKING:
@@ -37,9 +36,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_RESULTS: Final = TypeAdapter(list[ScoreResult])
-# Claim -> feature tuple in CLAIM_FEATURES order (2x faster than Claim.features() + floats).
-_FEATURES: Final = operator.attrgetter(*CLAIM_FEATURES)
+_RESULTS: Final = TypeAdapter(list[ScoreAnswer])
+_ANSWER: Final = TypeAdapter(ScoreAnswer)
+AnyClaim = Claim | ClaimV2
 
 
 class ModelLoadError(RuntimeError):
@@ -54,28 +53,44 @@ class ServedModel:
     tag: str
     forest: CompiledForest
     explainer: Explainer
+    feature_set: FeatureSet
 
     @property
     def threshold(self) -> float:
         return self.forest.threshold
 
-    def score(self, claims: Sequence[Claim]) -> list[ScoreResult]:
-        """Scores, decisions and reasons for a batch, in input order."""
+    def score(self, claims: Sequence[AnyClaim]) -> list[ScoreAnswer]:
+        """Scores, decisions and reasons for a batch, in input order; a claim of another
+        contract version than the model reads gets a ``ScoreRefusal`` in its place."""
         return _RESULTS.validate_json(self.score_json(claims))
 
-    def score_one(self, claim: Claim) -> ScoreResult:
-        """The same result as ``score([claim])[0]``."""
-        return ScoreResult.model_validate_json(self.score_one_json(claim))
+    def score_one(self, claim: AnyClaim) -> ScoreAnswer:
+        """The same answer as ``score([claim])[0]``."""
+        return _ANSWER.validate_json(self.score_one_json(claim))
 
-    def score_json(self, claims: Sequence[Claim]) -> bytes:
-        """``score`` encoded as a JSON array of ``ScoreResult`` (what ``/score_batch`` sends).
+    def score_json(self, claims: Sequence[AnyClaim]) -> bytes:
+        """``score`` encoded as a JSON array (what ``/score_batch`` sends)."""
+        version = self.feature_set.claim_version
+        if all(claim.schema_version == version for claim in claims):
+            return self._scored_json(claims)
+        # A batch mixing versions (a topic in migration): score the readable claims only and
+        # answer a refusal for the others, never features read from the wrong contract.
+        readable = [claim for claim in claims if claim.schema_version == version]
+        scored = iter(orjson.loads(self._scored_json(readable)))
+        return orjson.dumps([
+            next(scored) if claim.schema_version == version else self._refusal(claim)
+            for claim in claims
+        ])
+
+    def _scored_json(self, claims: Sequence[AnyClaim]) -> bytes:
+        """Results for claims the model reads, as a JSON array of ``ScoreResult``.
 
         Built from plain dicts and encoded by orjson: building validated pydantic objects
         only to serialise them again would cost several times the scoring itself.
         """
         if not claims:
             return b"[]"
-        x = np.array(list(map(_FEATURES, claims)), dtype=np.float64)
+        x = self.feature_set.matrix(claims)
         scores = self.forest.anomaly_scores(x).tolist()
         reasons = self.explainer.reason_fields_batch(x)
         threshold, ref = self.forest.threshold, self._ref_dict
@@ -95,9 +110,11 @@ class ServedModel:
             ]
         )
 
-    def score_one_json(self, claim: Claim) -> bytes:
-        """One ``ScoreResult`` as JSON, through the single-claim fast paths."""
-        features = claim.features()
+    def score_one_json(self, claim: AnyClaim) -> bytes:
+        """One answer as JSON, through the single-claim fast paths."""
+        if not self.feature_set.accepts(claim):
+            return orjson.dumps(self._refusal(claim))
+        features = self.feature_set.row(claim)
         return orjson.dumps(
             self._row(
                 claim.claim_id,
@@ -118,6 +135,15 @@ class ServedModel:
             "reasons": reasons,
         }
 
+    def _refusal(self, claim: AnyClaim) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "claim_id": claim.claim_id,
+            "error_kind": "unsupported_version",
+            "error": mismatch_message(self.feature_set, claim.schema_version),
+            "model": self._ref_dict,
+        }
+
     @cached_property
     def _ref_dict(self) -> dict[str, Any]:
         return self.ref.model_dump()
@@ -131,12 +157,23 @@ def build_served_model(
     settings: ModelSettings,
 ) -> ServedModel:
     """Compile a fitted IsolationForest and its feature reference (pure, no I/O)."""
+    try:
+        features = feature_set(reference.feature_set)
+    except FeatureSetError as exc:  # a model from a newer trainer than this service
+        raise ModelLoadError(f"{tag}: {exc}") from exc
+    if reference.features != list(features.features):
+        raise ModelLoadError(
+            f"{tag}: its reference lists features {reference.features}, feature set "
+            f"{features.name} has {list(features.features)}"
+        )
     return ServedModel(
         ref=ref,
         tag=tag,
         forest=compile_forest(estimator),
+        feature_set=features,
         explainer=Explainer.from_reference(
             reference,
+            features.features,
             high=settings.reason_high_percentile,
             low=settings.reason_low_percentile,
             max_reasons=settings.max_reasons,

@@ -19,13 +19,17 @@ from pydantic_core import to_json
 from schemas import (
     SCHEMA_VERSION,
     Claim,
+    ClaimV2,
     ContractError,
     DeadLetter,
     Decision,
     ModelRef,
     Reason,
+    ScoreAnswer,
+    ScoreRefusal,
     ScoreResult,
     StreamSource,
+    parse_claim,
 )
 from schemas.dead_letter import ErrorKind
 
@@ -92,8 +96,11 @@ class Rejected:
 class Batch:
     """A consumed batch, split into what can be scored and what goes to the dead letters."""
 
-    claims: list[Claim] = field(default_factory=list)
+    claims: list[Claim | ClaimV2] = field(default_factory=list)
     positions: list[Position] = field(default_factory=list)
+    # The message each claim was read from: a refused claim is dead-lettered with its
+    # original bytes and key (a v2 claim's key is its member_id, not its claim_id).
+    messages: list[RawMessage] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     # Next offset to consume per partition: what the transaction commits for the group.
     next_offsets: dict[TopicPartitionKey, int] = field(default_factory=dict)
@@ -173,8 +180,9 @@ def split_batch(messages: Iterable[RawMessage], *, max_bytes: int, now: datetime
         failure = check_value(value, max_bytes)
         if failure is None:
             try:
-                batch.claims.append(Claim.from_json(value))  # type: ignore[arg-type]
+                batch.claims.append(parse_claim(value))  # type: ignore[arg-type]
                 batch.positions.append(position)
+                batch.messages.append(message)
                 continue
             except ContractError as exc:
                 failure = classify_failure(exc)
@@ -183,7 +191,9 @@ def split_batch(messages: Iterable[RawMessage], *, max_bytes: int, now: datetime
     return batch
 
 
-def check_results(claims: Sequence[Claim], results: Sequence[ScoreResult]) -> None:
+def check_results(
+    claims: Sequence[Claim | ClaimV2], results: Sequence[ScoreResult | ScoreRefusal]
+) -> None:
     """The model service must answer once per claim, in order."""
     if len(results) != len(claims):
         raise RoutingError(f"model answered {len(results)} results for {len(claims)} claims")
@@ -196,7 +206,7 @@ def check_results(claims: Sequence[Claim], results: Sequence[ScoreResult]) -> No
 
 
 def build_decision(
-    claim: Claim, result: ScoreResult, position: Position, decided_at: datetime
+    claim: Claim | ClaimV2, result: ScoreResult, position: Position, decided_at: datetime
 ) -> Decision:
     """The Decision as the contract builds it (the reference :func:`DecisionEncoder` must
     match byte for byte)."""
@@ -237,7 +247,7 @@ class DecisionEncoder:
             cached = self._topics[topic] = to_json(topic)
         return cached
 
-    def encode(self, claim: Claim, result: ScoreResult, position: Position) -> bytes:
+    def encode(self, claim: Claim | ClaimV2, result: ScoreResult, position: Position) -> bytes:
         reasons = _REASONS.dump_json(result.reasons) if result.reasons else b"[]"
         return b"".join((
             b'{"schema_version":', b"%d" % SCHEMA_VERSION,
@@ -256,7 +266,7 @@ class DecisionEncoder:
 
 
 def route_decisions(
-    claims: Sequence[Claim],
+    claims: Sequence[Claim | ClaimV2],
     positions: Sequence[Position],
     results: Sequence[ScoreResult],
     *,
@@ -275,3 +285,46 @@ def route_decisions(
         )
         for claim, result, position in zip(claims, results, positions, strict=True)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """A scored batch: decisions for the outcome topics, and the claims the model refused."""
+
+    outgoing: list[Outgoing]
+    refused: list[Rejected]
+
+
+def route_batch(
+    batch: Batch,
+    answers: Sequence[ScoreAnswer],
+    *,
+    decided_at: datetime,
+    topics: OutcomeTopics,
+    max_bytes: int,
+) -> Routed:
+    """Decisions for the scored claims; a dead letter (``unsupported_version``) for each
+    claim the served model refused because it reads another contract version."""
+    check_results(batch.claims, answers)
+    if not any(isinstance(answer, ScoreRefusal) for answer in answers):  # the usual batch
+        results: Sequence[ScoreResult] = answers  # type: ignore[assignment]
+        outgoing = route_decisions(
+            batch.claims, batch.positions, results, decided_at=decided_at, topics=topics
+        )
+        return Routed(outgoing, [])
+    scored: list[tuple[Claim | ClaimV2, ScoreResult, Position]] = []
+    refused: list[Rejected] = []
+    for claim, answer, position, message in zip(
+        batch.claims, answers, batch.positions, batch.messages, strict=True
+    ):
+        if isinstance(answer, ScoreRefusal):
+            refused.append(reject(message, position, answer.error_kind,
+                                  f"{answer.error} (model {answer.model.name} "
+                                  f"v{answer.model.version})", decided_at, max_bytes))
+        else:
+            scored.append((claim, answer, position))
+    outgoing = route_decisions(
+        [c for c, _, _ in scored], [p for _, _, p in scored], [r for _, r, _ in scored],
+        decided_at=decided_at, topics=topics,
+    )
+    return Routed(outgoing, refused)

@@ -4,6 +4,9 @@ Started by ``claimflow serve-model``. APIs (JSON):
 
 * ``POST /score_batch`` ``{"claims": [Claim, ...]}`` -> ``[ScoreResult, ...]`` (input order)
 * ``POST /score`` ``{"claim": Claim}`` -> ``ScoreResult``
+
+Claims may be of any contract version (``schemas.AnyClaim``); the model reads one version
+(its feature set's) and answers a ``ScoreRefusal`` in place of a claim of another version.
 * ``POST /reload`` -> ``{"version": "N"}``: serve the current champion now
 * BentoML's own ``/livez``, ``/readyz`` (ready once a model is loaded) and ``/metrics``.
 
@@ -29,7 +32,7 @@ from bentoml.exceptions import ServiceUnavailable
 from pydantic import BaseModel, Field, RootModel
 from starlette.responses import Response
 
-from schemas import Claim, ScoreResult
+from schemas import AnyClaim, ScoreResult
 from scorer.model import ModelHolder, ModelLoadError, ServedModel
 from scorer.model_settings import ModelSettings
 
@@ -39,8 +42,23 @@ MAX_BATCH: Final = 10_000
 JSON: Final = "application/json"
 
 
+class ClaimList(RootModel[Annotated[list[AnyClaim], Field(min_length=1, max_length=MAX_BATCH)]]):
+    """1..10,000 claims of any contract version. A root model: BentoML rebuilds a bare
+    parameter type in a way that drops the tags the claim union's callable discriminator
+    needs (pydantic then refuses the schema); inside a model it stays intact."""
+
+
+class OneClaim(RootModel[AnyClaim]):
+    """One claim of any contract version (a root model: see :class:`ClaimList`)."""
+
+
+# Declared for the OpenAPI document only (the APIs return ready bytes). A claim the model
+# does not read is answered by a ScoreRefusal in its place; the union is left out of the
+# document because BentoML's OpenAPI generation fails on union answers (bentoml build: a
+# KeyError on the union's $ref).
 class ScoreResults(RootModel[list[ScoreResult]]):
-    """The answer of ``/score_batch`` (declared for the OpenAPI document)."""
+    """The answer of ``/score_batch`` (with ``ScoreRefusal`` items for claims of another
+    contract version than the model reads)."""
 
 
 class ReloadResult(BaseModel):
@@ -141,15 +159,15 @@ class ClaimAnomalyService:
 
     @bentoml.api(route="/score_batch", output_spec=ScoreResults)  # type: ignore[untyped-decorator]
     async def score_batch(
-        self, claims: Annotated[list[Claim], Field(min_length=1, max_length=MAX_BATCH)]
+        self, claims: ClaimList
     ) -> Response:
         """Score a batch of claims; results come back in input order."""
-        return Response(self._model().score_json(claims), media_type=JSON)
+        return Response(self._model().score_json(claims.root), media_type=JSON)
 
     @bentoml.api(route="/score", output_spec=ScoreResult)  # type: ignore[untyped-decorator]
-    async def score(self, claim: Claim) -> Response:
+    async def score(self, claim: OneClaim) -> Response:
         """Score one claim."""
-        return Response(self._model().score_one_json(claim), media_type=JSON)
+        return Response(self._model().score_one_json(claim.root), media_type=JSON)
 
     @bentoml.api(route="/reload")  # type: ignore[untyped-decorator]
     async def reload(self) -> ReloadResult:

@@ -61,16 +61,17 @@ from confluent_kafka import (
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from claimflow.logging_setup import LOG_FORMAT, configure_logging
-from schemas import ScoreResult
+from schemas import ScoreAnswer, ScoreRefusal, ScoreResult
 from scorer.client import ModelClient, ModelServiceError, ModelUnavailable
 from scorer.recovery import FENCED_CODES, TxnAction, classify_txn_error, is_unreachable
 from scorer.routing import (
     Batch,
     OutcomeTopics,
     Outgoing,
+    Rejected,
     RoutingError,
     position_of,
-    route_decisions,
+    route_batch,
     split_batch,
 )
 from scorer.worker_settings import ScorerSettings
@@ -260,12 +261,15 @@ class WorkerMetrics:
             registry=r,
         )
 
-    def committed(self, batch: Batch, results: Sequence[ScoreResult], started: float) -> None:
-        flagged = sum(1 for result in results if result.decision == "investigate")
+    def committed(
+        self, batch: Batch, results: Sequence[ScoreAnswer], dead_lettered: int, started: float
+    ) -> None:
+        decided = [r for r in results if isinstance(r, ScoreResult)]
+        flagged = sum(1 for result in decided if result.decision == "investigate")
         self.consumed.inc(batch.consumed)
         self.investigated.inc(flagged)
-        self.approved.inc(len(results) - flagged)
-        self.dead_lettered.inc(len(batch.rejected))
+        self.approved.inc(len(decided) - flagged)
+        self.dead_lettered.inc(dead_lettered)
         self.batch_size.observe(batch.consumed)
         self.batch_latency.observe(time.perf_counter() - started)
 
@@ -432,22 +436,24 @@ class ScoringLoop:
         if results is None:
             return
         try:
-            outgoing = route_decisions(
-                batch.claims,
-                batch.positions,
+            routed = route_batch(
+                batch,
                 results,
                 decided_at=datetime.now(UTC),
                 topics=self.topics,
+                max_bytes=self.settings.max_claim_bytes,
             )
         except RoutingError as exc:
             raise FatalWorkerError(f"batch {describe_batch(batch)}: {exc}") from exc
-        outgoing.extend(rejected.outgoing(self.topics.deadletter) for rejected in batch.rejected)
+        rejected = [*batch.rejected, *routed.refused]
+        outgoing = routed.outgoing
+        outgoing.extend(letter.outgoing(self.topics.deadletter) for letter in rejected)
         if self.commit(outgoing, batch):
-            self.metrics.committed(batch, results, started)
-            self.log_rejected(batch)
+            self.metrics.committed(batch, results, len(rejected), started)
+            self.log_rejected(rejected)
             self.log_committed(batch, results)
 
-    def score(self, batch: Batch) -> list[ScoreResult] | None:
+    def score(self, batch: Batch) -> list[ScoreAnswer] | None:
         """The model's verdicts, or None when the batch was rewound to be retried."""
         if not batch.claims:
             return []
@@ -703,8 +709,8 @@ class ScoringLoop:
 
     # -- logs and lag
 
-    def log_rejected(self, batch: Batch) -> None:
-        for rejected in batch.rejected:
+    def log_rejected(self, letters: Sequence[Rejected]) -> None:
+        for rejected in letters:
             letter = rejected.letter
             logger.warning(
                 "%s key=%r -> %s: %s: %s",
@@ -715,11 +721,13 @@ class ScoringLoop:
                 letter.error,
             )
 
-    def log_committed(self, batch: Batch, results: Sequence[ScoreResult]) -> None:
+    def log_committed(self, batch: Batch, results: Sequence[ScoreAnswer]) -> None:
         if not logger.isEnabledFor(logging.DEBUG):
             return
         logger.debug("committed batch %s: %d messages", describe_batch(batch), batch.consumed)
         for position, result in zip(batch.positions, results, strict=True):
+            if isinstance(result, ScoreRefusal):
+                continue  # logged as a dead letter
             logger.debug(
                 "%s claim_id=%s -> %s (score %.4f)",
                 position,

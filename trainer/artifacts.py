@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve
 
 from trainer.evaluate import PatternRow
-from trainer.model import AMOUNT, TrainedModel
+from trainer.model import TrainedModel
 from trainer.registry import REFERENCE_ARTIFACT
 
 SCORE_HISTOGRAM: Final = "score_histogram.png"
@@ -100,7 +100,8 @@ def plot_pr_curve(model: TrainedModel, path: Path) -> Path:
     axes = figure.add_subplot()
     for name, score, color in (
         ("isolation forest", model.test_scores, "tab:blue"),
-        ("claim_amount alone", model.split.x_test[:, AMOUNT], "tab:gray"),
+        ("claim_amount alone", model.split.x_test[:, model.feature_set.features.index(
+            "claim_amount")], "tab:gray"),
     ):
         precision, recall, _ = precision_recall_curve(labels, score)
         axes.step(recall, precision, where="post", color=color, label=name)

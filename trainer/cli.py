@@ -78,7 +78,8 @@ def clear_errors() -> Iterator[None]:
 @click.command()
 @click.option("--data", "data_path", required=True,
               type=click.Path(path_type=Path, dir_okay=False),
-              help="Training CSV (claimflow generate writes one).")
+              help="Training data: a v1 CSV (claimflow generate writes one) or JSON Lines "
+                   "(.jsonl: one claim per line, v1 or v2, optional is_anomaly/pattern keys).")
 @click.option("--n-estimators", type=click.IntRange(1, 10_000), default=None,
               help="Trees in the forest. [default: 100 or TRAINER_N_ESTIMATORS]")
 @click.option("--contamination", type=click.FloatRange(0, 0.5, min_open=True), default=None,
@@ -95,11 +96,14 @@ def clear_errors() -> Iterator[None]:
 def train(data_path: Path, n_estimators: int | None, contamination: float | None,
           test_size: float | None, seed: int | None, experiment: str | None,
           then_promote: bool, as_json: bool) -> None:
-    """Train an Isolation Forest on a claims CSV, log it to MLflow, register a version.
+    """Train an Isolation Forest on claims (CSV or JSON Lines), log it to MLflow, register a
+    version.
 
-    The new version of `claim-anomaly` gets the alias `challenger`. Example:
+    The feature set follows the claims' contract version (v1 -> v1, v2 -> v2-claim). The new
+    version of `claim-anomaly` gets the alias `challenger`. Example:
 
         claimflow train --data claims.csv --promote
+        claimflow train --data claims_v2.jsonl
     """
     quiet_third_parties()
     configure_logging()

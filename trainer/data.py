@@ -44,14 +44,16 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Validated training data: features in :data:`CLAIM_FEATURES` order, optional labels."""
+    """Validated training data: features in the order of its feature set, optional labels."""
 
-    features: np.ndarray  # (rows, 5) float64
+    features: np.ndarray  # (rows, features of the set) float64
     labels: np.ndarray | None  # (rows,) bool, when the file has ``is_anomaly``
     patterns: np.ndarray | None  # (rows,) str ("" for normal claims), when it has ``pattern``
     sha256: str  # digest of the file's bytes
     rows_read: int
     rows_dropped: int  # rows outside the Claim contract's ranges
+    # trainer.features: which columns ``features`` holds. CSV files are always v1.
+    feature_set: str = "v1"
 
     @property
     def rows(self) -> int:

@@ -72,7 +72,10 @@ def export_to_bentoml(
     from bentoml.exceptions import NotFound
 
     tag = bento_tag(registry_version, name)
-    labels = {"registry_name": name, "registry_version": str(registry_version), "run_id": run_id}
+    labels = {"registry_name": name, "registry_version": str(registry_version), "run_id": run_id,
+              # What a caller may send it: the reference (authoritative) says the same.
+              "feature_set": reference.feature_set,
+              "claim_version": str(reference.claim_version)}
     with bentoml_store(bentoml_home) as store:
         try:
             existing = store.get(tag)

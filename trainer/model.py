@@ -1,12 +1,14 @@
 """Fit and evaluate the Isolation Forest: the pure core of training (no MLflow, no files).
 
-The estimator is fitted on a plain float64 matrix in :data:`schemas.CLAIM_FEATURES` order
-(no pandas feature names), so serving can score ``Claim.features()`` arrays directly.
+The estimator is fitted on a plain float64 matrix in its feature set's order
+(:mod:`trainer.features`, no pandas feature names); serving builds its matrices with the
+same feature set.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,11 +18,12 @@ from sklearn.model_selection import train_test_split
 from schemas import CLAIM_FEATURES
 from trainer import evaluate
 from trainer.data import DataError, Dataset
+from trainer.features import FeatureSet, feature_set
 from trainer.reference import FeatureReference, build_reference
 
 log = logging.getLogger(__name__)
 
-AMOUNT = CLAIM_FEATURES.index("claim_amount")
+AMOUNT = CLAIM_FEATURES.index("claim_amount")  # of the v1 set
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class TrainParams:
     budget_percent: float = 5.0
     naive_quantile: float = 98.0
 
-    def as_params(self) -> dict[str, str | int | float]:
+    def as_params(self, features: Sequence[str] = CLAIM_FEATURES) -> dict[str, str | int | float]:
         return {
             "n_estimators": self.n_estimators,
             "contamination": self.contamination,
@@ -42,7 +45,7 @@ class TrainParams:
             "seed": self.seed,
             "budget_percent": self.budget_percent,
             "naive_quantile": self.naive_quantile,
-            "features": ",".join(CLAIM_FEATURES),
+            "features": ",".join(features),
             "max_samples": "auto",
         }
 
@@ -64,6 +67,7 @@ class TrainedModel:
     estimator: IsolationForest
     reference: FeatureReference
     split: Split
+    feature_set: FeatureSet
     train_scores: np.ndarray
     test_scores: np.ndarray
     threshold: float
@@ -117,6 +121,7 @@ def threshold_of(estimator: IsolationForest) -> float:
 
 def train(dataset: Dataset, params: TrainParams) -> TrainedModel:
     """Split, fit, score and evaluate."""
+    features = feature_set(dataset.feature_set)
     split = split_dataset(dataset, params.test_size, params.seed)
     estimator = fit_forest(split.x_train, params)
     threshold = threshold_of(estimator)
@@ -126,7 +131,8 @@ def train(dataset: Dataset, params: TrainParams) -> TrainedModel:
         "train_anomaly_percentage": evaluate.anomaly_percentage(train_scores > threshold),
         "test_anomaly_percentage": evaluate.anomaly_percentage(test_scores > threshold),
         "threshold": threshold,
-        **labelled_metrics(split, test_scores, threshold, params),
+        **labelled_metrics(split, test_scores, threshold, params,
+                           features.features.index("claim_amount")),
     }
     patterns = pattern_table(split, test_scores, threshold, params)
     metrics.update(evaluate.pattern_metrics(patterns))
@@ -135,8 +141,11 @@ def train(dataset: Dataset, params: TrainParams) -> TrainedModel:
              metrics["train_anomaly_percentage"], metrics["test_anomaly_percentage"])
     return TrainedModel(
         estimator=estimator,
-        reference=build_reference(split.x_train),
+        reference=build_reference(split.x_train, features.features,
+                                  feature_set=features.name,
+                                  claim_version=features.claim_version),
         split=split,
+        feature_set=features,
         train_scores=train_scores,
         test_scores=test_scores,
         threshold=threshold,
@@ -146,7 +155,7 @@ def train(dataset: Dataset, params: TrainParams) -> TrainedModel:
 
 
 def labelled_metrics(split: Split, test_scores: np.ndarray, threshold: float,
-                     params: TrainParams) -> dict[str, float]:
+                     params: TrainParams, amount: int = AMOUNT) -> dict[str, float]:
     """The metrics that need ground truth; empty when the data has no labels."""
     if split.y_test is None:
         return {}
@@ -156,7 +165,7 @@ def labelled_metrics(split: Split, test_scores: np.ndarray, threshold: float,
         "test_positives": float(np.count_nonzero(labels)),
         **evaluate.classification_metrics(labels, flags, test_scores),
         **evaluate.budget_metrics(labels, test_scores, params.budget_percent),
-        **evaluate.naive_rule_metrics(split.x_train[:, AMOUNT], split.x_test[:, AMOUNT],
+        **evaluate.naive_rule_metrics(split.x_train[:, amount], split.x_test[:, amount],
                                       labels, params.naive_quantile),
     }
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer import artifacts
-from trainer.data import load_csv
+from trainer.data import Dataset, load_csv
 from trainer.export import export_to_bentoml
+from trainer.jsonl import is_jsonl, load_jsonl
 from trainer.model import TrainParams, train
 from trainer.registry import (
     CHAMPION,
@@ -67,11 +68,16 @@ def store_config(settings: TrainerSettings, experiment: str | None = None) -> St
     )
 
 
+def load_data(path: Path) -> Dataset:
+    """JSON Lines (``.jsonl``/``.ndjson``: claims of any one version) or CSV (v1 columns)."""
+    return load_jsonl(path) if is_jsonl(path) else load_csv(path)
+
+
 def train_and_register(data_path: Path, params: TrainParams,
                        config: StoreConfig) -> TrainOutcome:
     """Validate, train and evaluate completely, then log and register in one run."""
     watch = Stopwatch()
-    dataset = load_csv(data_path)
+    dataset = load_data(data_path)
     watch.lap("load")
     model = train(dataset, params)
     watch.lap("train")

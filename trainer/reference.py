@@ -31,6 +31,10 @@ class FeatureReference(BaseModel):
 
     features: list[str]
     quantile_levels: list[float]
+    # Which claims the model reads and how (trainer.features). References written before
+    # feature sets existed lack both and were v1 models.
+    feature_set: str = "v1"
+    claim_version: int = 1
     quantiles: dict[str, list[float]]
     medians: dict[str, float]
 
@@ -70,6 +74,9 @@ def build_reference(
     X: np.ndarray,  # noqa: N803 -- the agreed interface name, as in scikit-learn
     features: Sequence[str] = CLAIM_FEATURES,
     levels: Sequence[float] = QUANTILE_LEVELS,
+    *,
+    feature_set: str = "v1",
+    claim_version: int = 1,
 ) -> FeatureReference:
     """Reference statistics of a training matrix whose columns are ``features``."""
     matrix = np.asarray(X, dtype=np.float64)
@@ -84,4 +91,6 @@ def build_reference(
         quantile_levels=[float(q) for q in levels],
         quantiles={name: [float(v) for v in table[:, i]] for i, name in enumerate(features)},
         medians={name: float(medians[i]) for i, name in enumerate(features)},
+        feature_set=feature_set,
+        claim_version=claim_version,
     )

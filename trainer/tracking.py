@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from schemas import CLAIM_FEATURES
 from trainer.data import Dataset
 from trainer.model import TrainedModel, TrainParams
 from trainer.registry import CHALLENGER, client_for, mlflow_uris
@@ -77,7 +76,10 @@ def log_and_register(model: TrainedModel, dataset: Dataset, params: TrainParams,
     with mlflow_uris(config.tracking_uri), \
             mlflow.start_run(experiment_id=experiment_id) as run:
         run_id = run.info.run_id
-        mlflow.log_params({**params.as_params(), **row_counts(model, dataset)})
+        mlflow.log_params({**params.as_params(model.feature_set.features),
+                           **row_counts(model, dataset),
+                           "feature_set": model.feature_set.name,
+                           "claim_version": model.feature_set.claim_version})
         mlflow.set_tags({"data_sha256": dataset.sha256, "data_path": str(data_path),
                          "claimflow.component": "trainer"})
         mlflow.log_metrics(model.metrics)
@@ -116,7 +118,10 @@ def log_model(model: TrainedModel, serialization_format: str) -> str:
         pip_requirements=pip_requirements(serialization_format),
         serialization_format=serialization_format,
         skops_trusted_types=SKOPS_TRUSTED_TYPES,
-        metadata={"features": list(CLAIM_FEATURES), "threshold": model.threshold,
+        metadata={"features": list(model.feature_set.features),
+                  "feature_set": model.feature_set.name,
+                  "claim_version": model.feature_set.claim_version,
+                  "threshold": model.threshold,
                   "score": "anomaly_score = -score_samples(x); investigate iff > threshold"},
     )
     return str(info.model_uri)

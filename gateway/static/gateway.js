@@ -155,7 +155,11 @@
     tr.appendChild(el("td", c.num_services, "num"));
     tr.appendChild(el("td", c.patient_age, "num"));
     tr.appendChild(el("td", c.provider_id, "num"));
-    tr.appendChild(el("td", c.days_since_last_claim, "num"));
+    // Contract version 2 has a member and lines; version 1 the days since the last claim.
+    const v2 = c.schema_version === 2;
+    tr.appendChild(el("td", v2 ? c.member_id : "\u2014", "claim-id"));
+    tr.appendChild(el("td", v2 ? c.lines.length : "\u2014", "num"));
+    tr.appendChild(el("td", v2 ? "\u2014" : c.days_since_last_claim, "num"));
     tr.appendChild(el("td", fmtScore(d.anomaly_score), "num"));
     tr.appendChild(el("td", `${d.model.name} v${d.model.version}`, "model"));
     const reasons = el("td", null, "reasons");

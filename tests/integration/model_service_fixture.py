@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 import pytest
 
-from schemas import CLAIM_FEATURES, Claim
+from schemas import CLAIM_FEATURES
 
 CLAIMFLOW = (sys.executable, "-c", "from claimflow.cli import main; main()")
 QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
@@ -58,9 +58,13 @@ class Champion:
     tag: str
     estimator: Any  # sklearn.ensemble.IsolationForest
 
-    def offline(self, claims: Sequence[Claim]) -> tuple[np.ndarray, list[str]]:
+    feature_set: str = "v1"
+
+    def offline(self, claims: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
         """Scores and decisions straight from scikit-learn (what serving must reproduce)."""
-        x = np.array([claim.features() for claim in claims], dtype=np.float64)
+        from trainer.features import feature_set
+
+        x = feature_set(self.feature_set).matrix(claims)
         scores: np.ndarray = -self.estimator.score_samples(x)
         flagged = self.estimator.predict(x) == -1
         return scores, ["investigate" if f else "approve" for f in flagged]
@@ -80,6 +84,22 @@ def make_champion(home: Path, rows: int = 5_000, seed: int = 7) -> Champion:
     tag = export_to_bentoml(estimator, build_reference(x), "1", f"test-run-{seed}",
                             home / "bentoml")
     return Champion(home=home, tag=tag, estimator=estimator)
+
+
+def make_v2_champion(home: Path, rows: int = 3_000, seed: int = 7) -> Champion:
+    """A v2-claim model trained by the trainer's own functions from a small JSON Lines file
+    (tests/v2_factory.py), exported like ``promote`` does."""
+    from tests.v2_factory import v2_claims, write_jsonl
+    from trainer.export import export_to_bentoml
+    from trainer.jsonl import load_jsonl
+    from trainer.model import TrainParams, train
+
+    home.mkdir(parents=True, exist_ok=True)
+    data = load_jsonl(write_jsonl(home / "train_v2.jsonl", v2_claims(rows, seed=seed)))
+    trained = train(data, TrainParams(seed=seed))
+    tag = export_to_bentoml(trained.estimator, trained.reference, "1", f"test-run-v2-{seed}",
+                            home / "bentoml")
+    return Champion(home=home, tag=tag, estimator=trained.estimator, feature_set="v2-claim")
 
 
 class ModelServiceProcess:
@@ -196,3 +216,38 @@ def model_service(_model_service_session: ModelServiceProcess) -> ModelServicePr
     if not _model_service_session.alive():
         _model_service_session.start()
     return _model_service_session
+
+
+@pytest.fixture(scope="session")
+def v2_champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
+    if "v2_champion" not in _SHARED:
+        _SHARED["v2_champion"] = make_v2_champion(tmp_path_factory.mktemp("v2-champion-home"))
+    shared: Champion = _SHARED["v2_champion"]
+    return shared
+
+
+@pytest.fixture(scope="session")
+def _v2_model_service_session(
+    v2_champion: Champion, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ModelServiceProcess]:
+    service: ModelServiceProcess | None = _SHARED.get("v2_service")
+    if service is None:
+        log = tmp_path_factory.mktemp("v2-model-log") / "model.log"
+        service = _SHARED["v2_service"] = ModelServiceProcess(v2_champion, log)
+        service.start()
+    _SHARED["v2_users"] = _SHARED.get("v2_users", 0) + 1
+    try:
+        yield service
+    finally:
+        _SHARED["v2_users"] -= 1
+        if _SHARED["v2_users"] == 0:
+            service.stop()
+            del _SHARED["v2_service"]
+
+
+@pytest.fixture
+def v2_model_service(_v2_model_service_session: ModelServiceProcess) -> ModelServiceProcess:
+    """A running model service whose champion reads contract-version-2 claims."""
+    if not _v2_model_service_session.alive():
+        _v2_model_service_session.start()
+    return _v2_model_service_session

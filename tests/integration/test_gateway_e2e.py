@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from schemas import Claim, Decision, GatewaySource
+from tests.integration import model_service_fixture
 from tests.integration.kafka_helpers import consume_until
 from tests.integration.model_service_fixture import ModelServiceProcess, free_port
 from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixtures
@@ -28,8 +29,14 @@ from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixt
     gateway_topics,
     wait_until,
 )
+from tests.v2_factory import as_contract, v2_claim, v2_claims, without_labels
 
 pytestmark = pytest.mark.integration
+
+# The shared v2 model service (a champion that reads contract-version-2 claims).
+v2_champion = model_service_fixture.v2_champion
+_v2_model_service_session = model_service_fixture._v2_model_service_session
+v2_model_service = model_service_fixture.v2_model_service
 
 StartGateway = Callable[..., GatewayServer]
 
@@ -185,6 +192,44 @@ def test_batch_and_csv_use_the_real_model(
     seen = keys_by_topic(kafka_bootstrap, gateway_topics, published=10)
     assert sum(seen.values()) == 10
     assert max(seen.values()) == 1
+
+
+def test_v2_claims_are_decided_by_a_v2_model_and_invalid_or_foreign_ones_are_422(
+    gateway_factory: StartGateway, kafka_bootstrap: str, gateway_topics: GatewayTopics,
+    group_id: str, v2_model_service: ModelServiceProcess,
+) -> None:
+    gateway = gateway_factory(gateway_env(kafka_bootstrap, v2_model_service.url,
+                                          gateway_topics, group_id), name="gw-v2")
+    prefix = uuid.uuid4().hex[:6]
+    bodies = [without_labels(c) for c in v2_claims(3, seed=5, prefix=prefix)]
+    line = {"procedure_code": "99213", "units": 1, "charge": 10.0}
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        one = client.post("/api/v1/claims", json=bodies[0])
+        assert one.status_code == 201, one.text
+        decision = Decision.from_json(one.content)
+        assert decision.claim.schema_version == 2
+        [claim_v2] = as_contract([bodies[0]])
+        scores, routes = v2_model_service.champion.offline([claim_v2])
+        assert decision.decision == routes[0]
+        assert abs(decision.anomaly_score - scores[0]) <= 1e-9
+        batch = client.post("/api/v1/claims/batch", json={"claims": bodies[1:]})
+        assert batch.status_code == 200, batch.text
+        assert len(batch.json()["decisions"]) == 2
+
+        bad = v2_claim(claim_id=f"{prefix}-bad", lines=[line] * 3 + [{**line, "units": 0}])
+        invalid = client.post("/api/v1/claims", json=bad)
+        assert invalid.status_code == 422
+        assert {e["path"] for e in invalid.json()["errors"]} == {"lines.3.units"}
+
+        foreign = client.post("/api/v1/claims", json=claim(f"{prefix}-v1"))
+        assert foreign.status_code == 422
+        [error] = foreign.json()["errors"]
+        assert error["path"] == "schema_version"
+        assert error["type"] == "unsupported_version"
+        assert "schema_version 2; this claim is schema_version 1" in error["msg"]
+
+    seen = keys_by_topic(kafka_bootstrap, gateway_topics, published=3)
+    assert {key for _, key in seen} == {b["claim_id"] for b in bodies}
 
 
 def test_idempotency_survives_a_gateway_restart(

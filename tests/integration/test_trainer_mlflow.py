@@ -25,7 +25,9 @@ from mlflow import MlflowClient
 
 from claimflow.cli import cli
 from schemas import CLAIM_FEATURES
+from tests.v2_factory import v2_claims, write_jsonl
 from trainer.export import load_exported
+from trainer.features import V2_CLAIM
 from trainer.model import TrainParams
 from trainer.pipeline import store_config, train_and_register
 from trainer.reference import FeatureReference
@@ -168,6 +170,42 @@ def test_train_with_promote_flag_makes_a_champion(seed_csv: Path, client: Mlflow
     assert outcome["bento_tag"] == f"{NAME}:v1"
     assert aliases_of(client) == {"challenger": "1", "champion": "1"}
     assert resolve_champion(settings.tracking_uri) == ("1", outcome["run_id"])
+
+
+def test_v2_jsonl_trains_a_v2_claim_model_and_promotes_it(
+    tmp_path: Path, client: MlflowClient, settings: TrainerSettings,
+) -> None:
+    data = write_jsonl(tmp_path / "claims_v2.jsonl", v2_claims(1_000, seed=3))
+    outcome = train_json("--data", str(data), "--promote", "--n-estimators", "20")
+    run = client.get_run(outcome["run_id"])
+    assert run.data.params["feature_set"] == "v2-claim"
+    assert run.data.params["claim_version"] == "2"
+    assert run.data.params["features"] == ",".join(V2_CLAIM.features)
+    assert {"pr_auc", "precision_at_budget", "recall_gross_outlier"} <= set(run.data.metrics)
+    import mlflow.models
+
+    with mlflow_uris(settings.tracking_uri):
+        info = mlflow.models.get_model_info(f"models:/{NAME}/1")
+    assert info.metadata is not None
+    assert info.metadata["feature_set"] == "v2-claim"
+    assert info.metadata["claim_version"] == 2
+    exported = load_exported(outcome["bento_tag"], settings.bentoml_home)
+    assert exported.labels["feature_set"] == "v2-claim"
+    assert exported.labels["claim_version"] == "2"
+    assert exported.reference.features == list(V2_CLAIM.features)
+    assert exported.reference.claim_version == 2
+
+
+def test_mixed_claim_versions_fail_clearly_and_register_nothing(
+    tmp_path: Path, client: MlflowClient,
+) -> None:
+    v1 = {"claim_id": "C-1", "claim_amount": 10.0, "num_services": 1, "patient_age": 30,
+          "provider_id": 2, "days_since_last_claim": 3, "submitted_at": "2026-11-26T18:00:00Z"}
+    data = write_jsonl(tmp_path / "mixed.jsonl", [*v2_claims(5), v1])
+    result = invoke("train", "--data", str(data))
+    assert result.exit_code == 1
+    assert "line 6 is a schema_version 1 claim, line 1 is schema_version 2" in result.output
+    assert versions(client) == []
 
 
 def test_bentoml_export_scores_identically_to_mlflow(

@@ -14,12 +14,13 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
 import httpx
+import orjson
 import pandas as pd
 import pytest
 from confluent_kafka import (
@@ -32,7 +33,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from schemas import Claim, DeadLetter, Decision
+from schemas import Claim, ClaimV2, DeadLetter, Decision, StreamSource
 from scorer.recovery import TxnAction, classify_txn_error, is_unreachable
 from scorer.worker import fatal_cause
 from tests.integration import model_service_fixture
@@ -43,6 +44,7 @@ from tests.integration.model_service_fixture import (
     clean_env,
     free_port,
 )
+from tests.v2_factory import as_contract, v2_claim, v2_claims
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +52,9 @@ pytestmark = pytest.mark.integration
 champion = model_service_fixture.champion
 _model_service_session = model_service_fixture._model_service_session
 model_service = model_service_fixture.model_service
+v2_champion = model_service_fixture.v2_champion
+_v2_model_service_session = model_service_fixture._v2_model_service_session
+v2_model_service = model_service_fixture.v2_model_service
 
 CLAIM_PARTITIONS = 4
 
@@ -325,7 +330,7 @@ def worker_env(bootstrap: str, topics: Topics, group: str, model_url: str,
     )
 
 
-def assert_exactly_once(outcomes: Outcomes, claims: list[Claim]) -> None:
+def assert_exactly_once(outcomes: Outcomes, claims: Sequence[Claim | ClaimV2]) -> None:
     expected = {claim.claim_id for claim in claims}
     counts = outcomes.counts
     doubled = {claim_id: n for claim_id, n in counts.items() if n > 1}
@@ -389,6 +394,58 @@ def test_every_claim_is_decided_once_exactly_like_the_offline_model(
 
     assert worker.terminate() == 0
     assert "stopped cleanly" in worker.log()
+
+
+def test_v2_claims_keyed_by_member_are_decided_and_bad_or_foreign_ones_dead_lettered(
+    kafka_bootstrap: str, topics: Topics, group_id: str,
+    v2_model_service: ModelServiceProcess, v2_champion: Champion,
+    workers: Callable[..., Worker],
+) -> None:
+    claims = as_contract(v2_claims(400, seed=21, anomaly_share=0.05))
+    good = [(c.member_id.encode(), c.to_json()) for c in claims]  # the producer's v2 key
+    line = {"procedure_code": "99213", "units": 1, "charge": 10.0}
+    bad = [  # (value, field path in the dead letter's reason)
+        (v2_claim(claim_id="B-sum", claim_amount=99.0), "claim_amount"),
+        (v2_claim(claim_id="B-101", lines=[line] * 101), "lines"),
+        (v2_claim(claim_id="B-code", lines=[{**line, "procedure_code": "9 9"}]),
+         "lines.0.procedure_code"),
+        (v2_claim(claim_id="B-date", service_date="11/20/2026"), "service_date"),
+    ]
+    v1_claim = realistic_claims(1, seed=5)[0]
+    records: list[tuple[bytes | None, bytes | None]] = [
+        *good, *[(b"M-bad", orjson.dumps(v)) for v, _ in bad],
+        (v1_claim.claim_id.encode(), v1_claim.to_json())]
+    positions = produce(kafka_bootstrap, topics.claims, records)
+    worker = workers("worker", worker_env(kafka_bootstrap, topics, group_id,
+                                          v2_model_service.url))
+
+    wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=90)
+    outcomes = read_outcomes(kafka_bootstrap, topics)  # checks: decision key == claim_id
+
+    assert_exactly_once(outcomes, claims)
+    scores, verdicts = v2_champion.offline(claims)
+    for claim, score, verdict, position in zip(claims, scores, verdicts, positions,
+                                               strict=False):
+        [decision] = outcomes.decisions[claim.claim_id]
+        assert decision.claim == claim
+        assert decision.claim.schema_version == 2
+        assert decision.decision == verdict
+        assert abs(decision.anomaly_score - score) <= 1e-9
+        assert isinstance(decision.source, StreamSource)
+        assert (decision.source.partition, decision.source.offset) == position
+    assert "investigate" in verdicts
+    letters = {json.loads(d.original_value)["claim_id"]: d for d in outcomes.dead_letters}
+    assert set(letters) == {"B-sum", "B-101", "B-code", "B-date", v1_claim.claim_id}
+    for value, path in bad:
+        letter = letters[value["claim_id"]]
+        assert letter.error_kind == "contract_violation"
+        assert f"{path}:" in letter.error
+        assert letter.original_key_b64 == base64.b64encode(b"M-bad").decode()
+    foreign = letters[v1_claim.claim_id]
+    assert foreign.error_kind == "unsupported_version"
+    assert "schema_version 2; this claim is schema_version 1" in foreign.error
+    assert foreign.original_value == v1_claim.to_json()
+    assert worker.terminate() == 0
 
 
 POISON: list[tuple[str, bytes | None, str]] = [

@@ -10,6 +10,7 @@ import pytest
 from sklearn.ensemble import IsolationForest
 
 from schemas import Claim, ModelRef, ScoreResult
+from schemas.score import only_results
 from scorer.model import ModelHolder, ModelLoadError, ServedModel, Wanted, build_served_model
 from scorer.model_settings import ModelSettings
 from trainer.reference import build_reference
@@ -72,7 +73,7 @@ def test_batch_results_equal_scikit_learn(
 ) -> None:
     claims = claims_for(training[:2_000])
     claims.append(claim(99_999, claim_amount=250_000.0, num_services=60))
-    results = served.score(claims)
+    results = only_results(served.score(claims))
     x = np.array([c.features() for c in claims])
     expected = -estimator.score_samples(x)
     assert [r.claim_id for r in results] == [c.claim_id for c in claims]
@@ -109,7 +110,7 @@ def test_typical_claim_is_approved_without_reasons(
     typical = claim(3, claim_amount=float(median[0]), num_services=int(median[1]),
                     patient_age=int(median[2]), provider_id=int(median[3]),
                     days_since_last_claim=int(median[4]))
-    result = served.score_one(typical)
+    [result] = only_results([served.score_one(typical)])
     assert result.decision == "approve"
     assert result.reasons == []
     assert 0.0 < result.anomaly_score < result.threshold

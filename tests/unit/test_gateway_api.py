@@ -27,6 +27,7 @@ from tests.unit.test_gateway_fakes import (
     fake_result,
     fake_settings,
 )
+from tests.v2_factory import v2_claim, without_labels
 
 PROBLEM = "application/problem+json"
 
@@ -204,7 +205,8 @@ def test_body_too_large_is_413(tmp_path: Path) -> None:
         ({"submitted_at": "yesterday"}, "submitted_at", "datetime_parsing"),
         ({"days_since_last_claim": ...}, "days_since_last_claim", "missing"),
         ({"is_anomaly": True}, "is_anomaly", "extra_forbidden"),
-        ({"schema_version": 2}, "schema_version", "literal_error"),
+        ({"schema_version": 3}, "schema_version", "unsupported_version"),
+        ({"schema_version": 2}, "member_id", "missing"),  # a v1 body labelled v2
     ],
 )
 def test_contract_violations_are_422_with_field_paths(
@@ -276,7 +278,7 @@ def test_unusable_model_answer_is_502(gw: Gateway) -> None:
 
 
 def test_a_bug_is_a_500_problem_without_internals(gw: Gateway) -> None:
-    def explode(claim: Claim) -> ScoreResult:
+    def explode(claim: Any) -> ScoreResult:
         raise RuntimeError("secret internals")
 
     gw.scorer.score = explode  # type: ignore[method-assign]
@@ -643,11 +645,78 @@ def test_openapi_document_and_docs_page_are_served_locally(gw: Gateway) -> None:
             ("/api/v1/claims/csv", "post"), ("/api/v1/outcomes", "get"),
             ("/api/v1/claims/{claim_id}", "get"), ("/api/v1/stats", "get")} <= ops
     schemas = spec["components"]["schemas"]
-    assert "claim_id" not in schemas["ClaimSubmission"]["required"]
-    assert schemas["ClaimSubmission"]["properties"]["claim_id"]["pattern"]
+    assert [ref["$ref"].rpartition("/")[2] for ref in schemas["ClaimSubmission"]["oneOf"]] == [
+        "ClaimSubmissionV1", "ClaimSubmissionV2"]
+    for version in ("ClaimSubmissionV1", "ClaimSubmissionV2"):
+        assert "claim_id" not in schemas[version]["required"]
+        assert "submitted_at" not in schemas[version]["required"]
+        assert schemas[version]["properties"]["claim_id"]["pattern"]
+    assert {"member_id", "lines"} <= set(schemas["ClaimSubmissionV2"]["required"])
+    line_ref = schemas["ClaimSubmissionV2"]["properties"]["lines"]["items"]["$ref"]
+    assert line_ref == "#/components/schemas/ClaimLine"
+    assert "ClaimLine" in schemas
     submit = spec["paths"]["/api/v1/claims"]["post"]["responses"]
     assert set(submit) == {"200", "201", "400", "401", "409", "413", "415", "422", "502", "503"}
     assert "application/problem+json" in submit["422"]["content"]
     docs = gw.client.get("/docs/swagger")
     assert docs.status_code == 200
     assert "https://" not in docs.get_data(as_text=True)
+
+
+# -- contract version 2 ------------------------------------------------------------------------
+
+
+def test_v2_claim_is_decided_and_published_with_its_claim(gw: Gateway) -> None:
+    response = gw.post(without_labels(v2_claim(claim_id="C2-9")))
+    assert response.status_code == 201, response.get_data(as_text=True)
+    decision = Decision.from_json(response.get_data())
+    assert decision.claim.schema_version == 2
+    assert decision.claim_id == "C2-9"
+    [(_, published)] = [(o.topic, o.decision) for o in gw.publisher.published]
+    assert published.claim == decision.claim
+
+
+@pytest.mark.parametrize(
+    ("claim", "path", "kind"),
+    [
+        (v2_claim(lines=[{"procedure_code": "99213", "units": 1, "charge": 10.0}] * 3
+                  + [{"procedure_code": "99213", "units": 0, "charge": 10.0}]),
+         "lines.3.units", "greater_than_equal"),
+        (v2_claim(claim_amount=1.0), "claim_amount", "sum_mismatch"),
+        (v2_claim(num_services=99), "num_services", "sum_mismatch"),
+        (v2_claim(service_date="20/11/2026"), "service_date", "date_parsing"),
+        (v2_claim(diagnosis_codes=["E11 9"]), "diagnosis_codes.0", "string_pattern_mismatch"),
+    ],
+)
+def test_invalid_v2_claim_is_422_with_its_field_path(
+    gw: Gateway, claim: dict[str, Any], path: str, kind: str
+) -> None:
+    body = problem(gw.post(claim), 422)
+    assert error_paths(body)[path] == kind
+    batch = problem(gw.post({"claims": [v2_claim(claim_id="ok-1"), claim]},
+                            "/api/v1/claims/batch"), 422)
+    assert error_paths(batch)[f"claims.1.{path}"] == kind
+    assert gw.publisher.published == []
+
+
+def test_claim_of_a_version_the_model_does_not_read_is_422(gw: Gateway) -> None:
+    gw.scorer.reads_version = 2
+    body = problem(gw.post(claim_body(claim_id="C-v1")), 422)
+    assert error_paths(body) == {"schema_version": "unsupported_version"}
+    assert "schema_version 2" in body["errors"][0]["msg"]
+    batch = problem(gw.post({"claims": [v2_claim(claim_id="C-v2"), claim_body(claim_id="C-v1")]},
+                            "/api/v1/claims/batch"), 422)
+    assert error_paths(batch) == {"claims.1.schema_version": "unsupported_version"}
+    assert gw.publisher.published == []
+    # Nothing was recorded: the same claim is decided once a model that reads it serves.
+    gw.scorer.reads_version = 1
+    assert gw.post(claim_body(claim_id="C-v1")).status_code == 201
+
+
+def test_csv_upload_says_it_takes_version_1_only(gw: Gateway) -> None:
+    csv = b"member_id,claim_amount,num_services,patient_age,provider_id,days_since_last_claim\n"
+    body = problem(gw.client.post("/api/v1/claims/csv", data=csv + b"M-1,10,1,30,2,3\n",
+                                  content_type="text/csv"), 422)
+    [error] = body["errors"]
+    assert error["path"] == "header.member_id"
+    assert "version-1 claims only" in error["msg"]

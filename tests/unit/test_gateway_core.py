@@ -272,7 +272,7 @@ class GatedScorer(FakeScorer):
         self.release = threading.Event()
         self.batches: list[int] = []
 
-    def score(self, claim: Claim) -> Any:
+    def score(self, claim: Any) -> Any:
         self.batches.append(1)
         assert self.release.wait(10)
         return super().score(claim)
@@ -321,7 +321,7 @@ def test_an_idle_scorer_calls_from_the_request_thread() -> None:
     threads: list[str] = []
 
     class RecordingScorer(FakeScorer):
-        def score(self, claim: Claim) -> Any:
+        def score(self, claim: Any) -> Any:
             threads.append(threading.current_thread().name)
             return super().score(claim)
 

@@ -14,14 +14,21 @@ from typing import Any
 
 from gateway.publisher import Outgoing, PublishUnavailable
 from gateway.settings import GatewaySettings
-from schemas import Claim, ModelRef, Reason, ScoreResult
+from schemas import Claim, ClaimV2, ModelRef, Reason, ScoreAnswer, ScoreRefusal, ScoreResult
 from scorer.client import ModelServiceError, ModelUnavailable
 
 FAKE_MODEL = ModelRef(name="claim-anomaly", version="7", run_id="fake-run")
 INVESTIGATE_ABOVE = 10_000.0
 
 
-def fake_result(claim: Claim) -> ScoreResult:
+def fake_refusal(claim: Claim | ClaimV2, reads: int) -> ScoreRefusal:
+    return ScoreRefusal(claim_id=claim.claim_id, error_kind="unsupported_version",
+                        error=f"the served model scores claims of schema_version {reads}; "
+                        f"this claim is schema_version {claim.schema_version}",
+                        model=FAKE_MODEL)
+
+
+def fake_result(claim: Claim | ClaimV2) -> ScoreResult:
     score = claim.claim_amount / (claim.claim_amount + INVESTIGATE_ABOVE)
     investigate = claim.claim_amount > INVESTIGATE_ABOVE
     reasons = [
@@ -39,6 +46,7 @@ class FakeScorer:
     available: bool = True
     broken: bool = False
     calls: int = 0
+    reads_version: int | None = None  # like a real model: refuse claims of other versions
 
     def _check(self) -> None:
         self.calls += 1
@@ -47,13 +55,18 @@ class FakeScorer:
         if self.broken:
             raise ModelServiceError("fake model service answered nonsense")
 
-    def score(self, claim: Claim) -> ScoreResult:
-        self._check()
+    def _answer(self, claim: Claim | ClaimV2) -> ScoreAnswer:
+        if self.reads_version not in (None, claim.schema_version):
+            return fake_refusal(claim, self.reads_version)
         return fake_result(claim)
 
-    def score_batch(self, claims: Sequence[Claim]) -> list[ScoreResult]:
+    def score(self, claim: Claim | ClaimV2) -> ScoreAnswer:
         self._check()
-        return [fake_result(claim) for claim in claims]
+        return self._answer(claim)
+
+    def score_batch(self, claims: Sequence[Claim | ClaimV2]) -> list[ScoreAnswer]:
+        self._check()
+        return [self._answer(claim) for claim in claims]
 
     def ready(self) -> bool:
         return self.available

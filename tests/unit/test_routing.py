@@ -128,8 +128,11 @@ BAD_INPUT = [
                  id="age-out-of-range"),
     pytest.param(claim_bytes(num_services=0), "contract_violation", "num_services",
                  id="zero-services"),
-    pytest.param(claim_bytes(schema_version=2), "contract_violation", "schema_version",
-                 id="wrong-schema-version"),
+    pytest.param(claim_bytes(schema_version=3), "contract_violation", "schema_version",
+                 id="unknown-schema-version"),
+    # A v1 body labelled version 2 is read as a v2 claim: its missing fields are the reason.
+    pytest.param(claim_bytes(schema_version=2), "contract_violation", "member_id",
+                 id="v1-body-as-version-2"),
     pytest.param(claim_bytes(claim_id="no spaces allowed"), "contract_violation", "claim_id",
                  id="bad-claim-id"),
     pytest.param(claim_bytes(submitted_at="2026-01-01T00:00:00"), "contract_violation",
