@@ -18,6 +18,7 @@ RUN /opt/venv/bin/uv pip install --python /opt/venv/bin/python -q \
 COPY README.md ./
 COPY claimflow ./claimflow
 COPY schemas ./schemas
+COPY features ./features
 COPY producer ./producer
 COPY trainer ./trainer
 COPY scorer ./scorer
