@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Final
 
-from pydantic import AwareDatetime, Field, ValidationError
+from pydantic import AwareDatetime, Field
 
-from schemas.common import SCHEMA_VERSION, Contract, ContractError, SchemaVersion
+from schemas.common import SCHEMA_VERSION, Contract, SchemaVersion
 
 ClaimId = Annotated[
     str,
@@ -49,16 +49,6 @@ class Claim(Contract):
     )
     submitted_at: AwareDatetime = Field(description="When the claim was submitted (with zone).")
 
-    @classmethod
-    def from_json(cls, data: bytes | str) -> Claim:
-        """Decode and validate one claim; raises :class:`ContractError`."""
-        try:
-            return cls.model_validate_json(data)
-        except ValidationError as exc:
-            raise ContractError.from_validation_error("Claim", exc) from exc
-
-    def to_json(self) -> bytes:
-        return self.__pydantic_serializer__.to_json(self)
 
     def features(self) -> tuple[float, float, float, float, float]:
         """The model's feature vector, in :data:`CLAIM_FEATURES` order."""

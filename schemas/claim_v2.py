@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AwareDatetime, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from schemas.claim import ClaimId
-from schemas.common import Contract, ContractError
+from schemas.common import Contract
 
 PartyId = Annotated[
     str,
@@ -56,6 +56,8 @@ class ClaimLine(Contract):
 class ClaimV2(Contract):
     """A claim with its member, provider, codes, lines and dates. Ground-truth labels are not
     part of it (they travel as Kafka headers, if at all)."""
+
+    message_type: ClassVar[str] = "Claim"
 
     schema_version: Literal[2] = Field(description="Contract version 2.")
     claim_id: ClaimId
@@ -108,13 +110,3 @@ class ClaimV2(Contract):
                 )
         return services
 
-    @classmethod
-    def from_json(cls, data: bytes | str) -> ClaimV2:
-        """Decode and validate one v2 claim; raises :class:`ContractError`."""
-        try:
-            return cls.model_validate_json(data)
-        except ValidationError as exc:
-            raise ContractError.from_validation_error("Claim", exc) from exc
-
-    def to_json(self) -> bytes:
-        return self.__pydantic_serializer__.to_json(self)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal, TypedDict
+from typing import ClassVar, Final, Literal, Self, TypedDict
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -28,6 +28,20 @@ class Contract(BaseModel):
         allow_inf_nan=False,
         str_strip_whitespace=False,
     )
+    # The name errors give the message ("invalid Claim: ..."): both claim versions are "Claim".
+    message_type: ClassVar[str] = ""
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Self:
+        """Decode and validate one message; raises :class:`ContractError`."""
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            name = cls.message_type or cls.__name__
+            raise ContractError.from_validation_error(name, exc) from exc
+
+    def to_json(self) -> bytes:
+        return self.__pydantic_serializer__.to_json(self)
 
 
 class ContractError(ValueError):

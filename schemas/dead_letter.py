@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 from typing import Literal
 
-from pydantic import AwareDatetime, Field, ValidationError
+from pydantic import AwareDatetime, Field
 
-from schemas.common import SCHEMA_VERSION, Contract, ContractError, SchemaVersion
+from schemas.common import SCHEMA_VERSION, Contract, SchemaVersion
 from schemas.decision import StreamSource
 
 # unsupported_version: a valid claim whose contract version the served model does not score
@@ -59,12 +59,3 @@ class DeadLetter(Contract):
     def original_value(self) -> bytes:
         return base64.b64decode(self.original_value_b64)
 
-    @classmethod
-    def from_json(cls, data: bytes | str) -> DeadLetter:
-        try:
-            return cls.model_validate_json(data)
-        except ValidationError as exc:
-            raise ContractError.from_validation_error("DeadLetter", exc) from exc
-
-    def to_json(self) -> bytes:
-        return self.__pydantic_serializer__.to_json(self)

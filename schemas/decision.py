@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import AwareDatetime, Field, ValidationError
+from pydantic import AwareDatetime, Field
 
 from schemas.any_claim import AnyClaim
 from schemas.claim import Claim
 from schemas.claim_v2 import ClaimV2
-from schemas.common import SCHEMA_VERSION, Contract, ContractError, SchemaVersion
+from schemas.common import SCHEMA_VERSION, Contract, SchemaVersion
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -102,12 +102,3 @@ class Decision(Contract):
             source=source,
         )
 
-    @classmethod
-    def from_json(cls, data: bytes | str) -> Decision:
-        try:
-            return cls.model_validate_json(data)
-        except ValidationError as exc:
-            raise ContractError.from_validation_error("Decision", exc) from exc
-
-    def to_json(self) -> bytes:
-        return self.__pydantic_serializer__.to_json(self)
