@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -183,71 +183,70 @@ class ModelServiceProcess:
 _SHARED: dict[str, Any] = {}
 
 
+def _shared_champion(key: str, make: Callable[[Path], Champion],
+                     tmp_path_factory: pytest.TempPathFactory) -> Champion:
+    if key not in _SHARED:
+        _SHARED[key] = make(tmp_path_factory.mktemp(f"{key}-home"))
+    shared: Champion = _SHARED[key]
+    return shared
+
+
+def _shared_service(key: str, champion: Champion,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServiceProcess]:
+    """One running service per key for the whole session, stopped with its last user."""
+    service: ModelServiceProcess | None = _SHARED.get(key)
+    if service is None:
+        log = tmp_path_factory.mktemp(f"{key}-log") / "model.log"
+        service = _SHARED[key] = ModelServiceProcess(champion, log)
+        service.start()
+    users = f"{key}-users"
+    _SHARED[users] = _SHARED.get(users, 0) + 1
+    try:
+        yield service
+    finally:
+        _SHARED[users] -= 1
+        if _SHARED[users] == 0:
+            service.stop()
+            del _SHARED[key]
+
+
+def _running(service: ModelServiceProcess) -> ModelServiceProcess:
+    if not service.alive():  # an earlier test may have stopped it
+        service.start()
+    return service
+
+
 @pytest.fixture(scope="session")
 def champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
-    if "champion" not in _SHARED:
-        _SHARED["champion"] = make_champion(tmp_path_factory.mktemp("champion-home"))
-    shared: Champion = _SHARED["champion"]
-    return shared
+    return _shared_champion("champion", make_champion, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def _model_service_session(
     champion: Champion, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ModelServiceProcess]:
-    service: ModelServiceProcess | None = _SHARED.get("service")
-    if service is None:
-        log = tmp_path_factory.mktemp("model-log") / "model.log"
-        service = _SHARED["service"] = ModelServiceProcess(champion, log)
-        service.start()
-    _SHARED["users"] = _SHARED.get("users", 0) + 1
-    try:
-        yield service
-    finally:
-        _SHARED["users"] -= 1
-        if _SHARED["users"] == 0:
-            service.stop()
-            del _SHARED["service"]
+    yield from _shared_service("service", champion, tmp_path_factory)
 
 
 @pytest.fixture
 def model_service(_model_service_session: ModelServiceProcess) -> ModelServiceProcess:
     """The shared, running model service (restarted if an earlier test left it stopped)."""
-    if not _model_service_session.alive():
-        _model_service_session.start()
-    return _model_service_session
+    return _running(_model_service_session)
 
 
 @pytest.fixture(scope="session")
 def v2_champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
-    if "v2_champion" not in _SHARED:
-        _SHARED["v2_champion"] = make_v2_champion(tmp_path_factory.mktemp("v2-champion-home"))
-    shared: Champion = _SHARED["v2_champion"]
-    return shared
+    return _shared_champion("v2-champion", make_v2_champion, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def _v2_model_service_session(
     v2_champion: Champion, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ModelServiceProcess]:
-    service: ModelServiceProcess | None = _SHARED.get("v2_service")
-    if service is None:
-        log = tmp_path_factory.mktemp("v2-model-log") / "model.log"
-        service = _SHARED["v2_service"] = ModelServiceProcess(v2_champion, log)
-        service.start()
-    _SHARED["v2_users"] = _SHARED.get("v2_users", 0) + 1
-    try:
-        yield service
-    finally:
-        _SHARED["v2_users"] -= 1
-        if _SHARED["v2_users"] == 0:
-            service.stop()
-            del _SHARED["v2_service"]
+    yield from _shared_service("v2-service", v2_champion, tmp_path_factory)
 
 
 @pytest.fixture
 def v2_model_service(_v2_model_service_session: ModelServiceProcess) -> ModelServiceProcess:
     """A running model service whose champion reads contract-version-2 claims."""
-    if not _v2_model_service_session.alive():
-        _v2_model_service_session.start()
-    return _v2_model_service_session
+    return _running(_v2_model_service_session)

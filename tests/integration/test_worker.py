@@ -479,7 +479,7 @@ def poison_from_claim(claim: Claim) -> list[tuple[str, bytes | None, str]]:
         broken("negative-amount", claim_amount=-10.0),
         broken("zero-services", num_services=0),
         broken("age-151", patient_age=151),
-        broken("wrong-schema-version", schema_version=2),
+        broken("wrong-schema-version", schema_version=3),
         broken("naive-timestamp", submitted_at="2026-01-01T10:00:00"),
         ("nan-amount", json.dumps(base).replace(
             json.dumps(base["claim_amount"]), "NaN", 1).encode(), "contract_violation"),
