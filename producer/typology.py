@@ -227,7 +227,7 @@ def unbundle(pop: Population, bases: np.ndarray, pieces: np.ndarray,
     _, line_at = table.lines.gather(bases)
     base_of_line = np.repeat(np.arange(len(bases)), table.lines.lengths[bases])
     position = line_at - table.lines.offsets[bases][base_of_line]
-    first_piece = np.concatenate(([0], np.cumsum(pieces)[:-1]))
+    first_piece = offsets_of(pieces)[:-1]
     piece_of_line = first_piece[base_of_line] + position % pieces[base_of_line]
     order = np.argsort(piece_of_line, kind="stable")
     counts = np.bincount(piece_of_line, minlength=int(pieces.sum()))
@@ -259,7 +259,7 @@ def upcode(pop: Population, rows: np.ndarray, rng: np.random.Generator) -> Claim
     claims = pop.table.take(rows)
     line = random_line(claims, rng)
     codes, cents = claims.line_code.copy(), claims.cents.copy()
-    common = np.flatnonzero(pop.code_lines >= 5)
+    common = np.flatnonzero(pop.code_lines >= min(5, pop.code_lines.max()))  # tiny inputs
     ladder = common[np.argsort(pop.norm_unit[common], kind="stable")]  # cheapest first
     rank = np.searchsorted(pop.norm_unit[ladder], pop.norm_unit[codes[line]], side="right")
     step_up = rank + rng.integers(0, 3, len(line))
@@ -297,16 +297,18 @@ def phantom_billing(pop: Population, sizes: np.ndarray, rng: np.random.Generator
     parts = []
     by_provider = np.argsort(table.provider, kind="stable")
     starts = offsets_of(np.bincount(table.provider, minlength=len(table.vocab.providers)))
+    first_rows = np.unique(table.member, return_index=True)[1]  # one row per member
     victims = rng.choice(len(table), len(sizes), replace=False) if len(sizes) else sizes
     for victim, size in zip(victims.tolist(), sizes.tolist(), strict=True):
         provider = table.provider[victim]
         own = by_provider[starts[provider]:starts[provider + 1]]
         templates = own[rng.integers(0, len(own), 6 * size)]
-        # Patients like the provider's own first; anyone else when those run out.
+        # Patients like the provider's own first; any other member when those run out.
+        unseen = first_rows[~np.isin(table.member[first_rows], table.member[own])]
         members = np.concatenate((
             similar_patients(pop, table.sex[templates[:3 * size]],
                              table.age[templates[:3 * size]], rng, 5),
-            rng.integers(0, len(table), 3 * size)))
+            unseen[rng.integers(0, len(unseen), 3 * size)] if len(unseen) else unseen))
         fresh = ~np.isin(table.member[members], table.member[own])
         templates, members = templates[fresh][:size], members[fresh][:size]
         days = table.service_day[victim] + rng.integers(0, 7, len(templates))
