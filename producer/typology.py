@@ -280,7 +280,10 @@ def submitted_after(pop: Population, days: np.ndarray, rng: np.random.Generator)
 
 def member_velocity(pop: Population, bursts: np.ndarray, rng: np.random.Generator) -> ClaimTable:
     table = pop.table
-    anchors = rng.integers(0, len(table), len(bursts))  # whose member bursts, and when
+    # Whose member bursts, and when: random claims of distinct members.
+    order = rng.permutation(len(table))
+    anchors = order[np.sort(np.unique(table.member[order], return_index=True)[1])[:len(bursts)]]
+    bursts = bursts[: len(anchors)]
     member_row = np.repeat(anchors, bursts)
     templates = similar_patients(pop, table.sex[member_row], table.age[member_row], rng)
     claims = table.take(templates)
