@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Final
@@ -35,7 +36,8 @@ from schemas.common import ContractError
 Progress = Callable[[int], None]
 WRITE_CHUNK: Final = 200_000
 # Labels as the writer puts them: last, in this order. Other label layouts take the slow path.
-LABEL_TAIL: Final = re.compile(rb',"is_anomaly":(true|false),"pattern":"([A-Za-z0-9_]*)"}\s*$')
+LABEL_KEY: Final = b',"is_anomaly":'
+LABEL_TAIL: Final = re.compile(rb',"is_anomaly":(true|false),"pattern":"([A-Za-z0-9_]*)"}\s*')
 PLAIN_TEXT: Final = r'^[^"\\\x00-\x1f]*$'
 _validate_v2_json = ClaimV2.__pydantic_validator__.validate_json
 
@@ -119,26 +121,31 @@ def write_claims_jsonl(table: ClaimTable, path: Path, progress: Progress | None 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as sink:
+        # One chunk is written (GIL released) while Arrow builds the next one.
+        with os.fdopen(fd, "wb") as sink, ThreadPoolExecutor(1) as writer:
+            pending: Future[int] | None = None
             for start in range(0, len(table), WRITE_CHUNK):
-                chunk = table.take(np.arange(start, min(start + WRITE_CHUNK, len(table))))
+                chunk = table.slice(start, min(start + WRITE_CHUNK, len(table)))
                 documents = claim_documents(chunk, labels=True, vocab=vocab)
                 lines = pc.binary_join_element_wise(documents, "\n", "")
-                sink.write(lines_buffer(lines))
+                if pending:
+                    pending.result()
+                pending = writer.submit(sink.write, lines_buffer(lines))
                 if progress:
                     progress(len(chunk))
+            if pending:
+                pending.result()
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
 
 
-def lines_buffer(lines: pa.Array) -> bytes:
-    """The concatenated bytes of a binary array (its data buffer, without copying per item)."""
+def lines_buffer(lines: pa.Array) -> pa.Buffer:
+    """The concatenated bytes of a string array: a slice of its data buffer, not a copy."""
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:]
-    data = lines.buffers()[2]
-    whole: bytes = data.to_pybytes()
-    return whole[offsets[0]:offsets[len(lines)]]
+    start, end = int(offsets[0]), int(offsets[len(lines)])
+    return lines.buffers()[2].slice(start, end - start)
 
 
 def header_cache() -> Callable[[bool, str], Headers]:
@@ -190,9 +197,10 @@ class LineError(ValueError):
 
 def split_labels(line: bytes) -> tuple[bytes, bool | None, str | None]:
     """(the claim JSON without labels, is_anomaly, pattern); labels None when absent."""
-    match = LABEL_TAIL.search(line)
-    if match and b'"is_anomaly"' not in line[: match.start()]:
-        return line[: match.start()] + b"}", match.group(1) == b"true", match.group(2).decode()
+    start = line.rfind(LABEL_KEY)
+    match = LABEL_TAIL.fullmatch(line, start) if start > 0 else None
+    if match and b'"is_anomaly"' not in line[:start]:
+        return line[:start] + b"}", match.group(1) == b"true", match.group(2).decode()
     if b'"is_anomaly"' not in line and b'"pattern"' not in line:
         return line, None, None
     try:

@@ -102,6 +102,17 @@ class ClaimTable:
         return replace(self, claim_id=self.claim_id.take(pa.array(rows)), dx=dx,
                        dx_code=self.dx_code[dx_at], lines=lines, **arrays)
 
+    def slice(self, start: int, stop: int) -> ClaimTable:
+        """Rows ``start:stop`` (views, no gathering)."""
+        lo, hi = self.lines.offsets[start], self.lines.offsets[stop]
+        dlo, dhi = self.dx.offsets[start], self.dx.offsets[stop]
+        arrays: dict[str, Any] = {name: getattr(self, name)[start:stop] for name in CLAIM_ARRAYS}
+        arrays |= {name: getattr(self, name)[lo:hi] for name in LINE_ARRAYS}
+        return replace(self, claim_id=self.claim_id.slice(start, stop - start),
+                       dx=Ragged(self.dx.offsets[start:stop + 1] - dlo),
+                       dx_code=self.dx_code[dlo:dhi],
+                       lines=Ragged(self.lines.offsets[start:stop + 1] - lo), **arrays)
+
     def with_lines(self, rows: np.ndarray, line_at: np.ndarray, counts: np.ndarray) -> ClaimTable:
         """Rows ``rows`` taken, each with lines ``line_at`` (``counts[i]`` lines for row i)."""
         taken = self.take(rows)

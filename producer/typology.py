@@ -58,6 +58,7 @@ MAX_UNITS: Final = 1000
 MIN_CODE_SAMPLES: Final = 20  # a code's age/sex profile needs this many lines
 NUMBERED: Final = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)$")
 HOUR_MS: Final = 3_600_000
+PROFILE_LINES: Final = 300_000  # lines sampled to learn what is normal per procedure code
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,10 @@ def group_quantile(groups: np.ndarray, values: np.ndarray, n: int, q: float) -> 
 
 def learn(table: ClaimTable) -> Population:
     ncodes = len(table.vocab.procedures)
-    code = table.line_code
     owner = table.lines.owner()
+    # Every k-th line is plenty for per-code medians and percentiles, and keeps sorting cheap.
+    every = max(1, len(owner) // PROFILE_LINES)
+    code, owner = table.line_code[::every], owner[::every]
     age, sex = table.age[owner].astype(np.float64), table.sex[owner]
     known = sex < 2
     code_lines = np.bincount(code, minlength=ncodes)
@@ -166,7 +169,7 @@ def learn(table: ClaimTable) -> Population:
     order = np.argsort(key, kind="stable")
     return Population(
         table=table,
-        norm_unit=group_quantile(code, table.cents / table.units, ncodes, 0.5),
+        norm_unit=group_quantile(code, table.cents[::every] / table.units[::every], ncodes, 0.5),
         code_lines=code_lines,
         female_share=female_share,
         age_low=group_quantile(code, age, ncodes, 0.02),
@@ -307,12 +310,16 @@ def phantom_billing(pop: Population, sizes: np.ndarray, rng: np.random.Generator
         own = by_provider[starts[provider]:starts[provider + 1]]
         templates = own[rng.integers(0, len(own), 6 * size)]
         # Patients like the provider's own first; any other member when those run out.
-        unseen = first_rows[~np.isin(table.member[first_rows], table.member[own])]
         members = np.concatenate((
             similar_patients(pop, table.sex[templates[:3 * size]],
                              table.age[templates[:3 * size]], rng, 5),
-            unseen[rng.integers(0, len(unseen), 3 * size)] if len(unseen) else unseen))
+            first_rows[rng.integers(0, len(first_rows), 3 * size)]))
         fresh = ~np.isin(table.member[members], table.member[own])
+        if fresh.sum() < size:  # the provider saw most members: list the others
+            unseen = first_rows[~np.isin(table.member[first_rows], table.member[own])]
+            members[~fresh] = unseen[rng.integers(0, len(unseen), int((~fresh).sum()))] \
+                if len(unseen) else members[~fresh]
+            fresh = ~np.isin(table.member[members], table.member[own])
         templates, members = templates[fresh][:size], members[fresh][:size]
         days = table.service_day[victim] + rng.integers(0, 7, len(templates))
         claims = table.take(templates)
