@@ -10,12 +10,15 @@ is one loop over the lines with one pydantic-core call per claim, the only per-c
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import fields
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,6 +38,9 @@ from schemas.common import ContractError
 
 Progress = Callable[[int], None]
 WRITE_CHUNK: Final = 200_000
+PROGRESS_STEP: Final = 50_000
+PARALLEL_BYTES: Final = 20_000_000  # ~40k claims: below that a second process costs more
+MAX_WORKERS: Final = 4
 # Labels as the writer puts them: last, in this order. Other label layouts take the slow path.
 LABEL_KEY: Final = b',"is_anomaly":'
 LABEL_TAIL: Final = re.compile(rb',"is_anomaly":(true|false),"pattern":"([A-Za-z0-9_]*)"}\s*')
@@ -182,8 +188,8 @@ def encode_table(table: ClaimTable, *, labels: bool = True,
         values.append(document)
         pattern = PATTERNS[table.pattern[i]]
         headers.append(label(bool(pattern), pattern))
-        if progress and (i + 1) % 50_000 == 0:
-            progress(50_000)
+        if progress and (i + 1) % PROGRESS_STEP == 0:
+            progress(PROGRESS_STEP)
     return EncodedClaims(keys, values, headers if labels else None), errors
 
 
@@ -228,43 +234,134 @@ def line_claim_id(line: bytes) -> str | None:
     return claim_id if isinstance(claim_id, str) else None
 
 
-def read_lines(path: Path) -> list[tuple[int, bytes]]:
+def read_file(path: Path) -> bytes:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    rows = [(number, line) for number, line in enumerate(data.split(b"\n"), start=1)
-            if line.strip()]
-    if not rows:
-        raise InputError(f"{path}: no claims (expected one JSON claim per line)")
-    return rows
+
+
+@dataclass
+class Part:
+    """The validated lines of one stretch of a file (picklable: it comes back from a worker).
+    ``labels[i]`` is None for a line without labels."""
+
+    keys: list[bytes] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+    labels: list[tuple[bool, str] | None] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+
+
+def validate_lines(data: bytes, first_line: int, name: str,
+                   progress: Progress | None = None) -> Part:
+    """Every non-blank line of ``data`` (line ``first_line`` of file ``name`` first)."""
+    part = Part()
+    count = 0
+    for number, line in enumerate(data.split(b"\n"), start=first_line):
+        if not line.strip():
+            continue
+        count += 1
+        try:
+            value, is_anomaly, pattern = split_labels(line)
+            claim = _validate_v2_json(value)
+        except (LineError, ValidationError) as exc:
+            message = contract_message(exc) if isinstance(exc, ValidationError) else str(exc)
+            part.errors.append(RowError(f"{name}:{number}", message, line_claim_id(line)))
+            continue
+        part.keys.append(claim.member_id.encode())
+        part.values.append(value)
+        part.labels.append(None if is_anomaly is None else (is_anomaly, pattern or ""))
+        if progress and count % PROGRESS_STEP == 0:
+            progress(PROGRESS_STEP)
+    return part
+
+
+@dataclass(frozen=True)
+class PackedPart:
+    """A :class:`Part` as a few big strings: pickling 100k small objects back from a worker
+    costs more than splitting them again. Keys and values never contain a newline (a value
+    is one line of the file); a label is ``""`` (none), ``"0"`` or ``"1"`` + pattern."""
+
+    keys: bytes
+    values: bytes
+    labels: str
+    errors: list[RowError]
+
+    @classmethod
+    def of(cls, part: Part) -> PackedPart:
+        labels = ("" if label is None else f"{int(label[0])}{label[1]}" for label in part.labels)
+        return cls(b"\n".join(part.keys), b"\n".join(part.values), "\n".join(labels),
+                   part.errors)
+
+    def unpack(self) -> Part:
+        if not self.values:
+            return Part(errors=self.errors)
+        labels = [None if not text else (text[0] == "1", text[1:])
+                  for text in self.labels.split("\n")]
+        return Part(self.keys.split(b"\n"), self.values.split(b"\n"), labels, self.errors)
+
+
+def validate_file_part(path: Path, start: int, end: int, first_line: int) -> PackedPart:
+    """:func:`validate_lines` of bytes ``start:end`` of ``path`` (runs in a worker process)."""
+    with path.open("rb") as handle:
+        handle.seek(start)
+        return PackedPart.of(validate_lines(handle.read(end - start), first_line, str(path)))
+
+
+def split_points(data: bytes, parts: int) -> list[tuple[int, int, int]]:
+    """(start, end, first line number) of ``parts`` stretches that end at line ends."""
+    bounds = [0]
+    for k in range(1, parts):
+        cut = data.find(b"\n", max(bounds[-1], len(data) * k // parts))
+        bounds.append(len(data) if cut < 0 else cut + 1)
+    bounds.append(len(data))
+    firsts = [1]
+    for a, b in itertools.pairwise(bounds[:-1]):
+        firsts.append(firsts[-1] + data.count(b"\n", a, b))
+    return [(a, b, first) for (a, b), first in zip(itertools.pairwise(bounds), firsts,
+                                                    strict=True) if b > a]
+
+
+def worker_count(data: bytes) -> int:
+    """Forked validators for big files: validation is CPU-bound and holds the GIL."""
+    if len(data) < PARALLEL_BYTES or sys.platform == "win32":
+        return 1
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+
+
+def validate_parts(path: Path, data: bytes, progress: Progress | None) -> list[Part]:
+    pieces = split_points(data, worker_count(data))
+    if not pieces:
+        return []
+    (start, end, first), rest = pieces[0], pieces[1:]
+    if not rest:
+        return [validate_lines(data[start:end], first, str(path), progress)]
+    # Forked before any Kafka client exists; a worker only reads the file and validates.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(len(rest), mp_context=context) as pool:
+        futures = [pool.submit(validate_file_part, path, *piece) for piece in rest]
+        parts = [validate_lines(data[start:end], first, str(path), progress)]
+        parts += [future.result().unpack() for future in futures]
+    return parts
 
 
 def read_claims_jsonl(path: Path, *, labels: bool = True, progress: Progress | None = None
                       ) -> tuple[EncodedClaims, list[RowError]]:
     """Every line of ``path`` validated as a v2 claim: records keyed by member_id, labels as
     headers (when ``labels`` and the line has them). Bad lines come back as
-    :class:`RowError` located ``<path>:<line>`` with the contract's field paths."""
-    keys: list[bytes] = []
-    values: list[bytes] = []
-    headers: list[Headers] = []
-    errors: list[RowError] = []
-    label = header_cache()
-    any_labels = False
-    for count, (number, line) in enumerate(read_lines(path), start=1):
-        try:
-            value, is_anomaly, pattern = split_labels(line)
-            claim = _validate_v2_json(value)
-        except (LineError, ValidationError) as exc:
-            message = contract_message(exc) if isinstance(exc, ValidationError) else str(exc)
-            errors.append(RowError(f"{path}:{number}", message, line_claim_id(line)))
-            continue
-        keys.append(claim.member_id.encode())
-        values.append(value)
-        any_labels |= is_anomaly is not None
-        headers.append(label(bool(is_anomaly), pattern or "") if is_anomaly is not None else [])
-        if progress and count % 50_000 == 0:
-            progress(50_000)
-    return EncodedClaims(keys, values, headers if labels and any_labels else None), errors
+    :class:`RowError` located ``<path>:<line>`` with the contract's field paths. Big files
+    are validated by several processes, each taking a stretch of lines."""
+    data = read_file(path)
+    parts = validate_parts(path, data, progress)
+    errors = [error for part in parts for error in part.errors]
+    keys = [key for part in parts for key in part.keys]
+    if not keys and not errors:
+        raise InputError(f"{path}: no claims (expected one JSON claim per line)")
+    values = [value for part in parts for value in part.values]
+    header = header_cache()
+    found = [label for part in parts for label in part.labels]
+    has_labels = labels and any(label is not None for label in found)
+    headers = [[] if label is None else header(*label) for label in found] if has_labels else None
+    return EncodedClaims(keys, values, headers), errors

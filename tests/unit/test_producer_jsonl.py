@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
+from producer import jsonl
 from producer.errors import InputError
 from producer.jsonl import encode_table, read_claims_jsonl, write_claims_jsonl
 from producer.realistic_v2 import generate_realistic_claims
@@ -134,3 +135,29 @@ def test_writing_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
     assert len(path.read_bytes().splitlines()) == 100
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
     assert np.all([line.endswith(b"}") for line in path.read_bytes().splitlines()])
+
+
+def test_worker_processes_give_the_same_records_and_line_numbers(
+    tmp_path: Path, written: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = written.read_bytes().splitlines()
+    lines[5] = b"{oops"
+    lines[2500] = lines[2500].replace(b'"patient_age":', b'"patient_age":-', 1)
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join([*lines[:1000], b"", *lines[1000:]]) + b"\n")
+    serial = read_claims_jsonl(path)
+    monkeypatch.setattr(jsonl, "PARALLEL_BYTES", 1)
+    monkeypatch.setattr(jsonl, "worker_count", lambda data: 3)
+    parallel = read_claims_jsonl(path)
+    assert parallel == serial
+    assert [e.location for e in parallel[1]] == [f"{path}:6", f"{path}:2502"]
+    assert len(parallel[0]) == 2998
+
+
+def test_split_points_end_at_line_ends() -> None:
+    data = b"a\nbb\n\nccc\nd"
+    pieces = jsonl.split_points(data, 3)
+    assert b"".join(data[a:b] for a, b, _ in pieces) == data
+    assert all(data[b - 1:b] == b"\n" for _, b, _ in pieces[:-1])
+    assert [first for *_, first in pieces] == [
+        data[:a].count(b"\n") + 1 for a, _, _ in pieces]
