@@ -69,10 +69,10 @@ def profile_options(command: Callable[..., None]) -> Callable[..., None]:
                      help="Random seed: same arguments, same claims."),
         click.option("--rows", type=click.IntRange(min=1), default=None,
                      help=f"Claims in total [default: {DEFAULT_ROWS['seed']:,} for seed, "
-                     f"{DEFAULT_ROWS['realistic']:,} for realistic]."),
+                     f"{DEFAULT_ROWS['realistic']:,} otherwise]."),
         click.option("--anomaly-rate", type=click.FloatRange(0, 1), default=None,
                      help="Share of labelled anomalies [default: 50 in 1,050 for seed, "
-                     "0.05 for realistic]."),
+                     "0.062 for realistic, 0.05 for realistic-v1]."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar, warnings only."),
     ]):
         command = option(command)
