@@ -419,8 +419,11 @@ def alterations(pop: Population, plan: Plan, rng: np.random.Generator
     pool.available[mismatch_candidates] = True
     pool.take(mismatch.source)
     outliers = pool.draw(counts["gross_outlier"])
+    untouched = np.flatnonzero(pool.available)  # resubmit claims as they stay in the output
+    originals = untouched[rng.integers(0, len(untouched), counts["duplicate"])] if len(
+        untouched) else untouched
     parts = [
-        duplicate(pop, rng.integers(0, len(table), counts["duplicate"]), rng),
+        duplicate(pop, originals, rng),
         unbundle(pop, bases, pieces, rng),
         upcode(pop, up_rows, rng),
         member_velocity(pop, plan.bursts, rng),

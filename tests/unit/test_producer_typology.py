@@ -163,6 +163,9 @@ def test_duplicates_resubmit_an_input_claim_days_later(
         assert twins, dup
         assert any(dup["submitted_at"] >= twin["submitted_at"] for twin in twins)
         assert dup["claim_id"] not in {t["claim_id"] for t in twins}
+    # The claim resubmitted is in the output as it was (not also altered by another pattern).
+    kept = {(*encounter(c), orjson.dumps(c["lines"])) for c in of(injected, "")}
+    assert all((*encounter(d), orjson.dumps(d["lines"])) in kept for d in of(injected, "duplicate"))
 
 
 def test_unbundled_encounters_come_in_same_day_pieces(injected: list[dict[str, Any]]) -> None:
