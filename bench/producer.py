@@ -1,5 +1,7 @@
 """Producer benchmarks: generate 1M realistic rows to CSV (goal <= 5 s) and produce 500k
-claims unthrottled to the broker (goal >= 100,000 claims/s).
+claims unthrottled to the broker (goal >= 100,000 claims/s); for contract v2, generate 1M
+realistic claims to JSON Lines (goal <= 10 s) and produce 500k claims from such a file (goal
+>= 100,000 claims/s for the whole path: read the file, validate, send, flush).
 
     python -m bench.producer [--smoke]
 
@@ -34,11 +36,14 @@ from bench.common import emit, machine_info
 from bench.kafka_broker import producer_performance
 from producer.csvio import write_claims_csv
 from producer.encoding import encode_claims
+from producer.jsonl import read_claims_jsonl, write_claims_jsonl
 from producer.kafka import DeliveryTracker, connect, produce_claims
 from producer.profiles import generate
+from producer.realistic_v2 import generate_realistic_claims
 from producer.settings import ProducerSettings
 
 GOAL_GENERATE_S = 5.0
+GOAL_GENERATE_V2_S = 10.0
 GOAL_PRODUCE_PER_S = 100_000
 PARTITIONS = 6  # like the claims topic
 
@@ -62,6 +67,65 @@ def bench_generate(rows: int) -> dict[str, Any]:
         "csv_bytes": size,
         "goal_s": GOAL_GENERATE_S,
         "goal_met": (seconds <= GOAL_GENERATE_S) if full else None,
+    }
+
+
+def bench_generate_v2(rows: int) -> dict[str, Any]:
+    """What ``claimflow generate --profile realistic --out x.jsonl`` does, in process."""
+    started = time.perf_counter()
+    table = generate_realistic_claims(rows, seed=42)
+    generated = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-producer-") as folder:
+        path = Path(folder) / "claims.jsonl"
+        write_claims_jsonl(table, path)
+        written = time.perf_counter()
+        size = path.stat().st_size
+    seconds = written - started
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "generate_inject_s": generated - started,
+        "write_jsonl_s": written - generated,
+        "jsonl_bytes": size,
+        "goal_s": GOAL_GENERATE_V2_S,
+        "goal_met": (seconds <= GOAL_GENERATE_V2_S) if rows == 1_000_000 else None,
+    }
+
+
+def bench_produce_jsonl(rows: int, settings: ProducerSettings) -> dict[str, Any]:
+    """``claimflow produce --from-file x.jsonl``: read, validate, send, flush."""
+    with tempfile.TemporaryDirectory(prefix="bench-producer-") as folder:
+        path = Path(folder) / "claims.jsonl"
+        write_claims_jsonl(generate_realistic_claims(rows, seed=7), path)
+        with temporary_topic(settings.kafka_bootstrap_servers) as topic:
+            cpu_start, started = time.process_time(), time.perf_counter()
+            claims, errors = read_claims_jsonl(path)
+            read_cpu, read_s = time.process_time() - cpu_start, time.perf_counter() - started
+            if errors:
+                raise RuntimeError(f"generated claims failed the contract: {errors[:3]}")
+            tracker = DeliveryTracker()
+            producer = connect(settings, topic, tracker)
+            send_cpu_start = time.process_time()
+            report = produce_claims(producer, topic, claims, tracker, stop=threading.Event(),
+                                    abort=threading.Event(),
+                                    flush_timeout_s=settings.flush_timeout_s)
+            cpu_end, total_s = time.process_time(), time.perf_counter() - started
+    if not report.complete:
+        raise RuntimeError(f"produce did not complete: {report}")
+    full = rows == 500_000
+    pipeline = report.sent / total_s
+    return {
+        "claims": rows,
+        "pipeline_claims_per_s": pipeline,
+        "claims_per_s": report.rate,
+        "read_validate_s": read_s,
+        "send_s": report.elapsed_s,
+        "total_s": total_s,
+        "process_cpu_s": {"read_validate": read_cpu, "send": cpu_end - send_cpu_start},
+        "value_bytes_mean": sum(map(len, claims.values)) / len(claims),
+        "partitions": PARTITIONS,
+        "goal_per_s": GOAL_PRODUCE_PER_S,
+        "goal_met": (pipeline >= GOAL_PRODUCE_PER_S) if full else None,
     }
 
 
@@ -133,6 +197,8 @@ def run(smoke: bool = False) -> dict[str, Any]:
         "bootstrap": settings.kafka_bootstrap_servers,
         "generate": bench_generate(100_000 if smoke else 1_000_000),
         "produce": bench_produce(claims, settings),
+        "generate_v2": bench_generate_v2(100_000 if smoke else 1_000_000),
+        "produce_v2": bench_produce_jsonl(claims, settings),
         "producer_performance": bench_producer_performance(
             claims, settings.kafka_bootstrap_servers),
         "load_average": {"before": load_before, "after": os.getloadavg()},

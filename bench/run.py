@@ -109,6 +109,17 @@ FIGURES: tuple[FigureSpec, ...] = (
         goal=Goal("<=", 5.0),
     ),
     FigureSpec(
+        "generate_v2", "generate realistic v2 claims to JSON Lines (1M claims)", "producer",
+        ("generate_v2.seconds",), "s", "lower",
+        goal=Goal("<=", 10.0),
+    ),
+    FigureSpec(
+        "produce_v2", "claimflow produce --from-file of 500k v2 claims (read, validate, send)",
+        "producer",
+        ("produce_v2.pipeline_claims_per_s",),
+        "claims/s", "higher", goal=Goal(">=", 100_000),
+    ),
+    FigureSpec(
         "training", "train on 100k realistic rows incl. MLflow logging + registration",
         "training",
         ("train.seconds",), "s", "lower",

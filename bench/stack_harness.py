@@ -503,7 +503,7 @@ class Stack:
     def train_champion(self, rows: int = 20_000, seed: int = 7) -> None:
         """Generate realistic claims, train, and promote the model to champion."""
         data = self.home / "train.csv"
-        self.cli("generate", "--profile", "realistic", "--seed", str(seed), "--rows", str(rows),
+        self.cli("generate", "--profile", "realistic-v1", "--seed", str(seed), "--rows", str(rows),
                  "--out", str(data), "--quiet", log_name="train")
         self.cli("train", "--data", str(data), "--promote", timeout_s=600, log_name="train")
 
@@ -562,7 +562,7 @@ class Stack:
 
     def start_producer(self, name: str, topic: str, rows: int, *, seed: int,
                        rate: float | None = None) -> ManagedProcess:
-        args = ["produce", "--profile", "realistic", "--rows", str(rows), "--seed", str(seed),
+        args = ["produce", "--profile", "realistic-v1", "--rows", str(rows), "--seed", str(seed),
                 "--topic", topic, "--quiet"]
         if rate:
             args += ["--rate", str(rate)]

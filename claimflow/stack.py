@@ -282,7 +282,7 @@ def stack_processes(
     if duration_s is not None:
         summary += ["--duration", f"{duration_s:g}"]
     chunk_rows = max(1, round(settings.rate * CHUNK_SECONDS))
-    produce = (claimflow, "produce", "--profile", "realistic", "--quiet",
+    produce = (claimflow, "produce", "--profile", "realistic-v1", "--quiet",
                "--rows", str(chunk_rows), "--rate", f"{settings.rate:g}")
     procs = [
         Proc("model", (claimflow, "serve-model", "--host", host,
@@ -603,7 +603,7 @@ def prepare_model(
     if not csv.exists():
         settings.datasets_dir.mkdir(parents=True, exist_ok=True)
         run_step("generate training data", [
-            exe, "generate", "--profile", "realistic", "--seed", str(settings.seed),
+            exe, "generate", "--profile", "realistic-v1", "--seed", str(settings.seed),
             "--rows", str(settings.rows), "--out", str(csv)], env)
     run_step("train and promote a model", [exe, "train", "--data", str(csv), "--promote"], env)
 

@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Final
 
 import click
+import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 from tqdm import tqdm
@@ -23,6 +24,7 @@ from claimflow.logging_setup import configure_logging
 from producer.csvio import read_claims_csv, write_claims_csv
 from producer.encoding import EncodedClaims, encode_claims
 from producer.errors import InputError, RowError
+from producer.jsonl import encode_table, read_claims_jsonl, write_claims_jsonl
 from producer.kafka import (
     DeliveryTracker,
     KafkaUnavailableError,
@@ -30,13 +32,20 @@ from producer.kafka import (
     connect,
     produce_claims,
 )
-from producer.profiles import DEFAULT_ROWS, PROFILES, Profile
+from producer.profiles import DEFAULT_ROWS, Profile
 from producer.profiles import generate as generate_profile
+from producer.realistic_v2 import generate_realistic_claims
 from producer.settings import ProducerSettings
+from producer.table import ClaimTable
+from producer.typology import PATTERNS
 
 EXIT_FAILED: Final = 1
 MAX_SHOWN_ROW_ERRORS: Final = 1000
 SOURCE_OPTIONS: Final = ("rows", "profile", "seed", "anomaly_rate")
+# Command-line profiles: realistic is contract v2 (JSON Lines); seed and realistic-v1 are the
+# v1 frames of producer.profiles (CSV). realistic-v1 stays until every consumer reads v2.
+CLI_PROFILES: Final = ("seed", "realistic", "realistic-v1")
+V1_PROFILE: Final[dict[str, Profile]] = {"seed": "seed", "realistic-v1": "realistic"}
 
 
 @contextmanager
@@ -51,29 +60,59 @@ def progress_bar(total: int, desc: str, quiet: bool) -> Iterator[tqdm]:
 
 def profile_options(command: Callable[..., None]) -> Callable[..., None]:
     for option in reversed([
-        click.option("--profile", type=click.Choice(PROFILES), default="realistic",
-                     show_default=True, help="seed: the original lab's dataset; realistic: "
-                     "providers, patients and five labelled fraud patterns."),
+        click.option("--profile", type=click.Choice(CLI_PROFILES), default="realistic",
+                     show_default=True, help="seed: the original lab's dataset (v1, CSV); "
+                     "realistic: v2 claims of members, providers and procedures with seven "
+                     "labelled fraud patterns (JSON Lines); realistic-v1: the former v1 "
+                     "realistic profile (CSV)."),
         click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True,
                      help="Random seed: same arguments, same claims."),
         click.option("--rows", type=click.IntRange(min=1), default=None,
                      help=f"Claims in total [default: {DEFAULT_ROWS['seed']:,} for seed, "
-                     f"{DEFAULT_ROWS['realistic']:,} for realistic]."),
+                     f"{DEFAULT_ROWS['realistic']:,} otherwise]."),
         click.option("--anomaly-rate", type=click.FloatRange(0, 1), default=None,
                      help="Share of labelled anomalies [default: 50 in 1,050 for seed, "
-                     "0.05 for realistic]."),
+                     "0.062 for realistic, 0.05 for realistic-v1]."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar, warnings only."),
     ]):
         command = option(command)
     return command
 
 
-def make_frame(profile: Profile, rows: int | None, seed: int,
+def make_frame(profile: str, rows: int | None, seed: int,
                anomaly_rate: float | None) -> pd.DataFrame:
     try:
-        return generate_profile(profile, rows, seed, anomaly_rate)
+        return generate_profile(V1_PROFILE[profile], rows, seed, anomaly_rate)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+
+
+def make_table(rows: int | None, seed: int, anomaly_rate: float | None) -> ClaimTable:
+    try:
+        return generate_realistic_claims(rows or DEFAULT_ROWS["realistic"], seed, anomaly_rate)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def describe_patterns(table: ClaimTable) -> str:
+    counts = np.bincount(table.pattern, minlength=len(PATTERNS))
+    detail = ", ".join(f"{name} {count:,}" for name, count in zip(PATTERNS[1:], counts[1:],
+                                                                  strict=True) if count)
+    return f"{int(counts[1:].sum()):,} labelled anomalies" + (f": {detail}" if detail else "")
+
+
+def check_out_path(profile: str, out: Path) -> None:
+    """v2 claims are JSON Lines and v1 claims CSV: a mismatched suffix is a usage error."""
+    suffix = out.suffix.lower()
+    if profile == "realistic" and suffix == ".csv":
+        raise click.BadParameter(
+            "--profile realistic writes contract v2 claims (lines, diagnoses) as JSON Lines; "
+            "use a .jsonl path (CSV stays for v1: --profile seed or realistic-v1)",
+            param_hint="--out")
+    if profile != "realistic" and suffix == ".jsonl":
+        raise click.BadParameter(
+            f"--profile {profile} writes contract v1 claims as CSV; use a .csv path "
+            "(JSON Lines is for v2: --profile realistic)", param_hint="--out")
 
 
 def describe_labels(frame: pd.DataFrame) -> str:
@@ -86,25 +125,34 @@ def describe_labels(frame: pd.DataFrame) -> str:
 @click.command("generate")
 @profile_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="CSV file to write (replaced atomically).")
-def generate_command(profile: Profile, seed: int, rows: int | None, anomaly_rate: float | None,
+              help="File to write (replaced atomically): .jsonl for realistic (v2), .csv for "
+              "seed and realistic-v1.")
+def generate_command(profile: str, seed: int, rows: int | None, anomaly_rate: float | None,
                      quiet: bool, out: Path) -> None:
-    """Generate synthetic claims to a CSV file (deterministic for the same arguments).
+    """Generate synthetic claims to a file (deterministic for the same arguments).
 
     \b
     Examples:
       claimflow generate --profile seed --seed 42 --out data/lab.csv
-      claimflow generate --profile realistic --rows 1000000 --seed 7 --out data/claims.csv
+      claimflow generate --profile realistic --rows 1000000 --seed 7 --out data/claims.jsonl
     """
     configure_logging("WARNING" if quiet else "INFO")
+    check_out_path(profile, out)
     started = time.perf_counter()
-    frame = make_frame(profile, rows, seed, anomaly_rate)
     try:
-        with progress_bar(len(frame), "write", quiet) as bar:
-            write_claims_csv(frame, out, progress=bar.update)
+        if profile == "realistic":
+            table = make_table(rows, seed, anomaly_rate)
+            size, labels = len(table), describe_patterns(table)
+            with progress_bar(size, "write", quiet) as bar:
+                write_claims_jsonl(table, out, progress=bar.update)
+        else:
+            frame = make_frame(profile, rows, seed, anomaly_rate)
+            size, labels = len(frame), describe_labels(frame)
+            with progress_bar(size, "write", quiet) as bar:
+                write_claims_csv(frame, out, progress=bar.update)
     except OSError as exc:
         raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from exc
-    click.echo(f"wrote {len(frame):,} {profile} claims ({describe_labels(frame)}) to {out} "
+    click.echo(f"wrote {size:,} {profile} claims ({labels}) to {out} "
                f"in {time.perf_counter() - started:.2f} s")
 
 
@@ -120,10 +168,31 @@ def report_row_errors(errors: list[RowError], on_error: str) -> None:
     click.echo(f"{len(errors):,} bad row(s); {action}", err=True)
 
 
-def load_claims(from_csv: Path | None, profile: Profile, rows: int | None, seed: int,
+def load_claims(from_file: Path | None, profile: str, rows: int | None, seed: int,
                 anomaly_rate: float | None, labels: bool,
                 quiet: bool) -> tuple[EncodedClaims, list[RowError]]:
-    """Generated or CSV claims, encoded and validated; bad rows come back as errors."""
+    """Generated or file claims, encoded and validated; bad rows come back as errors. v2
+    (realistic, .jsonl) records are keyed by member_id, v1 ones by claim_id."""
+    if from_file is not None and from_file.suffix.lower() == ".jsonl":
+        return load_jsonl(from_file, labels, quiet)
+    if from_file is None and profile == "realistic":
+        table = make_table(rows, seed, anomaly_rate)
+        with progress_bar(len(table), "validate", quiet) as bar:
+            return encode_table(table, labels=labels, progress=bar.update)
+    return load_v1(from_file, profile, rows, seed, anomaly_rate, labels, quiet)
+
+
+def load_jsonl(path: Path, labels: bool, quiet: bool) -> tuple[EncodedClaims, list[RowError]]:
+    with progress_bar(0, "validate", quiet) as bar:
+        try:
+            return read_claims_jsonl(path, labels=labels, progress=bar.update)
+        except InputError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def load_v1(from_csv: Path | None, profile: str, rows: int | None, seed: int,
+            anomaly_rate: float | None, labels: bool,
+            quiet: bool) -> tuple[EncodedClaims, list[RowError]]:
     if from_csv is None:
         frame = make_frame(profile, rows, seed, anomaly_rate)
         errors: list[RowError] = []
@@ -145,6 +214,25 @@ def load_claims(from_csv: Path | None, profile: Profile, rows: int | None, seed:
                                         progress=bar.update)
     errors = sorted(errors + invalid, key=lambda e: int(e.location.split()[1]))
     return claims, errors
+
+
+def file_source(ctx: click.Context, from_file: Path | None, from_csv: Path | None) -> Path | None:
+    """The input file, if any; a file excludes the generation options and the other file."""
+    if from_file is not None and from_csv is not None:
+        raise click.UsageError("--from-file and --from-csv cannot be combined")
+    if from_csv is not None and from_csv.suffix.lower() == ".jsonl":
+        raise click.UsageError("--from-csv reads v1 CSV; use --from-file for JSON Lines")
+    if from_file is not None and from_file.suffix.lower() not in (".jsonl", ".csv"):
+        raise click.UsageError(f"--from-file {from_file}: expected a .jsonl (v2) or .csv (v1) "
+                               "file")
+    source = from_file or from_csv
+    explicit = [name for name in SOURCE_OPTIONS
+                if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if source is not None and explicit:
+        option = "--from-file" if from_file else "--from-csv"
+        options = ", ".join("--" + name.replace("_", "-") for name in explicit)
+        raise click.UsageError(f"{option} cannot be combined with {options}")
+    return source
 
 
 class Interrupts:
@@ -194,8 +282,11 @@ def exit_code(report: SendReport, interrupts: Interrupts) -> int:
 
 @click.command("produce")
 @profile_options
+@click.option("--from-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Send the claims of this file instead of generating them: .jsonl (v2, "
+              "keyed by member_id) or .csv (v1, keyed by claim_id).")
 @click.option("--from-csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Send the claims of this CSV instead of generating them.")
+              help="Send the claims of this v1 CSV (the same as --from-file PATH.csv).")
 @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="fail",
               show_default=True, help="Bad rows (reported with their line): skip them, or "
               "send nothing and exit 1.")
@@ -205,10 +296,12 @@ def exit_code(report: SendReport, interrupts: Interrupts) -> int:
 @click.option("--labels/--no-labels", default=True, show_default=True,
               help="Send the is_anomaly/pattern labels as headers (when the input has them).")
 @click.pass_context
-def produce(ctx: click.Context, profile: Profile, seed: int, rows: int | None,
-            anomaly_rate: float | None, quiet: bool, from_csv: Path | None, on_error: str,
-            rate: float | None, topic: str | None, labels: bool) -> None:
-    """Stream claims into Kafka, keyed by claim_id (idempotent producer, acks=all).
+def produce(ctx: click.Context, profile: str, seed: int, rows: int | None,
+            anomaly_rate: float | None, quiet: bool, from_file: Path | None,
+            from_csv: Path | None, on_error: str, rate: float | None, topic: str | None,
+            labels: bool) -> None:
+    """Stream claims into Kafka (idempotent producer, acks=all): v2 claims keyed by
+    member_id, v1 claims by claim_id.
 
     Ctrl-C stops sending, waits for what was sent to be acknowledged, prints the summary and
     exits 130 (a second Ctrl-C stops waiting). Exit 1 if any delivery failed.
@@ -216,20 +309,17 @@ def produce(ctx: click.Context, profile: Profile, seed: int, rows: int | None,
     \b
     Examples:
       claimflow produce --rows 100000 --seed 7 --rate 2000
+      claimflow produce --from-file data/claims.jsonl --on-error skip --topic claims
       claimflow produce --from-csv data/lab.csv --on-error skip --topic claims
     """
     configure_logging("WARNING" if quiet else "INFO")
-    explicit = [name for name in SOURCE_OPTIONS
-                if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-    if from_csv is not None and explicit:
-        options = ", ".join("--" + name.replace("_", "-") for name in explicit)
-        raise click.UsageError(f"--from-csv cannot be combined with {options}")
+    source = file_source(ctx, from_file, from_csv)
     try:
         settings = ProducerSettings()
     except ValidationError as exc:
         raise click.ClickException(f"invalid PRODUCER_ setting: {exc}") from exc
     target = topic or settings.topic
-    claims, errors = load_claims(from_csv, profile, rows, seed, anomaly_rate, labels, quiet)
+    claims, errors = load_claims(source, profile, rows, seed, anomaly_rate, labels, quiet)
     if errors:
         report_row_errors(errors, on_error)
         if on_error == "fail":

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner, Result
 from confluent_kafka import Consumer, TopicPartition
@@ -19,8 +20,10 @@ from confluent_kafka.cimpl import NewTopic
 
 from claimflow.cli import cli
 from producer.profiles import generate
+from producer.realistic_v2 import generate_realistic_claims
 from producer.throttle import burst_for_rate
 from schemas import CLAIM_FEATURES, Claim
+from schemas.claim_v2 import ClaimV2
 from tests.integration.kafka_helpers import consume_until
 
 pytestmark = pytest.mark.integration
@@ -96,8 +99,8 @@ def test_csv_with_bad_rows_is_skipped_line_by_line(
 ) -> None:
     topic = make_topic(partitions=2, prefix="producer")
     path = tmp_path / "claims.csv"
-    written = CliRunner().invoke(cli, ["generate", "--rows", "3000", "--seed", "8", "--out",
-                                       str(path), "--quiet"])
+    written = CliRunner().invoke(cli, ["generate", "--profile", "realistic-v1", "--rows", "3000",
+                                       "--seed", "8", "--out", str(path), "--quiet"])
     assert written.exit_code == 0, written.output
     lines = path.read_text().splitlines()
     lines[10] = lines[10].replace(",", ";", 1)  # line 11: wrong field count
@@ -121,6 +124,46 @@ def test_csv_with_bad_rows_is_skipped_line_by_line(
     keys = {(msg.key() or b"").decode() for msg in messages}
     assert len(keys) == 2998
     assert bad_age[0] not in keys
+
+
+def test_v2_file_arrives_keyed_by_member_with_label_headers(
+    kafka_bootstrap: str, make_topic: Callable[..., str], produce_cli: Callable[..., Result],
+    tmp_path: Path,
+) -> None:
+    topic = make_topic(partitions=3, prefix="producer")
+    path = tmp_path / "claims.jsonl"
+    written = CliRunner().invoke(cli, ["generate", "--profile", "realistic", "--rows", "3000",
+                                       "--seed", "8", "--out", str(path), "--quiet"])
+    assert written.exit_code == 0, written.output
+    lines = path.read_bytes().splitlines()
+    lines[41] = lines[41].replace(b'"units":', b'"units":-', 1)  # line 42: units < 1
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    expected = {c["claim_id"]: c for c in map(orjson.loads, lines[:41] + lines[42:])}
+
+    result = produce_cli("--from-file", str(path), "--on-error", "skip", "--topic", topic)
+
+    assert result.exit_code == 0, result.output
+    assert f"bad row: {path}:42 (claim_id " in result.stderr
+    assert "invalid Claim: lines.0.units: Input should be greater than or equal to 1" in (
+        result.stderr)
+    assert summary_of(result.stdout)["sent"] == 2999
+    messages = consume_until(kafka_bootstrap, [topic], 2999, timeout_s=60)
+    assert topic_size(kafka_bootstrap, topic) == 2999
+    for msg in messages:
+        claim = ClaimV2.from_json(msg.value() or b"")
+        line = expected.pop(claim.claim_id)
+        assert msg.key() == line["member_id"].encode()
+        assert orjson.loads(msg.value() or b"") == {
+            k: v for k, v in line.items() if k not in ("is_anomaly", "pattern")}
+        assert dict(msg.headers() or []) == {
+            "is_anomaly": b"true" if line["is_anomaly"] else b"false",
+            "pattern": line["pattern"].encode()}
+    assert expected == {}
+    # One member's claims share a partition: the detection stage keys its state by member.
+    partitions: dict[bytes, set[int]] = {}
+    for msg in messages:
+        partitions.setdefault(msg.key() or b"", set()).add(msg.partition() or 0)
+    assert all(len(p) == 1 for p in partitions.values())
 
 
 def test_rate_is_a_ceiling(
@@ -190,7 +233,7 @@ def test_sigint_flushes_reports_and_exits_130(
     # Every claim reported as sent is in the topic, once; they are the first ones generated.
     assert topic_size(kafka_bootstrap, topic) == sent
     messages = consume_until(kafka_bootstrap, [topic], sent, timeout_s=60)
-    keys = [(msg.key() or b"").decode() for msg in messages]
-    expected = generate("realistic", rows, seed=seed)["claim_id"]
-    assert len(keys) == sent
-    assert set(keys) == set(expected.iloc[:sent])
+    ids = [ClaimV2.from_json(msg.value() or b"").claim_id for msg in messages]
+    expected = generate_realistic_claims(rows, seed).claim_id.to_pylist()
+    assert len(ids) == sent
+    assert set(ids) == set(expected[:sent])

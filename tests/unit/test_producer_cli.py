@@ -26,9 +26,10 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("profile", ["seed", "realistic"])
-def test_generate_is_deterministic(tmp_path: Path, profile: str) -> None:
-    paths = {name: tmp_path / f"{name}.csv" for name in ("a", "b", "other")}
+@pytest.mark.parametrize(("profile", "suffix"), [("seed", "csv"), ("realistic", "jsonl"),
+                                                 ("realistic-v1", "csv")])
+def test_generate_is_deterministic(tmp_path: Path, profile: str, suffix: str) -> None:
+    paths = {name: tmp_path / f"{name}.{suffix}" for name in ("a", "b", "other")}
     for name, seed in (("a", "5"), ("b", "5"), ("other", "6")):
         code, out, _ = run("generate", "--profile", profile, "--seed", seed, "--rows", "3000",
                            "--out", str(paths[name]), "--quiet")
@@ -46,11 +47,25 @@ def test_generate_reports_what_it_wrote(tmp_path: Path) -> None:
 
 
 def test_generate_anomaly_rate(tmp_path: Path) -> None:
-    out_file = tmp_path / "r.csv"
-    code, out, _ = run("generate", "--rows", "2000", "--anomaly-rate", "0.1", "--out",
+    out_file = tmp_path / "r.jsonl"
+    code, out, _ = run("generate", "--rows", "20000", "--anomaly-rate", "0.1", "--out",
                        str(out_file))
     assert code == 0
-    assert "200 labelled anomalies" in out
+    assert "2,000 labelled anomalies: duplicate" in out
+
+
+@pytest.mark.parametrize(("profile", "name", "message"), [
+    ("realistic", "x.csv", "--profile realistic writes contract v2 claims"),
+    ("seed", "x.jsonl", "--profile seed writes contract v1 claims as CSV"),
+    ("realistic-v1", "x.jsonl", "--profile realistic-v1 writes contract v1 claims as CSV"),
+])
+def test_generate_refuses_a_file_type_the_contract_does_not_use(
+    tmp_path: Path, profile: str, name: str, message: str
+) -> None:
+    code, _, err = run("generate", "--profile", profile, "--out", str(tmp_path / name))
+    assert code == 2
+    assert message in " ".join(err.split())
+    assert not (tmp_path / name).exists()
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -62,7 +77,7 @@ def test_generate_anomaly_rate(tmp_path: Path) -> None:
 ])
 def test_generate_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
     if "--out" not in args and message != "Missing option '--out'":
-        args = [*args, "--out", str(tmp_path / "x.csv")]
+        args = [*args, "--out", str(tmp_path / "x.jsonl")]
     code, _, err = run("generate", *args)
     assert code == 2
     assert message in err
@@ -77,9 +92,9 @@ def test_generate_into_a_folder_fails_cleanly(tmp_path: Path) -> None:
 def test_generate_into_an_unwritable_place_fails_cleanly(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code, _, err = run("generate", "--rows", "10", "--out", str(blocker / "x.csv"))
+    code, _, err = run("generate", "--rows", "100", "--out", str(blocker / "x.jsonl"))
     assert code == 1
-    assert f"cannot write {blocker / 'x.csv'}" in err
+    assert f"cannot write {blocker / 'x.jsonl'}" in err
 
 
 def test_produce_from_csv_excludes_generation_options(tmp_path: Path) -> None:
@@ -87,6 +102,31 @@ def test_produce_from_csv_excludes_generation_options(tmp_path: Path) -> None:
                        "--rows", "5")
     assert code == 2
     assert "--from-csv cannot be combined with --rows, --seed" in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--from-file", "x.jsonl", "--rows", "5"], "--from-file cannot be combined with --rows"),
+    (["--from-file", "x.jsonl", "--from-csv", "y.csv"], "cannot be combined"),
+    (["--from-csv", "x.jsonl"], "use --from-file for JSON Lines"),
+    (["--from-file", "x.parquet"], "expected a .jsonl (v2) or .csv (v1) file"),
+])
+def test_produce_file_usage_errors(args: list[str], message: str) -> None:
+    code, _, err = run("produce", *args)
+    assert code == 2
+    assert message in " ".join(err.split())
+
+
+def test_produce_bad_jsonl_lines_fail_before_any_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"schema_version": 2, "claim_id": "C-1"}\n\nnot json\n')
+    code, _, err = run("produce", "--from-file", str(path), "--quiet")
+    assert code == 1
+    assert f"bad row: {path}:1 (claim_id 'C-1'): invalid Claim: member_id: Field required" in err
+    assert f"bad row: {path}:3: invalid Claim: <message>: Invalid JSON" in err
+    assert "2 bad row(s); nothing produced (--on-error fail)" in err
 
 
 def test_produce_missing_csv(tmp_path: Path) -> None:
