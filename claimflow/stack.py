@@ -60,6 +60,8 @@ QUIET_ENV: Mapping[str, str] = {
 # producing chunks of this many seconds' worth of claims, each with the next seed (claim ids
 # carry the seed, so chunks never repeat an id).
 CHUNK_SECONDS = 600
+# The demo streams the realistic profile: contract v2 claims (members, providers, lines).
+STREAM_CLAIM_VERSION = 2
 
 
 class StackError(click.ClickException):
@@ -125,8 +127,8 @@ class StackSettings(CommonSettings):
     def datasets_dir(self) -> Path:
         return self.home / "datasets"
 
-    def training_csv(self) -> Path:
-        return self.datasets_dir / f"realistic-seed{self.seed}-rows{self.rows}.csv"
+    def training_file(self) -> Path:
+        return self.datasets_dir / f"realistic-v2-seed{self.seed}-rows{self.rows}.jsonl"
 
 
 # --------------------------------------------------------------------------- pure core
@@ -217,16 +219,19 @@ class ModelStatus:
 
     champion: str | None
     exported: bool
+    claim_version: int = STREAM_CLAIM_VERSION  # the claims the champion reads
 
     def to_json(self) -> str:
-        return json.dumps({"champion": self.champion, "exported": self.exported})
+        return json.dumps({"champion": self.champion, "exported": self.exported,
+                           "claim_version": self.claim_version})
 
     @classmethod
     def from_json(cls, text: str) -> ModelStatus:
         data = json.loads(text)
         champion = data["champion"]
         return cls(champion=None if champion is None else str(champion),
-                   exported=bool(data["exported"]))
+                   exported=bool(data["exported"]),
+                   claim_version=int(data.get("claim_version", STREAM_CLAIM_VERSION)))
 
 
 def store_is_missing(tracking_uri: str) -> bool:
@@ -236,7 +241,9 @@ def store_is_missing(tracking_uri: str) -> bool:
 
 
 def plan_model(status: ModelStatus) -> ModelAction:
-    if status.champion is None:
+    # A champion of another claim version would refuse every streamed claim (dead letters
+    # only): a home from before the demo streamed v2 claims gets a v2 champion trained.
+    if status.champion is None or status.claim_version != STREAM_CLAIM_VERSION:
         return ModelAction.TRAIN
     return ModelAction.READY if status.exported else ModelAction.PROMOTE
 
@@ -282,7 +289,7 @@ def stack_processes(
     if duration_s is not None:
         summary += ["--duration", f"{duration_s:g}"]
     chunk_rows = max(1, round(settings.rate * CHUNK_SECONDS))
-    produce = (claimflow, "produce", "--profile", "realistic-v1", "--quiet",
+    produce = (claimflow, "produce", "--profile", "realistic", "--quiet",
                "--rows", str(chunk_rows), "--rate", f"{settings.rate:g}")
     procs = [
         Proc("model", (claimflow, "serve-model", "--host", host,
@@ -599,13 +606,16 @@ def prepare_model(
     if action is ModelAction.PROMOTE:
         run_step("export the champion", [exe, "promote", "--version", str(status.champion)], env)
         return
-    csv = settings.training_csv()
-    if not csv.exists():
+    if status.champion is not None:
+        say(f"model: champion {status.champion} reads v{status.claim_version} claims; the demo "
+            f"streams v{STREAM_CLAIM_VERSION}: training a new champion")
+    data = settings.training_file()
+    if not data.exists():
         settings.datasets_dir.mkdir(parents=True, exist_ok=True)
         run_step("generate training data", [
-            exe, "generate", "--profile", "realistic-v1", "--seed", str(settings.seed),
-            "--rows", str(settings.rows), "--out", str(csv)], env)
-    run_step("train and promote a model", [exe, "train", "--data", str(csv), "--promote"], env)
+            exe, "generate", "--profile", "realistic", "--seed", str(settings.seed),
+            "--rows", str(settings.rows), "--out", str(data)], env)
+    run_step("train and promote a model", [exe, "train", "--data", str(data), "--promote"], env)
 
 
 def run_processes(
@@ -935,15 +945,25 @@ def read_model_status() -> ModelStatus:
     from trainer.registry import RegistryError, resolve_champion
 
     try:
-        version, _run_id = resolve_champion(settings.tracking_uri, settings.registered_model)
+        version, run_id = resolve_champion(settings.tracking_uri, settings.registered_model)
     except RegistryError:
         return ModelStatus(champion=None, exported=False)
+    claim_version = claim_version_of_run(settings.tracking_uri, run_id)
     with bentoml_store(settings.bentoml_home) as store:
         try:
             store.get(bento_tag(version, settings.registered_model))
         except NotFound:
-            return ModelStatus(champion=version, exported=False)
-    return ModelStatus(champion=version, exported=True)
+            return ModelStatus(champion=version, exported=False, claim_version=claim_version)
+    return ModelStatus(champion=version, exported=True, claim_version=claim_version)
+
+
+def claim_version_of_run(tracking_uri: str, run_id: str) -> int:
+    """The claim version a run's model reads (its ``claim_version`` parameter; runs from
+    before contract v2 have none and read v1)."""
+    from trainer.registry import client_for
+
+    params = client_for(tracking_uri).get_run(run_id).data.params
+    return int(params.get("claim_version", 1))
 
 
 @internal.command("summary")

@@ -68,7 +68,7 @@ def test_state_paths_live_under_claimflow_home(tmp_path: Path) -> None:
     settings = StackSettings()
     assert settings.state_file == tmp_path / "home" / "run" / "stack.json"
     assert settings.procfile.parent == settings.run_dir
-    assert settings.training_csv().parent == tmp_path / "home" / "datasets"
+    assert settings.training_file().parent == tmp_path / "home" / "datasets"
 
 
 def test_bootstrap_is_the_local_broker_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,10 +99,13 @@ def test_broker_plan(answers: bool, bootstrap: str, plan: BrokerPlan) -> None:
         (ModelStatus(champion=None, exported=False), ModelAction.TRAIN),
         (ModelStatus(champion="3", exported=False), ModelAction.PROMOTE),
         (ModelStatus(champion="3", exported=True), ModelAction.READY),
+        # A champion from before the demo streamed v2 claims would refuse them all.
+        (ModelStatus(champion="3", exported=True, claim_version=1), ModelAction.TRAIN),
+        (ModelStatus(champion="3", exported=False, claim_version=1), ModelAction.TRAIN),
     ],
 )
-def test_model_plan_trains_only_without_a_champion(status: ModelStatus,
-                                                   action: ModelAction) -> None:
+def test_model_plan_trains_without_a_champion_of_the_streamed_version(
+        status: ModelStatus, action: ModelAction) -> None:
     assert stack.plan_model(status) is action
     assert ModelStatus.from_json(status.to_json()) == status
 
@@ -304,7 +307,8 @@ def test_up_help_lists_the_options() -> None:
 
 
 def test_model_status_json_is_one_line() -> None:
-    assert json.loads(ModelStatus("1", True).to_json()) == {"champion": "1", "exported": True}
+    assert json.loads(ModelStatus("1", True).to_json()) == {"champion": "1", "exported": True,
+                                                           "claim_version": 2}
 
 
 @pytest.mark.parametrize(
