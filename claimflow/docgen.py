@@ -25,6 +25,8 @@ SETTINGS_CLASSES: tuple[tuple[str, str], ...] = (
     ("Shared by every service", "claimflow.settings:CommonSettings"),
     ("Local broker and topics (`claimflow kafka`, `topics`)", "broker.settings:KafkaSettings"),
     ("Producer (`claimflow generate`, `claimflow produce`)", "producer.settings:ProducerSettings"),
+    ("Synthea profile (`--profile synthea`, `claimflow synthea install`)",
+     "producer.synthea_settings:SyntheaSettings"),
     ("Trainer (`claimflow train`, `promote`, `mlflow-ui`)", "trainer.settings:TrainerSettings"),
     ("Model service (`claimflow serve-model`)", "scorer.model_settings:ModelSettings"),
     ("Stream worker (`claimflow score`, `tail`)", "scorer.worker_settings:ScorerSettings"),

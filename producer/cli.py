@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import signal
 import sys
+import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 import click
 import numpy as np
@@ -36,15 +38,27 @@ from producer.profiles import DEFAULT_ROWS, Profile
 from producer.profiles import generate as generate_profile
 from producer.realistic_v2 import generate_realistic_claims
 from producer.settings import ProducerSettings
+from producer.synthea import DEFAULT_SINCE, write_jsonl
+from producer.synthea_cli import (
+    DEFAULT_PATIENTS,
+    SYNTHEA_OPTIONS,
+    synthea_claims_with_fraud,
+    synthea_options,
+    synthea_run,
+)
+from producer.synthea_run import DEFAULT_REFERENCE_DATE, DEFAULT_STATE, DEFAULT_YEARS, SyntheaRun
+from producer.synthea_settings import SyntheaSettings
 from producer.table import ClaimTable
 from producer.typology import PATTERNS
 
 EXIT_FAILED: Final = 1
 MAX_SHOWN_ROW_ERRORS: Final = 1000
-SOURCE_OPTIONS: Final = ("rows", "profile", "seed", "anomaly_rate")
+SOURCE_OPTIONS: Final = ("rows", "profile", "seed", "anomaly_rate", "patients", "state", "since",
+                         "years", "reference_date")
 # Command-line profiles: realistic is contract v2 (JSON Lines); seed and realistic-v1 are the
 # v1 frames of producer.profiles (CSV). realistic-v1 stays until every consumer reads v2.
-CLI_PROFILES: Final = ("seed", "realistic", "realistic-v1")
+CLI_PROFILES: Final = ("seed", "realistic", "synthea", "realistic-v1")
+V2_PROFILES: Final = ("realistic", "synthea")
 V1_PROFILE: Final[dict[str, Profile]] = {"seed": "seed", "realistic-v1": "realistic"}
 
 
@@ -63,8 +77,9 @@ def profile_options(command: Callable[..., None]) -> Callable[..., None]:
         click.option("--profile", type=click.Choice(CLI_PROFILES), default="realistic",
                      show_default=True, help="seed: the original lab's dataset (v1, CSV); "
                      "realistic: v2 claims of members, providers and procedures with seven "
-                     "labelled fraud patterns (JSON Lines); realistic-v1: the former v1 "
-                     "realistic profile (CSV)."),
+                     "labelled fraud patterns (JSON Lines); synthea: v2 claims of patients "
+                     "simulated by Synthea, with the same fraud patterns (JSON Lines); "
+                     "realistic-v1: the former v1 realistic profile (CSV)."),
         click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True,
                      help="Random seed: same arguments, same claims."),
         click.option("--rows", type=click.IntRange(min=1), default=None,
@@ -104,15 +119,15 @@ def describe_patterns(table: ClaimTable) -> str:
 def check_out_path(profile: str, out: Path) -> None:
     """v2 claims are JSON Lines and v1 claims CSV: a mismatched suffix is a usage error."""
     suffix = out.suffix.lower()
-    if profile == "realistic" and suffix == ".csv":
+    if profile in V2_PROFILES and suffix == ".csv":
         raise click.BadParameter(
-            "--profile realistic writes contract v2 claims (lines, diagnoses) as JSON Lines; "
+            f"--profile {profile} writes contract v2 claims (lines, diagnoses) as JSON Lines; "
             "use a .jsonl path (CSV stays for v1: --profile seed or realistic-v1)",
             param_hint="--out")
-    if profile != "realistic" and suffix == ".jsonl":
+    if profile not in V2_PROFILES and suffix == ".jsonl":
         raise click.BadParameter(
             f"--profile {profile} writes contract v1 claims as CSV; use a .csv path "
-            "(JSON Lines is for v2: --profile realistic)", param_hint="--out")
+            "(JSON Lines is for v2: --profile realistic or synthea)", param_hint="--out")
 
 
 def describe_labels(frame: pd.DataFrame) -> str:
@@ -122,25 +137,63 @@ def describe_labels(frame: pd.DataFrame) -> str:
         f": {detail}" if detail else "")
 
 
+def describe_dict_labels(claims: list[dict[str, Any]]) -> str:
+    counts = Counter(claim["pattern"] for claim in claims if claim["is_anomaly"])
+    detail = ", ".join(f"{name} {counts[name]:,}" for name in sorted(counts))
+    return f"{sum(counts.values()):,} labelled anomalies" + (f": {detail}" if detail else "")
+
+
+def synthea_source(ctx: click.Context, profile: str, seed: int, patients: int | None,
+                   state: str | None, years: int | None,
+                   reference_date: date | None) -> SyntheaRun | None:
+    """The Synthea run for ``--profile synthea``; its options with another profile, and
+    ``--rows`` with synthea (Synthea decides how many claims its patients have), are usage
+    errors."""
+    given = [name for name in (*SYNTHEA_OPTIONS, "rows")
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if profile != "synthea":
+        misplaced = [name for name in given if name != "rows"]
+        if misplaced:
+            names = ", ".join("--" + name.replace("_", "-") for name in misplaced)
+            raise click.UsageError(f"{names} only apply to --profile synthea")
+        return None
+    if "rows" in given:
+        raise click.UsageError("--rows does not apply to --profile synthea (Synthea decides how "
+                               "many claims its patients have); use --patients")
+    return synthea_run(seed, patients or DEFAULT_PATIENTS, state or DEFAULT_STATE,
+                       years or DEFAULT_YEARS, reference_date or DEFAULT_REFERENCE_DATE)
+
+
 @click.command("generate")
 @profile_options
+@synthea_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="File to write (replaced atomically): .jsonl for realistic (v2), .csv for "
-              "seed and realistic-v1.")
-def generate_command(profile: str, seed: int, rows: int | None, anomaly_rate: float | None,
-                     quiet: bool, out: Path) -> None:
+              help="File to write (replaced atomically): .jsonl for realistic and synthea (v2), "
+              ".csv for seed and realistic-v1.")
+@click.pass_context
+def generate_command(ctx: click.Context, profile: str, seed: int, rows: int | None,
+                     anomaly_rate: float | None, quiet: bool, patients: int | None,
+                     state: str | None, since: date | None, years: int | None,
+                     reference_date: date | None, out: Path) -> None:
     """Generate synthetic claims to a file (deterministic for the same arguments).
 
     \b
     Examples:
       claimflow generate --profile seed --seed 42 --out data/lab.csv
       claimflow generate --profile realistic --rows 1000000 --seed 7 --out data/claims.jsonl
+      claimflow generate --profile synthea --patients 400 --seed 7 --out data/synthea.jsonl
     """
     configure_logging("WARNING" if quiet else "INFO")
     check_out_path(profile, out)
+    run = synthea_source(ctx, profile, seed, patients, state, years, reference_date)
     started = time.perf_counter()
     try:
-        if profile == "realistic":
+        if run is not None:
+            claims, dropped = synthea_claims_with_fraud(
+                run, since or DEFAULT_SINCE, anomaly_rate, quiet, SyntheaSettings())
+            size = write_jsonl(claims, out)
+            labels = describe_dict_labels(claims) + f"; {dropped:,} Synthea claims dropped"
+        elif profile == "realistic":
             table = make_table(rows, seed, anomaly_rate)
             size, labels = len(table), describe_patterns(table)
             with progress_bar(size, "write", quiet) as bar:
@@ -180,6 +233,17 @@ def load_claims(from_file: Path | None, profile: str, rows: int | None, seed: in
         with progress_bar(len(table), "validate", quiet) as bar:
             return encode_table(table, labels=labels, progress=bar.update)
     return load_v1(from_file, profile, rows, seed, anomaly_rate, labels, quiet)
+
+
+def load_synthea(run: SyntheaRun, since: date, anomaly_rate: float | None, labels: bool,
+                 quiet: bool) -> tuple[EncodedClaims, list[RowError]]:
+    """Synthea's claims with fraud, through the same JSON Lines validation as a file."""
+    claims, _dropped = synthea_claims_with_fraud(run, since, anomaly_rate, quiet,
+                                                 SyntheaSettings())
+    with tempfile.TemporaryDirectory(prefix="claimflow-synthea-") as folder:
+        path = Path(folder) / "synthea.jsonl"
+        write_jsonl(claims, path)
+        return load_jsonl(path, labels, quiet)
 
 
 def load_jsonl(path: Path, labels: bool, quiet: bool) -> tuple[EncodedClaims, list[RowError]]:
@@ -282,6 +346,7 @@ def exit_code(report: SendReport, interrupts: Interrupts) -> int:
 
 @click.command("produce")
 @profile_options
+@synthea_options
 @click.option("--from-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Send the claims of this file instead of generating them: .jsonl (v2, "
               "keyed by member_id) or .csv (v1, keyed by claim_id).")
@@ -297,7 +362,9 @@ def exit_code(report: SendReport, interrupts: Interrupts) -> int:
               help="Send the is_anomaly/pattern labels as headers (when the input has them).")
 @click.pass_context
 def produce(ctx: click.Context, profile: str, seed: int, rows: int | None,
-            anomaly_rate: float | None, quiet: bool, from_file: Path | None,
+            anomaly_rate: float | None, quiet: bool, patients: int | None, state: str | None,
+            since: date | None, years: int | None, reference_date: date | None,
+            from_file: Path | None,
             from_csv: Path | None, on_error: str, rate: float | None, topic: str | None,
             labels: bool) -> None:
     """Stream claims into Kafka (idempotent producer, acks=all): v2 claims keyed by
@@ -310,6 +377,7 @@ def produce(ctx: click.Context, profile: str, seed: int, rows: int | None,
     Examples:
       claimflow produce --rows 100000 --seed 7 --rate 2000
       claimflow produce --from-file data/claims.jsonl --on-error skip --topic claims
+      claimflow produce --profile synthea --patients 100 --rate 50
       claimflow produce --from-csv data/lab.csv --on-error skip --topic claims
     """
     configure_logging("WARNING" if quiet else "INFO")
@@ -319,7 +387,12 @@ def produce(ctx: click.Context, profile: str, seed: int, rows: int | None,
     except ValidationError as exc:
         raise click.ClickException(f"invalid PRODUCER_ setting: {exc}") from exc
     target = topic or settings.topic
-    claims, errors = load_claims(source, profile, rows, seed, anomaly_rate, labels, quiet)
+    run = None if source else synthea_source(ctx, profile, seed, patients, state, years,
+                                             reference_date)
+    if run is not None:
+        claims, errors = load_synthea(run, since or DEFAULT_SINCE, anomaly_rate, labels, quiet)
+    else:
+        claims, errors = load_claims(source, profile, rows, seed, anomaly_rate, labels, quiet)
     if errors:
         report_row_errors(errors, on_error)
         if on_error == "fail":

@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${BIN:-.venv/bin}"
-libs="$("$BIN/python" -m producer.synthea_cli install)"
+libs="$("$BIN/claimflow" synthea install)"
 echo "setup-synthea: Synthea jars in $libs ($(ls "$libs" | wc -l) files)"

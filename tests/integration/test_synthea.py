@@ -9,19 +9,23 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from claimflow.cli import cli
 from producer.synthea import synthea_conversion, write_jsonl
-from producer.synthea_cli import synthea_group
 from producer.synthea_convert import Conversion
 from producer.synthea_run import SyntheaRun
 from producer.synthea_settings import SyntheaSettings
 from producer.synthea_tables import LINES, RAW_COLUMNS
+from producer.typology import DEFAULT_PATTERN_SHARES
 from schemas.claim_v2 import ClaimV2
+from tests.integration.kafka_helpers import consume_until
 
 pytestmark = pytest.mark.integration
 
@@ -98,15 +102,62 @@ def test_a_run_without_cache_gives_the_same_tables_and_bytes(
         assert (cached / name).read_bytes() == (fresh / name).read_bytes(), name
 
 
-def test_the_command_writes_the_same_jsonl_from_the_cache(
+def test_generate_profile_synthea_adds_labelled_fraud_to_the_cached_claims(
         first: tuple[Path, Conversion, Path, float], monkeypatch: pytest.MonkeyPatch) -> None:
-    root, _, jsonl, _ = first
+    root, conversion, _, _ = first
     monkeypatch.setenv("SYNTHEA_RUNS_DIR", str(root / "runs"))
     out = root / "cli.jsonl"
-    result = CliRunner().invoke(synthea_group, [
-        "generate", "--seed", str(RUN.seed), "--patients", str(RUN.patients),
-        "--years", str(RUN.years), "--since", SINCE.isoformat(),
-        "--reference-date", RUN.reference_date.isoformat(), "--quiet", "--out", str(out)])
+    result = CliRunner().invoke(cli, [
+        "generate", "--profile", "synthea", "--seed", str(RUN.seed),
+        "--patients", str(RUN.patients), "--years", str(RUN.years), "--since", SINCE.isoformat(),
+        "--reference-date", RUN.reference_date.isoformat(), "--anomaly-rate", "0.2", "--quiet",
+        "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert out.read_bytes() == jsonl.read_bytes()
-    assert f"wrote {len(jsonl.read_bytes().splitlines()):,} Synthea claims" in result.output
+    lines = [json.loads(line) for line in out.read_bytes().splitlines()]
+    assert f"wrote {len(lines):,} synthea claims" in result.output
+    for line in lines:
+        ClaimV2.model_validate({k: v for k, v in line.items()
+                                if k not in ("is_anomaly", "pattern")}, strict=False)
+    patterns = Counter(line["pattern"] for line in lines if line["is_anomaly"])
+    assert all(line["pattern"] == "" for line in lines if not line["is_anomaly"])
+    assert len(patterns) >= 5, patterns  # a small population cannot host every pattern
+    assert set(patterns) <= set(DEFAULT_PATTERN_SHARES)
+    # The normal claims are Synthea's own, unchanged.
+    normal = {line["claim_id"]: line for line in lines if not line["is_anomaly"]}
+    for claim in conversion.claims:
+        if claim["claim_id"] in normal:
+            assert {k: v for k, v in normal[claim["claim_id"]].items()
+                    if k not in ("is_anomaly", "pattern")} == claim
+    again = CliRunner().invoke(cli, [
+        "generate", "--profile", "synthea", "--seed", str(RUN.seed),
+        "--patients", str(RUN.patients), "--years", str(RUN.years), "--since", SINCE.isoformat(),
+        "--reference-date", RUN.reference_date.isoformat(), "--anomaly-rate", "0.2", "--quiet",
+        "--out", str(root / "again.jsonl")])
+    assert again.exit_code == 0, again.output
+    assert (root / "again.jsonl").read_bytes() == out.read_bytes()
+
+
+def test_produce_profile_synthea_streams_the_same_claims_keyed_by_member(
+        first: tuple[Path, Conversion, Path, float], kafka_bootstrap: str,
+        make_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _, _, _ = first
+    monkeypatch.setenv("SYNTHEA_RUNS_DIR", str(root / "runs"))
+    arguments = ["--profile", "synthea", "--seed", str(RUN.seed), "--patients",
+                 str(RUN.patients), "--years", str(RUN.years), "--since", SINCE.isoformat(),
+                 "--reference-date", RUN.reference_date.isoformat(), "--quiet"]
+    generated = CliRunner().invoke(cli, ["generate", *arguments, "--out", str(root / "p.jsonl")])
+    assert generated.exit_code == 0, generated.output
+    expected = {c["claim_id"]: c for c in map(json.loads, (root / "p.jsonl").read_bytes()
+                                              .splitlines())}
+    topic = make_topic(partitions=3, prefix="synthea")
+    result = CliRunner().invoke(cli, ["produce", *arguments, "--topic", topic],
+                                env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap})
+    assert result.exit_code == 0, result.output
+    messages = consume_until(kafka_bootstrap, [topic], len(expected), timeout_s=60)
+    assert len(messages) == len(expected)
+    for message in messages:
+        line = expected.pop(ClaimV2.from_json(message.value() or b"").claim_id)
+        assert message.key() == line["member_id"].encode()
+        headers = dict(message.headers() or [])
+        assert headers["pattern"] == line["pattern"].encode()
+    assert not expected

@@ -58,6 +58,7 @@ def test_generate_anomaly_rate(tmp_path: Path) -> None:
     ("realistic", "x.csv", "--profile realistic writes contract v2 claims"),
     ("seed", "x.jsonl", "--profile seed writes contract v1 claims as CSV"),
     ("realistic-v1", "x.jsonl", "--profile realistic-v1 writes contract v1 claims as CSV"),
+    ("synthea", "x.csv", "--profile synthea writes contract v2 claims"),
 ])
 def test_generate_refuses_a_file_type_the_contract_does_not_use(
     tmp_path: Path, profile: str, name: str, message: str
@@ -74,6 +75,12 @@ def test_generate_refuses_a_file_type_the_contract_does_not_use(
     (["--seed", "-3"], "--seed"),
     (["--profile", "lab"], "--profile"),
     ([], "Missing option '--out'"),
+    (["--patients", "20"], "--patients only apply to --profile synthea"),
+    (["--profile", "realistic-v1", "--state", "Ohio", "--years", "2", "--out", "x.csv"],
+     "--state, --years only apply to --profile synthea"),
+    (["--profile", "synthea", "--rows", "500"], "--rows does not apply to --profile synthea"),
+    (["--profile", "synthea", "--patients", "0"], "--patients"),
+    (["--profile", "synthea", "--since", "2023-13-01"], "--since"),
 ])
 def test_generate_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
     if "--out" not in args and message != "Missing option '--out'":
@@ -109,6 +116,9 @@ def test_produce_from_csv_excludes_generation_options(tmp_path: Path) -> None:
     (["--from-file", "x.jsonl", "--from-csv", "y.csv"], "cannot be combined"),
     (["--from-csv", "x.jsonl"], "use --from-file for JSON Lines"),
     (["--from-file", "x.parquet"], "expected a .jsonl (v2) or .csv (v1) file"),
+    (["--from-file", "x.jsonl", "--patients", "5"],
+     "--from-file cannot be combined with --patients"),
+    (["--profile", "realistic", "--patients", "5"], "--patients only apply to --profile synthea"),
 ])
 def test_produce_file_usage_errors(args: list[str], message: str) -> None:
     code, _, err = run("produce", *args)
