@@ -22,6 +22,7 @@ from claimflow.cli import cli
 from producer.profiles import generate
 from producer.realistic_v2 import generate_realistic_claims
 from producer.throttle import burst_for_rate
+from producer.typology import DEFAULT_PATTERN_SHARES
 from schemas import CLAIM_FEATURES, Claim
 from schemas.claim_v2 import ClaimV2
 from tests.integration.kafka_helpers import consume_until
@@ -164,6 +165,9 @@ def test_v2_file_arrives_keyed_by_member_with_label_headers(
     for msg in messages:
         partitions.setdefault(msg.key() or b"", set()).add(msg.partition() or 0)
     assert all(len(p) == 1 for p in partitions.values())
+    # Every pattern of the typology arrives, labelled in the headers only.
+    sent_patterns = {dict(msg.headers() or [])["pattern"].decode() for msg in messages}
+    assert sent_patterns == {"", *DEFAULT_PATTERN_SHARES}
 
 
 def test_rate_is_a_ceiling(
