@@ -30,6 +30,7 @@ import pytest
 
 from broker.config import BrokerConfig, render_properties, server_properties
 from tests.integration.kafka_helpers import LOCAL_IMAGE, START_DIR, start_script
+from tests.v2_factory import v2_claim
 
 pytestmark = pytest.mark.integration
 
@@ -170,9 +171,9 @@ def test_compose_stack_decides_a_claim_on_podman(project: tuple[Project, int]) -
     with httpx.Client(timeout=10.0) as client:
         wait_ready(client, f"{base}/readyz", proj)
         ready_after = time.monotonic() - began
-        claim = {"claim_id": f"podman-{uuid.uuid4().hex[:8]}", "claim_amount": 95000.0,
-                 "num_services": 40, "patient_age": 47, "provider_id": 12,
-                 "days_since_last_claim": 1}
+        # The compose trainer trains on v2 claims, like the demo: a v2 gross outlier.
+        claim = v2_claim(claim_id=f"podman-{uuid.uuid4().hex[:8]}", patient_age=47,
+                         lines=[{"procedure_code": "99213", "units": 40, "charge": 95000.0}])
         answer = client.post(f"{base}/api/v1/claims", content=json.dumps(claim),
                              headers={"Content-Type": "application/json"})
         assert answer.status_code == 201, answer.text  # created (a replay would be 200)

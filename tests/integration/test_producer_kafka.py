@@ -166,8 +166,8 @@ def test_v2_file_arrives_keyed_by_member_with_label_headers(
         partitions.setdefault(msg.key() or b"", set()).add(msg.partition() or 0)
     assert all(len(p) == 1 for p in partitions.values())
     # Every pattern of the typology arrives, labelled in the headers only.
-    sent_patterns = {dict(msg.headers() or [])["pattern"].decode() for msg in messages}
-    assert sent_patterns == {"", *DEFAULT_PATTERN_SHARES}
+    sent_patterns = {dict(msg.headers() or [])["pattern"] for msg in messages}
+    assert sent_patterns == {p.encode() for p in ("", *DEFAULT_PATTERN_SHARES)}
 
 
 def test_rate_is_a_ceiling(

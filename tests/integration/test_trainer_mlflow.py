@@ -161,7 +161,7 @@ def test_aliases_follow_train_and_promote(home: Path, seed_csv: Path, client: Ml
     for version, run_id in (("1", first["run_id"]), ("2", second["run_id"])):
         exported = load_exported(f"{NAME}:v{version}", settings.bentoml_home)
         assert exported.labels == {"registry_name": NAME, "registry_version": version,
-                                   "run_id": run_id}
+                                   "run_id": run_id, "feature_set": "v1", "claim_version": "1"}
 
 
 def test_train_with_promote_flag_makes_a_champion(seed_csv: Path, client: MlflowClient,
