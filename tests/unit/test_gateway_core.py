@@ -29,6 +29,7 @@ from gateway.sqlite_util import BackgroundCheckpointer, connect
 from schemas import Claim, Decision, ModelRef, StreamSource
 from scorer.client import ModelUnavailable
 from tests.unit.test_gateway_fakes import FakePublisher, FakeScorer, claim_body
+from tests.v2_factory import v2_claim, without_labels
 
 NOW = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
 
@@ -61,8 +62,22 @@ def test_fingerprint_ignores_server_filled_time_but_not_client_values() -> None:
 
 def test_strict_json_mode_rules_apply() -> None:
     with pytest.raises(InvalidSubmissionError) as caught:
-        parse_claim(raw(num_services=2.0, provider_id=True), now=NOW)
-    assert {tuple(e["loc"]) for e in caught.value.errors} == {("num_services",), ("provider_id",)}
+        parse_claim(raw(num_services=2.5, provider_id=True, patient_age="40"), now=NOW)
+    assert {tuple(e["loc"]) for e in caught.value.errors} == {
+        ("num_services",), ("provider_id",), ("patient_age",)}
+
+
+def test_integral_floats_are_integers_as_json_schema_says() -> None:
+    """The published schema's ``integer`` admits 8.0: a client built from it is not refused."""
+    intake = parse_claim(raw(patient_age=8.0, num_services=2.0, schema_version=1.0), now=NOW)
+    assert intake.claim.patient_age == 8
+    assert isinstance(intake.claim.patient_age, int)
+    assert intake.fingerprint == parse_claim(raw(patient_age=8, num_services=2), now=NOW
+                                             ).fingerprint
+    v2 = without_labels(v2_claim())
+    v2["lines"][0]["units"] = float(v2["lines"][0]["units"])
+    v2["patient_age"] = 51.0
+    assert parse_claim(json.dumps(v2).encode(), now=NOW).claim.patient_age == 51
 
 
 def test_malformed_and_empty_bodies() -> None:
@@ -106,11 +121,47 @@ def test_csv_rejects_unknown_columns_as_a_whole() -> None:
     assert caught.value.errors[0]["type"] == "duplicate_column"
 
 
-def test_csv_nan_is_rejected_per_line() -> None:
-    header = b"claim_amount,num_services,patient_age,provider_id,days_since_last_claim\n"
-    [line] = parse_csv(header + b"nan,1,1,1,1\n", now=NOW, max_rows=10)
+CSV_HEADER = b"claim_amount,num_services,patient_age,provider_id,days_since_last_claim\n"
+
+
+@pytest.mark.parametrize("row", [
+    "nan,1,1,1,1", "inf,1,1,1,1", "1_0,1,1,1,1", "12,1_0,1,1,1", "12,\u0661,1,1,1",
+    "\uff11\uff12,1,1,1,1", "12,+1,1,1,1", "0x10,1,1,1,1", "12,1,1,1,1e",
+])
+def test_csv_numbers_are_as_strict_as_json(row: str) -> None:
+    """Python's int()/float() take 1_0, non-ASCII digits and nan; a JSON body does not."""
+    [line] = parse_csv(CSV_HEADER + row.encode() + b"\n", now=NOW, max_rows=10)
+    assert line.intake is None
     assert line.error is not None
-    assert "finite" in line.error
+
+
+def test_csv_numbers_read_as_json_would() -> None:
+    [line] = parse_csv(CSV_HEADER + b" 1.5e3 ,2.0,40,7,0\n", now=NOW, max_rows=10)
+    assert line.intake is not None
+    assert line.intake.claim.claim_amount == 1500.0
+    assert line.intake.claim.num_services == 2
+
+
+def test_csv_row_cap_is_checked_while_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """~100k rows fit in 1 MiB: the file is refused at row cap + 1, without validating the
+    rest (before, every row was validated first and the cap checked at the end)."""
+    import gateway.csv_claims as csv_claims
+
+    validated = 0
+    real = csv_claims.claim_from_object
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal validated
+        validated += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(csv_claims, "claim_from_object", counting)
+    body = CSV_HEADER + b"12.5,1,30,9,4\n" * 20_000
+    with pytest.raises(CsvFileError) as caught:
+        parse_csv(body, now=NOW, max_rows=5)
+    assert caught.value.errors[0]["type"] == "too_long"
+    assert caught.value.errors[0]["loc"] == ["line", 7]
+    assert validated <= 5
 
 
 # -- stores --------------------------------------------------------------------------------------
