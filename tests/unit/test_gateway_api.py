@@ -720,3 +720,20 @@ def test_csv_upload_says_it_takes_version_1_only(gw: Gateway) -> None:
     [error] = body["errors"]
     assert error["path"] == "header.member_id"
     assert "version-1 claims only" in error["msg"]
+
+
+# -- amplification -----------------------------------------------------------------------------
+
+
+def test_error_list_is_capped_and_says_how_many_were_left_out(gw: Gateway) -> None:
+    """Every unknown key was echoed as an error: a body of short keys came back ~10x larger."""
+    body = claim_body(**{f"k{i}": 0 for i in range(5_000)})
+    response = gw.post(body)
+    answer = problem(response, 422)
+    assert len(answer["errors"]) == 50
+    assert answer["errors_omitted"] == 5_000 - 50
+    assert len(response.get_data()) < len(json.dumps(body))
+    columns = ",".join(f"c{i}" for i in range(2_000))
+    csv_answer = problem(post_csv(gw, f"{CSV_HEADER},{columns}\nK-1,1,1,1,1,1\n"), 422)
+    assert len(csv_answer["errors"]) == 50
+    assert csv_answer["errors_omitted"] == 2_000 - 50
