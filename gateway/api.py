@@ -132,14 +132,15 @@ def build_api(rt: GatewayRuntime) -> APIBlueprint:
     api = APIBlueprint("api", __name__, url_prefix="/api/v1")
     # Documented only when a key is configured, so the docs page tells the truth.
     submit_security = security_for(settings.api_key)
-    read_security = security_for(settings.read_api_key)
+    # Reads return every claim's data: a gateway that guards submissions guards them too.
+    read_keys = [settings.read_api_key, settings.api_key]
+    read_security = security_for(settings.read_api_key or settings.api_key)
 
     def submit_key() -> None:
         require_key(request.headers, [settings.api_key])
 
     def read_key() -> None:
-        if settings.read_api_key is not None:
-            require_key(request.headers, [settings.read_api_key, settings.api_key])
+        require_key(request.headers, read_keys)
 
     def submit(intakes: list[Intake], on_conflict: Any = "raise",
                where: Callable[[int], list[str | int]] = lambda _: []) -> list[Submitted]:

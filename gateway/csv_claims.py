@@ -98,8 +98,8 @@ def unknown_column(name: str) -> str:
 
 def convert(name: str, text: str) -> Any:
     """A cell as the JSON value it would be in a JSON body. Python's ``int``/``float`` would
-    also take ``1_0``, ``١`` and ``nan``; a cell that is not a JSON number stays a string,
-    so the contract reports the type error with the field's name."""
+    also take ``1_0``, Arabic-Indic digits and ``nan``; a cell that is not a JSON number
+    stays a string, so the contract reports the type error with the field's name."""
     value = text.strip()
     if name in NUMBER_FIELDS and JSON_NUMBER.fullmatch(value):
         return orjson.loads(value)

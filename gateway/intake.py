@@ -30,8 +30,8 @@ import orjson
 import pydantic_core
 
 from schemas import Claim, ClaimV2, ContractError
-from schemas.claim_v2 import ClaimLine
 from schemas import parse_claim as decode_any_claim
+from schemas.claim_v2 import ClaimLine
 from schemas.common import FieldError
 
 BATCH_KEY: Final = "claims"

@@ -319,8 +319,14 @@ def test_key_is_checked_before_the_body(keyed: Gateway) -> None:
     problem(response, 401)
 
 
-def test_reads_stay_open_unless_a_read_key_is_set(keyed: Gateway, tmp_path: Path) -> None:
-    assert keyed.client.get("/api/v1/stats").status_code == 200
+def test_reads_need_a_key_whenever_one_is_configured(keyed: Gateway, gw: Gateway,
+                                                     tmp_path: Path) -> None:
+    """The read API returns every claim's data: an API key guards it too."""
+    assert gw.client.get("/api/v1/stats").status_code == 200  # no key configured: open
+    for path in ("/api/v1/stats", "/api/v1/outcomes", "/api/v1/claims/C-1"):
+        problem(keyed.client.get(path), 401)
+    assert keyed.client.get("/api/v1/stats", headers={"X-API-Key": "s3cret-key"}
+                            ).status_code == 200
     guarded = make_gateway(tmp_path / "r", api_key="s3cret-key", read_api_key="reader")
     problem(guarded.client.get("/api/v1/stats"), 401)
     problem(guarded.client.get("/api/v1/outcomes", headers={"X-API-Key": "nope"}), 401)
@@ -597,7 +603,8 @@ def test_bad_stats_queries_are_422(gw: Gateway, query: str) -> None:
 # -- operations, page, docs ---------------------------------------------------------------------
 
 
-def test_health_and_readiness(gw: Gateway) -> None:
+def test_health_and_readiness(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path, ready_cache_s=0)  # every probe checks again
     assert gw.client.get("/healthz").get_json() == {"status": "ok"}
     ready = gw.client.get("/readyz")
     assert ready.status_code == 200
@@ -606,6 +613,7 @@ def test_health_and_readiness(gw: Gateway) -> None:
     not_ready = gw.client.get("/readyz")
     assert not_ready.status_code == 503
     assert not_ready.get_json()["checks"]["broker"] is False
+    gw.rt.close()
 
 
 def test_metrics_count_requests_and_decisions(gw: Gateway) -> None:

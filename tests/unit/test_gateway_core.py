@@ -145,17 +145,16 @@ def test_csv_numbers_read_as_json_would() -> None:
 def test_csv_row_cap_is_checked_while_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     """~100k rows fit in 1 MiB: the file is refused at row cap + 1, without validating the
     rest (before, every row was validated first and the cap checked at the end)."""
-    import gateway.csv_claims as csv_claims
+    from gateway.intake import claim_from_object as real
 
     validated = 0
-    real = csv_claims.claim_from_object
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal validated
         validated += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(csv_claims, "claim_from_object", counting)
+    monkeypatch.setattr("gateway.csv_claims.claim_from_object", counting)
     body = CSV_HEADER + b"12.5,1,30,9,4\n" * 20_000
     with pytest.raises(CsvFileError) as caught:
         parse_csv(body, now=NOW, max_rows=5)
