@@ -70,7 +70,7 @@ class ClaimLookupConverter(BaseConverter):
     that the published document does not have (schemathesis found it). A claim whose id is
     ``batch`` or ``csv`` is still decided and listed in /outcomes; only this path skips it."""
 
-    regex = r"(?!(?:batch|csv)$)[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
+    regex = r"(?!(?:batch|csv)$)[^/]+"  # the pattern itself is checked by ClaimPath (422)
 
 
 SUBMIT_TAG = Tag(name="submit", description="Submit claims for a decision.")
@@ -141,8 +141,11 @@ def read_body(accepted: Sequence[str]) -> bytes:
 def build_api(rt: GatewayRuntime) -> APIBlueprint:
     settings = rt.settings
     api = APIBlueprint("api", __name__, url_prefix="/api/v1")
-    api.record_once(lambda state: state.app.url_map.converters.setdefault(
-        "lookup_id", ClaimLookupConverter))
+
+    @api.record_once
+    def _converters(state: Any) -> None:
+        state.app.url_map.converters["lookup_id"] = ClaimLookupConverter
+
     # Documented only when a key is configured, so the docs page tells the truth.
     submit_security = security_for(settings.api_key)
     # Reads return every claim's data: a gateway that guards submissions guards them too.
