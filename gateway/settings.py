@@ -71,6 +71,12 @@ class GatewaySettings(CommonSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Larger request bodies get 413."
     )
+    header_read_timeout_s: float = Field(
+        default=10.0, ge=1, le=300,
+        description="A connection that has not sent its complete request headers this long "
+        "after it opened (or after its previous request) is closed (granian, in native code: no "
+        "request thread waits for it). Bodies have no such timeout: see docs/gateway.md.",
+    )
     max_batch: int = Field(
         default=500, ge=1, le=10_000, description="Most claims in one batch or CSV upload."
     )
