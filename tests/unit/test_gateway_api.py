@@ -7,6 +7,7 @@ integration tests run the same paths against a real ``bentoml serve`` and a real
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -745,3 +746,26 @@ def test_error_list_is_capped_and_says_how_many_were_left_out(gw: Gateway) -> No
     csv_answer = problem(post_csv(gw, f"{CSV_HEADER},{columns}\nK-1,1,1,1,1,1\n"), 422)
     assert len(csv_answer["errors"]) == 50
     assert csv_answer["errors_omitted"] == 2_000 - 50
+
+
+@pytest.mark.parametrize("path", ["/api/v1/claims/batch", "/api/v1/claims/csv"])
+def test_submission_routes_advertise_only_what_is_documented(gw: Gateway, path: str) -> None:
+    """The lookup route matched "batch" as a claim_id: OPTIONS advertised an undocumented GET."""
+    allowed = {m.strip() for m in gw.client.options(path).headers["Allow"].split(",")}
+    assert allowed == {"POST", "OPTIONS"}
+    documented = gw.client.get("/openapi.json").get_json()["paths"][path]
+    assert {m.upper() for m in documented} == allowed - {"OPTIONS"}
+    problem(gw.client.get(path), 405)
+
+
+def test_the_published_csv_schema_refuses_what_the_server_refuses(gw: Gateway) -> None:
+    schema = gw.client.get("/openapi.json").get_json()["paths"]["/api/v1/claims/csv"]["post"][
+        "requestBody"]["content"]["text/csv"]["schema"]
+    pattern = re.compile(schema["pattern"])
+    assert schema["minLength"] == 1
+    good = f"{CSV_HEADER}\nK-1,1,1,1,1,1\n"
+    assert pattern.search(good)
+    assert post_csv(gw, good).status_code == 200
+    for refused in ("", CSV_HEADER, CSV_HEADER + "\n\n", "claim_amount\n1\n"):
+        assert not pattern.search(refused)
+        problem(post_csv(gw, refused), 422)
