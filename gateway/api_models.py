@@ -157,6 +157,20 @@ def _optional_server_fields(schema: dict[str, Any], title: str, what: str) -> di
     return schema
 
 
+CSV_CANONICAL_HEADER: Final = ("(claim_id,)?claim_amount,num_services,patient_age,provider_id,"
+                                "days_since_last_claim(,submitted_at)?")
+
+
+def csv_body_schema(max_rows: int) -> dict[str, Any]:
+    """The CSV upload as JSON Schema can say it: a header, then 1..max_rows data lines, the
+    first one not empty. An empty body or a body without a header or data is refused (422),
+    so the published schema must not admit it either."""
+    data_line = '[^\\r\\n\\x00"]'
+    pattern = (f"^\\ufeff?{CSV_CANONICAL_HEADER}\\r?\\n{data_line}+"
+               f"(\\r?\\n{data_line}*){{0,{max_rows - 1}}}$")
+    return {"type": "string", "minLength": 1, "pattern": pattern}
+
+
 def batch_schema(max_batch: int) -> dict[str, Any]:
     return {
         "title": "ClaimBatch",

@@ -27,6 +27,7 @@ from gateway.outcome_consumer import OutcomeConsumer
 from gateway.outcome_store import OutcomeStore
 from gateway.problems import from_query_validation, register_error_handlers
 from gateway.publisher import DecisionPublisher, KafkaDecisionPublisher
+from gateway.readiness import ReadinessProbe
 from gateway.runtime import GatewayRuntime
 from gateway.service import Scorer, SubmissionService
 from gateway.settings import GatewaySettings
@@ -36,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 EXTENSION: Final = "claimflow"
 OPS_TAG = Tag(name="operations", description="Health, readiness, metrics.")
-READY_TIMEOUT_S: Final = 2.0
 
 
 def create_app(
@@ -58,7 +58,7 @@ def create_app(
             settings.kafka_bootstrap_servers, settings.outcome_topics,
             timeout_s=settings.publish_timeout_s,
         )
-    metrics = metrics or GatewayMetrics()
+    metrics = metrics or GatewayMetrics(cache_s=settings.metrics_cache_s)
     rt = build_runtime(settings, scorer, publisher, metrics)
 
     app = GatewayOpenAPI(
@@ -104,8 +104,11 @@ def build_runtime(
         consumer = OutcomeConsumer(
             outcomes, settings.kafka_bootstrap_servers, settings.outcome_topics,
             settings.view_group_id, on_stored=metrics.on_view_stored,
+            stale_after_s=settings.view_stale_s,
         )
-    return GatewayRuntime(settings, scorer, publisher, service, outcomes, metrics, consumer)
+    readiness = ReadinessProbe(scorer, publisher, consumer, settings.ready_cache_s)
+    return GatewayRuntime(settings, scorer, publisher, service, outcomes, metrics, readiness,
+                          consumer)
 
 
 def runtime(app: Flask) -> GatewayRuntime:
@@ -123,15 +126,11 @@ def register_ops(app: GatewayOpenAPI, rt: GatewayRuntime) -> None:
     @app.get("/readyz", tags=[OPS_TAG], operation_id="readyz",
              responses={200: Readiness, 503: Readiness})
     def readyz() -> Response:
-        """Readiness: the model service is ready and the broker has the outcome topics."""
-        checks = {
-            "model_service": rt.scorer.ready(),
-            "broker": rt.publisher.ready(READY_TIMEOUT_S),
-        }
-        if rt.consumer is not None:
-            checks["outcome_view"] = rt.consumer.alive
-        ready = all(checks.values())
-        return json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+        """Readiness: the model service is ready, the broker has the outcome topics and the
+        outcome view is current. Checked at most every GATEWAY_READY_CACHE_S."""
+        result = rt.readiness.check()
+        return json_response({"ready": result.ready, "checks": result.checks},
+                             status=200 if result.ready else 503)
 
     @app.get("/openapi.json", doc_ui=False)
     def openapi_json() -> Response:

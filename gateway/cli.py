@@ -58,6 +58,7 @@ def gateway(host: str | None, port: int | None, workers: int | None, threads: in
     """
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     from gateway.settings import GatewaySettings
@@ -75,6 +76,9 @@ def gateway(host: str | None, port: int | None, workers: int | None, threads: in
         log_level=LogLevels(log_level.lower()),
         # Keep-alive clients (benchmarks, proxies) hold a connection each; leave headroom.
         backlog=max(1024, settings.threads * 8),
+        # Slow headers (slowloris) are cut off by granian before any Python thread is involved.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(settings.header_read_timeout_s * 1000)),
     )
     click.echo(f"gateway listening on http://{settings.host}:{bound_port}/ "
                f"(API docs: /docs/swagger)", err=True)

@@ -7,6 +7,11 @@ A submission may leave out ``claim_id`` (generated) and ``submitted_at`` (now). 
 else goes through the strict contract in JSON mode, so ``"12"`` is not an int and an
 ISO-8601 string is a datetime. Errors carry field paths relative to the request body.
 
+One deliberate leniency: an integral float such as ``8.0`` where the contract has an
+integer is read as ``8``. The published request schemas are JSON Schema, whose ``integer``
+admits ``8.0``, so a client generated from them may send it; refusing it would surprise that
+client. ``8.5`` or ``true`` stay errors, and the claim is stored and published with ``8``.
+
 The *fingerprint* of a claim is what idempotency compares: a digest of the fields the client
 sent (server-filled defaults excluded), in canonical form, so that resubmitting the same
 claim without ``submitted_at`` is recognised as the same claim.
@@ -26,9 +31,16 @@ import pydantic_core
 
 from schemas import Claim, ClaimV2, ContractError
 from schemas import parse_claim as decode_any_claim
+from schemas.claim_v2 import ClaimLine
 from schemas.common import FieldError
 
 BATCH_KEY: Final = "claims"
+# Integer fields of every claim version, lines included (the JSON Schema's ``integer``s).
+INTEGER_FIELDS: Final = frozenset(
+    name for model in (Claim, ClaimV2, ClaimLine)
+    for name, field in model.model_fields.items() if field.annotation is int
+) | {"schema_version"}
+LINES_KEY: Final = "lines"
 
 
 class MalformedJsonError(ValueError):
@@ -91,7 +103,7 @@ def claim_from_object(
         raise InvalidSubmissionError(
             [{"loc": list(loc), "type": "model_type", "msg": "Input should be an object"}]
         )
-    data = dict(obj)
+    data = integral_floats_as_ints(obj)
     filled = []
     if "claim_id" not in data:
         data["claim_id"] = make_id()
@@ -107,6 +119,22 @@ def claim_from_object(
             [{**err, "loc": [*loc, *err["loc"]]} for err in exc.errors]
         ) from exc
     return Intake(claim, fingerprint(claim, filled))
+
+
+def integral_floats_as_ints(obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a claim object with ``8.0`` as ``8`` in integer fields (its lines too)."""
+    data = {key: _as_int(value) if key in INTEGER_FIELDS else value for key, value in obj.items()}
+    lines = data.get(LINES_KEY)
+    if isinstance(lines, list):
+        data[LINES_KEY] = [integral_floats_as_ints(line) if isinstance(line, dict) else line
+                           for line in lines]
+    return data
+
+
+def _as_int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def parse_claim(body: bytes, *, now: datetime, make_id: Callable[[], str] = new_claim_id) -> Intake:

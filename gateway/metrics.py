@@ -8,6 +8,7 @@ exposition adds them up, so a scrape sees the whole gateway whichever worker ans
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -23,9 +24,13 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None,
-                 multiprocess_dir: Path | None = None) -> None:
+                 multiprocess_dir: Path | None = None, cache_s: float = 1.0) -> None:
         """``multiprocess_dir``: the folder in ``PROMETHEUS_MULTIPROC_DIR``, which must have
-        been set before prometheus_client was first imported in this process."""
+        been set before prometheus_client was first imported in this process. ``cache_s``:
+        how long a merged exposition is reused (multiprocess mode only)."""
+        self._cache_s = cache_s
+        self._cache_lock = threading.Lock()
+        self._cached: tuple[float, bytes] | None = None
         if multiprocess_dir is not None and prometheus_values.ValueClass is \
                 prometheus_values.MutexValue:
             raise RuntimeError("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR "
@@ -76,8 +81,19 @@ class GatewayMetrics:
             return response
 
     def exposition(self) -> Response:
-        registry = self.registry
-        if self._multiprocess_dir is not None:
+        if self._multiprocess_dir is None:
+            return Response(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
+        return Response(self._merged(), content_type=CONTENT_TYPE_LATEST)
+
+    def _merged(self) -> bytes:
+        """Every worker's value files merged. That reads and parses every file, and /metrics
+        is open, so scrapes within ``cache_s`` share one merge (one merge at a time)."""
+        with self._cache_lock:
+            now = time.monotonic()
+            if self._cached is not None and now - self._cached[0] < self._cache_s:
+                return self._cached[1]
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
-        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+            text = generate_latest(registry)
+            self._cached = (now, text)
+            return text

@@ -13,13 +13,21 @@ after each batch and committed by librdkafka's timer (and on close).
 
 A message that is not a valid Decision is logged with its position and skipped (this is a
 view; the topics' producers own their dead letters).
+
+Any other failure (the store, librdkafka, a bug) closes the consumer and starts a new one
+after a backoff that doubles up to ``backoff_max_s``: the thread used to die for good on the
+first exception, leaving a view that silently stopped. Nothing is lost by restarting, since
+the store's positions say where to resume. :meth:`OutcomeConsumer.fresh` tells readiness
+whether the view has completed a poll recently.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -75,8 +83,14 @@ class OutcomeConsumer:
         on_stored: OnStored | None = None,
         batch_size: int = 500,
         max_delay_ms: int = 100,
+        stale_after_s: float = 15.0,
+        backoff_s: tuple[float, float] = (0.5, 30.0),
+        consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
     ) -> None:
         self._store = store
+        self._stale_after_s = stale_after_s
+        self._backoff_min_s, self._backoff_max_s = backoff_s
+        self._consumer_factory = consumer_factory
         self._topics = list(topics)
         self._batch_size = batch_size
         self._on_stored = on_stored
@@ -99,7 +113,8 @@ class OutcomeConsumer:
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.alive = False
+        self._last_poll: float | None = None  # time.monotonic() of the last completed poll
+        self.restarts = 0
         self.last_error: str | None = None
 
     def start(self) -> None:
@@ -111,21 +126,40 @@ class OutcomeConsumer:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
+    def fresh(self) -> bool:
+        """The thread runs and completed a poll within ``stale_after_s``."""
+        last = self._last_poll
+        return (self._thread is not None and self._thread.is_alive() and last is not None
+                and time.monotonic() - last < self._stale_after_s)
+
     def _run(self) -> None:
-        consumer = Consumer(self._config)
-        self.alive = True
+        backoff = self._backoff_min_s
+        while not self._stop.is_set():
+            try:
+                self._session()
+            except Exception:  # any failure: restart, never die silently
+                self.restarts += 1
+                logger.exception("outcome view consumer failed; restarting in %.1f s", backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self._backoff_max_s)
+            else:
+                return
+
+    def _session(self) -> None:
+        """One consumer from subscribe to close; returns when stopped, raises on failure."""
+        consumer = self._consumer_factory(self._config)
         try:
             consumer.subscribe(self._topics, on_assign=self._on_assign)
             logger.info("outcome view reading %s", ", ".join(self._topics))
             while not self._stop.is_set():
                 messages = consumer.consume(num_messages=self._batch_size, timeout=0.2)
                 self._handle(consumer, messages)
-        except Exception:
-            logger.exception("outcome view consumer stopped")
-            raise
+                self._last_poll = time.monotonic()
         finally:
-            self.alive = False
-            consumer.close()
+            try:
+                consumer.close()
+            except Exception:  # closing a failed consumer may fail too
+                logger.warning("outcome view: closing the consumer failed", exc_info=True)
 
     def _handle(self, consumer: Consumer, messages: list[Message]) -> None:
         good = []

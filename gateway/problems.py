@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 PROBLEM_JSON: Final = "application/problem+json"
 TYPE_PREFIX: Final = "urn:claimflow:problem:"
+# Every unknown key or CSV column is an error; echoing all of them let a 1 MiB body of short
+# keys ask for ~10 MiB of answer. The first ones say what is wrong; the count says the rest.
+MAX_ERRORS: Final = 50
 
 
 class FieldProblem(BaseModel):
@@ -45,7 +48,12 @@ class Problem(BaseModel):
     detail: str | None = None
     instance: str | None = Field(default=None, description="The request path.")
     errors: list[FieldProblem] | None = Field(
-        default=None, description="Field errors (422 contract violations)."
+        default=None,
+        description=f"Field errors (422 contract violations), at most {MAX_ERRORS}.",
+    )
+    errors_omitted: int | None = Field(
+        default=None, ge=1,
+        description=f"How many more field errors there were beyond the first {MAX_ERRORS}.",
     )
 
 
@@ -119,10 +127,14 @@ def problem_response(
 
 
 def from_problem_error(exc: ProblemError) -> Response:
-    errors = field_problems(exc.errors) if exc.errors is not None else None
+    errors, extra = None, dict(exc.extra)
+    if exc.errors is not None:
+        errors = field_problems(exc.errors[:MAX_ERRORS])
+        if len(exc.errors) > MAX_ERRORS:
+            extra["errors_omitted"] = len(exc.errors) - MAX_ERRORS
     body = problem_body(
         exc.status, exc.detail, slug=exc.slug, title=exc.title, instance=request.path,
-        errors=errors, extra=exc.extra,
+        errors=errors, extra=extra,
     )
     return problem_response(exc.status, body, exc.headers)
 

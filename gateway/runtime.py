@@ -11,6 +11,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.outcome_consumer import OutcomeConsumer
 from gateway.outcome_store import OutcomeStore
 from gateway.publisher import DecisionPublisher
+from gateway.readiness import ReadinessProbe
 from gateway.service import Scorer, SubmissionService
 from gateway.settings import GatewaySettings
 
@@ -29,6 +30,7 @@ class GatewayRuntime:
     service: SubmissionService
     outcomes: OutcomeStore
     metrics: GatewayMetrics
+    readiness: ReadinessProbe
     consumer: OutcomeConsumer | None = None
     clock: Callable[[], datetime] = utc_now
     _closed: bool = field(default=False, init=False)

@@ -3,9 +3,15 @@
 The order matters. For claims never seen before: score -> record the decision as pending
 -> publish and wait for the broker -> mark published. A claim_id already recorded with the
 same fingerprint returns its first decision (republished only if its publication was never
-confirmed); with a different fingerprint it is a conflict. Requests for the same claim_id
-are serialised by a striped lock (:mod:`gateway.locks`, across worker processes too), so two
-concurrent submissions cannot both publish.
+confirmed); with a different fingerprint it is a conflict.
+
+The model call happens *before* the claim_id lock (:mod:`gateway.locks`, across worker
+processes too) is taken: under the lock the store is read again, and only claims still
+unknown are recorded with the new decision. A claim decided meanwhile by a concurrent
+request keeps that first decision (this request's score is dropped, a wasted model call in a
+race, never a second decision). The lock spans record -> publish -> mark, so two concurrent
+submissions cannot both publish. Before, a 500-claim batch held its locks through the model
+call as well, blocking every submission that shared a stripe for its whole duration.
 """
 
 from __future__ import annotations
@@ -122,25 +128,40 @@ class SubmissionService:
         for intake in intakes:
             first.setdefault(intake.claim_id, intake)
         unique = list(first.values())
-        with self.locks.hold([intake.claim_id for intake in unique]):
-            known = self.store.get_many(intake.claim_id for intake in unique)
-            conflicts = [i.claim_id for i in unique
-                         if i.claim_id in known and known[i.claim_id].fingerprint != i.fingerprint]
+        ids = [intake.claim_id for intake in unique]
+        hint = self.store.get_many(ids)  # unlocked: decides what to score, nothing more
+        conflicts = self._conflicts(unique, hint)
+        if conflicts and on_conflict == "raise":
+            raise ClaimConflictError(conflicts)
+        if len(hint) == len(unique) and all(s.published for s in hint.values()):
+            return self._answers(intakes, hint, [], set(conflicts))  # pure replay: no lock
+        fresh = [i for i in unique if i.claim_id not in hint]
+        scored = self._score(fresh, request_id)  # the slow part, outside the lock
+        with self.locks.hold(ids):
+            known = self.store.get_many(ids)  # authoritative under the lock
+            conflicts = self._conflicts(unique, known)
             if conflicts and on_conflict == "raise":
                 raise ClaimConflictError(conflicts)
-            fresh = [i for i in unique if i.claim_id not in known]
-            decided = self._score(fresh, request_id)
-            if decided:
-                now_ms = int(self._clock().timestamp() * 1000)
-                self.store.add_pending(
-                    [(d.claim_id, i.fingerprint, d.to_json()) for i, d in zip(fresh, decided,
-                                                                              strict=True)],
-                    now_ms,
-                )
+            decided = self._record(fresh, scored, known)
             unconfirmed = [s.decision() for s in known.values()
                            if not s.published and s.claim_id not in conflicts]
             self._publish([*decided, *unconfirmed])
         return self._answers(intakes, known, decided, set(conflicts))
+
+    @staticmethod
+    def _conflicts(unique: Sequence[Intake], known: dict[str, StoredSubmission]) -> list[str]:
+        return [i.claim_id for i in unique
+                if i.claim_id in known and known[i.claim_id].fingerprint != i.fingerprint]
+
+    def _record(self, fresh: Sequence[Intake], scored: Sequence[Decision],
+                known: dict[str, StoredSubmission]) -> list[Decision]:
+        """Record as pending the decisions of claims nobody decided meanwhile."""
+        rows = [(i, d) for i, d in zip(fresh, scored, strict=True) if i.claim_id not in known]
+        if rows:
+            now_ms = int(self._clock().timestamp() * 1000)
+            self.store.add_pending([(d.claim_id, i.fingerprint, d.to_json()) for i, d in rows],
+                                   now_ms)
+        return [d for _, d in rows]
 
     def lookup(self, claim_id: str) -> StoredSubmission | None:
         return self.store.get(claim_id)

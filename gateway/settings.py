@@ -35,11 +35,13 @@ class GatewaySettings(CommonSettings):
         "each waits on a model call and a Kafka ack, so more than the cores).",
     )
     api_key: SecretStr | None = Field(
-        default=None, description="When set, submissions need it (X-API-Key or Bearer)."
+        default=None,
+        description="When set, submissions and the read API need it (X-API-Key or Bearer).",
     )
     read_api_key: SecretStr | None = Field(
         default=None,
-        description="When set, the read API (outcomes, claims, stats) needs it or the API key.",
+        description="A key for the read API (outcomes, claims, stats) only. The read API needs "
+        "this key or GATEWAY_API_KEY whenever either is set.",
     )
     model_url: str = Field(
         default="http://127.0.0.1:3000", description="Base URL of the model service."
@@ -69,6 +71,12 @@ class GatewaySettings(CommonSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Larger request bodies get 413."
     )
+    header_read_timeout_s: float = Field(
+        default=10.0, ge=1, le=300,
+        description="A connection that has not sent its complete request headers this long "
+        "after it opened (or after its previous request) is closed (granian, in native code: no "
+        "request thread waits for it). Bodies have no such timeout: see docs/gateway.md.",
+    )
     max_batch: int = Field(
         default=500, ge=1, le=10_000, description="Most claims in one batch or CSV upload."
     )
@@ -77,6 +85,20 @@ class GatewaySettings(CommonSettings):
     )
     view_group_id: str = Field(
         default="claimflow-gateway-view", description="Consumer group of the outcome view."
+    )
+    view_stale_s: float = Field(
+        default=15.0, gt=0, le=3600,
+        description="/readyz reports the outcome view not ready when its consumer has not "
+        "completed a poll for this long (it restarts by itself after failures, with backoff).",
+    )
+    ready_cache_s: float = Field(
+        default=2.0, ge=0, le=300,
+        description="/readyz checks the model service and the broker at most this often and "
+        "answers from the last check in between (probes are open to anyone).",
+    )
+    metrics_cache_s: float = Field(
+        default=1.0, ge=0, le=300,
+        description="/metrics merges the workers' value files at most this often.",
     )
     db_synchronous: Literal["OFF", "NORMAL", "FULL"] = Field(
         default="NORMAL",

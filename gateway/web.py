@@ -33,7 +33,7 @@ def build_web(rt: GatewayRuntime) -> Blueprint:
             "index.html",
             refresh_ms=int(settings.page_refresh_s * 1000),
             submit_needs_key=settings.api_key is not None,
-            read_needs_key=settings.read_api_key is not None,
+            read_needs_key=settings.read_api_key is not None or settings.api_key is not None,
             max_batch=settings.max_batch,
         )
         response = Response(html, mimetype="text/html")

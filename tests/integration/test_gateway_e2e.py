@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import uuid
 from collections import Counter
@@ -295,3 +296,70 @@ def test_broker_unreachable_is_503_and_the_retry_returns_the_same_decision(
     messages = consume_until(kafka_bootstrap, [gateway_topics.investigate], 1, timeout_s=20)
     assert [Decision.from_json(m.value() or b"") for m in messages] == [decision]
 
+
+
+class HeaderTrickler:
+    """Connections that send their request headers one byte at a time and never finish
+    (slowloris). The interval between bytes is how slow the client is, not a wait in the
+    test: every assertion below polls until a deadline."""
+
+    HEAD = b"GET /api/v1/stats HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 4096
+
+    def __init__(self, port: int, connections: int) -> None:
+        self.sockets = [socket.create_connection(("127.0.0.1", port), timeout=5)
+                        for _ in range(connections)]
+        self.closed: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._trickle, daemon=True)
+        self._thread.start()
+
+    def _trickle(self) -> None:
+        position = 0
+        while not self._stop.wait(0.2) and position < len(self.HEAD):
+            for index, sock in enumerate(self.sockets):
+                if index not in self.closed:
+                    try:
+                        sock.sendall(self.HEAD[position:position + 1])
+                    except OSError:
+                        self.closed.add(index)
+            position += 1
+
+    def all_closed_by_server(self) -> bool:
+        for index, sock in enumerate(self.sockets):
+            if index in self.closed:
+                continue
+            sock.setblocking(False)
+            try:
+                if sock.recv(65536) == b"":
+                    self.closed.add(index)
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.closed.add(index)
+        return len(self.closed) == len(self.sockets)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_slow_headers_pin_no_request_thread_and_are_cut_off(
+    gateway_factory: StartGateway, kafka_bootstrap: str, gateway_topics: GatewayTopics,
+    group_id: str,
+) -> None:
+    """More trickling connections than the gateway has request threads (2 workers x 8):
+    another client is still served, and the server closes them after
+    GATEWAY_HEADER_READ_TIMEOUT_S (granian's default was 30 s, and nothing set it)."""
+    env = gateway_env(kafka_bootstrap, f"http://127.0.0.1:{free_port()}", gateway_topics,
+                      group_id, GATEWAY_HEADER_READ_TIMEOUT_S="2")
+    server = gateway_factory(env, wait_ready=False)
+    trickler = HeaderTrickler(server.port, connections=40)
+    try:
+        served = httpx.get(f"{server.url}/api/v1/stats", timeout=10)
+        assert served.status_code == 200
+        wait_until(trickler.all_closed_by_server, 20, "the server to close slow connections")
+    finally:
+        trickler.close()
+    assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200

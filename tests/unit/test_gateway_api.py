@@ -7,6 +7,7 @@ integration tests run the same paths against a real ``bentoml serve`` and a real
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -319,8 +320,14 @@ def test_key_is_checked_before_the_body(keyed: Gateway) -> None:
     problem(response, 401)
 
 
-def test_reads_stay_open_unless_a_read_key_is_set(keyed: Gateway, tmp_path: Path) -> None:
-    assert keyed.client.get("/api/v1/stats").status_code == 200
+def test_reads_need_a_key_whenever_one_is_configured(keyed: Gateway, gw: Gateway,
+                                                     tmp_path: Path) -> None:
+    """The read API returns every claim's data: an API key guards it too."""
+    assert gw.client.get("/api/v1/stats").status_code == 200  # no key configured: open
+    for path in ("/api/v1/stats", "/api/v1/outcomes", "/api/v1/claims/C-1"):
+        problem(keyed.client.get(path), 401)
+    assert keyed.client.get("/api/v1/stats", headers={"X-API-Key": "s3cret-key"}
+                            ).status_code == 200
     guarded = make_gateway(tmp_path / "r", api_key="s3cret-key", read_api_key="reader")
     problem(guarded.client.get("/api/v1/stats"), 401)
     problem(guarded.client.get("/api/v1/outcomes", headers={"X-API-Key": "nope"}), 401)
@@ -597,7 +604,8 @@ def test_bad_stats_queries_are_422(gw: Gateway, query: str) -> None:
 # -- operations, page, docs ---------------------------------------------------------------------
 
 
-def test_health_and_readiness(gw: Gateway) -> None:
+def test_health_and_readiness(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path, ready_cache_s=0)  # every probe checks again
     assert gw.client.get("/healthz").get_json() == {"status": "ok"}
     ready = gw.client.get("/readyz")
     assert ready.status_code == 200
@@ -606,6 +614,7 @@ def test_health_and_readiness(gw: Gateway) -> None:
     not_ready = gw.client.get("/readyz")
     assert not_ready.status_code == 503
     assert not_ready.get_json()["checks"]["broker"] is False
+    gw.rt.close()
 
 
 def test_metrics_count_requests_and_decisions(gw: Gateway) -> None:
@@ -720,3 +729,43 @@ def test_csv_upload_says_it_takes_version_1_only(gw: Gateway) -> None:
     [error] = body["errors"]
     assert error["path"] == "header.member_id"
     assert "version-1 claims only" in error["msg"]
+
+
+# -- amplification -----------------------------------------------------------------------------
+
+
+def test_error_list_is_capped_and_says_how_many_were_left_out(gw: Gateway) -> None:
+    """Every unknown key was echoed as an error: a body of short keys came back ~10x larger."""
+    body = claim_body(**{f"k{i}": 0 for i in range(5_000)})
+    response = gw.post(body)
+    answer = problem(response, 422)
+    assert len(answer["errors"]) == 50
+    assert answer["errors_omitted"] == 5_000 - 50
+    assert len(response.get_data()) < len(json.dumps(body))
+    columns = ",".join(f"c{i}" for i in range(2_000))
+    csv_answer = problem(post_csv(gw, f"{CSV_HEADER},{columns}\nK-1,1,1,1,1,1\n"), 422)
+    assert len(csv_answer["errors"]) == 50
+    assert csv_answer["errors_omitted"] == 2_000 - 50
+
+
+@pytest.mark.parametrize("path", ["/api/v1/claims/batch", "/api/v1/claims/csv"])
+def test_submission_routes_advertise_only_what_is_documented(gw: Gateway, path: str) -> None:
+    """The lookup route matched "batch" as a claim_id: OPTIONS advertised an undocumented GET."""
+    allowed = {m.strip() for m in gw.client.options(path).headers["Allow"].split(",")}
+    assert allowed == {"POST", "OPTIONS"}
+    documented = gw.client.get("/openapi.json").get_json()["paths"][path]
+    assert {m.upper() for m in documented} == allowed - {"OPTIONS"}
+    problem(gw.client.get(path), 405)
+
+
+def test_the_published_csv_schema_refuses_what_the_server_refuses(gw: Gateway) -> None:
+    schema = gw.client.get("/openapi.json").get_json()["paths"]["/api/v1/claims/csv"]["post"][
+        "requestBody"]["content"]["text/csv"]["schema"]
+    pattern = re.compile(schema["pattern"])
+    assert schema["minLength"] == 1
+    good = f"{CSV_HEADER}\nK-1,1,1,1,1,1\n"
+    assert pattern.search(good)
+    assert post_csv(gw, good).status_code == 200
+    for refused in ("", CSV_HEADER, CSV_HEADER + "\n\n", "claim_amount\n1\n"):
+        assert not pattern.search(refused)
+        problem(post_csv(gw, refused), 422)

@@ -29,6 +29,7 @@ from gateway.sqlite_util import BackgroundCheckpointer, connect
 from schemas import Claim, Decision, ModelRef, StreamSource
 from scorer.client import ModelUnavailable
 from tests.unit.test_gateway_fakes import FakePublisher, FakeScorer, claim_body
+from tests.v2_factory import v2_claim, without_labels
 
 NOW = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
 
@@ -61,8 +62,22 @@ def test_fingerprint_ignores_server_filled_time_but_not_client_values() -> None:
 
 def test_strict_json_mode_rules_apply() -> None:
     with pytest.raises(InvalidSubmissionError) as caught:
-        parse_claim(raw(num_services=2.0, provider_id=True), now=NOW)
-    assert {tuple(e["loc"]) for e in caught.value.errors} == {("num_services",), ("provider_id",)}
+        parse_claim(raw(num_services=2.5, provider_id=True, patient_age="40"), now=NOW)
+    assert {tuple(e["loc"]) for e in caught.value.errors} == {
+        ("num_services",), ("provider_id",), ("patient_age",)}
+
+
+def test_integral_floats_are_integers_as_json_schema_says() -> None:
+    """The published schema's ``integer`` admits 8.0: a client built from it is not refused."""
+    intake = parse_claim(raw(patient_age=8.0, num_services=2.0, schema_version=1.0), now=NOW)
+    assert intake.claim.patient_age == 8
+    assert isinstance(intake.claim.patient_age, int)
+    assert intake.fingerprint == parse_claim(raw(patient_age=8, num_services=2), now=NOW
+                                             ).fingerprint
+    v2 = without_labels(v2_claim())
+    v2["lines"][0]["units"] = float(v2["lines"][0]["units"])
+    v2["patient_age"] = 51.0
+    assert parse_claim(json.dumps(v2).encode(), now=NOW).claim.patient_age == 51
 
 
 def test_malformed_and_empty_bodies() -> None:
@@ -106,11 +121,46 @@ def test_csv_rejects_unknown_columns_as_a_whole() -> None:
     assert caught.value.errors[0]["type"] == "duplicate_column"
 
 
-def test_csv_nan_is_rejected_per_line() -> None:
-    header = b"claim_amount,num_services,patient_age,provider_id,days_since_last_claim\n"
-    [line] = parse_csv(header + b"nan,1,1,1,1\n", now=NOW, max_rows=10)
+CSV_HEADER = b"claim_amount,num_services,patient_age,provider_id,days_since_last_claim\n"
+
+
+@pytest.mark.parametrize("row", [
+    "nan,1,1,1,1", "inf,1,1,1,1", "1_0,1,1,1,1", "12,1_0,1,1,1", "12,\u0661,1,1,1",
+    "\uff11\uff12,1,1,1,1", "12,+1,1,1,1", "0x10,1,1,1,1", "12,1,1,1,1e",
+])
+def test_csv_numbers_are_as_strict_as_json(row: str) -> None:
+    """Python's int()/float() take 1_0, non-ASCII digits and nan; a JSON body does not."""
+    [line] = parse_csv(CSV_HEADER + row.encode() + b"\n", now=NOW, max_rows=10)
+    assert line.intake is None
     assert line.error is not None
-    assert "finite" in line.error
+
+
+def test_csv_numbers_read_as_json_would() -> None:
+    [line] = parse_csv(CSV_HEADER + b" 1.5e3 ,2.0,40,7,0\n", now=NOW, max_rows=10)
+    assert line.intake is not None
+    assert line.intake.claim.claim_amount == 1500.0
+    assert line.intake.claim.num_services == 2
+
+
+def test_csv_row_cap_is_checked_while_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """~100k rows fit in 1 MiB: the file is refused at row cap + 1, without validating the
+    rest (before, every row was validated first and the cap checked at the end)."""
+    from gateway.intake import claim_from_object as real
+
+    validated = 0
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal validated
+        validated += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("gateway.csv_claims.claim_from_object", counting)
+    body = CSV_HEADER + b"12.5,1,30,9,4\n" * 20_000
+    with pytest.raises(CsvFileError) as caught:
+        parse_csv(body, now=NOW, max_rows=5)
+    assert caught.value.errors[0]["type"] == "too_long"
+    assert caught.value.errors[0]["loc"] == ["line", 7]
+    assert validated <= 5
 
 
 # -- stores --------------------------------------------------------------------------------------
@@ -351,3 +401,94 @@ def test_coalesced_failures_reach_every_waiting_request() -> None:
     assert len(errors) == 5
     assert len({id(e) for e in errors}) == 5  # one exception object per request thread
     scorer.close()
+
+
+class BlockingBatchScorer(FakeScorer):
+    """Holds every batch call until released; single claims are answered at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def score_batch(self, claims: Any) -> Any:
+        self.entered.set()
+        assert self.release.wait(30)
+        return super().score_batch(claims)
+
+
+def batch_of(n: int, prefix: str) -> list[Any]:
+    return [parse_claim(raw(claim_id=f"{prefix}-{i}"), now=NOW) for i in range(n)]
+
+
+def finishes(target: Any, timeout_s: float = 20.0) -> bool:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return not thread.is_alive()
+
+
+def test_a_batch_in_its_model_call_blocks_no_other_submission(tmp_path: Path) -> None:
+    """The batch used to hold its claim_id locks through the model call: a claim sharing a
+    stripe with it waited for the whole call (in every worker: the locks span processes)."""
+    scorer = BlockingBatchScorer()
+    store = SubmissionStore(tmp_path / "s.db")
+    locks = KeyLocks(lock_path=tmp_path / "s.lock")
+    service = SubmissionService(scorer, FakePublisher(), store, lambda k: f"claims.{k}", 1.0,
+                                locks=locks)
+    batch = batch_of(500, "B")
+    held = {locks.index(i.claim_id) for i in batch}
+    neighbour = next(f"N-{n}" for n in range(10**6) if locks.index(f"N-{n}") in held)
+    batch_thread = threading.Thread(target=lambda: service.submit(batch, None))
+    batch_thread.start()
+    try:
+        assert scorer.entered.wait(20)
+        single = parse_claim(raw(claim_id=neighbour), now=NOW)
+        assert finishes(lambda: service.submit([single], None)), "blocked behind the batch"
+    finally:
+        scorer.release.set()
+        batch_thread.join(30)
+    assert store.count() == 501
+    store.close()
+    locks.close()
+
+
+class BatchGatedPublisher(FakePublisher):
+    """Holds the publication of the batch (claim_ids "B-...") until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def publish(self, items: Any, timeout_s: float) -> None:
+        if any(item.decision.claim_id.startswith("B-") for item in items):
+            self.entered.set()
+            assert self.release.wait(30)
+        super().publish(items, timeout_s)
+
+
+def test_a_publishing_batch_holds_few_of_the_claim_id_stripes(tmp_path: Path) -> None:
+    """While it publishes, a 500-claim batch must hold its claims' locks, and only those:
+    with 256 stripes it held ~87 % of them, so nearly every other claim waited."""
+    publisher = BatchGatedPublisher()
+    store = SubmissionStore(tmp_path / "s.db")
+    locks = KeyLocks(lock_path=tmp_path / "s.lock")
+    service = SubmissionService(FakeScorer(), publisher, store, lambda k: f"claims.{k}", 1.0,
+                                locks=locks)
+    batch = batch_of(500, "B")
+    held = {locks.index(i.claim_id) for i in batch}
+    free = [cid for cid in (f"O-{n}" for n in range(100)) if locks.index(cid) not in held]
+    assert len(free) >= 95
+    batch_thread = threading.Thread(target=lambda: service.submit(batch, None))
+    batch_thread.start()
+    try:
+        assert publisher.entered.wait(20)
+        others = [parse_claim(raw(claim_id=cid), now=NOW) for cid in free]
+        assert finishes(lambda: service.submit(others, None)), "blocked behind the batch"
+    finally:
+        publisher.release.set()
+        batch_thread.join(30)
+    assert sorted(publisher.claim_ids()) == sorted([*free, *(i.claim_id for i in batch)])
+    store.close()
+    locks.close()

@@ -42,3 +42,24 @@ def test_refuses_a_process_where_prometheus_keeps_values_in_memory(tmp_path: Pat
     # This test process imported prometheus_client without PROMETHEUS_MULTIPROC_DIR.
     with pytest.raises(RuntimeError, match="PROMETHEUS_MULTIPROC_DIR"):
         GatewayMetrics(multiprocess_dir=tmp_path)
+
+
+CACHED_WORKER = """
+import sys
+from pathlib import Path
+from gateway.metrics import GatewayMetrics
+metrics = GatewayMetrics(multiprocess_dir=Path(sys.argv[1]), cache_s=3600)
+metrics.decisions.labels("approve", "false").inc()
+first = metrics.exposition().get_data()
+metrics.decisions.labels("approve", "false").inc()
+second = metrics.exposition().get_data()
+sys.stdout.write("same" if first == second else "merged again")
+"""
+
+
+def test_scrapes_within_the_cache_period_share_one_merge(tmp_path: Path) -> None:
+    """Each scrape used to read and merge every worker's files; /metrics is open."""
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", CACHED_WORKER, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout == "same"

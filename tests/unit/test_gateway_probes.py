@@ -1,0 +1,178 @@
+"""Probes and the outcome view's resilience: /readyz and /metrics are cached (they are open
+and each check costs a model call and a broker request), the view's consumer restarts after
+a failure and readiness says when the view is stale."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.app import create_app, runtime
+from gateway.outcome_consumer import OutcomeConsumer
+from gateway.outcome_store import OutcomeStore
+from gateway.readiness import ReadinessProbe
+from schemas import Claim, Decision, ModelRef, StreamSource
+from tests.unit.test_gateway_fakes import FakePublisher, FakeScorer, claim_body, fake_settings
+
+TOPIC = "claims.approved"
+
+
+@dataclass
+class CountingScorer(FakeScorer):
+    ready_calls: int = 0
+
+    def ready(self) -> bool:
+        self.ready_calls += 1
+        return self.available
+
+
+@dataclass
+class CountingPublisher(FakePublisher):
+    ready_calls: int = 0
+
+    def ready(self, timeout_s: float) -> bool:
+        self.ready_calls += 1
+        return self.available
+
+
+def test_readyz_checks_the_model_and_broker_once_per_cache_period(tmp_path: Path) -> None:
+    """Each hit used to cost a model-service call and a Kafka metadata request."""
+    scorer, publisher = CountingScorer(), CountingPublisher()
+    app = create_app(fake_settings(tmp_path, ready_cache_s=300), scorer=scorer,
+                     publisher=publisher)
+    client = app.test_client()
+    for _ in range(20):
+        assert client.get("/readyz").status_code == 200
+    assert (scorer.ready_calls, publisher.ready_calls) == (1, 1)
+    runtime(app).close()
+
+
+def test_readyz_answers_from_a_fresh_check_after_the_cache_period() -> None:
+    scorer, publisher = CountingScorer(), CountingPublisher()
+    now = [0.0]
+    probe = ReadinessProbe(scorer, publisher, None, cache_s=2.0, monotonic=lambda: now[0])
+    assert probe.check().ready
+    scorer.available = False
+    now[0] = 1.0
+    assert probe.check().ready  # cached
+    now[0] = 2.5
+    result = probe.check()
+    assert not result.ready
+    assert result.checks == {"model_service": False, "broker": True}
+
+
+@dataclass
+class StubView:
+    is_fresh: bool
+
+    def fresh(self) -> bool:
+        return self.is_fresh
+
+
+def test_readiness_says_when_the_outcome_view_is_stale_without_waiting_for_the_cache() -> None:
+    view = StubView(True)
+    probe = ReadinessProbe(FakeScorer(), FakePublisher(), view,  # type: ignore[arg-type]
+                           cache_s=300)
+    assert probe.check().checks["outcome_view"] is True
+    view.is_fresh = False
+    result = probe.check()
+    assert not result.ready
+    assert result.checks["outcome_view"] is False
+
+
+# -- the outcome view's consumer -------------------------------------------------------------
+
+
+@dataclass
+class FakeMessage:
+    offset_: int
+    value_: bytes
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self.offset_
+
+    def value(self) -> bytes:
+        return self.value_
+
+
+@dataclass
+class FakeConsumer:
+    """Hands out the topic's messages from the position the store resumes at."""
+
+    log: list[FakeMessage]
+    sessions: list[FakeConsumer]
+    position: int = 0
+    closed: bool = False
+    stored: list[Any] = field(default_factory=list)
+
+    def subscribe(self, topics: list[str], on_assign: Callable[..., None]) -> None:
+        self.sessions.append(self)
+
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        batch = self.log[self.position:self.position + num_messages]
+        self.position += len(batch)
+        return batch
+
+    def store_offsets(self, offsets: list[Any]) -> None:
+        self.stored.extend(offsets)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def decision_json(claim_id: str) -> bytes:
+    claim = Claim.from_json(json.dumps(claim_body(claim_id=claim_id)).encode())
+    return Decision(claim=claim, decision="approve", anomaly_score=0.1, threshold=0.5,
+                    model=ModelRef(name="claim-anomaly", version="1"), reasons=[],
+                    decided_at=datetime(2026, 1, 1, tzinfo=UTC),
+                    source=StreamSource(topic="claims", partition=0, offset=0)).to_json()
+
+
+def test_the_view_consumer_restarts_after_a_failure_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It used to die for good on the first exception, leaving a view that silently stopped."""
+    store = OutcomeStore(tmp_path / "o.db")
+    real_add, failures = store.add, [1]
+
+    def add_failing_once(*args: Any) -> int:
+        if failures:
+            failures.pop()
+            raise RuntimeError("disk I/O error")
+        return real_add(*args)
+
+    monkeypatch.setattr(store, "add", add_failing_once)
+    log = [FakeMessage(i, decision_json(f"V-{i}")) for i in range(3)]
+    sessions: list[FakeConsumer] = []
+    all_stored = threading.Event()
+    view = OutcomeConsumer(store, "unused:9092", [TOPIC], "g", backoff_s=(0.01, 0.05),
+                           stale_after_s=300,
+                           on_stored=lambda *_: all_stored.set(),
+                           consumer_factory=lambda _config: FakeConsumer(  # type: ignore[arg-type,return-value]
+                               log, sessions))
+    view.start()
+    try:
+        assert all_stored.wait(20), "the view never stored anything after the failure"
+        assert [store.get(f"V-{i}") is not None for i in range(3)] == [True] * 3
+        assert view.restarts == 1
+        assert sessions[0].closed
+    finally:
+        view.stop()
+    assert not view.fresh()
+    store.close()
