@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS_DIR, machine_info
+from bench.provenance import DirtyTreeError, Provenance, git_provenance, results_target
 from bench.report import (
     AnchorSpec,
     Figure,
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 BENCH_DIR = Path(__file__).parent
 REPO_ROOT = BENCH_DIR.parent
 SMOKE_DIR = RESULTS_DIR / "tmp"
+DIRTY_DIR = SMOKE_DIR / "dirty"
 
 # Run order: cheap and self-contained first; the broker's ceiling before the producer that
 # is compared with it.
@@ -373,7 +375,9 @@ def environment() -> dict[str, Any]:
     info["memory_gb"] = _memory_gb()
     info["load_average_start"] = _load_average()
     info["java"] = _command_first_line(["java", "-version"])
-    info["git_commit"] = _command_first_line(["git", "rev-parse", "--short", "HEAD"])
+    # The commit measured, and whether the tree had changes on top of it (bench/results
+    # aside): a result file must say which code it describes.
+    info.update(git_provenance(REPO_ROOT).as_dict())
     return info
 
 
@@ -472,6 +476,7 @@ def carry_over(outcomes: Sequence[ModuleOutcome], previous_path: Path
             "at": previous.get("generated_at"),
             "load_average_start": previous.get("machine", {}).get("load_average_start"),
             "git_commit": previous.get("machine", {}).get("git_commit"),
+            "git_dirty": previous.get("machine", {}).get("git_dirty"),
         }
     return merged, carried
 
@@ -480,7 +485,7 @@ def stamp_measurements(report: dict[str, Any], carried: Mapping[str, dict[str, A
                        generated_at: str, machine: Mapping[str, Any]) -> None:
     """Record in each benchmark's entry when it was measured (now, or carried over)."""
     now = {"at": generated_at, "load_average_start": machine.get("load_average_start"),
-           "git_commit": machine.get("git_commit")}
+           "git_commit": machine.get("git_commit"), "git_dirty": machine.get("git_dirty")}
     for name, info in report["benchmarks"].items():
         info["measured"] = dict(carried.get(name, now))
     if carried:
@@ -527,6 +532,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="seconds per benchmark run (default: 1800, smoke: 600)")
     parser.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
                         help="use this broker (default: start one of our own for the run)")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="from a tree with uncommitted changes, write under "
+                             "bench/results/tmp/dirty/ instead of refusing")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -534,6 +542,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
     return args
+
+
+def output_dir(args: argparse.Namespace, provenance: Provenance) -> Path:
+    """The results folder; the committed one only from a clean tree (see bench.provenance)."""
+    out_dir: Path = args.out or (SMOKE_DIR if args.smoke else RESULTS_DIR)
+    if out_dir.resolve() != RESULTS_DIR.resolve():
+        return out_dir
+    return results_target(RESULTS_DIR, provenance, allow_dirty=args.allow_dirty,
+                          dirty_dir=DIRTY_DIR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -556,7 +573,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [name for name in available if name in args.only]
     repeats = args.repeats or (1 if args.smoke else 3)
     timeout = args.timeout or (600.0 if args.smoke else 1800.0)
-    out_dir = args.out or (SMOKE_DIR if args.smoke else RESULTS_DIR)
+    try:
+        out_dir = output_dir(args, git_provenance(REPO_ROOT))
+    except DirtyTreeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     stem = "smoke" if args.smoke else "latest"
     logs = (args.out or SMOKE_DIR) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
