@@ -2,7 +2,8 @@
 
 1. SIGKILL the scorer at random moments while claims stream -> exactly once, read_committed.
 2. Model service stopped mid-stream -> nothing lost; throughput back within 5 s.
-3. Broker stopped and restarted mid-stream -> nothing lost; no manual restart needed.
+3. Broker SIGKILLed mid-stream (transactions open) and restarted -> nothing lost; no manual
+   restart needed.
 4. Two scorer workers, one killed -> the other owns every partition within 10 s.
 5. Poison flood -> every bad message dead-lettered with its reason, every good one decided.
 6. Gateway fuzz -> property-based requests, no server error.
