@@ -283,8 +283,12 @@ def build_figure(
     statuses: Mapping[str, str],
     *,
     judge: bool = True,
+    carried: frozenset[str] = frozenset(),
 ) -> Figure:
     """Pick one figure (and its anchor) out of the per-module runs.
+
+    ``carried``: modules whose runs come from an earlier invocation; never paired with an
+    anchor measured now (or the other way round).
 
     The figure is the median over runs and its worst run; goals are judged on every run.
     ``judge=False`` (smoke sizes) measures without judging: goals are set for full sizes.
@@ -315,13 +319,13 @@ def build_figure(
     figure.failures = failure_counts(spec, module_runs)
     if spec.goal is not None and judge:
         figure.goal_met = judge_goal(spec, values or [figure.value], figure.failures)
-    _place_anchor(figure, spec, values, medians, runs, statuses, judge)
+    _place_anchor(figure, spec, values, medians, runs, statuses, judge, carried)
     return figure
 
 
 def _place_anchor(figure: Figure, spec: FigureSpec, values: Sequence[float | None],
                   medians: Mapping[str, Any], runs: Mapping[str, Sequence[Any]],
-                  statuses: Mapping[str, str], judge: bool) -> None:
+                  statuses: Mapping[str, str], judge: bool, carried: frozenset[str]) -> None:
     candidates = (spec.anchor,) if isinstance(spec.anchor, AnchorSpec) else spec.anchor or ()
     if not candidates:
         return
@@ -336,7 +340,8 @@ def _place_anchor(figure: Figure, spec: FigureSpec, values: Sequence[float | Non
         figure.anchor_label = candidate.label
         figure.anchor_value = anchor * spec.anchor_scale
         anchors = per_run(runs.get(candidate.module, ()), path, spec.anchor_scale)
-        ratios = _ratios(figure, spec, candidate, values, anchors, runs)
+        same_runs = (spec.module in carried) == (candidate.module in carried)
+        ratios = _ratios(figure, spec, candidate, values, anchors, runs) if same_runs else []
         break
     else:
         return

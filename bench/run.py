@@ -455,7 +455,8 @@ def _command_first_line(cmd: Sequence[str]) -> str | None:
 def assemble(outcomes: Sequence[ModuleOutcome], *, smoke: bool, repeats: int,
              machine: dict[str, Any], generated_at: str,
              specs: Sequence[FigureSpec] = FIGURES,
-             only: Sequence[str] | None = None) -> tuple[dict[str, Any], list[Figure]]:
+             only: Sequence[str] | None = None,
+             carried: frozenset[str] = frozenset()) -> tuple[dict[str, Any], list[Figure]]:
     """The report dict and its headline figures.
 
     Without ``only``, every headline figure is listed, so a benchmark module that does not
@@ -465,8 +466,8 @@ def assemble(outcomes: Sequence[ModuleOutcome], *, smoke: bool, repeats: int,
     runs = {o.name: o.runs for o in outcomes}
     statuses = {spec.module: "no benchmark module" for spec in specs}
     statuses.update({o.name: o.status for o in outcomes})
-    figures = [build_figure(spec, medians, runs, statuses, judge=not smoke) for spec in specs
-               if only is None or spec.module in only]
+    figures = [build_figure(spec, medians, runs, statuses, judge=not smoke, carried=carried)
+               for spec in specs if only is None or spec.module in only]
     report: dict[str, Any] = {
         "generated_at": generated_at,
         "smoke": smoke,
@@ -633,7 +634,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcomes, carried = carry_over(outcomes, out_dir / f"{stem}.json")
     report, figures = assemble(outcomes, smoke=args.smoke, repeats=repeats, machine=machine,
                                generated_at=generated_at,
-                               only=args.only if args.smoke else None)
+                               only=args.only if args.smoke else None,
+                               carried=frozenset(carried))
     stamp_measurements(report, carried, generated_at, machine)
     json_path, md_path = write_report(report, figures, out_dir, stem)
     sys.stdout.write(render_markdown(report, figures))

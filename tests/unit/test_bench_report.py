@@ -515,3 +515,16 @@ def test_git_provenance_reads_the_commit_and_ignores_rewritten_results(tmp_path:
     assert provenance.dirty is True
     assert provenance.commit is not None
     assert len(provenance.commit) == 40
+
+
+def test_an_anchor_carried_over_from_an_earlier_run_is_not_paired() -> None:
+    spec = FigureSpec("one", "One", "model", ("single.ms",), "ms", "lower",
+                      anchor=AnchorSpec("sklearn", "sk", ("single_ms",)))
+    runs: dict[str, list[Any]] = {"model": [{"single": {"ms": 0.04}}], "sk": [{"single_ms": 4.0}]}
+    medians = {name: median_merge(r) for name, r in runs.items()}
+    statuses = dict.fromkeys(runs, "ok")
+    fig = build_figure(spec, medians, runs, statuses, carried=frozenset({"sk"}))
+    assert fig.anchor_value == 4.0  # shown for reference
+    assert fig.relative is None  # but no ratio across invocations
+    both = build_figure(spec, medians, runs, statuses, carried=frozenset({"sk", "model"}))
+    assert both.relative == pytest.approx(100.0)
