@@ -1,7 +1,7 @@
 """Fault drills against the real stack: ``python -m bench.drills [--smoke] [--only N ...]``.
 
 1. SIGKILL the scorer at random moments while claims stream -> exactly once, read_committed.
-2. Model service stopped mid-stream -> nothing lost; throughput back within 5 s.
+2. Model service stopped mid-stream -> nothing lost; the backlog drained within 5 s of ready.
 3. Broker SIGKILLed mid-stream (transactions open) and restarted -> nothing lost; no manual
    restart needed.
 4. Two scorer workers, one killed -> the other owns every partition within 10 s.

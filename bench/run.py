@@ -88,7 +88,7 @@ GATEWAY_LATENCY_FAILURES = ("latency.errors", "latency.timeouts", "latency.unans
                             "latency.load_threads_lost")
 
 IN_PROCESS_LOOP = AnchorSpec(
-    "in-process decode + score + encode loop, per core", "stream_scoring",
+    "in-process decode + score + encode loop (one process, about one core)", "stream_scoring",
     ("in_process.claims_per_s",), cores_paths=("in_process.cpu_cores",))
 
 
