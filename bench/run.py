@@ -99,7 +99,7 @@ def stream_figure(key: str, setup_label: str, setup: str) -> FigureSpec:
     return FigureSpec(
         key, f"Stream, first produce -> last committed decision, {setup_label}",
         "stream_scoring", (f"{run}.claims_per_s",), "claims/s", "higher",
-        anchor=IN_PROCESS_LOOP, cores_paths=(f"{run}.cpu_cores.pipeline",),
+        anchor=IN_PROCESS_LOOP, cores_paths=(f"{run}.cpu_cores.machine",),
         goal=Goal(">=", 30_000), relative_goal=Goal(">=", 0.5),
     )
 

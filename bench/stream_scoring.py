@@ -8,11 +8,12 @@
   they do for a user. Against a real ``bentoml serve`` model service and the broker at
   ``KAFKA_BOOTSTRAP_SERVERS``. Two fixed setups, both reported: ``readme_default`` (the
   worker's default settings; the headline ``throughput``) and ``tuned`` (a larger batch).
-  ``cpu_cores.pipeline``: cores the workers and the model service used in that window.
+  ``cpu_cores``: cores each part used in that window; ``machine`` (all busy cores: producer,
+  broker, workers, model service) is the one the per-core ratio divides by.
 * ``in_process`` (the anchor): the same decode + score + encode in one process, no Kafka, no
   HTTP: ``Claim.from_json``, the same compiled forest and explanations the service uses,
   and the worker's own decision encoder; ``cpu_cores`` is what it used (about one).
-  ``ratio_to_in_process_per_core``: claims per pipeline core over claims per loop core.
+  ``ratio_to_in_process_per_core``: claims per busy machine core over claims per loop core.
 * ``latency``: claims produced at a fixed rate (1,000/s), each timed from ``produce`` to
   the moment a read_committed consumer receives its decision.
 
@@ -359,8 +360,7 @@ def follow_whole_path(probe: Consumer, partitions: list[TopicPartition], total: 
                       workers: ManagedProcess, service: ModelService,
                       producer: ManagedProcess, timeout_s: float = 600) -> dict[str, Any]:
     """From the first claim in the topic until every claim offset is committed, and the CPU
-    each part used meanwhile. The producer's own CPU is not counted in ``pipeline`` cores:
-    the anchor loop does not produce either."""
+    each part used meanwhile (``machine``: everything, producer and broker included)."""
     command_started = time.perf_counter()
     start: tuple[float, dict[str, float]] | None = None
     deadline = time.monotonic() + timeout_s
@@ -492,8 +492,12 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def per_core_ratio(run: dict[str, Any], anchor: dict[str, Any]) -> float | None:
-    """Claims per pipeline core against claims per core of the in-process loop."""
-    cores, anchor_cores = float(run["cpu_cores"]["pipeline"]), float(anchor["cpu_cores"])
+    """Claims per busy core of the machine against claims per core of the in-process loop.
+
+    The machine's cores, not only the workers' and the model service's: the broker and the
+    producer are part of the path too, and a quiet machine (the load average is recorded)
+    has nothing else to count. The conservative side: it can only make the ratio lower."""
+    cores, anchor_cores = float(run["cpu_cores"]["machine"]), float(anchor["cpu_cores"])
     if cores <= 0 or anchor_cores <= 0:
         return None
     return (float(run["claims_per_s"]) / cores) / (float(anchor["claims_per_s"]) / anchor_cores)
