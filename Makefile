@@ -73,13 +73,17 @@ test: setup ## Lint, type-check and run the whole test suite (unit + integration
 demo: setup ## Run the whole pipeline locally (Ctrl-C stops it)
 	$(BIN)/claimflow up
 
+# Extra options for bench/drills, e.g. BENCH_ARGS=--allow-dirty (a dirty tree otherwise refuses
+# to overwrite the committed results; see docs/bench.md).
+BENCH_ARGS ?=
+
 .PHONY: bench
-bench: setup ## Run every benchmark, write bench/results/latest.{json,md}
-	$(BIN)/python -m bench.run
+bench: setup ## Run every benchmark, write bench/results/latest.{json,md} (clean tree only)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 .PHONY: drills
-drills: setup ## Fault drills against the real stack, write bench/results/drills.json
-	$(BIN)/python -m bench.drills
+drills: setup ## Fault drills against the real stack, write bench/results/drills.json (clean tree only)
+	$(BIN)/python -m bench.drills $(BENCH_ARGS)
 
 .PHONY: drills-smoke
 drills-smoke: setup ## The fault drills at smoke size, as pytest checks (also part of `make test`)

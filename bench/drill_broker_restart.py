@@ -1,8 +1,10 @@
-"""Drill 3: the broker is stopped and started again mid-stream.
+"""Drill 3: the broker is killed (SIGKILL) mid-stream and started again.
 
-The drill's own broker (never the shared one) is stopped gracefully while the producer
-streams, the scorer scores and the gateway serves; it stays down a while, then starts again
-on the same ports with its data. Nobody restarts any component. Pass when every streamed
+The drill's own broker (never the shared one) is SIGKILLed while the producer streams, the
+scorer scores and the gateway serves, with commits advancing (so the scorer has a
+transaction open: it commits one per batch, continuously): no controlled shutdown, no
+flushed segments, transactions left open. It stays down a while, then starts again on the
+same ports with its data. Nobody restarts any component. Pass when every streamed
 claim is decided exactly once, the producer delivered everything, the scorer and gateway
 are still the processes that were started before the outage, and the gateway decides and
 publishes a new claim again.
@@ -48,6 +50,13 @@ def submit_until_accepted(url: str, claim_id: str, timeout_s: float) -> tuple[fl
     return wait_until(accepted, timeout_s, interval_s=1.0, what="gateway accepts again"), statuses
 
 
+def committing(samples: list[tuple[float, int]], now: float, window_s: float = 1.5) -> bool:
+    """Did the committed count rise in the last ``window_s``? Then transactions are in flight
+    (the scorer opens the next one as soon as it commits one)."""
+    recent = [count for t, count in samples if t >= now - window_s]
+    return len(recent) >= 2 and recent[-1] > recent[0]
+
+
 def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
     # Away longer than the scorer's transaction timeout (10 s by default), at every size: a
     # shorter outage passes or fails by chance, depending on how fast the machine restarts
@@ -67,8 +76,9 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
         stream.wait_committed(rate * 2, timeout_s=120, watch=[scorer])
         _, before_statuses = submit_until_accepted(gateway.url, gateway_ids[0], 30)
         time.sleep(before_s * 0.4)  # part of the stream flows before the outage
+        moving_at_kill = committing(list(sampler.samples), sampler.now())
         t_stop = sampler.now()
-        stop_s = stack.stop_broker()
+        stop_s = stack.kill_broker()
         time.sleep(down_s)  # the broker stays away
         t_start = sampler.now()
         start_s = stack.start_broker()
@@ -98,19 +108,21 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
     checks = {
         **stream.verdict_checks(sent, outcomes, exactly),
         "producer_delivered_everything": finish["producer_exit"] == 0,
+        "killed_while_committing": moving_at_kill,
         "scorer_never_restarted": scorer_same,
         "gateway_never_restarted": gateway_same,
         "gateway_decides_again": sorted(gateway_decisions) == sorted(gateway_ids),
     }
     return DrillResult(
         number=NUMBER, name=NAME, passed=verdict(checks),
-        summary=(f"broker down {t_back - t_stop:.1f} s ({stop_s:.1f} s stop + {down_s:.0f} s "
+        summary=(f"broker SIGKILLed mid-stream, down {t_back - t_stop:.1f} s ({stop_s:.1f} s to "
+                 f"die + {down_s:.0f} s "
                  f"away + {start_s:.1f} s start); {len(sent)} claims -> {exactly.decided} "
                  f"decisions ({exactly.unique} unique); no component restarted by hand: "
                  f"{scorer_same and gateway_same}"),
         counts={**exactly.counts(), "sent": len(sent), "dead_letters": len(outcomes.dead_letters),
                 "gateway_decisions": len(gateway_decisions)},
-        figures={"broker_stop_s": round(stop_s, 1), "broker_away_s": down_s,
+        figures={"broker_kill_s": round(stop_s, 1), "broker_away_s": down_s,
                  "broker_start_s": round(start_s, 1),
                  "scorer_first_commit_after_broker_back_s": None if resumed is None
                  else round(resumed - t_back, 2),

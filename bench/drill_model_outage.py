@@ -3,8 +3,9 @@
 Claims stream at a steady rate; once the scorer keeps up, the model service is stopped
 (SIGTERM) for the outage, then started again on the same port. The scorer must hold its
 batches (no commit, nothing lost) and resume by itself. Pass when every claim is decided
-exactly once and the committed throughput is back to its pre-outage level within 5 s of
-the model service answering ready again.
+exactly once and the stream has recovered within 5 s of the model service answering ready
+again: recovered means the outage's backlog has drained (the lag is back to the steady
+stream's), not a first burst of commits, which a worker catching up shows at once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ import logging
 import time
 
 from bench.drill_common import DrillContext, DrillResult, verdict
-from bench.drill_stream import Sampler, Stream, first_progress, first_time, steady_rate
+from bench.drill_stream import (
+    Sampler,
+    Stream,
+    drained_at,
+    first_progress,
+    first_time,
+    normal_lag,
+    steady_rate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +59,10 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
     rates = sampler.rates(window_s=1.0)
     before = steady_rate(rates, steady_from + 1.0, t_stop)
     resumed = first_progress(samples, t_ready)
-    back = first_time(rates, t_ready, 0.9 * before) if before else None
-    recovery_s = None if back is None else back - t_ready
+    burst = first_time(rates, t_ready, 0.9 * before) if before else None
+    lag_before = normal_lag(sampler.lags, steady_from + 1.0, t_stop)
+    drained = None if lag_before is None else drained_at(sampler.lags, t_ready, lag_before)
+    recovery_s = None if drained is None else drained - t_ready
     alive = scorer.alive()
     sent, outcomes, exactly = stream.verify()
     scorer.stop()
@@ -61,7 +72,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
         # the stop may still commit.
         "stream_really_stalled": committed_during < 0.25 * rate * outage_s
         and before is not None,
-        f"throughput_back_within_{RECOVERY_GOAL_S:.0f}s": (recovery_s is not None
+        f"backlog_drained_within_{RECOVERY_GOAL_S:.0f}s": (recovery_s is not None
                                                            and recovery_s <= RECOVERY_GOAL_S),
         "scorer_never_restarted": alive,
         "producer_succeeded": finish["producer_exit"] == 0,
@@ -69,7 +80,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
     return DrillResult(
         number=NUMBER, name=NAME, passed=verdict(checks),
         summary=(f"model service down {t_ready - t_stop:.1f} s ({outage_s:.0f} s stopped + "
-                 f"restart); throughput back {_s(recovery_s)} after ready; {len(sent)} claims "
+                 f"restart); backlog drained {_s(recovery_s)} after ready; {len(sent)} claims "
                  f"-> {exactly.decided} decisions ({exactly.unique} unique)"),
         counts={**exactly.counts(), "sent": len(sent), "dead_letters": len(outcomes.dead_letters),
                 "committed_during_outage": committed_during},
@@ -77,8 +88,12 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
                  "rate_before": None if before is None else round(before),
                  "first_commit_after_ready_s": None if resumed is None
                  else round(resumed - t_ready, 2),
-                 "throughput_back_after_ready_s": None if recovery_s is None
+                 "lag_before": lag_before,
+                 "backlog_drained_after_ready_s": None if recovery_s is None
                  else round(recovery_s, 2),
+                 # The earlier measure, kept for comparison: the first 1 s window at 90 % of
+                 # the rate before, reached by the catch-up burst long before the drain.
+                 "rate_back_after_ready_s": None if burst is None else round(burst - t_ready, 2),
                  "input_rate": rate, **finish},
         checks=checks,
         details={"timeline_s": {"stop": round(t_stop, 2), "restart": round(t_restart, 2),

@@ -9,6 +9,7 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +154,8 @@ class Sampler:
         self.stream = stream
         self.interval_s = interval_s
         self.samples: list[tuple[float, int]] = []
+        # (seconds, end offsets - committed): what is produced but not yet decided.
+        self.lags: list[tuple[float, int]] = []
         self.t0 = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
@@ -173,8 +176,16 @@ class Sampler:
         while not self._stop.is_set():
             count = self._progress.committed()
             if count >= 0:
-                self.samples.append((self.now(), count))
+                now = self.now()
+                self.samples.append((now, count))
+                end = self._end()
+                if end is not None:
+                    self.lags.append((now, max(end - count, 0)))
             self._stop.wait(self.interval_s)
+
+    def _end(self) -> int | None:
+        end = self._progress.end()
+        return None if end < 0 else end  # -1: the broker cannot answer right now
 
     def stop(self) -> list[tuple[float, int]]:
         self._stop.set()
@@ -190,6 +201,22 @@ def steady_rate(rates: list[tuple[float, float]], start: float, end: float) -> f
     """Median committed rate between two moments (None without samples)."""
     window = [r for t, r in rates if start <= t <= end]
     return statistics.median(window) if window else None
+
+
+def drained_at(lags: Sequence[tuple[float, int]], after: float, normal_lag: int
+               ) -> float | None:
+    """First moment after ``after`` at which the lag was back to ``normal_lag`` (the lag of
+    the steady stream): the backlog of an outage drained, not merely commits bursting."""
+    for t, lag in lags:
+        if t > after and lag <= normal_lag:
+            return t
+    return None
+
+
+def normal_lag(lags: Sequence[tuple[float, int]], start: float, end: float) -> int | None:
+    """The highest lag of a steady stream between two moments (what a batch in flight is)."""
+    window = [lag for t, lag in lags if start <= t <= end]
+    return max(window) if window else None
 
 
 def first_time(rates: list[tuple[float, float]], after: float, at_least: float

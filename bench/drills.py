@@ -1,8 +1,9 @@
 """Fault drills against the real stack: ``python -m bench.drills [--smoke] [--only N ...]``.
 
 1. SIGKILL the scorer at random moments while claims stream -> exactly once, read_committed.
-2. Model service stopped mid-stream -> nothing lost; throughput back within 5 s.
-3. Broker stopped and restarted mid-stream -> nothing lost; no manual restart needed.
+2. Model service stopped mid-stream -> nothing lost; the backlog drained within 5 s of ready.
+3. Broker SIGKILLed mid-stream (transactions open) and restarted -> nothing lost; no manual
+   restart needed.
 4. Two scorer workers, one killed -> the other owns every partition within 10 s.
 5. Poison flood -> every bad message dead-lettered with its reason, every good one decided.
 6. Gateway fuzz -> property-based requests, no server error.
@@ -34,9 +35,13 @@ from typing import Any
 
 from bench.common import RESULTS_DIR
 from bench.drill_common import DrillContext, DrillResult
+from bench.provenance import DirtyTreeError, Provenance, git_provenance, results_target
+from bench.report import commit_line
 from bench.stack_harness import Stack, StackError, stop_on_sigterm
 
 logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).parent.parent
 
 DRILLS: dict[int, tuple[str, str]] = {
     1: ("bench.drill_kill_scorer", "kill-scorer"),
@@ -144,7 +149,7 @@ def run_stamp(report: dict[str, Any]) -> dict[str, Any]:
     """What tells one drill's run from another's once results of several runs are merged."""
     machine = report.get("machine", {})
     return {"ran_at": report.get("generated_at"), "seed": report.get("seed"),
-            "git_commit": machine.get("git_commit"),
+            "git_commit": machine.get("git_commit"), "git_dirty": machine.get("git_dirty"),
             "load_average_start": machine.get("load_average_start")}
 
 
@@ -178,7 +183,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Fault drills ({'smoke sizes' if report.get('smoke') else 'full sizes'}), "
         f"{report.get('generated_at', '?')}, seed {report.get('seed', '?')}; "
         f"{machine.get('cpu_model', '?')}, {machine.get('cpus', '?')} CPUs, load average at "
-        f"start {machine.get('load_average_start', '?')}.",
+        f"start {machine.get('load_average_start', '?')}. " + commit_line(machine),
         "",
         "| # | Drill | Result | What happened | Checks failed |",
         "|---:|---|:---:|---|---|",
@@ -213,6 +218,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None,
                         help="result file (default: bench/results/drills.json; smoke: "
                              "bench/results/tmp/drills-smoke.json)")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="from a tree with uncommitted changes, write under "
+                             "bench/results/tmp/dirty/ instead of refusing")
     parser.add_argument("--keep-home", action="store_true",
                         help="keep the temporary CLAIMFLOW_HOME (logs of every component)")
     parser.add_argument("--home", type=Path, default=None,
@@ -224,6 +232,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def output_path(args: argparse.Namespace, provenance: Provenance) -> Path:
+    """The result file; the committed one only from a clean tree (see bench.provenance)."""
+    committed = RESULTS_DIR / "drills.json"
+    out: Path = args.out or (RESULTS_DIR / "tmp" / "drills-smoke.json" if args.smoke
+                             else committed)
+    if out.resolve() != committed.resolve():
+        return out
+    return results_target(committed, provenance, allow_dirty=args.allow_dirty,
+                          dirty_dir=RESULTS_DIR / "tmp" / "dirty")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -231,11 +250,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("httpx", "httpcore", "urllib3", "hypothesis"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     numbers = sorted(set(args.only or DRILLS))
+    try:
+        # Checked before the drills run: a refusal after an hour of drills helps nobody.
+        out = output_path(args, git_provenance(REPO_ROOT))
+    except DirtyTreeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     report = run_drills(numbers, smoke=args.smoke, seed=args.seed, keep_home=args.keep_home,
                         deadline_s=args.deadline or DEADLINE_S[args.smoke],
                         home=args.home.resolve() if args.home else None)
-    out = args.out or (RESULTS_DIR / "tmp" / "drills-smoke.json" if args.smoke
-                       else RESULTS_DIR / "drills.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.only and out.exists():
         report = merge_reports(json.loads(out.read_text(encoding="utf-8")), report, numbers)

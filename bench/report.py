@@ -35,11 +35,17 @@ class Goal:
 
 @dataclass(frozen=True)
 class AnchorSpec:
-    """The comparison point measured in the same run (maybe by another module)."""
+    """The comparison point measured in the same run (maybe by another module).
+
+    ``cores_paths``: where the anchor's run reports how many CPU cores it used; with the
+    figure's own, the ratio is taken per core (a pipeline on 1.7 cores against a one-core
+    loop is otherwise flattered by the cores it used).
+    """
 
     label: str
     module: str
     paths: tuple[str, ...]
+    cores_paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,12 @@ class FigureSpec:
     scale: float = 1.0
     anchor_unit: str | None = None
     anchor_scale: float = 1.0
+    # Counts that must be 0 in every run for the figure to meet its goal (errors, timeouts,
+    # load threads that died): a latency measured over the requests that succeeded says
+    # nothing about the ones that did not.
+    failure_paths: tuple[str, ...] = ()
+    # CPU cores the figure's run used (see AnchorSpec.cores_paths).
+    cores_paths: tuple[str, ...] = ()
 
 
 @dataclass
@@ -80,12 +92,16 @@ class Figure:
     value: float | None
     low: float | None = None
     high: float | None = None
+    worst: float | None = None
     samples: int = 0
     source_path: str | None = None
     anchor_label: str | None = None
     anchor_value: float | None = None
     anchor_unit: str | None = None
     relative: float | None = None
+    relative_worst: float | None = None
+    per_core: bool = False
+    failures: dict[str, float | None] = field(default_factory=dict)
     goal: str | None = None
     goal_met: bool | None = None
     relative_goal: str | None = None
@@ -96,23 +112,30 @@ class Figure:
 
     @property
     def met(self) -> bool | None:
-        """Every goal on this figure met (None: no goal, or not measured)."""
+        """Every goal on this figure met in every run (None: no goal, or not measured)."""
         verdicts = [v for v in (self.goal_met, self.relative_goal_met) if v is not None]
         if self.goal is None and self.relative_goal is None:
             return None
         if self.value is None or not verdicts:
             return None
-        return all(verdicts)
+        if False in verdicts:
+            return False
+        # A goal that could not be judged (failures not reported) is not a met goal.
+        if self.goal is not None and self.goal_met is None:
+            return None
+        return True
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "key": self.key, "label": self.label, "module": self.module, "unit": self.unit,
             "better": self.better, "value": self.value, "min": self.low, "max": self.high,
-            "samples": self.samples, "source_path": self.source_path,
+            "worst": self.worst, "samples": self.samples, "source_path": self.source_path,
             "anchor": None if self.anchor_label is None else {
                 "label": self.anchor_label, "value": self.anchor_value, "unit": self.anchor_unit,
             },
-            "relative": self.relative, "goal": self.goal, "goal_met": self.goal_met,
+            "relative": self.relative, "relative_worst": self.relative_worst,
+            "per_core": self.per_core, "failures": self.failures,
+            "goal": self.goal, "goal_met": self.goal_met,
             "relative_goal": self.relative_goal, "relative_goal_met": self.relative_goal_met,
             "met": self.met, "status": self.status, "note": self.note,
         }
@@ -193,6 +216,66 @@ def relative(value: float | None, anchor: float | None, better: Better) -> float
 
 # --------------------------------------------------------------------------- figures
 
+def per_run(runs: Sequence[Any], path: str, scale: float = 1.0) -> list[float | None]:
+    """The value at ``path`` in each run, in run order (None where a run lacks it)."""
+    values: list[float | None] = []
+    for run in runs:
+        value = resolve(run, path)
+        finite = is_number(value) and math.isfinite(value)
+        values.append(float(value) * scale if finite else None)
+    return values
+
+
+def worst(values: Sequence[float], better: Better) -> float | None:
+    if not values:
+        return None
+    return min(values) if better == "higher" else max(values)
+
+
+def met_in_every_run(goal: Goal, values: Sequence[float | None]) -> bool | None:
+    """A goal is met when every run meets it; a run that did not measure it leaves it open."""
+    if not values:
+        return None
+    if any(v is not None and not goal.met(v) for v in values):
+        return False
+    return None if any(v is None for v in values) else True
+
+
+def per_core_rate(value: float | None, cores: float | None) -> float | None:
+    if value is None or cores is None or cores <= 0:
+        return None
+    return value / cores
+
+
+def paired_relatives(values: Sequence[float | None], anchors: Sequence[float | None],
+                     better: Better) -> list[float | None]:
+    """Each run's figure against the anchor of the same run (never medians of other runs)."""
+    if len(values) != len(anchors):
+        return []  # not the same runs (e.g. one side carried over): no honest pairing
+    return [relative(v, a, better) for v, a in zip(values, anchors, strict=True)]
+
+
+def failure_counts(spec: FigureSpec, runs: Sequence[Any]) -> dict[str, float | None]:
+    """Worst run's count per failure path (None: some run did not report it)."""
+    counts: dict[str, float | None] = {}
+    for path in spec.failure_paths:
+        values = per_run(runs, path)
+        counts[path] = None if not values or None in values else max(
+            v for v in values if v is not None)
+    return counts
+
+
+def judge_goal(spec: FigureSpec, values: Sequence[float | None],
+               failures: Mapping[str, float | None]) -> bool | None:
+    assert spec.goal is not None
+    verdict = met_in_every_run(spec.goal, values)
+    if any(count is not None and count > 0 for count in failures.values()):
+        return False
+    if any(count is None for count in failures.values()):
+        return None if verdict is not False else False
+    return verdict
+
+
 def build_figure(
     spec: FigureSpec,
     medians: Mapping[str, Any],
@@ -200,9 +283,14 @@ def build_figure(
     statuses: Mapping[str, str],
     *,
     judge: bool = True,
+    carried: frozenset[str] = frozenset(),
 ) -> Figure:
-    """Pick one figure (and its anchor) out of the per-module median trees.
+    """Pick one figure (and its anchor) out of the per-module runs.
 
+    ``carried``: modules whose runs come from an earlier invocation; never paired with an
+    anchor measured now (or the other way round).
+
+    The figure is the median over runs and its worst run; goals are judged on every run.
     ``judge=False`` (smoke sizes) measures without judging: goals are set for full sizes.
     """
     figure = Figure(key=spec.key, label=spec.label, module=spec.module, unit=spec.unit,
@@ -221,30 +309,65 @@ def build_figure(
         return figure
     figure.source_path = path
     figure.value = value * spec.scale
-    samples = [float(v) * spec.scale for v in
-               (resolve(run, path) for run in runs.get(spec.module, ()))
-               if is_number(v) and math.isfinite(v)]
-    figure.samples = len(samples)
-    if samples:
-        figure.low, figure.high = min(samples), max(samples)
+    module_runs = runs.get(spec.module, ())
+    values = per_run(module_runs, path, spec.scale)
+    measured = [v for v in values if v is not None]
+    figure.samples = len(measured)
+    if measured:
+        figure.low, figure.high = min(measured), max(measured)
+        figure.worst = worst(measured, spec.better)
+    figure.failures = failure_counts(spec, module_runs)
     if spec.goal is not None and judge:
-        figure.goal_met = spec.goal.met(figure.value)
-    candidates = (spec.anchor,) if isinstance(spec.anchor, AnchorSpec) else spec.anchor or ()
-    if candidates:
-        figure.anchor_label = candidates[0].label
-        figure.anchor_unit = spec.anchor_unit or spec.unit
-        for candidate in candidates:
-            if statuses.get(candidate.module) != "ok":
-                continue
-            _, anchor = first_number(medians.get(candidate.module), candidate.paths)
-            if anchor is not None:
-                figure.anchor_label = candidate.label
-                figure.anchor_value = anchor * spec.anchor_scale
-                break
-        figure.relative = relative(figure.value, figure.anchor_value, spec.better)
-        if spec.relative_goal is not None and figure.relative is not None and judge:
-            figure.relative_goal_met = spec.relative_goal.met(figure.relative)
+        figure.goal_met = judge_goal(spec, values or [figure.value], figure.failures)
+    _place_anchor(figure, spec, values, medians, runs, statuses, judge, carried)
     return figure
+
+
+def _place_anchor(figure: Figure, spec: FigureSpec, values: Sequence[float | None],
+                  medians: Mapping[str, Any], runs: Mapping[str, Sequence[Any]],
+                  statuses: Mapping[str, str], judge: bool, carried: frozenset[str]) -> None:
+    candidates = (spec.anchor,) if isinstance(spec.anchor, AnchorSpec) else spec.anchor or ()
+    if not candidates:
+        return
+    figure.anchor_label = candidates[0].label
+    figure.anchor_unit = spec.anchor_unit or spec.unit
+    for candidate in candidates:
+        if statuses.get(candidate.module) != "ok":
+            continue
+        path, anchor = first_number(medians.get(candidate.module), candidate.paths)
+        if path is None or anchor is None:
+            continue
+        figure.anchor_label = candidate.label
+        figure.anchor_value = anchor * spec.anchor_scale
+        anchors = per_run(runs.get(candidate.module, ()), path, spec.anchor_scale)
+        same_runs = (spec.module in carried) == (candidate.module in carried)
+        ratios = _ratios(figure, spec, candidate, values, anchors, runs) if same_runs else []
+        break
+    else:
+        return
+    measured = [r for r in ratios if r is not None]
+    if measured:
+        figure.relative = statistics.median(measured)
+        figure.relative_worst = min(measured)  # oriented: > 1 is better, so min is worst
+    if spec.relative_goal is not None and judge:
+        figure.relative_goal_met = met_in_every_run(spec.relative_goal, ratios)
+
+
+def _ratios(figure: Figure, spec: FigureSpec, anchor: AnchorSpec,
+            values: Sequence[float | None], anchors: Sequence[float | None],
+            runs: Mapping[str, Sequence[Any]]) -> list[float | None]:
+    """Per-run ratios, per core when both sides report the cores they used."""
+    if spec.cores_paths and anchor.cores_paths:
+        figure.per_core = True
+        cores = _per_run_first(runs.get(spec.module, ()), spec.cores_paths)
+        anchor_cores = _per_run_first(runs.get(anchor.module, ()), anchor.cores_paths)
+        values = [per_core_rate(v, c) for v, c in zip(values, cores, strict=True)]
+        anchors = [per_core_rate(a, c) for a, c in zip(anchors, anchor_cores, strict=True)]
+    return paired_relatives(values, anchors, spec.better)
+
+
+def _per_run_first(runs: Sequence[Any], paths: Sequence[str]) -> list[float | None]:
+    return [first_number(run, paths)[1] for run in runs]
 
 
 def goals_summary(figures: Sequence[Figure]) -> dict[str, Any]:
@@ -311,42 +434,77 @@ def carried_over_note(report: Mapping[str, Any]) -> list[str]:
             f"from earlier full runs: {'; '.join(parts)}."]
 
 
+def commit_line(machine: Mapping[str, Any]) -> str:
+    """Which code the figures describe (a table that does not say is not checkable)."""
+    commit = machine.get("git_commit")
+    if not commit:
+        return "Measured on an unknown commit."
+    dirty = machine.get("git_dirty")
+    state = (" with uncommitted changes" if dirty else "" if dirty is False
+             else " (uncommitted changes unknown)")
+    return f"Measured on commit {str(commit)[:12]}{state}."
+
+
+def _failures_cell(fig: Figure) -> str:
+    if not fig.failures:
+        return ""
+    if any(count is None for count in fig.failures.values()):
+        return "not counted"
+    total = sum(count or 0 for count in fig.failures.values())
+    if not total:
+        return "0"
+    return ", ".join(f"{path.rsplit('.', 1)[-1]} {format_number(count)}"
+                     for path, count in fig.failures.items() if count)
+
+
+def _relative_cell(fig: Figure) -> str:
+    if fig.relative is None:
+        return ""
+    text = f"{fig.relative:.3g}x"
+    if fig.relative_worst is not None and fig.relative_worst != fig.relative:
+        text += f" (worst {fig.relative_worst:.3g}x)"
+    return text + (" per core" if fig.per_core else "")
+
+
+def _row(fig: Figure, judged: bool) -> str:
+    if fig.value is None:
+        measured, worst_text = f"— ({fig.status})", ""
+    else:
+        measured = format_with_unit(fig.value, fig.unit)
+        worst_text = "" if fig.samples < 2 else format_number(fig.worst)
+    anchor = ""
+    if fig.anchor_label is not None:
+        anchor = f"{fig.anchor_label}: {format_with_unit(fig.anchor_value, fig.anchor_unit)}"
+    goals = [g for g in (fig.goal, fig.relative_goal) if g]
+    label = fig.label + (f" ({fig.note})" if fig.note else "")
+    return (f"| {_escape(label)} | {_escape(measured)} | {worst_text} | {_failures_cell(fig)} "
+            f"| {_escape(anchor)} | {_relative_cell(fig)} | {_escape('; '.join(goals))} "
+            f"| {_verdict(fig, judged)} |")
+
+
 def render_markdown(report: Mapping[str, Any], figures: Sequence[Figure]) -> str:
     """The README table: one row per headline figure, beside its anchor from the same run."""
     machine = report.get("machine", {})
     lines = [
         f"Benchmarks ({'smoke sizes' if report.get('smoke') else 'full sizes'}), "
-        f"{report.get('generated_at', '?')}, median of {report.get('repeats', '?')} run(s); "
+        f"{report.get('generated_at', '?')}, {report.get('repeats', '?')} run(s); "
         f"{machine.get('cpu_model', '?')}, {machine.get('cpus', '?')} CPUs, "
         f"{machine.get('memory_gb', '?')} GB RAM, Python {machine.get('python', '?')}, "
-        f"load average at start {machine.get('load_average_start', '?')}.",
+        f"load average at start {machine.get('load_average_start', '?')}. "
+        + commit_line(machine),
         *carried_over_note(report),
         "",
-        "| Figure | Measured (median) | Range | Anchor (same run) | vs anchor | Goal | Met |",
-        "|---|---:|---:|---|---:|---|:---:|",
+        "| Figure | Median | Worst run | Failures (worst run) | Anchor (same run) "
+        "| vs anchor (paired per run) | Goal | Met in every run |",
+        "|---|---:|---:|---:|---|---:|---|:---:|",
     ]
-    for fig in figures:
-        if fig.value is None:
-            measured = f"— ({fig.status})"
-            spread = ""
-        else:
-            measured = format_with_unit(fig.value, fig.unit)
-            spread = ("" if fig.samples < 2 or fig.low is None
-                      else f"{format_number(fig.low)}-{format_number(fig.high)}")
-        anchor = ""
-        if fig.anchor_label is not None:
-            anchor = f"{fig.anchor_label}: {format_with_unit(fig.anchor_value, fig.anchor_unit)}"
-        rel = "" if fig.relative is None else f"{fig.relative:.3g}x"
-        goals = [g for g in (fig.goal, fig.relative_goal) if g]
-        label = fig.label + (f" ({fig.note})" if fig.note else "")
-        lines.append(
-            f"| {_escape(label)} | {_escape(measured)} | {spread} | {_escape(anchor)} | {rel} "
-            f"| {_escape('; '.join(goals))} | {_verdict(fig, not report.get('smoke'))} |"
-        )
+    lines.extend(_row(fig, not report.get("smoke")) for fig in figures)
     lines.append("")
     lines.append(
         "vs anchor: > 1x is better than the anchor (throughput: figure / anchor; "
-        "latency and time: anchor / figure)."
+        "latency and time: anchor / figure), taken in each run against the anchor of that "
+        "run; the median of those ratios and the worst. Met: every goal met in every run, "
+        "with no failure counted."
         + (" Smoke sizes are not judged against the goals (set for full sizes)."
            if report.get("smoke") else "")
     )

@@ -476,6 +476,25 @@ class Stack:
             self._reaper.tell(f"nobroker {self.home}")
         return time.monotonic() - started
 
+    def kill_broker(self, timeout_s: float = 30.0) -> float:
+        """SIGKILL the broker, no shutdown: what a crash or a power cut looks like (open
+        transactions, unflushed segments). Returns the seconds until the process was gone."""
+        pid = self.broker_pid()
+        if pid is None:
+            raise StackError("no running broker to kill")
+        started = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        logger.info("SIGKILL broker (pid %d)", pid)
+        deadline = started + timeout_s
+        while _pid_alive(pid):
+            if time.monotonic() > deadline:
+                raise StackError(f"broker pid {pid} still alive {timeout_s:.0f} s after SIGKILL")
+            time.sleep(0.05)  # polling for the process to vanish, bounded by the deadline
+        self.broker_running = False
+        if self._reaper is not None:
+            self._reaper.tell(f"nobroker {self.home}")
+        return time.monotonic() - started
+
     def _stop_broker_quietly(self) -> None:
         if not self.broker_running:
             return
@@ -626,3 +645,12 @@ def stop_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Alive and not a zombie (a killed child of ours lingers as one until reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

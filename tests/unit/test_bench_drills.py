@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bench.drill_broker_restart import committing
 from bench.drill_common import (
     DrillResult,
     check_exactly_once,
@@ -29,8 +30,17 @@ from bench.drill_poison import (
     build_flood,
     check_dead_letters,
     keeps_original,
+    kinds_dead_lettered,
+    kinds_delivered,
 )
-from bench.drill_stream import first_progress, first_time, steady_after, steady_rate
+from bench.drill_stream import (
+    drained_at,
+    first_progress,
+    first_time,
+    normal_lag,
+    steady_after,
+    steady_rate,
+)
 from bench.drills import DRILLS, merge_reports, parse_args
 from bench.drills import render_markdown as render_drills_markdown
 from bench.stack_harness import ManagedProcess, Stack, Topics, free_port
@@ -430,3 +440,47 @@ def test_merging_never_mixes_sizes_nor_keeps_a_selected_drill_that_did_not_run()
     assert [d["number"] for d in merged["drills"]] == [1]  # the old drill 3 is not kept
     assert merged["passed"] is False
     assert merge_reports(None, interrupted, selected=[3]) is interrupted
+
+
+# --------------------------------------------------------------------------- honest drills
+
+def test_poison_kinds_are_counted_from_what_was_delivered_not_the_catalogue() -> None:
+    messages, _ = build_flood(1, 2, seed=3, run_id="k")
+    sent = [Sent(m, partition=0, offset=i) for i, m in enumerate(messages)]
+    assert kinds_delivered(sent) == sorted(POISON_KINDS)
+    for record in sent:
+        if record.poison.kind in ("binary_junk", "utf16_json"):
+            record.error, record.offset = "Broker: message too large", -1
+    delivered = kinds_delivered(sent)
+    assert "binary_junk" not in delivered
+    assert len(delivered) == len(POISON_KINDS) - 2
+
+
+def test_a_kind_counts_as_dead_lettered_only_when_every_message_of_it_was() -> None:
+    per_kind = {"a": {"ok": 3, "kind:contract": 3}, "b": {"ok": 2, "missing": 1},
+                "c": {"wrong": 1, "kind:not_json": 1}}
+    assert kinds_dead_lettered(per_kind) == ["a"]
+
+
+def test_recovery_is_measured_when_the_backlog_has_drained_not_at_the_burst() -> None:
+    # Steady lag ~200; an outage builds 10,000; the burst starts at 11 s, drains at 15 s.
+    lags = [(1.0, 150), (2.0, 200), (3.0, 180), (10.0, 10_000), (11.0, 9_000), (13.0, 4_000),
+            (15.0, 190), (16.0, 170)]
+    normal = normal_lag(lags, 0.0, 5.0)
+    assert normal == 200
+    assert drained_at(lags, after=10.0, normal_lag=normal) == 15.0
+    assert drained_at(lags, after=16.0, normal_lag=normal) is None
+    assert normal_lag(lags, 20.0, 30.0) is None
+
+
+def test_the_broker_is_killed_only_while_commits_advance() -> None:
+    assert committing([(8.0, 100), (9.0, 300), (9.8, 500)], now=10.0) is True
+    assert committing([(8.0, 100), (9.0, 500), (9.8, 500)], now=10.0) is False
+    assert committing([(9.9, 500)], now=10.0) is False
+
+
+def test_kill_broker_without_a_broker_is_an_error(tmp_path: Path) -> None:
+    from bench.stack_harness import StackError
+
+    with Stack(deadline_s=60, home=tmp_path) as stack, pytest.raises(StackError):
+        stack.kill_broker()

@@ -9,26 +9,35 @@ from typing import Any
 
 import pytest
 
+from bench.common import RESULTS_DIR
+from bench.provenance import DirtyTreeError, Provenance, git_provenance, results_target
 from bench.report import (
     AnchorSpec,
     Figure,
     FigureSpec,
     Goal,
     build_figure,
+    commit_line,
     format_number,
     goals_summary,
     median_merge,
+    met_in_every_run,
+    paired_relatives,
+    per_core_rate,
     relative,
     render_markdown,
     resolve,
 )
 from bench.run import (
+    DIRTY_DIR,
     FIGURES,
+    SMOKE_DIR,
     ModuleOutcome,
     assemble,
     carry_over,
     discover,
     needs_broker,
+    output_dir,
     parse_args,
     stamp_measurements,
     write_report,
@@ -143,7 +152,9 @@ def test_figure_takes_median_and_range_and_judges_both_goals() -> None:
     assert (fig.low, fig.high, fig.samples) == (20_000.0, 40_000.0, 3)
     assert fig.anchor_value == 100_000.0
     assert fig.relative == pytest.approx(0.35)
-    assert fig.goal_met is True
+    assert fig.worst == 20_000.0
+    assert fig.relative_worst == pytest.approx(0.2)
+    assert fig.goal_met is False  # the median meets 30,000 but the worst run does not
     assert fig.relative_goal_met is False
     assert fig.met is False  # one goal missed is a miss
 
@@ -209,16 +220,17 @@ def test_markdown_table_has_a_row_per_figure_with_anchor_ratio_and_verdict() -> 
     lines = text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| Figure"))
     rows = lines[header + 2: header + 4]
-    assert rows[0].startswith("| Stream | 20,000 claims/s |")
+    assert rows[0].startswith("| Stream | 20,000 claims/s |  |")  # one run: no worst
     assert "in-process loop: 80,000 claims/s" in rows[0]
     assert "| 0.25x |" in rows[0]
     assert rows[0].rstrip().endswith("**NO** |")
     assert "| 100x |" in rows[1]
     assert rows[1].rstrip().endswith("| yes |")
-    assert "median of 3 run(s)" in lines[0]
+    assert "3 run(s)" in lines[0]
+    assert "Measured on an unknown commit." in lines[0]
     assert "`gateway`: failed (exit code 1: boom)" in text
     # Every row has the header's column count.
-    assert {row.count("|") for row in lines[header: header + 4]} == {8}
+    assert {row.count("|") for row in lines[header: header + 4]} == {9}
 
 
 def test_markdown_escapes_pipes_in_labels() -> None:
@@ -250,7 +262,8 @@ def test_assemble_lists_missing_modules_as_rows_and_writes_both_files(tmp_path: 
                                generated_at="2026-01-01T00:00:00+00:00")
     by_key = {fig.key: fig for fig in figures}
     assert by_key["claim_decode"].value == 210_000.0
-    assert by_key["claim_decode"].met is True
+    assert by_key["claim_decode"].worst == 150_000.0
+    assert by_key["claim_decode"].met is False  # met in two runs of three is not met
     assert by_key["stream"].status == "no benchmark module"
     assert len(figures) == len(FIGURES)
     json_path, md_path = write_report(report, figures, tmp_path, "latest")
@@ -352,3 +365,166 @@ def test_smoke_sizes_are_measured_but_not_judged() -> None:
     text = render_markdown({"smoke": True}, [fig])
     assert text.splitlines()[4].rstrip().endswith("| - |")
     assert "not judged" in text
+
+
+# --------------------------------------------------------------------------- honest numbers
+
+def test_a_goal_missed_in_one_run_is_not_met_and_the_worst_run_is_shown() -> None:
+    runs: dict[str, list[Any]] = {"model": [{"single": {"ms": 0.05}}, {"single": {"ms": 0.2}},
+                                            {"single": {"ms": 0.06}}]}
+    fig = _figure(LATENCY, runs)
+    assert fig.value == pytest.approx(0.06)
+    assert fig.worst == pytest.approx(0.2)  # latency: the highest run is the worst
+    assert fig.goal_met is False
+
+
+def test_met_in_every_run_leaves_a_run_without_the_figure_open() -> None:
+    goal = Goal(">=", 10)
+    assert met_in_every_run(goal, [11, 12]) is True
+    assert met_in_every_run(goal, [11, None]) is None
+    assert met_in_every_run(goal, [9, None]) is False
+    assert met_in_every_run(goal, []) is None
+
+
+def test_ratios_are_paired_per_run_not_medians_of_different_runs() -> None:
+    # Medians would give 30,000 / 60,000 = 0.5; run by run the figure is 0.3, 0.75 and 0.6.
+    runs = {"stream": [
+        {"throughput": {"claims_per_s": 30_000.0}, "in_process": {"claims_per_s": 100_000.0}},
+        {"throughput": {"claims_per_s": 45_000.0}, "in_process": {"claims_per_s": 60_000.0}},
+        {"throughput": {"claims_per_s": 24_000.0}, "in_process": {"claims_per_s": 40_000.0}},
+    ]}
+    fig = _figure(STREAM, runs)
+    assert fig.relative == pytest.approx(0.6)
+    assert fig.relative_worst == pytest.approx(0.3)
+    assert fig.relative_goal_met is False
+
+
+def test_an_anchor_from_other_runs_is_not_paired() -> None:
+    assert paired_relatives([1.0, 2.0], [4.0], "higher") == []
+
+
+def test_ratio_is_per_core_when_both_sides_report_their_cores() -> None:
+    spec = FigureSpec(
+        "stream", "Stream", "stream", ("rate",), "claims/s", "higher",
+        anchor=AnchorSpec("loop", "stream", ("loop",), cores_paths=("loop_cores",)),
+        cores_paths=("cores",), relative_goal=Goal(">=", 0.5))
+    runs: dict[str, list[Any]] = {"stream": [
+        {"rate": 33_000.0, "cores": 1.73, "loop": 50_000.0, "loop_cores": 1.0}]}
+    fig = _figure(spec, runs)
+    assert fig.per_core is True
+    assert fig.relative == pytest.approx(33_000 / 1.73 / 50_000)  # ~0.38, not 0.66
+    assert fig.relative_goal_met is False
+    assert per_core_rate(10.0, 0.0) is None
+
+
+FAILING = FigureSpec("p99", "p99", "gw", ("latency.p99_ms",), "ms", "lower",
+                     goal=Goal("<=", 20), failure_paths=("latency.errors", "latency.timeouts"))
+
+
+def test_failures_in_any_run_fail_a_latency_figure() -> None:
+    runs: dict[str, list[Any]] = {"gw": [
+        {"latency": {"p99_ms": 10.0, "errors": 0, "timeouts": 0}},
+        {"latency": {"p99_ms": 10.0, "errors": 3, "timeouts": 0}},
+    ]}
+    fig = _figure(FAILING, runs)
+    assert fig.failures == {"latency.errors": 3.0, "latency.timeouts": 0.0}
+    assert fig.goal_met is False
+    assert fig.met is False
+    row = render_markdown({}, [fig]).splitlines()[4]
+    assert "| errors 3 |" in row
+
+
+def test_failures_not_counted_leave_a_latency_figure_unjudged() -> None:
+    fig = _figure(FAILING, {"gw": [{"latency": {"p99_ms": 10.0, "errors": 0}}]})
+    assert fig.failures["latency.timeouts"] is None
+    assert fig.goal_met is None
+    assert fig.met is None
+    assert "| not counted |" in render_markdown({}, [fig])
+    clean = _figure(FAILING, {"gw": [{"latency": {"p99_ms": 10.0, "errors": 0, "timeouts": 0}}]})
+    assert clean.met is True
+
+
+def test_the_table_names_the_commit_and_a_dirty_tree() -> None:
+    assert commit_line({"git_commit": "0123456789abcdef", "git_dirty": False}) == (
+        "Measured on commit 0123456789ab.")
+    assert "with uncommitted changes" in commit_line({"git_commit": "abc", "git_dirty": True})
+    assert "unknown" in commit_line({"git_commit": "abc"})
+
+
+# --------------------------------------------------------------------------- provenance
+
+def test_a_clean_tree_writes_the_committed_results(tmp_path: Path) -> None:
+    target = results_target(tmp_path / "latest.json", Provenance("abc", dirty=False),
+                            allow_dirty=False, dirty_dir=tmp_path / "dirty")
+    assert target == tmp_path / "latest.json"
+
+
+@pytest.mark.parametrize("dirty", [True, None])
+def test_a_dirty_or_unknown_tree_refuses_unless_allowed_and_then_writes_elsewhere(
+    tmp_path: Path, dirty: bool | None
+) -> None:
+    provenance = Provenance("abc", dirty=dirty)
+    with pytest.raises(DirtyTreeError, match="--allow-dirty"):
+        results_target(tmp_path / "drills.json", provenance, allow_dirty=False,
+                       dirty_dir=tmp_path / "dirty")
+    target = results_target(tmp_path / "drills.json", provenance, allow_dirty=True,
+                            dirty_dir=tmp_path / "dirty")
+    assert target == tmp_path / "dirty" / "drills.json"
+
+
+def test_bench_run_refuses_the_committed_folder_from_a_dirty_tree(tmp_path: Path) -> None:
+    dirty = Provenance("abc", dirty=True)
+    with pytest.raises(DirtyTreeError):
+        output_dir(parse_args([]), dirty)
+    assert output_dir(parse_args(["--allow-dirty"]), dirty) == DIRTY_DIR / RESULTS_DIR.name
+    assert output_dir(parse_args(["--smoke"]), dirty) == SMOKE_DIR  # never committed
+    assert output_dir(parse_args(["--out", str(tmp_path)]), dirty) == tmp_path
+
+
+def test_drills_refuse_the_committed_file_from_a_dirty_tree() -> None:
+    from bench.drills import output_path
+    from bench.drills import parse_args as drill_args
+
+    dirty = Provenance("abc", dirty=True)
+    with pytest.raises(DirtyTreeError):
+        output_path(drill_args([]), dirty)
+    elsewhere = output_path(drill_args(["--allow-dirty"]), dirty)
+    assert elsewhere == RESULTS_DIR / "tmp" / "dirty" / "drills.json"
+    clean = Provenance("abc", dirty=False)
+    assert output_path(drill_args([]), clean) == RESULTS_DIR / "drills.json"
+
+
+def test_git_provenance_reads_the_commit_and_ignores_rewritten_results(tmp_path: Path) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+                       cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    (tmp_path / "bench" / "results" / "latest.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    assert git_provenance(tmp_path).dirty is False
+    (tmp_path / "bench" / "results" / "latest.json").write_text('{"new": 1}')
+    assert git_provenance(tmp_path).dirty is False  # a run rewriting results stays clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    provenance = git_provenance(tmp_path)
+    assert provenance.dirty is True
+    assert provenance.commit is not None
+    assert len(provenance.commit) == 40
+
+
+def test_an_anchor_carried_over_from_an_earlier_run_is_not_paired() -> None:
+    spec = FigureSpec("one", "One", "model", ("single.ms",), "ms", "lower",
+                      anchor=AnchorSpec("sklearn", "sk", ("single_ms",)))
+    runs: dict[str, list[Any]] = {"model": [{"single": {"ms": 0.04}}], "sk": [{"single_ms": 4.0}]}
+    medians = {name: median_merge(r) for name, r in runs.items()}
+    statuses = dict.fromkeys(runs, "ok")
+    fig = build_figure(spec, medians, runs, statuses, carried=frozenset({"sk"}))
+    assert fig.anchor_value == 4.0  # shown for reference
+    assert fig.relative is None  # but no ratio across invocations
+    both = build_figure(spec, medians, runs, statuses, carried=frozenset({"sk", "model"}))
+    assert both.relative == pytest.approx(100.0)
