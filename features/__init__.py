@@ -1,6 +1,8 @@
-"""Point-in-time features of v2 claims: pure functions of a claim and of earlier state.
+"""Features: the one place claims become model inputs, offline and online alike.
 
-One code offline (training, ``score-file``) and online (stream stages): the state a stage
-keeps is the value these functions take and return, so a replay from the same state gives
-the same features.
+* :mod:`features.sets`: the named feature sets models are trained and served with (``v1``,
+  ``v2-claim``), each a pure function of one claim.
+* :mod:`features.member` and :mod:`features.codes`: point-in-time member history and code
+  references, pure functions of a claim and of earlier state (:mod:`features.vector` replays
+  them over a file in order); not yet a served feature set.
 """

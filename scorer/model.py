@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import orjson
 from pydantic import TypeAdapter
 
+from features.sets import FeatureSet, FeatureSetError, feature_set, mismatch_message
 from schemas import SCHEMA_VERSION, Claim, ClaimV2, ModelRef, ScoreAnswer
 from scorer.explain import Explainer
 from scorer.forest import CompiledForest, compile_forest
-from trainer.features import FeatureSet, FeatureSetError, feature_set, mismatch_message
 from trainer.reference import FeatureReference
 
 if TYPE_CHECKING:

@@ -52,7 +52,7 @@ class Dataset:
     sha256: str  # digest of the file's bytes
     rows_read: int
     rows_dropped: int  # rows outside the Claim contract's ranges
-    # trainer.features: which columns ``features`` holds. CSV files are always v1.
+    # features.sets: which columns ``features`` holds. CSV files are always v1.
     feature_set: str = "v1"
 
     @property

@@ -3,7 +3,7 @@
 Each line is a claim in its contract (``schemas.parse_claim``: ``schema_version`` picks it,
 absent means 1), plus two optional label keys that are removed before the contract sees the
 line: ``is_anomaly`` (a JSON bool) and ``pattern`` (a string, empty = normal). A file holds
-one claim version: its feature set (``trainer.features``) follows from that version. Every
+one claim version: its feature set (``features.sets``) follows from that version. Every
 problem is a :class:`trainer.data.DataError` naming the line and the field path; nothing is
 dropped silently (unlike the CSV path, a JSON line outside the contract is an error, since
 the contract is what the producer promised).
@@ -19,9 +19,9 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
+from features.sets import for_claim_version
 from schemas import Claim, ClaimV2, ContractError, parse_claim
 from trainer.data import LABEL_COLUMN, PATTERN_COLUMN, DataError, Dataset, file_digest
-from trainer.features import for_claim_version
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Fit and evaluate the Isolation Forest: the pure core of training (no MLflow, no files).
 
 The estimator is fitted on a plain float64 matrix in its feature set's order
-(:mod:`trainer.features`, no pandas feature names); serving builds its matrices with the
+(:mod:`features.sets`, no pandas feature names); serving builds its matrices with the
 same feature set.
 """
 
@@ -15,10 +15,10 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 from sklearn.model_selection import train_test_split
 
+from features.sets import FeatureSet, feature_set
 from schemas import CLAIM_FEATURES
 from trainer import evaluate
 from trainer.data import DataError, Dataset
-from trainer.features import FeatureSet, feature_set
 from trainer.reference import FeatureReference, build_reference
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ class FeatureReference(BaseModel):
 
     features: list[str]
     quantile_levels: list[float]
-    # Which claims the model reads and how (trainer.features). References written before
+    # Which claims the model reads and how (features.sets). References written before
     # feature sets existed lack both and were v1 models.
     feature_set: str = "v1"
     claim_version: int = 1

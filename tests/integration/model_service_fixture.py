@@ -62,7 +62,7 @@ class Champion:
 
     def offline(self, claims: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
         """Scores and decisions straight from scikit-learn (what serving must reproduce)."""
-        from trainer.features import feature_set
+        from features.sets import feature_set
 
         x = feature_set(self.feature_set).matrix(claims)
         scores: np.ndarray = -self.estimator.score_samples(x)

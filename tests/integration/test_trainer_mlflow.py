@@ -24,10 +24,10 @@ from click.testing import CliRunner, Result
 from mlflow import MlflowClient
 
 from claimflow.cli import cli
+from features.sets import V2_CLAIM
 from schemas import CLAIM_FEATURES
 from tests.v2_factory import v2_claims, write_jsonl
 from trainer.export import load_exported
-from trainer.features import V2_CLAIM
 from trainer.model import TrainParams
 from trainer.pipeline import store_config, train_and_register
 from trainer.reference import FeatureReference

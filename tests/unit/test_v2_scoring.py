@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
+from features.sets import V1, V2_CLAIM, FeatureSetError, feature_set, for_claim_version
 from schemas import Claim, ClaimV2, DeadLetter, Decision, ModelRef, ScoreRefusal, ScoreResult
 from scorer.model import ModelLoadError, ServedModel, build_served_model
 from scorer.model_settings import ModelSettings
@@ -18,7 +19,6 @@ from scorer.routing import route_batch, split_batch
 from tests.unit.test_routing import MAX_BYTES, TOPICS, FakeMessage, claim_bytes
 from tests.v2_factory import as_contract, v2_claim, v2_claims, without_labels, write_jsonl
 from trainer.data import DataError
-from trainer.features import V1, V2_CLAIM, FeatureSetError, feature_set, for_claim_version
 from trainer.jsonl import load_jsonl
 from trainer.model import TrainParams, train
 from trainer.reference import build_reference
