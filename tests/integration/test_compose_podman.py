@@ -30,6 +30,7 @@ import pytest
 
 from broker.config import BrokerConfig, render_properties, server_properties
 from tests.integration.kafka_helpers import LOCAL_IMAGE, START_DIR, start_script
+from tests.layout import distribution_packages
 from tests.v2_factory import v2_claim
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PODMAN_COMPOSE = str(Path(sys.executable).with_name("podman-compose"))
 APP_IMAGE = "localhost/claimflow:local"
 APP_SERVICES = ("mlflow", "trainer", "model", "scorer", "gateway", "producer")
-PACKAGES = ("claimflow", "schemas", "producer", "trainer", "scorer", "gateway", "broker")
+PACKAGES = distribution_packages()  # mounted into the app containers
 TRAINER_TIMEOUT_S = 600
 READY_DEADLINE_S = 420
 FLOW_DEADLINE_S = 240

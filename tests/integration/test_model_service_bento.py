@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 from tests.integration.model_service_fixture import clean_env
+from tests.layout import distribution_packages
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-OUR_PACKAGES = ("claimflow", "schemas", "scorer", "trainer", "producer", "gateway", "broker")
+OUR_PACKAGES = distribution_packages()
 
 
 def modules_the_service_imports() -> set[str]:

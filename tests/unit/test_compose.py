@@ -15,7 +15,6 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,8 @@ import pytest
 import yaml
 
 from claimflow.cli import COMMANDS, cli
+from tests.layout import ROOT, distribution_packages
 
-ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 APP_SERVICES = ("mlflow", "trainer", "model", "scorer", "gateway", "producer")
 PUBLISHED = {"gateway": 5005, "mlflow": 5000, "model": 3000}
@@ -351,8 +350,7 @@ def test_app_services_are_built_from_the_repository_dockerfile(compose: dict[str
 
 def test_dockerfile_copies_every_package_of_the_distribution() -> None:
     """A package added to the wheel but not to the image would break the containers only."""
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    packages = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    packages = distribution_packages()
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     dockerignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     for package in packages:
