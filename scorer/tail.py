@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message
 
-from schemas import ContractError, DeadLetter, Decision
+from schemas import Claim, ClaimV2, ContractError, DeadLetter, Decision
 from scorer.routing import position_of
 from scorer.worker_settings import OutcomeName, ScorerSettings
 
@@ -39,13 +39,23 @@ class TailSummary:
 
 
 def format_decision(decision: Decision) -> str:
-    """One line per decision: who, what, how unusual, why, and which model said so."""
+    """One line per decision: which claim (and, for v2, whose and from whom), what, how
+    unusual, why, and which model said so."""
     top = decision.reasons[0].message if decision.reasons else "no unusual feature"
     return (
-        f"{decision.claim_id}  {decision.decision:<11}  score {decision.anomaly_score:.4f} "
-        f"(threshold {decision.threshold:.4f})  {top}  "
+        f"{decision.claim_id}{parties_of(decision.claim)}  {decision.decision:<11}  "
+        f"score {decision.anomaly_score:.4f} (threshold {decision.threshold:.4f})  {top}  "
         f"[{decision.model.name} v{decision.model.version}]"
     )
+
+
+def parties_of(claim: Claim | ClaimV2) -> str:
+    """Member, provider and the billed total of a v2 claim; v1 claims carry no member."""
+    if not isinstance(claim, ClaimV2):
+        return ""
+    lines = len(claim.lines)
+    return (f"  member {claim.member_id}  provider {claim.provider_id}  "
+            f"{claim.claim_amount:,.2f} in {lines} line{'s' if lines != 1 else ''}")
 
 
 def format_dead_letter(letter: DeadLetter) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from schemas import Claim, DeadLetter, Decision, ModelRef, Reason, StreamSource
+from schemas import Claim, ClaimV2, DeadLetter, Decision, ModelRef, Reason, StreamSource
 from scorer.tail import render
+from tests.v2_factory import v2_claim
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 CLAIM = Claim(
@@ -37,6 +38,15 @@ def test_a_decision_line_names_claim_verdict_score_reason_and_model() -> None:
     for part in ("C-77", "investigate", "0.7312", "above the 99.9th percentile",
                  "claim-anomaly v4"):
         assert part in rendered.text
+
+
+def test_a_v2_decision_line_also_names_member_provider_and_total() -> None:
+    claim = ClaimV2.model_validate(v2_claim(claim_id="C2-9"), strict=False)
+    rendered = render("investigate", decision().model_copy(update={"claim": claim}).to_json(),
+                      as_json=False)
+    assert rendered.ok
+    assert rendered.text.startswith(
+        "C2-9  member M-000042  provider P-0007  184.50 in 2 lines  investigate")
 
 
 def test_an_approval_without_reasons_still_reads_well() -> None:
