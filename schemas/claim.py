@@ -6,14 +6,20 @@ from typing import Annotated, Final
 
 from pydantic import AwareDatetime, Field
 
-from schemas.common import SCHEMA_VERSION, Contract, SchemaVersion
+from schemas.common import (
+    IDENTIFIER_MAX_LENGTH,
+    IDENTIFIER_PATTERN,
+    SCHEMA_VERSION,
+    Contract,
+    SchemaVersion,
+)
 
 ClaimId = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        max_length=IDENTIFIER_MAX_LENGTH,
+        pattern=IDENTIFIER_PATTERN,
         description="Unique claim identifier; the Kafka key of every message about the claim.",
         examples=["C-000001"],
     ),

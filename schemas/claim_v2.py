@@ -16,14 +16,14 @@ from pydantic import AwareDatetime, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from schemas.claim import ClaimId
-from schemas.common import Contract
+from schemas.common import IDENTIFIER_MAX_LENGTH, IDENTIFIER_PATTERN, Contract
 
 PartyId = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        max_length=IDENTIFIER_MAX_LENGTH,
+        pattern=IDENTIFIER_PATTERN,
         description="Identifier of a member or provider (a UUID fits).",
         examples=["M-000042"],
     ),

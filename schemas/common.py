@@ -7,6 +7,10 @@ from typing import ClassVar, Final, Literal, Self, TypedDict
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 SchemaVersion = Literal[1]
+# Claim, member and provider ids: Kafka keys and URL path segments, so no spaces or slashes
+# (a UUID fits).
+IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+IDENTIFIER_MAX_LENGTH: Final = 64
 SCHEMA_VERSION: Final[SchemaVersion] = 1
 
 
