@@ -62,14 +62,13 @@ def find_java(settings: KafkaSettings) -> str:
 
 
 def find_mvn(settings: KafkaSettings) -> str:
-    mvn = shutil.which(settings.mvn)
-    if mvn is None:
-        raise BrokerError(
-            f"Maven is needed once to fetch the Kafka {settings.jars_root.name} jars into "
-            f"{settings.jars_root}, but {settings.mvn!r} was not found (set KAFKA_MVN). "
-            f"{ALTERNATIVES}"
-        )
-    return mvn
+    return maven.find_mvn(jar_set(settings), settings.mvn, "KAFKA_MVN",
+                          lambda message: BrokerError(f"{message}. {ALTERNATIVES}"))
+
+
+def broker_error(message: str) -> BrokerError:
+    """A failed Maven run: its output, then what to do."""
+    return BrokerError(f"{message}\n{ALTERNATIVES}")
 
 
 def install_jars(settings: KafkaSettings) -> Path:
@@ -78,4 +77,4 @@ def install_jars(settings: KafkaSettings) -> Path:
     if maven.cached_libs(jars) is None:
         find_java(settings)  # Maven needs it too; fail with the friendlier message first.
     return maven.install_jars(jars, find_mvn=lambda: find_mvn(settings),
-                              failure=lambda message: BrokerError(f"{message}\n{ALTERNATIVES}"))
+                              failure=broker_error)

@@ -62,6 +62,17 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def find_mvn(jars: JarSet, mvn: str, setting: str,
+             failure: Callable[[str], Exception]) -> str:
+    """Path of the Maven executable ``mvn`` (a name on PATH or a path), or the caller's error
+    naming the setting that points at it."""
+    found = shutil.which(mvn)
+    if found is None:
+        raise failure(f"Maven is needed once to fetch the jars of {jars.what} into {jars.root}, "
+                      f"but {mvn!r} was not found (set {setting})")
+    return found
+
+
 def install_jars(jars: JarSet, *, find_mvn: Callable[[], str],
                  failure: Callable[[str], Exception]) -> Path:
     """Resolve ``jars`` into their cache unless already there; return the jars folder.

@@ -51,12 +51,13 @@ def jar_set(settings: SyntheaSettings) -> maven.JarSet:
 
 
 def find_mvn(settings: SyntheaSettings) -> str:
-    mvn = shutil.which(settings.mvn)
-    if mvn is None:
-        raise SyntheaError(f"Maven is needed once to fetch Synthea's jars into "
-                           f"{settings.jars_root}, but {settings.mvn!r} was not found "
-                           f"(set SYNTHEA_MVN). {HINT}")
-    return mvn
+    return maven.find_mvn(jar_set(settings), settings.mvn, "SYNTHEA_MVN",
+                          lambda message: SyntheaError(f"{message}. {HINT}"))
+
+
+def synthea_error(message: str) -> SyntheaError:
+    """A failed Maven run: its output, then what to do."""
+    return SyntheaError(f"{message}\n{HINT}")
 
 
 def install_jars(settings: SyntheaSettings) -> Path:
@@ -65,4 +66,4 @@ def install_jars(settings: SyntheaSettings) -> Path:
     if maven.cached_libs(jars) is None:
         find_java(settings)  # Maven needs it too; fail with the friendlier message first.
     return maven.install_jars(jars, find_mvn=lambda: find_mvn(settings),
-                              failure=lambda message: SyntheaError(f"{message}\n{HINT}"))
+                              failure=synthea_error)
