@@ -42,6 +42,8 @@ COMMANDS: dict[str, LazyCommand] = {
     "serve-model": LazyCommand("scorer.cli:serve_model", "Run the BentoML model service."),
     "score": LazyCommand("scorer.cli:score", "Run the exactly-once stream scorer."),
     "tail": LazyCommand("scorer.cli:tail", "Print decisions from an outcome topic."),
+    "score-file": LazyCommand("scorer.cli:score_file",
+                              "Decide a file of claims offline, as the stream would."),
     "gateway": LazyCommand("gateway.cli:gateway", "Run the HTTP gateway and outcome view."),
     "up": LazyCommand("claimflow.stack:up", "Run the whole demo stack."),
     "down": LazyCommand("claimflow.stack:down", "Stop a stack left running in the background."),

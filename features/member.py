@@ -12,6 +12,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
+import orjson
+
 from schemas import ClaimV2
 
 WINDOW_DAYS: Final = 30
@@ -117,3 +119,30 @@ def remember(history: MemberHistory, claim: ClaimV2) -> MemberHistory:
     kept = (*kept, Fingerprint(fingerprint(claim), claim.claim_id, day, submitted))
     return MemberHistory(recent=recent[-MAX_REMEMBERED:], fingerprints=kept[-MAX_FINGERPRINTS:],
                          latest_day=latest)
+
+
+# -- the state as bytes (changelog records): compact, stable across processes and versions
+
+STATE_FORMAT: Final = 1
+
+
+def encode_history(history: MemberHistory) -> bytes:
+    """The changelog record of a member's state (JSON arrays, no field names)."""
+    return orjson.dumps([
+        STATE_FORMAT,
+        history.latest_day,
+        [list(past) for past in history.recent],
+        [list(f) for f in history.fingerprints],
+    ])
+
+
+def decode_history(data: bytes) -> MemberHistory:
+    """The inverse of :func:`encode_history`; raises ``ValueError`` for another format."""
+    fmt, latest, recent, prints = orjson.loads(data)
+    if fmt != STATE_FORMAT:
+        raise ValueError(f"member state format {fmt!r}, this code reads {STATE_FORMAT}")
+    return MemberHistory(
+        recent=tuple(PastClaim(*past) for past in recent),
+        fingerprints=tuple(Fingerprint(*f) for f in prints),
+        latest_day=latest,
+    )

@@ -9,7 +9,9 @@ A feature set belongs to one claim contract version: ``v1`` reads the lab's five
 of a version-1 ``Claim``; ``v2-claim`` reads claim-level numbers of a version-2 ``ClaimV2``
 (no identifiers, no codes as numbers: a provider id or a procedure code is a label, and a
 forest splitting on its numeric value would learn the order of an id scheme).
-Member and provider history (features that need state) are a later set.
+``v2-history`` (the default for v2 claims) adds each claim's codes against references learned
+in training and its member's history before it (:mod:`features.vector`): its values need state,
+so it has no ``row`` of one claim; the stream's member stage and ``replay`` supply the history.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from features.vector import HISTORY_FEATURES
 from schemas import CLAIM_FEATURES, Claim, ClaimV2
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -49,6 +52,8 @@ class FeatureSet:
     claim_version: int
     features: tuple[str, ...]
     row: Callable[[Any], tuple[float, ...]]  # one claim -> its values in ``features`` order
+    # True: the values need the member's earlier claims and code references (v2-history).
+    stateful: bool = False
 
     def accepts(self, claim: Claim | ClaimV2) -> bool:
         return claim.schema_version == self.claim_version
@@ -80,6 +85,13 @@ def v2_claim_row(claim: ClaimV2) -> tuple[float, ...]:
     )
 
 
+def _needs_history(claim: ClaimV2) -> tuple[float, ...]:
+    raise FeatureSetError(
+        f"claim {claim.claim_id}: feature set v2-history needs the member's history "
+        "(the stream's member stage or `claimflow score-file` computes it)"
+    )
+
+
 V1: Final = FeatureSet(
     name="v1",
     claim_version=1,
@@ -90,9 +102,13 @@ V1: Final = FeatureSet(
 V2_CLAIM: Final = FeatureSet(
     name="v2-claim", claim_version=2, features=V2_CLAIM_FEATURES, row=v2_claim_row
 )
-FEATURE_SETS: Final = {fs.name: fs for fs in (V1, V2_CLAIM)}
+V2_HISTORY: Final = FeatureSet(
+    name="v2-history", claim_version=2, features=HISTORY_FEATURES, row=_needs_history,
+    stateful=True,
+)
+FEATURE_SETS: Final = {fs.name: fs for fs in (V1, V2_CLAIM, V2_HISTORY)}
 # The set a new model is trained with, per claim version of its training data.
-DEFAULT_FOR_VERSION: Final = {1: V1, 2: V2_CLAIM}
+DEFAULT_FOR_VERSION: Final = {1: V1, 2: V2_HISTORY}
 
 
 def feature_set(name: str) -> FeatureSet:

@@ -25,8 +25,12 @@ HISTORY_FEATURES: Final = (
     "providers_30d",
     "days_since_previous",
     "same_provider_same_day",
-    "duplicate",
 )
+# An exact resubmission (same provider, service date and lines as an earlier claim of the
+# member) filed at least this long after the original is decided by rule, not by the forest:
+# a legitimate repeat of a service on one day arrives with the original, a resubmission
+# weeks later is the duplicate-billing pattern whatever its amount.
+RESUBMISSION_MIN_DAYS: Final = 1.0
 
 
 class Evidence(NamedTuple):
@@ -57,7 +61,6 @@ def feature_vector(claim: ClaimV2, member: MemberFeatures, codes: CodeReference
         member.providers_30d,
         member.days_since_previous,
         member.same_provider_same_day,
-        member.duplicate,
     )
     evidence = Evidence(
         steepest_code=steepest[0] if steepest else None,
@@ -67,6 +70,12 @@ def feature_vector(claim: ClaimV2, member: MemberFeatures, codes: CodeReference
         duplicate_days_earlier=member.duplicate_days_earlier,
     )
     return values, evidence
+
+
+def is_resubmission(evidence: Evidence) -> bool:
+    """The hard rule: an exact duplicate of a claim filed at least a day earlier."""
+    return (evidence.duplicate_of is not None
+            and evidence.duplicate_days_earlier >= RESUBMISSION_MIN_DAYS)
 
 
 def _steepest_line(claim: ClaimV2, codes: CodeReference) -> tuple[str, float, float] | None:

@@ -17,7 +17,7 @@ from schemas.decision import (
     Reason,
     StreamSource,
 )
-from schemas.score import ScoreAnswer, ScoreRefusal, ScoreRequest, ScoreResult
+from schemas.score import MemberContext, ScoreAnswer, ScoreRefusal, ScoreRequest, ScoreResult
 
 __all__ = [
     "CLAIM_FEATURES",
@@ -31,6 +31,7 @@ __all__ = [
     "Decision",
     "DecisionKind",
     "GatewaySource",
+    "MemberContext",
     "ModelRef",
     "Reason",
     "ScoreAnswer",

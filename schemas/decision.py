@@ -37,7 +37,13 @@ class Reason(Contract):
         ge=0, le=100, description="Where the value falls among training claims (0-100)."
     )
     direction: Literal["high", "low"]
-    message: str = Field(examples=["claim_amount 14,200 is above the 99.9th percentile"])
+    message: str = Field(examples=["member filed 9 claims within 7 days of this one "
+                                   "(99th percentile: 3)"])
+    kind: Literal["model", "rule"] = Field(
+        default="model",
+        description="model: a feature in a tail of the training data; rule: a deterministic "
+        "finding that forces investigate whatever the score (an exact resubmission).",
+    )
 
 
 class StreamSource(Contract):

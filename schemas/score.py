@@ -12,10 +12,30 @@ from schemas.common import SCHEMA_VERSION, Contract, SchemaVersion
 from schemas.decision import DecisionKind, ModelRef, Reason
 
 
+class MemberContext(Contract):
+    """A v2 claim's member-history features, computed by the stream's member stage from
+    the member's earlier claims only (``features.member``); sent beside the claim to a model
+    whose feature set reads history (``v2-history``)."""
+
+    claims_1d: float = Field(ge=1, description="The member's claims served within a day, "
+                             "this one included.")
+    claims_7d: float = Field(ge=1)
+    claims_30d: float = Field(ge=1)
+    providers_30d: float = Field(ge=1, description="Distinct providers within 30 days.")
+    days_since_previous: float = Field(ge=-1, description="-1: no earlier claim.")
+    same_provider_same_day: float = Field(ge=0)
+    duplicate: float = Field(ge=0, le=1, description="1: the same provider, service date and "
+                             "lines were billed before.")
+    duplicate_of: str | None = Field(default=None, description="That earlier claim's id.")
+    duplicate_days_earlier: float = Field(default=0.0, ge=0)
+
+
 class ScoreRequest(Contract):
-    """A batch of claims for the model service."""
+    """A batch of claims for the model service; ``members`` (one per claim, in order) is
+    required by a model that reads member history."""
 
     claims: list[AnyClaim] = Field(min_length=1, max_length=10_000)
+    members: list[MemberContext] | None = None
 
 
 class ScoreResult(Contract):

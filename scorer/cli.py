@@ -5,6 +5,7 @@ Heavy imports happen inside the commands so that ``claimflow --help`` stays fast
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import cast
 
 import click
@@ -164,3 +165,40 @@ def serve_model(port: int | None, host: str | None, workers: int | None) -> None
     # exec: signals (Ctrl-C, SIGTERM from a process manager) reach BentoML directly and no
     # wrapper process is left behind.
     os.execvpe(argv[0], argv, env)  # noqa: S606 - fixed argv, no shell
+
+
+@click.command("score-file")
+@click.option("--data", "data_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Claims as JSON Lines, in stream order (label keys are ignored).")
+@click.option("--out", "out_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write one answer per claim (JSON Lines).")
+@click.option("--model", "tag", default=None,
+              help="A BentoML model tag to use instead of the registry champion.")
+def score_file(data_path: Path, out_path: Path, tag: str | None) -> None:
+    """Decide a file of claims offline, exactly as the stream would: the same member
+    history, features and champion model, without a broker. Each output line has
+    claim_id, anomaly_score (higher is more unusual), threshold, decision, reasons, model.
+
+    \b
+    Example:
+      claimflow score-file --data data/claims.jsonl --out scored.jsonl
+    """
+    from scorer.model import ModelHolder, ModelLoadError, PinnedSource
+    from scorer.model_settings import ModelSettings
+    from scorer.score_file import ScoreFileError
+    from scorer.score_file import score_file as run
+
+    configure_logging("WARNING")
+    settings = ModelSettings()
+    holder = ModelHolder(settings, PinnedSource(tag) if tag else None)
+    try:
+        model = holder.refresh()
+        with out_path.open("wb") as out:
+            counts = run(model, data_path, out)
+    except (ModelLoadError, ScoreFileError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"scored {sum(counts.values()):,} claims with {model.ref.name} "
+               f"v{model.ref.version} -> {out_path}: {counts['investigate']:,} investigate, "
+               f"{counts['approve']:,} approve, {counts['refused']:,} refused")

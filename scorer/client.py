@@ -26,8 +26,10 @@ from types import TracebackType
 from typing import Final
 from urllib.parse import urlsplit
 
+import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from features.member import MemberFeatures
 from schemas import Claim, ClaimV2, ScoreAnswer
 from scorer.http11 import Http11Connection
 
@@ -47,13 +49,20 @@ class ModelServiceError(Exception):
     """The model service answered something unusable (a bug, not an outage)."""
 
 
-def encode_batch(claims: Sequence[Claim | ClaimV2]) -> bytes:
-    """``{"claims": [...]}`` built from each claim's own serializer (no dict round trip)."""
-    return b'{"claims":[' + b",".join(claim.to_json() for claim in claims) + b"]}"
+def encode_batch(claims: Sequence[Claim | ClaimV2],
+                 members: Sequence[MemberFeatures] | None = None) -> bytes:
+    """``{"claims": [...]}`` built from each claim's own serializer (no dict round trip),
+    with ``"members"`` (one context per claim) when given."""
+    body = b'{"claims":[' + b",".join(claim.to_json() for claim in claims) + b"]"
+    if members is not None:
+        body += b',"members":' + orjson.dumps([m._asdict() for m in members])
+    return body + b"}"
 
 
-def encode_single(claim: Claim | ClaimV2) -> bytes:
-    return b'{"claim":' + claim.to_json() + b"}"
+def encode_single(claim: Claim | ClaimV2, member: MemberFeatures | None = None) -> bytes:
+    if member is None:
+        return b'{"claim":' + claim.to_json() + b"}"
+    return b'{"claim":' + claim.to_json() + b',"member":' + orjson.dumps(member._asdict()) + b"}"
 
 
 class ModelClient:
@@ -73,12 +82,14 @@ class ModelClient:
         self._all: list[Http11Connection] = []
         self._all_lock = threading.Lock()
 
-    def score_batch(self, claims: Sequence[Claim | ClaimV2]) -> list[ScoreAnswer]:
+    def score_batch(self, claims: Sequence[Claim | ClaimV2],
+                    members: Sequence[MemberFeatures] | None = None) -> list[ScoreAnswer]:
         """Score claims in one call; answers are in the order of ``claims``: a
-        ``ScoreResult``, or a ``ScoreRefusal`` for a claim the model does not read."""
+        ``ScoreResult``, or a ``ScoreRefusal`` for a claim the model does not read.
+        ``members``: each claim's member history (needed by a model that reads it)."""
         if not claims:
             return []
-        results = self._decode_list(self._post("/score_batch", encode_batch(claims)))
+        results = self._decode_list(self._post("/score_batch", encode_batch(claims, members)))
         if len(results) != len(claims):
             raise ModelServiceError(
                 f"model service returned {len(results)} results for {len(claims)} claims"

@@ -53,6 +53,9 @@ class Explainer:
     high: float = DEFAULT_HIGH
     low: float = DEFAULT_LOW
     max_reasons: int = DEFAULT_MAX_REASONS
+    # Per feature, which tails are reasons ("both", "high" or "low"): for a count of a
+    # member's recent claims only "many" is suspicious, never "few".
+    sides: tuple[str, ...] = ()
 
     @classmethod
     def from_reference(
@@ -63,8 +66,10 @@ class Explainer:
         high: float = DEFAULT_HIGH,
         low: float = DEFAULT_LOW,
         max_reasons: int = DEFAULT_MAX_REASONS,
+        sides: dict[str, str] | None = None,
     ) -> Explainer:
-        """``features`` is the model's column order; each must be in the reference."""
+        """``features`` is the model's column order; each must be in the reference.
+        ``sides`` limits a feature's reasons to one tail (default: both)."""
         missing = [name for name in features if name not in reference.quantiles]
         if missing:
             raise ValueError(f"reference has no quantiles for {', '.join(missing)}")
@@ -84,7 +89,12 @@ class Explainer:
             high=high,
             low=low,
             max_reasons=max_reasons,
+            sides=tuple((sides or {}).get(name, "both") for name in features),
         )
+
+    def value_at(self, feature_index: int, level: float) -> float:
+        """The training value at percentile ``level`` (interpolated between quantiles)."""
+        return float(np.interp(level, self.levels, self.quantiles[feature_index]))
 
     # -- percentiles ------------------------------------------------------------------
 
@@ -153,10 +163,11 @@ class Explainer:
 
     def _reasons(self, values: list[float], pcts: list[float]) -> list[dict[str, Any]]:
         candidates: list[tuple[float, float, int, Literal["high", "low"]]] = []
+        sides = self.sides or ("both",) * len(values)
         for j, (value, pct) in enumerate(zip(values, pcts, strict=True)):
-            if pct > self.high:
+            if pct > self.high and sides[j] != "low":
                 candidates.append((100.0 - pct, -self._excess(j, value, "high"), j, "high"))
-            elif pct < self.low:
+            elif pct < self.low and sides[j] != "high":
                 candidates.append((pct, -self._excess(j, value, "low"), j, "low"))
         candidates.sort()
         return [

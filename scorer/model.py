@@ -20,12 +20,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import numpy as np
 import orjson
 from pydantic import TypeAdapter
 
+from features.codes import CodeReference
+from features.member import MemberFeatures
+from features.reasons import SIDES, in_words, resubmission_words
 from features.sets import FeatureSet, FeatureSetError, feature_set, mismatch_message
-from schemas import SCHEMA_VERSION, Claim, ClaimV2, ModelRef, ScoreAnswer
-from scorer.explain import Explainer
+from features.vector import Evidence, feature_vector, is_resubmission
+from schemas import SCHEMA_VERSION, Claim, ClaimV2, MemberContext, ModelRef, ScoreAnswer
+from scorer.explain import Explainer, ordinal
 from scorer.forest import CompiledForest, compile_forest
 from trainer.reference import FeatureReference
 
@@ -45,6 +50,14 @@ class ModelLoadError(RuntimeError):
     """No model can be served (no champion yet, missing export, inconsistent labels)."""
 
 
+class MissingHistoryError(ValueError):
+    """A model that reads member history was asked without it (one context per claim)."""
+
+
+def member_features(context: MemberContext) -> MemberFeatures:
+    return MemberFeatures(**context.model_dump())
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """One model version ready to score. Immutable, shared by concurrent requests."""
@@ -54,35 +67,50 @@ class ServedModel:
     forest: CompiledForest
     explainer: Explainer
     feature_set: FeatureSet
+    codes: CodeReference | None = None  # the stateful sets' code references
 
     @property
     def threshold(self) -> float:
         return self.forest.threshold
 
-    def score(self, claims: Sequence[AnyClaim]) -> list[ScoreAnswer]:
+    def score(self, claims: Sequence[AnyClaim],
+              members: Sequence[MemberFeatures] | None = None) -> list[ScoreAnswer]:
         """Scores, decisions and reasons for a batch, in input order; a claim of another
-        contract version than the model reads gets a ``ScoreRefusal`` in its place."""
-        return _RESULTS.validate_json(self.score_json(claims))
+        contract version than the model reads gets a ``ScoreRefusal`` in its place.
+        ``members`` (one per claim) is required when the model reads member history."""
+        return _RESULTS.validate_json(self.score_json(claims, members))
 
-    def score_one(self, claim: AnyClaim) -> ScoreAnswer:
-        """The same answer as ``score([claim])[0]``."""
-        return _ANSWER.validate_json(self.score_one_json(claim))
+    def score_one(self, claim: AnyClaim, member: MemberFeatures | None = None) -> ScoreAnswer:
+        """The same answer as ``score([claim], [member])[0]``."""
+        return _ANSWER.validate_json(self.score_one_json(claim, member))
 
-    def score_json(self, claims: Sequence[AnyClaim]) -> bytes:
+    def score_json(self, claims: Sequence[AnyClaim],
+                   members: Sequence[MemberFeatures] | None = None) -> bytes:
         """``score`` encoded as a JSON array (what ``/score_batch`` sends)."""
+        if self.feature_set.stateful and (members is None or len(members) != len(claims)):
+            raise MissingHistoryError(
+                f"model {self.ref.name} v{self.ref.version} (feature set "
+                f"{self.feature_set.name}) needs one member context per claim: "
+                f"{0 if members is None else len(members)} for {len(claims)} claims (the "
+                "stream's member stage and `claimflow score-file` supply them)"
+            )
         version = self.feature_set.claim_version
         if all(claim.schema_version == version for claim in claims):
-            return self._scored_json(claims)
+            return self._scored_json(claims, members)
         # A batch mixing versions (a topic in migration): score the readable claims only and
         # answer a refusal for the others, never features read from the wrong contract.
-        readable = [claim for claim in claims if claim.schema_version == version]
-        scored = iter(orjson.loads(self._scored_json(readable)))
+        readable = [i for i, claim in enumerate(claims) if claim.schema_version == version]
+        scored = iter(orjson.loads(self._scored_json(
+            [claims[i] for i in readable],
+            None if members is None else [members[i] for i in readable],
+        )))
         return orjson.dumps([
             next(scored) if claim.schema_version == version else self._refusal(claim)
             for claim in claims
         ])
 
-    def _scored_json(self, claims: Sequence[AnyClaim]) -> bytes:
+    def _scored_json(self, claims: Sequence[AnyClaim],
+                     members: Sequence[MemberFeatures] | None = None) -> bytes:
         """Results for claims the model reads, as a JSON array of ``ScoreResult``.
 
         Built from plain dicts and encoded by orjson: building validated pydantic objects
@@ -90,6 +118,9 @@ class ServedModel:
         """
         if not claims:
             return b"[]"
+        if self.feature_set.stateful:
+            assert members is not None
+            return orjson.dumps(self._history_rows(claims, members))  # type: ignore[arg-type]
         x = self.feature_set.matrix(claims)
         scores = self.forest.anomaly_scores(x).tolist()
         reasons = self.explainer.reason_fields_batch(x)
@@ -110,10 +141,78 @@ class ServedModel:
             ]
         )
 
-    def score_one_json(self, claim: AnyClaim) -> bytes:
+    # -- the v2-history path: features from the claim, its codes and its member's history
+
+    def _history_rows(self, claims: Sequence[ClaimV2], members: Sequence[MemberFeatures]
+                      ) -> list[dict[str, Any]]:
+        codes = self.codes
+        assert codes is not None, "a stateful model is built with its code references"
+        vectors = [feature_vector(claim, member, codes)
+                   for claim, member in zip(claims, members, strict=True)]
+        x = np.asarray([values for values, _ in vectors], dtype=np.float64)
+        scores = self.forest.anomaly_scores(x).tolist()
+        tails = self.explainer.reason_fields_batch(x)
+        threshold, ref = self.forest.threshold, self._ref_dict
+        rows = []
+        for claim, (values, evidence), score, why in zip(claims, vectors, scores, tails,
+                                                         strict=True):
+            rule = is_resubmission(evidence)
+            flagged = rule or score > threshold
+            reasons = self._in_words(why, evidence, values if flagged else None)
+            if rule:
+                reasons = [self._rule_reason(evidence), *reasons][: max(1, len(reasons))]
+            rows.append({
+                "schema_version": SCHEMA_VERSION,
+                "claim_id": claim.claim_id,
+                "anomaly_score": score,
+                "threshold": threshold,
+                "decision": "investigate" if flagged else "approve",
+                "model": ref,
+                "reasons": reasons,
+            })
+        return rows
+
+    def _in_words(self, reasons: list[dict[str, Any]], evidence: Evidence,
+                  values: tuple[float, ...] | None) -> list[dict[str, Any]]:
+        """The explainer's reasons in an investigator's words. A flagged claim (``values``
+        given) with no feature in a tail still gets its most unusual feature."""
+        explainer = self.explainer
+        if not reasons and values is not None:
+            reasons = self._most_unusual(values)
+        worded = []
+        for reason in reasons:
+            j = self._index[reason["feature"]]
+            level = explainer.high if reason["direction"] == "high" else explainer.low
+            words = in_words(reason["feature"], reason["value"], reason["direction"],
+                             explainer.value_at(j, level), f"{ordinal(level)}", evidence)
+            worded.append(reason if words is None else {**reason, "message": words})
+        return worded
+
+    def _most_unusual(self, values: tuple[float, ...]) -> list[dict[str, Any]]:
+        explainer = self.explainer
+        pcts = [explainer.percentile(j, v) if explainer.sides[j] != "low" else -1.0
+                for j, v in enumerate(values)]
+        j = max(range(len(values)), key=pcts.__getitem__)
+        return [{"feature": explainer.features[j], "value": values[j],
+                 "percentile": min(100.0, max(0.0, pcts[j])), "direction": "high",
+                 "message": f"{explainer.features[j]} is this claim's most unusual feature"}]
+
+    @staticmethod
+    def _rule_reason(evidence: Evidence) -> dict[str, Any]:
+        return {"feature": "resubmission", "value": evidence.duplicate_days_earlier,
+                "percentile": 100.0, "direction": "high", "kind": "rule",
+                "message": resubmission_words(evidence)}
+
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {name: j for j, name in enumerate(self.explainer.features)}
+
+    def score_one_json(self, claim: AnyClaim, member: MemberFeatures | None = None) -> bytes:
         """One answer as JSON, through the single-claim fast paths."""
         if not self.feature_set.accepts(claim):
             return orjson.dumps(self._refusal(claim))
+        if self.feature_set.stateful:
+            return self.score_json([claim], None if member is None else [member])[1:-1]
         features = self.feature_set.row(claim)
         return orjson.dumps(
             self._row(
@@ -166,6 +265,9 @@ def build_served_model(
             f"{tag}: its reference lists features {reference.features}, feature set "
             f"{features.name} has {list(features.features)}"
         )
+    if features.stateful and reference.codes is None:
+        raise ModelLoadError(f"{tag}: feature set {features.name} needs code references; "
+                             "its reference has none")
     return ServedModel(
         ref=ref,
         tag=tag,
@@ -177,7 +279,9 @@ def build_served_model(
             high=settings.reason_high_percentile,
             low=settings.reason_low_percentile,
             max_reasons=settings.max_reasons,
+            sides=SIDES if features.stateful else None,
         ),
+        codes=reference.codes,
     )
 
 

@@ -72,6 +72,7 @@ class Outgoing(NamedTuple):
     topic: str
     key: bytes | None
     value: bytes
+    partition: int = -1  # -1: the producer's partitioner chooses (by key)
 
 
 @dataclass(frozen=True, slots=True)

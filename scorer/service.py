@@ -2,8 +2,13 @@
 
 Started by ``claimflow serve-model``. APIs (JSON):
 
-* ``POST /score_batch`` ``{"claims": [Claim, ...]}`` -> ``[ScoreResult, ...]`` (input order)
-* ``POST /score`` ``{"claim": Claim}`` -> ``ScoreResult``
+* ``POST /score_batch`` ``{"claims": [Claim, ...], "members": [MemberContext, ...]}`` ->
+  ``[ScoreResult, ...]`` (input order)
+* ``POST /score`` ``{"claim": Claim, "member": MemberContext}`` -> ``ScoreResult``
+
+``members``/``member`` (the claim's member history, computed by the stream's member stage)
+is required by a model whose feature set reads history (``v2-history``); without it such a
+model answers 400, never a score from features it could not compute.
 
 Claims may be of any contract version (``schemas.AnyClaim``); the model reads one version
 (its feature set's) and answers a ``ScoreRefusal`` in place of a claim of another version.
@@ -28,12 +33,18 @@ import threading
 from typing import Annotated, Final
 
 import bentoml
-from bentoml.exceptions import ServiceUnavailable
+from bentoml.exceptions import BadInput, ServiceUnavailable
 from pydantic import BaseModel, Field, RootModel
 from starlette.responses import Response
 
-from schemas import AnyClaim, ScoreResult
-from scorer.model import ModelHolder, ModelLoadError, ServedModel
+from schemas import AnyClaim, MemberContext, ScoreResult
+from scorer.model import (
+    MissingHistoryError,
+    ModelHolder,
+    ModelLoadError,
+    ServedModel,
+    member_features,
+)
 from scorer.model_settings import ModelSettings
 
 logger = logging.getLogger(__name__)
@@ -46,6 +57,10 @@ class ClaimList(RootModel[Annotated[list[AnyClaim], Field(min_length=1, max_leng
     """1..10,000 claims of any contract version. A root model: BentoML rebuilds a bare
     parameter type in a way that drops the tags the claim union's callable discriminator
     needs (pydantic then refuses the schema); inside a model it stays intact."""
+
+
+class MemberList(RootModel[Annotated[list[MemberContext], Field(max_length=MAX_BATCH)]]):
+    """One member context per claim, in the claims' order."""
 
 
 class OneClaim(RootModel[AnyClaim]):
@@ -159,15 +174,23 @@ class ClaimAnomalyService:
 
     @bentoml.api(route="/score_batch", output_spec=ScoreResults)  # type: ignore[untyped-decorator]
     async def score_batch(
-        self, claims: ClaimList
+        self, claims: ClaimList, members: MemberList | None = None
     ) -> Response:
         """Score a batch of claims; results come back in input order."""
-        return Response(self._model().score_json(claims.root), media_type=JSON)
+        contexts = None if members is None else [member_features(m) for m in members.root]
+        try:
+            return Response(self._model().score_json(claims.root, contexts), media_type=JSON)
+        except MissingHistoryError as exc:
+            raise BadInput(str(exc)) from exc
 
     @bentoml.api(route="/score", output_spec=ScoreResult)  # type: ignore[untyped-decorator]
-    async def score(self, claim: OneClaim) -> Response:
+    async def score(self, claim: OneClaim, member: MemberContext | None = None) -> Response:
         """Score one claim."""
-        return Response(self._model().score_one_json(claim.root), media_type=JSON)
+        context = None if member is None else member_features(member)
+        try:
+            return Response(self._model().score_one_json(claim.root, context), media_type=JSON)
+        except MissingHistoryError as exc:
+            raise BadInput(str(exc)) from exc
 
     @bentoml.api(route="/reload")  # type: ignore[untyped-decorator]
     async def reload(self) -> ReloadResult:

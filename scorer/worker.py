@@ -58,11 +58,20 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from claimflow.logging_setup import LOG_FORMAT, configure_logging
+from features.member import MemberFeatures
 from schemas import ScoreAnswer, ScoreRefusal, ScoreResult
 from scorer.client import ModelClient, ModelServiceError, ModelUnavailable
+from scorer.member_state import (
+    MemberStore,
+    MissingTopicError,
+    ensure_changelog,
+    member_step,
+    restore_partitions,
+)
 from scorer.recovery import FENCED_CODES, TxnAction, classify_txn_error, is_unreachable
 from scorer.routing import (
     Batch,
@@ -373,8 +382,11 @@ class ScoringLoop:
         self.recreates_without_commit = 0
         self.recreate_pause = Backoff(settings.retry_initial_s, settings.retry_max_s)
         self.producer, self.calls = self.new_producer()
+        self.members = MemberStore()
+        self.changelog = settings.member_state_topic
 
     def subscribe(self) -> None:
+        self.ensure_changelog()
         self.consumer.subscribe(
             [self.settings.input_topic],
             on_assign=self.on_assign,
@@ -399,10 +411,38 @@ class ScoringLoop:
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.info("assigned %s", describe_partitions(partitions))
+        # The partitions' member state, as of their committed offsets, before any claim.
+        numbers = [tp.partition for tp in partitions]
+        restored = restore_partitions(self.restore_config(), self.changelog, numbers)
+        for partition, records in restored.items():
+            self.members.load(partition, records)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.info("revoked %s", describe_partitions(partitions))
         self.forget_lag(partitions)
+        self.members.drop(tp.partition for tp in partitions)
+
+    def ensure_changelog(self) -> None:
+        """The member-state changelog exists with the claims topic's partition count; waits
+        (with backoff) while the claims topic itself does not exist yet."""
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap_servers})
+        pause = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
+        while True:
+            try:
+                ensure_changelog(admin, self.settings.input_topic, self.changelog)
+                return
+            except (MissingTopicError, KafkaException) as exc:
+                if self.stop.is_set():
+                    raise FatalWorkerError(f"stopped before the changelog was ready: {exc}"
+                                           ) from exc
+                delay = pause.next_delay()
+                logger.warning("member state: %s; retrying in %.1fs", exc, delay)
+                self.stop.wait(delay)
+
+    def restore_config(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.settings.kafka_bootstrap_servers,
+                "group.id": f"{self.settings.group_id}.restore",
+                "logger": logging.getLogger("scorer.kafka.restore")}
 
     def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.warning(
@@ -410,6 +450,7 @@ class ScoringLoop:
             describe_partitions(partitions),
         )
         self.forget_lag(partitions)
+        self.members.drop(tp.partition for tp in partitions)
 
     # -- one batch
 
@@ -432,7 +473,8 @@ class ScoringLoop:
         batch = split_batch(
             messages, max_bytes=self.settings.max_claim_bytes, now=datetime.now(UTC)
         )
-        results = self.score(batch)
+        step = member_step(self.members, batch.claims, batch.positions)
+        results = self.score(batch, step.features if step.any_history() else None)
         if results is None:
             return
         try:
@@ -448,18 +490,21 @@ class ScoringLoop:
         rejected = [*batch.rejected, *routed.refused]
         outgoing = routed.outgoing
         outgoing.extend(letter.outgoing(self.topics.deadletter) for letter in rejected)
+        outgoing.extend(step.changelog(self.changelog))
         if self.commit(outgoing, batch):
+            self.members.apply(step.updates)
             self.metrics.committed(batch, results, len(rejected), started)
             self.log_rejected(rejected)
             self.log_committed(batch, results)
 
-    def score(self, batch: Batch) -> list[ScoreAnswer] | None:
+    def score(self, batch: Batch, members: list[MemberFeatures] | None
+              ) -> list[ScoreAnswer] | None:
         """The model's verdicts, or None when the batch was rewound to be retried."""
         if not batch.claims:
             return []
         started = time.perf_counter()
         try:
-            results = self.client.score_batch(batch.claims)
+            results = self.client.score_batch(batch.claims, members)
         except ModelUnavailable as exc:
             self.hold(batch, exc)
             return None
@@ -545,11 +590,11 @@ class ScoringLoop:
         produce = self.producer.produce
         for message in outgoing:
             try:
-                produce(message.topic, message.value, message.key)
+                produce(message.topic, message.value, message.key, message.partition)
             except BufferError:
                 # The local queue is full: let deliveries drain, then retry this one.
                 self.producer.poll(0.1)
-                produce(message.topic, message.value, message.key)
+                produce(message.topic, message.value, message.key, message.partition)
 
     def classify(self, error: KafkaError) -> TxnAction:
         age = None if self.txn_began is None else time.monotonic() - self.txn_began

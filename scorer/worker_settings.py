@@ -28,6 +28,11 @@ class ScorerSettings(CommonSettings):
     deadletter_topic: str = Field(
         default="claims.deadletter", description="Input that could not be processed."
     )
+    member_state_topic: str = Field(
+        default="claims.member-state",
+        description="Compacted changelog of the member stage's state (created with the claims "
+        "topic's partition count); restores a worker's members on assignment.",
+    )
     batch_max_size: int = Field(
         # Each batch pays one model call and one transaction (~10 ms together here): 1000
         # amortizes them (1.3x the throughput of 500) while a batch's model call stays short

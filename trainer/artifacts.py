@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve
 
 from trainer.evaluate import PatternRow
-from trainer.model import TrainedModel
+from trainer.model import TrainedModel, amount_column
 from trainer.registry import REFERENCE_ARTIFACT
 
 SCORE_HISTOGRAM: Final = "score_histogram.png"
@@ -99,9 +99,9 @@ def plot_pr_curve(model: TrainedModel, path: Path) -> Path:
     figure = Figure(figsize=(6, 5))
     axes = figure.add_subplot()
     for name, score, color in (
-        ("isolation forest", model.test_scores, "tab:blue"),
-        ("claim_amount alone", model.split.x_test[:, model.feature_set.features.index(
-            "claim_amount")], "tab:gray"),
+        ("isolation forest", model.test_ranking, "tab:blue"),
+        ("claim_amount alone", model.split.x_test[:, amount_column(model.feature_set)],
+         "tab:gray"),
     ):
         precision, recall, _ = precision_recall_curve(labels, score)
         axes.step(recall, precision, where="post", color=color, label=name)

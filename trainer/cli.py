@@ -92,15 +92,22 @@ def clear_errors() -> Iterator[None]:
               help="MLflow experiment. [default: claim-anomaly]")
 @click.option("--promote", "then_promote", is_flag=True,
               help="Also make the new version the champion and export it to BentoML.")
+@click.option("--feature-set", "feature_set_name",
+              type=click.Choice(["v1", "v2-claim", "v2-history"]), default=None,
+              help="Which features the model reads [default: v1 for v1 claims, v2-history "
+              "for v2 claims].")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def train(data_path: Path, n_estimators: int | None, contamination: float | None,
           test_size: float | None, seed: int | None, experiment: str | None,
-          then_promote: bool, as_json: bool) -> None:
+          then_promote: bool, feature_set_name: str | None, as_json: bool) -> None:
     """Train an Isolation Forest on claims (CSV or JSON Lines), log it to MLflow, register a
     version.
 
-    The feature set follows the claims' contract version (v1 -> v1, v2 -> v2-claim). The new
-    version of `claim-anomaly` gets the alias `challenger`. Example:
+    The feature set follows the claims' contract version (v1 -> v1, v2 -> v2-history: the
+    claim, its codes against references learned from the training split, and its member's
+    history before it, computed in file order as the stream does; the test split is then the
+    file's last part, in time). The new version of `claim-anomaly` gets the alias
+    `challenger`. Example:
 
         claimflow train --data claims.csv --promote
         claimflow train --data claims_v2.jsonl
@@ -121,7 +128,8 @@ def train(data_path: Path, n_estimators: int | None, contamination: float | None
         naive_quantile=settings.naive_quantile,
     )
     with clear_errors():
-        outcome = train_and_register(data_path, params, store_config(settings, experiment))
+        outcome = train_and_register(data_path, params, store_config(settings, experiment),
+                                     feature_set_name)
         promotion = promote_version(settings, outcome.run.version) if then_promote else None
     result: dict[str, Any] = {
         "run_id": outcome.run.run_id,

@@ -12,7 +12,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -54,6 +54,9 @@ class Dataset:
     rows_dropped: int  # rows outside the Claim contract's ranges
     # features.sets: which columns ``features`` holds. CSV files are always v1.
     feature_set: str = "v1"
+    # The validated claims in file (stream) order: a stateful feature set computes its
+    # columns from them at training time (``features`` is empty until then).
+    claims: list[Any] | None = None
 
     @property
     def rows(self) -> int:

@@ -19,7 +19,13 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
-from features.sets import for_claim_version
+from features.sets import (
+    FeatureSet,
+    FeatureSetError,
+    feature_set,
+    for_claim_version,
+    mismatch_message,
+)
 from schemas import Claim, ClaimV2, ContractError, parse_claim
 from trainer.data import LABEL_COLUMN, PATTERN_COLUMN, DataError, Dataset, file_digest
 
@@ -42,17 +48,20 @@ def is_jsonl(path: Path) -> bool:
     return path.suffix.lower() in JSONL_SUFFIXES
 
 
-def load_jsonl(path: Path) -> Dataset:
-    """Read and validate ``path``; raises :class:`DataError` on any problem."""
+def load_jsonl(path: Path, feature_set_name: str | None = None) -> Dataset:
+    """Read and validate ``path``; raises :class:`DataError` on any problem. The feature set
+    defaults to the claims' version's (``features.sets.DEFAULT_FOR_VERSION``)."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    dataset = validate_lines(path.read_bytes().splitlines(), str(path), file_digest(path))
+    dataset = validate_lines(path.read_bytes().splitlines(), str(path), file_digest(path),
+                             feature_set_name)
     log.info("loaded %s: %d claims (feature set %s), sha256 %s", path, dataset.rows,
              dataset.feature_set, dataset.sha256[:12])
     return dataset
 
 
-def validate_lines(lines: list[bytes], source: str, sha256: str) -> Dataset:
+def validate_lines(lines: list[bytes], source: str, sha256: str,
+                   feature_set_name: str | None = None) -> Dataset:
     """The pure core of :func:`load_jsonl`."""
     rows = _Rows()
     for number, line in enumerate(lines, start=1):
@@ -61,9 +70,12 @@ def validate_lines(lines: list[bytes], source: str, sha256: str) -> Dataset:
     if not rows.claims:
         raise DataError(f"{source}: no claim lines (the file is empty)")
     assert rows.first_version is not None
-    features = for_claim_version(rows.first_version[0])
+    features = _chosen_set(rows.first_version[0], feature_set_name, source)
     return Dataset(
-        features=features.matrix(rows.claims),
+        # A stateful set's columns need the code references of the training split first.
+        features=(np.empty((len(rows.claims), 0)) if features.stateful
+                  else features.matrix(rows.claims)),
+        claims=rows.claims,
         labels=_labels(rows, source),
         patterns=_patterns(rows),
         sha256=sha256,
@@ -71,6 +83,16 @@ def validate_lines(lines: list[bytes], source: str, sha256: str) -> Dataset:
         rows_dropped=0,
         feature_set=features.name,
     )
+
+
+def _chosen_set(version: int, name: str | None, source: str) -> FeatureSet:
+    try:
+        chosen = for_claim_version(version) if name is None else feature_set(name)
+    except FeatureSetError as exc:
+        raise DataError(f"{source}: {exc}") from exc
+    if chosen.claim_version != version:
+        raise DataError(f"{source}: {mismatch_message(chosen, version)}")
+    return chosen
 
 
 def _add_line(rows: _Rows, line: bytes, number: int, source: str) -> None:

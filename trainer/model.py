@@ -15,7 +15,9 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 from sklearn.model_selection import train_test_split
 
+from features.codes import CodeReference, build_code_reference
 from features.sets import FeatureSet, feature_set
+from features.vector import is_resubmission, replay
 from schemas import CLAIM_FEATURES
 from trainer import evaluate
 from trainer.data import DataError, Dataset
@@ -73,10 +75,29 @@ class TrainedModel:
     threshold: float
     metrics: dict[str, float]
     patterns: list[evaluate.PatternRow] = field(default_factory=list)
+    # Test claims decided by a hard rule (an exact resubmission), whatever their score.
+    test_rules: np.ndarray | None = None
 
     @property
     def test_flags(self) -> np.ndarray:
-        return self.test_scores > self.threshold
+        flags: np.ndarray = self.test_scores > self.threshold
+        return flags if self.test_rules is None else flags | self.test_rules
+
+    @property
+    def test_ranking(self) -> np.ndarray:
+        """What an investigator's queue is ordered by: rule findings first, then score."""
+        return ranking(self.test_scores, self.test_rules)
+
+
+def ranking(scores: np.ndarray, rules: np.ndarray | None) -> np.ndarray:
+    """Scores with rule findings moved above every score (scores are in (0, 1])."""
+    return scores if rules is None else np.where(rules, scores + 1.0, scores)
+
+
+def amount_column(features: FeatureSet) -> int:
+    """The column that ranks claims by amount (the naive baseline): the amount or its log."""
+    names = features.features
+    return names.index("claim_amount") if "claim_amount" in names else names.index("log_amount")
 
 
 def split_dataset(dataset: Dataset, test_size: float, seed: int) -> Split:
@@ -98,6 +119,42 @@ def split_dataset(dataset: Dataset, test_size: float, seed: int) -> Split:
     y_train, y_test = pairs.pop(0) if dataset.labels is not None else (None, None)
     p_train, p_test = pairs.pop(0) if dataset.patterns is not None else (None, None)
     return Split(x_train, x_test, y_train, y_test, p_train, p_test)
+
+
+@dataclass(frozen=True)
+class HistorySplit:
+    split: Split
+    codes: CodeReference
+    test_rules: np.ndarray  # (test rows,) bool
+
+
+def history_split(dataset: Dataset, test_size: float) -> HistorySplit:
+    """Point-in-time features for a stateful feature set, split by time.
+
+    The test split is the last ``test_size`` share of the file (stream order): the model
+    learns from the past and is judged on what came after. Code references come from the
+    training claims only; then every claim's features are computed from the claims before
+    it (``features.vector.replay``: the stream's code), test claims included.
+    """
+    claims = dataset.claims or []
+    test_rows = round(len(claims) * test_size)
+    cut = len(claims) - test_rows
+    if cut < 1 or test_rows < 1:
+        raise DataError(f"cannot split {len(claims)} claim(s) with test size {test_size}")
+    codes = build_code_reference(claims[:cut])
+    rows, rules = [], []
+    for _claim, values, evidence in replay(claims, codes):
+        rows.append(values)
+        rules.append(is_resubmission(evidence))
+    x = np.asarray(rows, dtype=np.float64)
+
+    def halves(a: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return (None, None) if a is None else (a[:cut], a[cut:])
+
+    y_train, y_test = halves(dataset.labels)
+    p_train, p_test = halves(dataset.patterns)
+    split = Split(x[:cut], x[cut:], y_train, y_test, p_train, p_test)
+    return HistorySplit(split, codes, np.asarray(rules[cut:], dtype=bool))
 
 
 def fit_forest(x_train: np.ndarray, params: TrainParams) -> IsolationForest:
@@ -122,19 +179,27 @@ def threshold_of(estimator: IsolationForest) -> float:
 def train(dataset: Dataset, params: TrainParams) -> TrainedModel:
     """Split, fit, score and evaluate."""
     features = feature_set(dataset.feature_set)
-    split = split_dataset(dataset, params.test_size, params.seed)
+    codes, rules = None, None
+    if features.stateful:
+        history = history_split(dataset, params.test_size)
+        split, codes, rules = history.split, history.codes, history.test_rules
+    else:
+        split = split_dataset(dataset, params.test_size, params.seed)
     estimator = fit_forest(split.x_train, params)
     threshold = threshold_of(estimator)
     train_scores = anomaly_scores(estimator, split.x_train)
     test_scores = anomaly_scores(estimator, split.x_test)
+    test_flags = test_scores > threshold if rules is None else (test_scores > threshold) | rules
     metrics = {
         "train_anomaly_percentage": evaluate.anomaly_percentage(train_scores > threshold),
-        "test_anomaly_percentage": evaluate.anomaly_percentage(test_scores > threshold),
+        "test_anomaly_percentage": evaluate.anomaly_percentage(test_flags),
         "threshold": threshold,
-        **labelled_metrics(split, test_scores, threshold, params,
-                           features.features.index("claim_amount")),
+        **labelled_metrics(split, ranking(test_scores, rules), test_flags, params,
+                           amount_column(features)),
     }
-    patterns = pattern_table(split, test_scores, threshold, params)
+    if rules is not None:
+        metrics["test_rule_findings"] = float(np.count_nonzero(rules))
+    patterns = pattern_table(split, ranking(test_scores, rules), test_flags, params)
     metrics.update(evaluate.pattern_metrics(patterns))
     log.info("trained on %d rows, tested on %d: %.2f%% / %.2f%% flagged",
              split.x_train.shape[0], split.x_test.shape[0],
@@ -143,7 +208,7 @@ def train(dataset: Dataset, params: TrainParams) -> TrainedModel:
         estimator=estimator,
         reference=build_reference(split.x_train, features.features,
                                   feature_set=features.name,
-                                  claim_version=features.claim_version),
+                                  claim_version=features.claim_version, codes=codes),
         split=split,
         feature_set=features,
         train_scores=train_scores,
@@ -151,16 +216,17 @@ def train(dataset: Dataset, params: TrainParams) -> TrainedModel:
         threshold=threshold,
         metrics=metrics,
         patterns=patterns,
+        test_rules=rules,
     )
 
 
-def labelled_metrics(split: Split, test_scores: np.ndarray, threshold: float,
+def labelled_metrics(split: Split, test_scores: np.ndarray, flags: np.ndarray,
                      params: TrainParams, amount: int = AMOUNT) -> dict[str, float]:
-    """The metrics that need ground truth; empty when the data has no labels."""
+    """The metrics that need ground truth; empty when the data has no labels.
+    ``test_scores`` rank the queue (rule findings first), ``flags`` are the decisions."""
     if split.y_test is None:
         return {}
     labels = split.y_test
-    flags = test_scores > threshold
     return {
         "test_positives": float(np.count_nonzero(labels)),
         **evaluate.classification_metrics(labels, flags, test_scores),
@@ -170,9 +236,8 @@ def labelled_metrics(split: Split, test_scores: np.ndarray, threshold: float,
     }
 
 
-def pattern_table(split: Split, test_scores: np.ndarray, threshold: float,
+def pattern_table(split: Split, test_scores: np.ndarray, flags: np.ndarray,
                   params: TrainParams) -> list[evaluate.PatternRow]:
     if split.p_test is None:
         return []
-    return evaluate.per_pattern(split.p_test, test_scores > threshold, test_scores,
-                                params.budget_percent)
+    return evaluate.per_pattern(split.p_test, flags, test_scores, params.budget_percent)

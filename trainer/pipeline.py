@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer import artifacts
-from trainer.data import Dataset, load_csv
+from trainer.data import DataError, Dataset, load_csv
 from trainer.export import export_to_bentoml
 from trainer.jsonl import is_jsonl, load_jsonl
 from trainer.model import TrainParams, train
@@ -68,16 +68,21 @@ def store_config(settings: TrainerSettings, experiment: str | None = None) -> St
     )
 
 
-def load_data(path: Path) -> Dataset:
+def load_data(path: Path, feature_set_name: str | None = None) -> Dataset:
     """JSON Lines (``.jsonl``/``.ndjson``: claims of any one version) or CSV (v1 columns)."""
-    return load_jsonl(path) if is_jsonl(path) else load_csv(path)
+    if is_jsonl(path):
+        return load_jsonl(path, feature_set_name)
+    if feature_set_name not in (None, "v1"):
+        raise DataError(f"{path}: a CSV file holds v1 claims; feature set {feature_set_name} "
+                        "reads v2 claims (JSON Lines)")
+    return load_csv(path)
 
 
-def train_and_register(data_path: Path, params: TrainParams,
-                       config: StoreConfig) -> TrainOutcome:
+def train_and_register(data_path: Path, params: TrainParams, config: StoreConfig,
+                       feature_set_name: str | None = None) -> TrainOutcome:
     """Validate, train and evaluate completely, then log and register in one run."""
     watch = Stopwatch()
-    dataset = load_data(data_path)
+    dataset = load_data(data_path, feature_set_name)
     watch.lap("load")
     model = train(dataset, params)
     watch.lap("train")

@@ -15,6 +15,7 @@ from typing import Final
 import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from features.codes import CodeReference
 from schemas import CLAIM_FEATURES
 
 # Dense in the tails, where explanations happen; coarse in the middle, where nothing is unusual.
@@ -37,6 +38,9 @@ class FeatureReference(BaseModel):
     claim_version: int = 1
     quantiles: dict[str, list[float]]
     medians: dict[str, float]
+    # Per-code charge norms and demographic mix (stateful feature sets only), learned from the
+    # training claims and shipped with the model: serving computes the same values.
+    codes: CodeReference | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureReference:
@@ -77,6 +81,7 @@ def build_reference(
     *,
     feature_set: str = "v1",
     claim_version: int = 1,
+    codes: CodeReference | None = None,
 ) -> FeatureReference:
     """Reference statistics of a training matrix whose columns are ``features``."""
     matrix = np.asarray(X, dtype=np.float64)
@@ -93,4 +98,5 @@ def build_reference(
         medians={name: float(medians[i]) for i, name in enumerate(features)},
         feature_set=feature_set,
         claim_version=claim_version,
+        codes=codes,
     )

@@ -17,7 +17,7 @@ from features.member import (
     member_features,
     remember,
 )
-from features.vector import HISTORY_FEATURES, replay
+from features.vector import HISTORY_FEATURES, is_resubmission, replay
 from schemas import ClaimV2
 
 DAY0 = date(2025, 3, 3)
@@ -141,7 +141,6 @@ def test_replay_gives_each_claim_the_history_before_it() -> None:
     resubmitted = claim(2, lines=[("99213", 1, 100.0)], submitted_days_later=5)
     rows = list(replay([first, resubmitted], codes))
     assert len(rows[0][1]) == len(HISTORY_FEATURES)
-    duplicate = HISTORY_FEATURES.index("duplicate")
-    assert [values[duplicate] for _, values, _ in rows] == [0.0, 1.0]
-    assert rows[1][2].duplicate_of == "C-1"
+    assert [evidence.duplicate_of for _, _, evidence in rows] == [None, "C-1"]
+    assert [is_resubmission(evidence) for _, _, evidence in rows] == [False, True]
     assert list(replay([first, resubmitted], codes)) == rows  # deterministic

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
-from features.sets import V1, V2_CLAIM, FeatureSetError, feature_set, for_claim_version
+from features.sets import V1, V2_CLAIM, V2_HISTORY, FeatureSetError, feature_set, for_claim_version
 from schemas import Claim, ClaimV2, DeadLetter, Decision, ModelRef, ScoreRefusal, ScoreResult
 from scorer.model import ModelLoadError, ServedModel, build_served_model
 from scorer.model_settings import ModelSettings
@@ -59,7 +59,7 @@ def test_a_feature_set_reads_only_its_claim_version() -> None:
     with pytest.raises(FeatureSetError, match="scores claims of schema_version 2; this claim "
                        "is schema_version 1"):
         V2_CLAIM.values(Claim.from_json(claim_bytes()))
-    assert for_claim_version(2) is V2_CLAIM
+    assert for_claim_version(2) is V2_HISTORY  # the default for v2 training data
     with pytest.raises(FeatureSetError, match="unknown feature set"):
         feature_set("v3")
 
@@ -70,7 +70,7 @@ def test_a_feature_set_reads_only_its_claim_version() -> None:
 @pytest.fixture(scope="module")
 def v2_model(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
     path = write_jsonl(tmp_path_factory.mktemp("v2") / "train.jsonl", v2_claims(800))
-    trained = train(load_jsonl(path), TrainParams(n_estimators=50))
+    trained = train(load_jsonl(path, "v2-claim"), TrainParams(n_estimators=50))
     return build_served_model(trained.estimator, trained.reference, REF, "claim-anomaly:v9",
                               ModelSettings())
 
@@ -180,7 +180,7 @@ def test_bad_v2_input_is_dead_lettered_with_its_field_path(claim: dict[str, obje
 
 
 def test_jsonl_strips_labels_and_records_the_feature_set(tmp_path: Path) -> None:
-    data = load_jsonl(write_jsonl(tmp_path / "x.jsonl", v2_claims(50)))
+    data = load_jsonl(write_jsonl(tmp_path / "x.jsonl", v2_claims(50)), "v2-claim")
     assert data.feature_set == "v2-claim"
     assert data.features.shape == (50, len(V2_CLAIM.features))
     assert data.labels is not None
@@ -214,8 +214,8 @@ def test_jsonl_errors_name_the_line(tmp_path: Path, line: bytes, message: str) -
 
 def test_v2_training_is_deterministic_and_evaluated(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "x.jsonl", v2_claims(600))
-    first = train(load_jsonl(path), TrainParams(n_estimators=30))
-    again = train(load_jsonl(path), TrainParams(n_estimators=30))
+    first = train(load_jsonl(path, "v2-claim"), TrainParams(n_estimators=30))
+    again = train(load_jsonl(path, "v2-claim"), TrainParams(n_estimators=30))
     assert first.metrics == again.metrics
     assert first.reference.feature_set == "v2-claim"
     assert first.reference.claim_version == 2

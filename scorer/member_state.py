@@ -1,0 +1,213 @@
+"""The stream's member stage: per-member history, exactly once, restored from Kafka.
+
+Claims of one member share a partition (v2 claims are keyed by ``member_id``), so a worker
+keeps the history of the members of the partitions it owns, in memory, and writes every change
+to a compacted changelog topic (``claims.member-state``, one partition per claims partition)
+INSIDE the batch's transaction, beside the decisions and the consumed offsets. A kill -9,
+a rebalance or a broker restart therefore never separates state from offsets: a worker that is
+given a partition reads that partition's changelog to its end (read_committed: only
+committed batches) and continues from the committed offset with exactly the state that
+offset implies. Nothing is kept on local disk; a new host restores from Kafka.
+
+* :class:`MemberStore`: the owned partitions' histories. Restored records stay bytes until a
+  member's claim needs them, so a restore costs one read of the changelog, not a decode of
+  every member.
+* :func:`member_step`: the pure batch step: each v2 claim's features from the history before
+  it (claims of one member in the same batch see each other in offset order) and the new
+  histories, kept apart until the transaction commits.
+* :func:`restore_partitions`: reads changelog partitions to their end.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from features.member import (
+    MemberFeatures,
+    MemberHistory,
+    decode_history,
+    encode_history,
+    member_features,
+    remember,
+)
+from schemas import ClaimV2
+from scorer.routing import Outgoing, Position
+
+logger = logging.getLogger(__name__)
+
+MemberKey = tuple[int, str]  # (claims partition, member_id)
+# What a claim that has no member history (a v1 claim) sends in its place: the model
+# refuses such claims or ignores the context, it never scores with it.
+NO_HISTORY: Final = MemberFeatures(1.0, 1.0, 1.0, 1.0, -1.0, 0.0, 0.0, None, 0.0)
+RESTORE_BATCH: Final = 10_000
+CHANGELOG_CONFIG: Final = {
+    "cleanup.policy": "compact",
+    # Small segments and an eager cleaner keep the changelog near one record per member,
+    # which is what a restore reads.
+    "segment.bytes": str(64 * 1024 * 1024),
+    "min.cleanable.dirty.ratio": "0.2",
+}
+
+
+class StateError(RuntimeError):
+    """The changelog cannot be used (wrong partition count, unreadable)."""
+
+
+class MissingTopicError(StateError):
+    """The claims topic does not exist (yet)."""
+
+
+@dataclass
+class MemberStore:
+    """Member histories of the owned partitions (decoded on first use)."""
+
+    partitions: dict[int, dict[str, MemberHistory | bytes]] = field(default_factory=dict)
+
+    def get(self, partition: int, member: str) -> MemberHistory:
+        members = self.partitions.setdefault(partition, {})
+        held = members.get(member)
+        if held is None:
+            return MemberHistory()
+        if isinstance(held, bytes):
+            held = members[member] = decode_history(held)
+        return held
+
+    def apply(self, updates: dict[MemberKey, MemberHistory]) -> None:
+        """Make a committed batch's histories current."""
+        for (partition, member), history in updates.items():
+            self.partitions.setdefault(partition, {})[member] = history
+
+    def load(self, partition: int, records: dict[str, bytes]) -> None:
+        self.partitions[partition] = dict(records)
+
+    def drop(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self.partitions.pop(partition, None)
+
+    def members(self, partition: int) -> int:
+        return len(self.partitions.get(partition, {}))
+
+
+@dataclass(frozen=True)
+class MemberStep:
+    """A batch's member features (one per claim, in order) and its new histories."""
+
+    features: list[MemberFeatures]
+    updates: dict[MemberKey, MemberHistory]
+
+    def any_history(self) -> bool:
+        return bool(self.updates)
+
+    def changelog(self, topic: str) -> list[Outgoing]:
+        """One record per changed member (its latest state), on the changelog partition of
+        its claims partition."""
+        return [Outgoing(topic=topic, key=member.encode(), value=encode_history(history),
+                         partition=partition)
+                for (partition, member), history in self.updates.items()]
+
+
+def member_step(store: MemberStore, claims: Sequence[Any], positions: Sequence[Position]
+                ) -> MemberStep:
+    """Features of every v2 claim from its member's history before it; pure apart from
+    decoding the store's lazily kept bytes. The store itself is not changed."""
+    updates: dict[MemberKey, MemberHistory] = {}
+    features: list[MemberFeatures] = []
+    for claim, position in zip(claims, positions, strict=True):
+        if not isinstance(claim, ClaimV2):
+            features.append(NO_HISTORY)
+            continue
+        key = (position.partition, claim.member_id)
+        history = updates.get(key)
+        if history is None:
+            history = store.get(*key)
+        features.append(member_features(claim, history))
+        updates[key] = remember(history, claim)
+    return MemberStep(features, updates)
+
+
+# --------------------------------------------------------------------------- Kafka side
+
+
+def ensure_changelog(admin: AdminClient, claims_topic: str, changelog: str,
+                     timeout_s: float = 30.0) -> int:
+    """Create the changelog with the claims topic's partition count, or check it has it.
+    Returns the partition count."""
+    metadata = admin.list_topics(timeout=timeout_s)
+    claims = metadata.topics.get(claims_topic)
+    if claims is None or claims.error is not None:
+        raise MissingTopicError(f"claims topic {claims_topic!r} does not exist yet")
+    wanted = len(claims.partitions)
+    existing = metadata.topics.get(changelog)
+    if existing is None or existing.error is not None:
+        futures = admin.create_topics([NewTopic(changelog, num_partitions=wanted,
+                                                replication_factor=-1,
+                                                config=CHANGELOG_CONFIG)])
+        try:
+            futures[changelog].result(timeout_s)
+            logger.info("created changelog %s (%d partitions, compacted)", changelog, wanted)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise StateError(f"cannot create changelog {changelog}: {exc}") from exc
+        return wanted
+    if len(existing.partitions) != wanted:
+        raise StateError(
+            f"changelog {changelog} has {len(existing.partitions)} partitions, claims topic "
+            f"{claims_topic} has {wanted}: state partitions must match the claims partitions "
+            "(delete the changelog only together with the consumer group's offsets)"
+        )
+    return wanted
+
+
+def restore_partitions(config: dict[str, Any], changelog: str, partitions: Sequence[int],
+                       timeout_s: float = 300.0) -> dict[int, dict[str, bytes]]:
+    """Each changelog partition's latest record per member, read to its end.
+
+    read_committed: a batch whose transaction never committed left no state. The end is
+    the last stable offset (librdkafka reports partition EOF there in this mode).
+    """
+    if not partitions:
+        return {}
+    started = time.monotonic()
+    consumer = Consumer({**config, "isolation.level": "read_committed",
+                         "enable.auto.commit": False, "enable.partition.eof": True,
+                         "auto.offset.reset": "earliest"})
+    records: dict[int, dict[str, bytes]] = {p: {} for p in partitions}
+    try:
+        consumer.assign([TopicPartition(changelog, p, OFFSET_BEGINNING) for p in partitions])
+        pending = set(partitions)
+        while pending:
+            if time.monotonic() - started > timeout_s:
+                raise StateError(f"restoring {changelog} partitions {sorted(pending)} took "
+                                 f"over {timeout_s:.0f} s")
+            for message in consumer.consume(RESTORE_BATCH, 1.0):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(message.partition() or 0)
+                        continue
+                    if error.fatal():
+                        raise StateError(f"restoring {changelog}: {error}")
+                    logger.warning("restoring %s: %s", changelog, error)
+                    continue
+                key, value = message.key(), message.value()
+                if key is None:
+                    continue
+                members = records[message.partition() or 0]
+                if value is None:  # a tombstone: the member's state was deleted
+                    members.pop(key.decode(), None)
+                else:
+                    members[key.decode()] = value
+    finally:
+        consumer.close()
+    logger.info("restored %s partitions %s: %d members in %.2f s", changelog,
+                ",".join(map(str, partitions)), sum(map(len, records.values())),
+                time.monotonic() - started)
+    return records
