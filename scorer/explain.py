@@ -177,6 +177,7 @@ class Explainer:
                 "percentile": min(100.0, max(0.0, pcts[j])),
                 "direction": direction,
                 "message": self._message(j, values[j], pcts[j], direction),
+                "kind": "model",
             }
             for _, _, j, direction in candidates[: self.max_reasons]
         ]

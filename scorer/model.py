@@ -195,7 +195,8 @@ class ServedModel:
         j = max(range(len(values)), key=pcts.__getitem__)
         return [{"feature": explainer.features[j], "value": values[j],
                  "percentile": min(100.0, max(0.0, pcts[j])), "direction": "high",
-                 "message": f"{explainer.features[j]} is this claim's most unusual feature"}]
+                 "message": f"{explainer.features[j]} is this claim's most unusual feature",
+                 "kind": "model"}]
 
     @staticmethod
     def _rule_reason(evidence: Evidence) -> dict[str, Any]:

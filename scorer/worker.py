@@ -383,7 +383,7 @@ class ScoringLoop:
         self.recreate_pause = Backoff(settings.retry_initial_s, settings.retry_max_s)
         self.producer, self.calls = self.new_producer()
         self.members = MemberStore()
-        self.changelog = settings.member_state_topic
+        self.changelog = settings.changelog_topic
 
     def subscribe(self) -> None:
         self.ensure_changelog()

@@ -29,9 +29,10 @@ class ScorerSettings(CommonSettings):
         default="claims.deadletter", description="Input that could not be processed."
     )
     member_state_topic: str = Field(
-        default="claims.member-state",
-        description="Compacted changelog of the member stage's state (created with the claims "
-        "topic's partition count); restores a worker's members on assignment.",
+        default="",
+        description="Compacted changelog of the member stage's state, created with the claims "
+        "topic's partition count; restores a worker's members on assignment. Empty: "
+        "'<group_id>.member-state' (state belongs to the consumer group, like its offsets).",
     )
     batch_max_size: int = Field(
         # Each batch pays one model call and one transaction (~10 ms together here): 1000
@@ -90,6 +91,10 @@ class ScorerSettings(CommonSettings):
     lag_interval_s: float = Field(
         default=2.0, gt=0, description="How often the consumer-lag gauge is refreshed."
     )
+
+    @property
+    def changelog_topic(self) -> str:
+        return self.member_state_topic or f"{self.group_id}.member-state"
 
     def outcome_topic(self, name: OutcomeName) -> str:
         topics: dict[OutcomeName, str] = {

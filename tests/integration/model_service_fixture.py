@@ -95,7 +95,8 @@ def make_v2_champion(home: Path, rows: int = 3_000, seed: int = 7) -> Champion:
     from trainer.model import TrainParams, train
 
     home.mkdir(parents=True, exist_ok=True)
-    data = load_jsonl(write_jsonl(home / "train_v2.jsonl", v2_claims(rows, seed=seed)))
+    data = load_jsonl(write_jsonl(home / "train_v2.jsonl", v2_claims(rows, seed=seed)),
+                      "v2-claim")
     trained = train(data, TrainParams(seed=seed))
     tag = export_to_bentoml(trained.estimator, trained.reference, "1", f"test-run-v2-{seed}",
                             home / "bentoml")

@@ -1,0 +1,179 @@
+"""The member stage end to end: a v2-history champion served by ``bentoml serve``, the
+worker as a real subprocess keeping member state in a changelog topic, and
+``claimflow score-file`` deciding the same file offline. Every streamed decision must equal
+the offline one (score to 1e-9, decision, reasons), with and without a kill -9 mid-stream:
+the restarted worker restores its members from Kafka, not from local disk."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from schemas import ClaimV2, StreamSource
+from tests.integration import test_worker
+from tests.integration.model_service_fixture import (
+    CLAIMFLOW,
+    Champion,
+    ModelServiceProcess,
+    clean_env,
+)
+from tests.integration.test_worker import (
+    Topics,
+    Worker,
+    assert_exactly_once,
+    high_watermarks,
+    produce,
+    read_outcomes,
+    wait_group_done,
+    wait_until,
+    worker_env,
+)
+
+workers = test_worker.workers  # the fixture, registered in this module
+
+pytestmark = pytest.mark.integration
+
+
+def generate(path: Path, rows: int, seed: int) -> Path:
+    subprocess.run([*CLAIMFLOW, "generate", "--profile", "realistic", "--rows", str(rows),
+                    "--seed", str(seed), "--out", str(path), "-q"],
+                   check=True, env=clean_env(), capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def history_champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
+    """A v2-history model trained by the trainer's functions, exported like ``promote``."""
+    from trainer.export import export_to_bentoml
+    from trainer.jsonl import load_jsonl
+    from trainer.model import TrainParams, train
+
+    home = tmp_path_factory.mktemp("history")
+    trained = train(load_jsonl(generate(home / "train.jsonl", 8_000, seed=5)),
+                    TrainParams(n_estimators=60, seed=5))
+    assert trained.reference.feature_set == "v2-history"
+    assert trained.reference.codes is not None
+    tag = export_to_bentoml(trained.estimator, trained.reference, "1", "test-run-history",
+                            home / "bentoml")
+    return Champion(home=home, tag=tag, estimator=trained.estimator, feature_set="v2-history")
+
+
+@pytest.fixture(scope="module")
+def history_service(history_champion: Champion, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[ModelServiceProcess]:
+    service = ModelServiceProcess(history_champion,
+                                  tmp_path_factory.mktemp("history-svc") / "service.log")
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def stream_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[ClaimV2]]:
+    path = generate(tmp_path_factory.mktemp("stream") / "stream.jsonl", 3_000, seed=11)
+    claims = []
+    for line in path.read_bytes().splitlines():
+        obj = orjson.loads(line)
+        obj.pop("is_anomaly", None)
+        obj.pop("pattern", None)
+        claims.append(ClaimV2.from_json(orjson.dumps(obj)))
+    return path, claims
+
+
+@pytest.fixture(scope="module")
+def offline(history_champion: Champion, stream_file: tuple[Path, list[ClaimV2]],
+            tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """``claimflow score-file`` over the stream file, as a user runs it."""
+    out = tmp_path_factory.mktemp("offline") / "scored.jsonl"
+    result = subprocess.run(
+        [*CLAIMFLOW, "score-file", "--data", str(stream_file[0]), "--out", str(out),
+         "--model", history_champion.tag],
+        env=clean_env(CLAIMFLOW_HOME=str(history_champion.home)), capture_output=True,
+        text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "scored 3,000 claims" in result.stdout
+    answers = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    return {answer["claim_id"]: answer for answer in answers}
+
+
+def test_score_file_answers_every_claim_with_history_and_reasons(
+    offline: dict[str, dict[str, Any]], stream_file: tuple[Path, list[ClaimV2]],
+) -> None:
+    _, claims = stream_file
+    assert list(offline) == [claim.claim_id for claim in claims]
+    flagged = [a for a in offline.values() if a["decision"] == "investigate"]
+    assert flagged
+    assert all(a["reasons"] for a in flagged), "every investigate decision has a reason"
+    rules = [a for a in flagged if a["reasons"][0]["kind"] == "rule"]
+    assert rules, "the realistic profile resubmits claims: the rule must find some"
+    assert all("same provider, date and services as claim" in a["reasons"][0]["message"]
+               for a in rules)
+    assert any("member filed" in r["message"] for a in flagged for r in a["reasons"])
+
+
+def produce_by_member(bootstrap: str, topic: str, claims: list[ClaimV2]) -> None:
+    produce(bootstrap, topic, [(c.member_id.encode(), c.to_json()) for c in claims])
+
+
+def assert_same_as_offline(outcomes: Any, offline: dict[str, dict[str, Any]],
+                           claims: list[ClaimV2]) -> None:
+    assert_exactly_once(outcomes, claims)
+    for claim in claims:
+        [decision] = outcomes.decisions[claim.claim_id]
+        answer = offline[claim.claim_id]
+        assert isinstance(decision.source, StreamSource)
+        assert abs(decision.anomaly_score - answer["anomaly_score"]) <= 1e-9, claim.claim_id
+        assert decision.decision == answer["decision"], claim.claim_id
+        assert [r.message for r in decision.reasons] == [r["message"]
+                                                          for r in answer["reasons"]]
+
+
+def test_streamed_decisions_equal_score_file_across_partitions(
+    kafka_bootstrap: str, make_topic: Callable[..., str], group_id: str,
+    history_service: ModelServiceProcess, offline: dict[str, dict[str, Any]],
+    stream_file: tuple[Path, list[ClaimV2]], workers: Callable[..., Worker],
+) -> None:
+    topics = Topics(claims=make_topic(3), approved=make_topic(1), investigate=make_topic(1),
+                    deadletter=make_topic(1))
+    _, claims = stream_file
+    produce_by_member(kafka_bootstrap, topics.claims, claims)
+    worker = workers("worker", worker_env(kafka_bootstrap, topics, group_id,
+                                          history_service.url, SCORER_BATCH_MAX_SIZE="200"))
+    wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=120)
+    assert_same_as_offline(read_outcomes(kafka_bootstrap, topics), offline, claims)
+    changelog = f"{group_id}.member-state"
+    assert len(high_watermarks(kafka_bootstrap, changelog)) == 3
+    assert worker.terminate() == 0
+
+
+def test_kill_9_mid_stream_restores_member_state_from_kafka(
+    kafka_bootstrap: str, make_topic: Callable[..., str], group_id: str,
+    history_service: ModelServiceProcess, offline: dict[str, dict[str, Any]],
+    stream_file: tuple[Path, list[ClaimV2]], workers: Callable[..., Worker],
+) -> None:
+    topics = Topics(claims=make_topic(2), approved=make_topic(1), investigate=make_topic(1),
+                    deadletter=make_topic(1))
+    _, claims = stream_file
+    produce_by_member(kafka_bootstrap, topics.claims, claims)
+    # Small batches: many transactions, so the kill lands mid-stream.
+    env = worker_env(kafka_bootstrap, topics, group_id, history_service.url,
+                     SCORER_BATCH_MAX_SIZE="25")
+
+    def outputs() -> int:
+        return sum(high_watermarks(kafka_bootstrap, topics.approved).values()) + sum(
+            high_watermarks(kafka_bootstrap, topics.investigate).values())
+
+    first = workers("first", env)
+    wait_until(lambda: outputs() >= len(claims) // 3, 90, "a third of the decisions")
+    first.kill9()
+    assert outputs() < len(claims), "the worker finished before it could be killed"
+    second = workers("second", env)  # same transactional.id: fences the dead one
+    second.wait_log(r"restored \S+ partitions 0,1: [1-9]\d* members", 60)
+    wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=120)
+    assert_same_as_offline(read_outcomes(kafka_bootstrap, topics), offline, claims)
+    assert second.terminate() == 0

@@ -1,0 +1,171 @@
+"""The member stage's pure parts and the v2-history model: state as changelog bytes, a
+batch's features kept apart from the store until commit, the served model's history path
+(resubmission rule, reasons in words, no score without history) and point-in-time
+training."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from features.member import MemberHistory, decode_history, encode_history, remember
+from features.sets import V2_HISTORY
+from features.vector import HISTORY_FEATURES, is_resubmission, replay
+from schemas import ClaimV2, ModelRef
+from scorer.member_state import NO_HISTORY, MemberStore, member_step
+from scorer.model import MissingHistoryError, ServedModel, build_served_model
+from scorer.model_settings import ModelSettings
+from scorer.routing import Position
+from scorer.score_file import score_claims
+from tests.v2_factory import as_contract, v2_claim, v2_claims, write_jsonl
+from trainer.jsonl import load_jsonl
+from trainer.model import TrainParams, train
+
+REF = ModelRef(name="claim-anomaly", version="3", run_id="run-3")
+DAY = date(2026, 3, 2)
+
+
+def claim(claim_id: str, member: str = "M1", provider: str = "P1", day: int = 0,
+          submitted_days: float = 0.0, charge: float = 120.0) -> ClaimV2:
+    served = DAY + timedelta(days=day)
+    submitted = f"{(served + timedelta(days=int(submitted_days))).isoformat()}T10:00:00Z"
+    return as_contract([v2_claim(
+        claim_id=claim_id, member_id=member, provider_id=provider,
+        service_date=served.isoformat(), submitted_at=submitted,
+        lines=[{"procedure_code": "99213", "units": 1, "charge": charge}],
+        claim_amount=charge, num_services=1)])[0]
+
+
+def at(partition: int, offset: int = 0) -> Position:
+    return Position("claims", partition, offset)
+
+
+def test_state_round_trips_through_changelog_bytes() -> None:
+    history = MemberHistory()
+    for i, c in enumerate([claim("C-1"), claim("C-2", day=3), claim("C-3", day=3)]):
+        history = remember(history, c)
+        assert decode_history(encode_history(history)) == history, i
+    with pytest.raises(ValueError, match="member state format"):
+        decode_history(b"[99, 0, [], []]")
+
+
+def test_a_batch_sees_its_own_earlier_claims_but_the_store_waits_for_the_commit() -> None:
+    store = MemberStore()
+    claims = [claim("C-1"), claim("C-2", day=1), claim("C-3", member="M2")]
+    step = member_step(store, claims, [at(0, 0), at(0, 1), at(1, 0)])
+    assert [f.claims_7d for f in step.features] == [1.0, 2.0, 1.0]
+    assert store.get(0, "M1") == MemberHistory()  # nothing applied before the commit
+    records = step.changelog("cl")
+    assert sorted((r.key, r.partition) for r in records) == [(b"M1", 0), (b"M2", 1)]
+    store.apply(step.updates)
+    again = member_step(store, [claim("C-4", day=2)], [at(0, 2)])
+    assert again.features[0].claims_7d == 3.0
+
+
+def test_restored_bytes_are_decoded_on_first_use_and_revoked_partitions_forgotten() -> None:
+    history = remember(MemberHistory(), claim("C-1"))
+    store = MemberStore()
+    store.load(4, {"M1": encode_history(history)})
+    assert store.get(4, "M1") == history
+    store.drop([4])
+    assert store.get(4, "M1") == MemberHistory()
+
+
+def test_a_v1_claim_has_no_member_history() -> None:
+    from schemas import Claim
+    from tests.unit.test_routing import claim_bytes
+
+    step = member_step(MemberStore(), [Claim.from_json(claim_bytes())], [at(0)])
+    assert step.features == [NO_HISTORY]
+    assert not step.any_history()
+
+
+# -- the v2-history model ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def history_model(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
+    path = write_jsonl(tmp_path_factory.mktemp("h") / "train.jsonl", v2_claims(1_500, seed=4))
+    trained = train(load_jsonl(path), TrainParams(n_estimators=40, seed=4))
+    return build_served_model(trained.estimator, trained.reference, REF, "claim-anomaly:v3",
+                              ModelSettings())
+
+
+def test_training_is_point_in_time_and_split_by_time(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "x.jsonl", v2_claims(500, seed=2))
+    data = load_jsonl(path)
+    trained = train(data, TrainParams(n_estimators=20, test_size=0.2))
+    assert data.feature_set == "v2-history"
+    assert trained.reference.codes is not None
+    assert trained.split.x_train.shape == (400, len(HISTORY_FEATURES))
+    assert data.claims is not None
+    expected = np.asarray([values for _, values, _ in
+                           replay(data.claims, trained.reference.codes)])
+    assert np.array_equal(trained.split.x_test, expected[400:])  # the file's last part
+    assert "test_rule_findings" in trained.metrics
+
+
+def test_a_history_model_never_scores_without_history(history_model: ServedModel) -> None:
+    claims = as_contract(v2_claims(3, seed=9))
+    with pytest.raises(MissingHistoryError, match="needs one member context per claim"):
+        history_model.score(claims)
+    with pytest.raises(MissingHistoryError):
+        history_model.score(claims, [NO_HISTORY])
+
+
+def test_score_file_equals_the_forest_on_replayed_features(history_model: ServedModel) -> None:
+    claims = as_contract(v2_claims(300, seed=6))
+    assert history_model.codes is not None
+    x = np.asarray([values for _, values, _ in replay(claims, history_model.codes)])
+    expected = history_model.forest.anomaly_scores(x)
+    answers = list(score_claims(history_model, claims, batch=64))  # batch edges mid-member
+    assert [a["claim_id"] for a in answers] == [c.claim_id for c in claims]
+    assert np.allclose([a["anomaly_score"] for a in answers], expected, rtol=0, atol=1e-12)
+
+
+def test_a_resubmission_is_investigated_by_rule_with_its_reason(
+    history_model: ServedModel,
+) -> None:
+    original = claim("C-100", member="M-r", provider="P-r", charge=80.0)
+    again = claim("C-101", member="M-r", provider="P-r", charge=80.0, submitted_days=12)
+    same_day = claim("C-102", member="M-s", provider="P-s", charge=80.0)
+    repeat = claim("C-103", member="M-s", provider="P-s", charge=80.0)
+    answers = list(score_claims(history_model, [original, again, same_day, repeat]))
+    rule = answers[1]
+    assert rule["decision"] == "investigate"
+    assert rule["reasons"][0]["kind"] == "rule"
+    assert rule["reasons"][0]["message"] == (
+        "same provider, date and services as claim C-100 filed 12 days earlier")
+    # The same service billed twice on one day, submitted together: not a resubmission.
+    assert all(r["kind"] != "rule" for r in answers[3]["reasons"])
+
+
+def test_every_investigate_decision_has_a_reason_in_words(history_model: ServedModel) -> None:
+    claims = as_contract(v2_claims(1_000, seed=8, anomaly_share=0.1))
+    flagged = [a for a in score_claims(history_model, claims) if a["decision"] == "investigate"]
+    assert flagged
+    for answer in flagged:
+        assert answer["reasons"], answer
+        for reason in answer["reasons"]:
+            assert reason["feature"] not in reason["message"] or reason["kind"] == "rule" \
+                or "most unusual" in reason["message"], reason
+
+
+def test_the_history_set_has_no_identifiers_and_no_row_of_one_claim() -> None:
+    assert V2_HISTORY.stateful
+    assert not {"member_id", "provider_id", "claim_id", "procedure_code"} & set(
+        V2_HISTORY.features)
+    from features.sets import FeatureSetError
+
+    with pytest.raises(FeatureSetError, match="needs the member's history"):
+        V2_HISTORY.row(claim("C-1"))
+    assert not is_resubmission(replay([claim("C-1")], history_codes()).__next__()[2])
+
+
+def history_codes():  # type: ignore[no-untyped-def]
+    from features.codes import build_code_reference
+
+    return build_code_reference(as_contract(v2_claims(200, seed=1)))
