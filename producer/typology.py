@@ -348,9 +348,12 @@ def demographic_mismatch(pop: Population, candidates: np.ndarray, count: int,
                          rng: np.random.Generator) -> ClaimTable:
     table = pop.table
     mask = atypical_codes(pop, table.sex[candidates], table.age[candidates].astype(np.float64))
-    usable = mask.any(axis=1)
-    rows = candidates[usable][:count]
-    pick = np.argmax(rng.random(mask.shape) * mask, axis=1)[usable][:count]
+    usable = np.flatnonzero(mask.any(axis=1))
+    # A random choice among the usable candidates, not the first ones: candidates come in
+    # time order, and taking the first would put the whole pattern in the earliest claims.
+    chosen = np.sort(rng.choice(usable, min(count, len(usable)), replace=False))
+    rows = candidates[chosen]
+    pick = np.argmax(rng.random(mask.shape) * mask, axis=1)[chosen]
     claims = table.take(rows)
     line = random_line(claims, rng)
     codes, cents = claims.line_code.copy(), claims.cents.copy()

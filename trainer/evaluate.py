@@ -140,6 +140,11 @@ def metric_key(text: str) -> str:
 
 
 def pattern_metrics(rows: list[PatternRow]) -> dict[str, float]:
-    """``recall_<pattern>`` per fraud pattern (normal claims excluded)."""
-    return {f"recall_{metric_key(row.pattern)}": row.recall
-            for row in rows if row.pattern != NORMAL_GROUP}
+    """``recall_<pattern>`` (share flagged) and ``recall_at_budget_<pattern>`` (share in
+    the investigation budget) per fraud pattern (normal claims excluded)."""
+    metrics: dict[str, float] = {}
+    for row in rows:
+        if row.pattern != NORMAL_GROUP:
+            metrics[f"recall_{metric_key(row.pattern)}"] = row.recall
+            metrics[f"recall_at_budget_{metric_key(row.pattern)}"] = row.recall_at_budget
+    return metrics

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Final
 
 import numpy as np
 from sklearn.ensemble import IsolationForest
@@ -38,6 +39,9 @@ class TrainParams:
     seed: int = 42
     budget_percent: float = 5.0
     naive_quantile: float = 98.0
+    # Claims per tree: "auto" is scikit-learn's min(256, rows) (the lab's model). A stateful
+    # feature set uses HISTORY_MAX_SAMPLES instead (see fit_forest).
+    max_samples: int | str = "auto"
 
     def as_params(self, features: Sequence[str] = CLAIM_FEATURES) -> dict[str, str | int | float]:
         return {
@@ -48,7 +52,7 @@ class TrainParams:
             "budget_percent": self.budget_percent,
             "naive_quantile": self.naive_quantile,
             "features": ",".join(features),
-            "max_samples": "auto",
+            "max_samples": self.max_samples,
         }
 
 
@@ -157,11 +161,18 @@ def history_split(dataset: Dataset, test_size: float) -> HistorySplit:
     return HistorySplit(split, codes, np.asarray(rules[cut:], dtype=bool))
 
 
+# Member-history features make normal traffic more varied than the lab's five numbers: with
+# 1,024 claims per tree instead of 256, precision at the 5 % budget rose from 0.64 to 0.68
+# (realistic, 200k claims, seed 7) and 0.60 to 0.64 (100k, seed 11), mostly on gross outliers.
+HISTORY_MAX_SAMPLES: Final = 1024
+
+
 def fit_forest(x_train: np.ndarray, params: TrainParams) -> IsolationForest:
     forest = IsolationForest(
         n_estimators=params.n_estimators,
         contamination=params.contamination,
         random_state=params.seed,
+        max_samples=params.max_samples,
     )
     return forest.fit(x_train)
 
@@ -183,6 +194,9 @@ def train(dataset: Dataset, params: TrainParams) -> TrainedModel:
     if features.stateful:
         history = history_split(dataset, params.test_size)
         split, codes, rules = history.split, history.codes, history.test_rules
+        if params.max_samples == "auto":
+            params = replace(params, max_samples=min(HISTORY_MAX_SAMPLES,
+                                                     split.x_train.shape[0]))
     else:
         split = split_dataset(dataset, params.test_size, params.seed)
     estimator = fit_forest(split.x_train, params)

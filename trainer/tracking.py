@@ -79,7 +79,9 @@ def log_and_register(model: TrainedModel, dataset: Dataset, params: TrainParams,
         mlflow.log_params({**params.as_params(model.feature_set.features),
                            **row_counts(model, dataset),
                            "feature_set": model.feature_set.name,
-                           "claim_version": model.feature_set.claim_version})
+                           "claim_version": model.feature_set.claim_version,
+                           # What the forest used ("auto" resolves per feature set).
+                           "max_samples": model.estimator.max_samples})
         mlflow.set_tags({"data_sha256": dataset.sha256, "data_path": str(data_path),
                          "claimflow.component": "trainer"})
         mlflow.log_metrics(model.metrics)

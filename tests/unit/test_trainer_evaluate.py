@@ -85,7 +85,9 @@ def test_per_pattern_table() -> None:
     assert by_name["phantom"].flagged_at_budget == 1
     normal = by_name[NORMAL_GROUP]
     assert (normal.claims, normal.flagged, normal.flagged_at_budget) == (6, 1, 2)
-    assert evaluate.pattern_metrics(rows) == {"recall_phantom": 0.5, "recall_upcoding": 0.5}
+    assert evaluate.pattern_metrics(rows) == {"recall_phantom": 0.5, "recall_upcoding": 0.5,
+                                              "recall_at_budget_phantom": 0.5,
+                                              "recall_at_budget_upcoding": 1.0}
 
 
 @pytest.mark.parametrize(("name", "key"), [("upcoding", "upcoding"),
