@@ -5,6 +5,11 @@ next offsets are stored in the same transaction as the rows they produced, and t
 starts from them: the view is exact after any crash, whatever the group's committed offsets.
 Counters per decision/model version and per second are kept beside the rows so that the
 page's frequent polling never scans the whole table.
+
+Investigators' labels (``claims.labels``) are kept beside the decisions, one row per claim_id:
+a later label replaces the earlier one (later offset of the claim's partition, the same rule
+as the compacted topic), in the same transaction as the positions. The queue joins them to
+show each claim's latest disposition and which claims are still open.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from gateway.label_view import LABELS_SCHEMA, StoredLabel, open_clause, store_labels
 from gateway.sqlite_util import connect
 from schemas import Decision, DecisionKind
 
@@ -104,15 +110,17 @@ class OutcomeStore:
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.path = path
         self._writer = connect(path, synchronous)
-        self._writer.executescript(SCHEMA)
+        self._writer.executescript(SCHEMA + LABELS_SCHEMA)
         self._reader = connect(path, synchronous)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
 
     # -- writing (consumer thread) -------------------------------------------------------
 
-    def add(self, outcomes: Sequence[Outcome], positions: dict[tuple[str, int], int]) -> int:
-        """Store decisions and the next offsets in one transaction; returns rows inserted."""
+    def add(self, outcomes: Sequence[Outcome], positions: dict[tuple[str, int], int],
+            labels: Sequence[StoredLabel] = ()) -> int:
+        """Store decisions, labels and the next offsets in one transaction; returns decision
+        rows inserted."""
         inserted = 0
         per_model: Counter[tuple[str, str, str]] = Counter()
         per_second: Counter[tuple[int, str]] = Counter()
@@ -146,6 +154,7 @@ class OutcomeStore:
                     "SET n = n + excluded.n",
                     [(*key, n) for key, n in per_second.items()],
                 )
+                store_labels(conn, labels)
                 conn.executemany(
                     "INSERT INTO positions VALUES (?, ?, ?) "
                     "ON CONFLICT (topic, partition) DO UPDATE "
@@ -167,26 +176,33 @@ class OutcomeStore:
 
     # -- reading (request threads) -------------------------------------------------------
 
-    def page(self, decision: DecisionKind | None, limit: int, cursor: str | None) -> Page:
-        """Newest first; ``cursor`` is the ``seq`` below which the page starts (keyset)."""
+    def page(self, decision: DecisionKind | None, limit: int, cursor: str | None,
+             only_open: bool = False) -> Page:
+        """Newest first; ``cursor`` is the ``seq`` below which the page starts (keyset).
+        Each item carries the claim's latest label (or null); ``only_open`` keeps the claims
+        that no label has closed."""
         before = int(cursor) if cursor is not None else None
         clauses: list[str] = []
         params: list[Any] = []
         if decision is not None:
-            clauses.append("decision = ?")
+            clauses.append("o.decision = ?")
             params.append(decision)
         if before is not None:
-            clauses.append("seq < ?")
+            clauses.append("o.seq < ?")
             params.append(before)
+        if only_open:
+            clauses.append(open_clause("l"))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = (f'SELECT seq, topic, partition, "offset", body FROM outcomes {where} '  # noqa: S608
-               "ORDER BY seq DESC LIMIT ?")
+        sql = ('SELECT o.seq, o.topic, o.partition, o."offset", o.body, l.body '  # noqa: S608
+               f"FROM outcomes o LEFT JOIN labels l ON l.claim_id = o.claim_id {where} "
+               "ORDER BY o.seq DESC LIMIT ?")
         with self._read_lock:
             rows = self._reader.execute(sql, (*params, limit + 1)).fetchall()
         items = [
             {"seq": seq, "topic": topic, "partition": partition, "offset": offset,
-             "decision": orjson.Fragment(bytes(body))}
-            for seq, topic, partition, offset, body in rows[:limit]
+             "decision": orjson.Fragment(bytes(body)),
+             "label": orjson.Fragment(bytes(label)) if label is not None else None}
+            for seq, topic, partition, offset, body, label in rows[:limit]
         ]
         next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
         return Page(items, next_cursor)
@@ -195,6 +211,13 @@ class OutcomeStore:
         with self._read_lock:
             row = self._reader.execute(
                 "SELECT body FROM outcomes WHERE claim_id = ?", (claim_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def label(self, claim_id: str) -> bytes | None:
+        """The claim's latest label as published, if any."""
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT body FROM labels WHERE claim_id = ?", (claim_id,)).fetchone()
         return bytes(row[0]) if row else None
 
     def stats(self, now: datetime, bucket_s: int, buckets: int) -> dict[str, Any]:
