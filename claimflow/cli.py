@@ -43,6 +43,8 @@ COMMANDS: dict[str, LazyCommand] = {
     "score": LazyCommand("scorer.cli:score", "Run the exactly-once stream scorer."),
     "tail": LazyCommand("scorer.cli:tail", "Print decisions from an outcome topic."),
     "gateway": LazyCommand("gateway.cli:gateway", "Run the HTTP gateway and outcome view."),
+    "investigate": LazyCommand("claimflow.investigate_run:investigate",
+                               "Simulated investigators: label queued claims from ground truth."),
     "up": LazyCommand("claimflow.stack:up", "Run the whole demo stack."),
     "down": LazyCommand("claimflow.stack:down", "Stop a stack left running in the background."),
 }
