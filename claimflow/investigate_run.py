@@ -223,6 +223,10 @@ class Team:
             self.backlog.add(decision)
         self.waiting = []
         answers, unknown = plan(self.backlog, self.capacity, now, self.truth, self.closed)
+        for decision, truth in answers:
+            self._publish(decision, truth)
+        if answers:
+            self.producer.flush(30)
         if unknown and time.monotonic() - checked_at[0] >= CATCH_UP_CHECK_S:
             checked_at[0] = time.monotonic()
             if self._claims_read_to_end(claims_parts):
@@ -233,10 +237,6 @@ class Team:
                         logger.info("no ground truth for claim %s; skipped", decision.claim_id)
                 unknown = [d for d in unknown if d.claim_id in self.truth]
         self.waiting = unknown
-        for decision, truth in answers:
-            self._publish(decision, truth)
-        if answers:
-            self.producer.flush(30)
 
     def _publish(self, decision: Decision, truth: Truth) -> None:
         disposition, note = answer(truth)
@@ -258,6 +258,8 @@ class Team:
             claims_parts = self._partitions(s.claims_topic)
             self.consumer.assign([*labels_at, *self._partitions(s.investigate_topic),
                                   *claims_parts])
+            # Day 0 begins now, when the queue is in reach (not when the process started).
+            self.capacity = DailyCapacity(s.per_day, s.day_s, start=self.clock())
             logger.info("team at work: %d claims per day of %.0f s, answering %.2f days after "
                         "the decision", s.per_day, s.day_s, s.delay_days)
             checked_at = [0.0]

@@ -84,7 +84,8 @@ def test_backlog_releases_decisions_after_the_delay_oldest_first() -> None:
     assert backlog.next_due() == START + 6
     first = backlog.pop_due(START + 7)
     second = backlog.pop_due(START + 7)
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert [first.claim_id, second.claim_id] == ["C-1", "C-2"]
     assert backlog.pop_due(START + 100) is None
     assert len(backlog) == 0
