@@ -14,6 +14,8 @@
   const DISPOSITIONS = [["fraud", "fraud"], ["legitimate", "legitimate"], ["needs_info", "needs info"]];
   // Notes typed in the queue survive its refreshes (rows are rebuilt every few seconds).
   const noteDrafts = new Map();
+  // The last refusal per claim (e.g. a 503), shown again when the rows are rebuilt.
+  const dispositionErrors = new Map();
 
   // -- helpers ---------------------------------------------------------------------------
 
@@ -204,15 +206,21 @@
       button.addEventListener("click", () => dispose(claimId, value, td));
       td.appendChild(button);
     }
+    if (dispositionErrors.has(claimId)) td.appendChild(el("span", dispositionErrors.get(claimId), "label-error"));
     return td;
+  }
+
+  function showDispositionError(claimId, td, text) {
+    dispositionErrors.set(claimId, text);
+    const old = td.querySelector(".label-error");
+    if (old) old.remove();
+    td.appendChild(el("span", text, "label-error"));
   }
 
   async function dispose(claimId, disposition, td) {
     const investigator = $("investigator").value.trim();
-    const old = td.querySelector(".label-error");
-    if (old) old.remove();
     if (!investigator) {
-      td.appendChild(el("span", "enter your name (investigator, top right) first", "label-error"));
+      showDispositionError(claimId, td, "enter your name (investigator, top right) first");
       return;
     }
     const note = td.querySelector("input.note").value;
@@ -223,12 +231,15 @@
     });
     if (r.ok) {
       noteDrafts.delete(claimId);
+      dispositionErrors.delete(claimId);
+      const old = td.querySelector(".label-error");
+      if (old) old.remove();
       td.querySelector("input.note").value = "";
       const current = td.querySelector(".current");
       clear(current);
       current.appendChild(labelText(r.body));
     } else {
-      td.appendChild(el("span", problemText(r), "label-error"));
+      showDispositionError(claimId, td, problemText(r));
     }
   }
 
