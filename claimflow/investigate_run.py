@@ -16,8 +16,9 @@ claims topic to its end (checked against the high watermarks) and the truth is s
 missing, the claim was produced without labels and the team skips it (counted, logged).
 
 Labels go to ``claims.labels`` keyed by claim_id through an idempotent producer and are
-flushed before the next poll. A restart re-reads everything (a demo tool: the claims topic
-is read at a few hundred thousand messages a second) and answers only unlabelled claims.
+flushed before the next poll. A restart re-reads everything (a demo tool: each claim is
+validated to learn its claim_id, ~60k claims/s on this 2-core machine) and answers only
+unlabelled claims.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class Team:
         self.capacity = DailyCapacity(settings.per_day, settings.day_s, start=clock())
         self.backlog = Backlog(settings.delay_days * settings.day_s)
         self.truth: dict[str, Truth] = {}
+        self._distinct: dict[Truth, Truth] = {}
         self.closed: set[str] = set()
         self.waiting: list[Decision] = []  # due, truth not read yet
         self.counts = TeamCounts()
@@ -174,7 +176,8 @@ class Team:
         except ContractError:
             self.counts.invalid += 1  # the scorer dead-letters it; it is never queued
             return
-        self.truth[claim.claim_id] = truth
+        # A handful of distinct truths: one shared object each, not one per claim.
+        self.truth[claim.claim_id] = self._distinct.setdefault(truth, truth)
 
     def _on_decision(self, msg: Message) -> None:
         try:
