@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from gateway.label_view import LABELS_SCHEMA, StoredLabel, open_clause, store_labels
+from gateway.label_view import StoredLabel, create_tables, refresh_open, store_labels
 from gateway.sqlite_util import connect
 from schemas import Decision, DecisionKind
 
@@ -110,7 +110,8 @@ class OutcomeStore:
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         self.path = path
         self._writer = connect(path, synchronous)
-        self._writer.executescript(SCHEMA + LABELS_SCHEMA)
+        self._writer.executescript(SCHEMA)
+        create_tables(self._writer)
         self._reader = connect(path, synchronous)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -155,6 +156,11 @@ class OutcomeStore:
                     [(*key, n) for key, n in per_second.items()],
                 )
                 store_labels(conn, labels)
+                # Approved claims are never open: only investigated ones and labels count.
+                touched = [o.decision.claim_id for o in outcomes
+                           if o.decision.decision == "investigate"]
+                touched += [stored.label.claim_id for stored in labels]
+                refresh_open(conn, list(dict.fromkeys(touched)))
                 conn.executemany(
                     "INSERT INTO positions VALUES (?, ?, ?) "
                     "ON CONFLICT (topic, partition) DO UPDATE "
@@ -182,20 +188,23 @@ class OutcomeStore:
         Each item carries the claim's latest label (or null); ``only_open`` keeps the claims
         that no label has closed."""
         before = int(cursor) if cursor is not None else None
+        # The open queue holds investigated claims only; its seq is the decision's.
+        # CROSS JOIN: the open queue drives (SQLite otherwise walks every decision).
+        rows_from = ("open_queue q CROSS JOIN outcomes o ON o.seq = q.seq" if only_open
+                     else "outcomes o")
+        seq = "q.seq" if only_open else "o.seq"
         clauses: list[str] = []
         params: list[Any] = []
         if decision is not None:
             clauses.append("o.decision = ?")
             params.append(decision)
         if before is not None:
-            clauses.append("o.seq < ?")
+            clauses.append(f"{seq} < ?")
             params.append(before)
-        if only_open:
-            clauses.append(open_clause("l"))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = ('SELECT o.seq, o.topic, o.partition, o."offset", o.body, l.body '  # noqa: S608
-               f"FROM outcomes o LEFT JOIN labels l ON l.claim_id = o.claim_id {where} "
-               "ORDER BY o.seq DESC LIMIT ?")
+               f"FROM {rows_from} LEFT JOIN labels l ON l.claim_id = o.claim_id {where} "
+               f"ORDER BY {seq} DESC LIMIT ?")
         with self._read_lock:
             rows = self._reader.execute(sql, (*params, limit + 1)).fetchall()
         items = [

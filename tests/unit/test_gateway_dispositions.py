@@ -4,18 +4,20 @@ label it publishes, and the outcome view's labels (latest wins, the open filter)
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from flask.testing import FlaskClient
 
 from gateway.app import create_app, runtime
 from gateway.label_view import StoredLabel
-from gateway.outcome_store import Outcome
+from gateway.outcome_store import Outcome, OutcomeStore
 from gateway.runtime import GatewayRuntime
 from schemas import Decision, Label
 from tests.unit.test_gateway_api import problem
@@ -220,6 +222,7 @@ def test_a_label_before_its_decision_shows_once_the_decision_arrives(gw: Gateway
     gw.rt.outcomes.add([Outcome(decision, "claims.investigate", 0, 0, decision.to_json())],
                        {("claims.investigate", 0): 1})
     assert queue(gw) == [("C-early", "fraud")]
+    assert queue(gw, status="open") == []
 
 
 def test_get_disposition_is_404_without_a_label(gw: Gateway) -> None:
@@ -236,3 +239,50 @@ def test_openapi_documents_the_disposition_routes(gw: Gateway) -> None:
     assert "Label" in doc["components"]["schemas"]
     params = {p["name"] for p in doc["paths"]["/api/v1/outcomes"]["get"]["parameters"]}
     assert "status" in params
+
+
+def test_the_open_queue_follows_the_latest_label_and_holds_investigated_claims_only(
+    gw: Gateway,
+) -> None:
+    a, b = (view_decision(gw, f"C-{n}", i) for i, n in enumerate("ab"))
+    approved = gw.submit("C-ok", amount=100.0)
+    gw.rt.outcomes.add([Outcome(approved, "claims.approved", 0, 0, approved.to_json())],
+                       {("claims.approved", 0): 1})
+    view_label(gw, a, "fraud", 0)
+    view_label(gw, b, "legitimate", 1)
+    assert queue(gw, status="open") == []
+    view_label(gw, a, "needs_info", 2)  # reopened: the latest label counts
+    assert queue(gw, status="open") == [("C-a", "needs_info")]
+    everything = gw.client.get("/api/v1/outcomes", query_string={"status": "open"}).get_json()
+    assert [i["decision"]["claim"]["claim_id"] for i in everything["items"]] == ["C-a"]
+
+
+def test_a_view_from_before_labels_gets_its_open_queue_filled(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path)
+    try:
+        a = view_decision(gw, "C-a", 0)
+        view_decision(gw, "C-b", 1)
+        view_label(gw, a, "fraud", 0)
+        path = gw.rt.outcomes.path
+    finally:
+        gw.rt.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE open_queue")
+    reopened = OutcomeStore(path)
+    try:
+        page = reopened.page("investigate", 10, None, only_open=True)
+        items = json.loads(orjson.dumps(page.items))
+        assert [item["decision"]["claim"]["claim_id"] for item in items] == ["C-b"]
+    finally:
+        reopened.close()
+
+
+def test_open_pages_follow_the_cursor(gw: Gateway) -> None:
+    for i in range(5):
+        view_decision(gw, f"C-{i}", i)
+    first = gw.client.get("/api/v1/outcomes", query_string={"status": "open", "limit": 2})
+    body = first.get_json()
+    assert [i["decision"]["claim"]["claim_id"] for i in body["items"]] == ["C-4", "C-3"]
+    second = gw.client.get("/api/v1/outcomes", query_string={
+        "status": "open", "limit": 2, "cursor": body["next_cursor"]}).get_json()
+    assert [i["decision"]["claim"]["claim_id"] for i in second["items"]] == ["C-2", "C-1"]
