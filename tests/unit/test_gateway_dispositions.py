@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 
 from gateway.app import create_app, runtime
 from gateway.label_view import StoredLabel
+from gateway.outcome_consumer import OutcomeConsumer
 from gateway.outcome_store import Outcome, OutcomeStore
 from gateway.runtime import GatewayRuntime
 from schemas import Decision, Label
@@ -286,3 +287,56 @@ def test_open_pages_follow_the_cursor(gw: Gateway) -> None:
     second = gw.client.get("/api/v1/outcomes", query_string={
         "status": "open", "limit": 2, "cursor": body["next_cursor"]}).get_json()
     assert [i["decision"]["claim"]["claim_id"] for i in second["items"]] == ["C-2", "C-1"]
+
+
+@dataclass
+class FakeMessage:
+    topic_: str
+    offset_: int
+    value_: bytes | None
+    key_: bytes = b""
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self.topic_
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self.offset_
+
+    def value(self) -> bytes | None:
+        return self.value_
+
+
+class OffsetsOnly:
+    """The consumer calls of one ``_handle``: offsets stored after the batch."""
+
+    def __init__(self) -> None:
+        self.stored: list[Any] = []
+
+    def store_offsets(self, offsets: list[Any]) -> None:
+        self.stored.extend(offsets)
+
+
+def test_the_view_consumer_splits_decisions_and_labels_in_one_batch(gw: Gateway) -> None:
+    decision = gw.submit("C-mix")
+    label = Label.answering(decision, "fraud", investigator="a", decided_at=NOW)
+    counted: list[tuple[int, int, int]] = []
+    view = OutcomeConsumer(gw.rt.outcomes, "unused:9092", ["claims.investigate"], "g",
+                           labels_topic="claims.labels",
+                           on_stored=lambda *n: counted.append(n))
+    batch = [FakeMessage("claims.investigate", 7, decision.to_json()),
+             FakeMessage("claims.labels", 3, label.to_json()),
+             FakeMessage("claims.labels", 4, None),  # a tombstone: skipped
+             FakeMessage("claims.labels", 5, b'{"claim_id": "C-mix"}')]  # invalid: skipped
+    consumer = OffsetsOnly()
+    view._handle(consumer, batch)  # type: ignore[arg-type]
+    assert counted == [(1, 0, 2)]
+    assert queue(gw) == [("C-mix", "fraud")]
+    assert gw.rt.outcomes.positions() == {("claims.investigate", 0): 8, ("claims.labels", 0): 6}
+    assert sorted((tp.topic, tp.offset) for tp in consumer.stored) == [
+        ("claims.investigate", 8), ("claims.labels", 6)]
