@@ -63,6 +63,7 @@ from schemas import ContractError, Decision, Label, parse_claim
 logger = logging.getLogger(__name__)
 
 CATCH_UP_CHECK_S = 1.0
+LABELS_READ_TIMEOUT_S = 120.0
 
 
 class InvestigateSettings(CommonSettings):
@@ -151,7 +152,12 @@ class Team:
                 for tp in parts}
         self.consumer.assign(parts)
         positions = dict.fromkeys(ends, 0)
+        deadline = time.monotonic() + LABELS_READ_TIMEOUT_S
         while any(positions[p] < ends[p] for p in ends) and not self._stop.is_set():
+            if time.monotonic() > deadline:  # never seen; better a warning than a hang
+                logger.warning("labels topic not read to its end in %.0f s; going on with %d "
+                               "labelled claims", LABELS_READ_TIMEOUT_S, len(self.closed))
+                break
             for msg in self.consumer.consume(500, timeout=0.5):
                 if msg.error() is None:
                     self._on_label(msg)
