@@ -130,7 +130,8 @@ def _reachable(bootstrap: str) -> ClusterMetadata:
 
 @click.group("topics")
 def topics_group() -> None:
-    """The claimflow topics: claims, claims.approved, claims.investigate, claims.deadletter."""
+    """The claimflow topics: claims, claims.approved, claims.investigate, claims.deadletter,
+    claims.labels (compacted)."""
 
 
 @topics_group.command("create")

@@ -49,6 +49,11 @@ class KafkaSettings(CommonSettings):
     deadletter_topic: str = Field(
         default="claims.deadletter", description="Input that could not be processed."
     )
+    labels_topic: str = Field(
+        default="claims.labels",
+        description="Investigators' dispositions, keyed by claim_id (compacted: the latest per "
+        "claim wins).",
+    )
     partitions: int = Field(
         default=6, ge=1, le=10_000, description="Partitions per topic for `topics create`."
     )
@@ -98,4 +103,4 @@ class KafkaSettings(CommonSettings):
 
     def topic_names(self) -> list[str]:
         return [self.claims_topic, self.approved_topic, self.investigate_topic,
-                self.deadletter_topic]
+                self.deadletter_topic, self.labels_topic]

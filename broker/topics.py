@@ -45,10 +45,18 @@ class TopicResult:
     partitions: int  # as the cluster has it now, which may differ from the spec if it existed
 
 
+# A label replaces the claim's earlier ones (keyed by claim_id): compaction keeps the latest
+# per claim for as long as the topic exists, where time-based retention would drop them.
+COMPACTED: Mapping[str, str] = {"cleanup.policy": "compact"}
+
+
 def claimflow_topics(settings: KafkaSettings, partitions: int | None = None) -> list[TopicSpec]:
-    """The four claimflow topics, each with ``partitions`` (default: KAFKA_PARTITIONS)."""
+    """The claimflow topics, each with ``partitions`` (default: KAFKA_PARTITIONS); the labels
+    topic is compacted."""
     count = partitions if partitions is not None else settings.partitions
-    return [TopicSpec(name, partitions=count) for name in settings.topic_names()]
+    return [TopicSpec(name, partitions=count,
+                      config=COMPACTED if name == settings.labels_topic else {})
+            for name in settings.topic_names()]
 
 
 def ensure_topics(

@@ -45,6 +45,8 @@ COMMANDS: dict[str, LazyCommand] = {
     "score-file": LazyCommand("scorer.cli:score_file",
                               "Decide a file of claims offline, as the stream would."),
     "gateway": LazyCommand("gateway.cli:gateway", "Run the HTTP gateway and outcome view."),
+    "investigate": LazyCommand("claimflow.investigate_run:investigate",
+                               "Simulated investigators: label queued claims from ground truth."),
     "up": LazyCommand("claimflow.stack:up", "Run the whole demo stack."),
     "down": LazyCommand("claimflow.stack:down", "Stop a stack left running in the background."),
 }

@@ -31,6 +31,8 @@ SETTINGS_CLASSES: tuple[tuple[str, str], ...] = (
     ("Model service (`claimflow serve-model`)", "scorer.model_settings:ModelSettings"),
     ("Stream worker (`claimflow score`, `tail`)", "scorer.worker_settings:ScorerSettings"),
     ("Gateway (`claimflow gateway`)", "gateway.settings:GatewaySettings"),
+    ("Simulated investigators (`claimflow investigate`)",
+     "claimflow.investigate_run:InvestigateSettings"),
     ("Demo stack (`claimflow up`, `down`)", "claimflow.stack:StackSettings"),
 )
 

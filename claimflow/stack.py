@@ -104,6 +104,11 @@ class StackSettings(CommonSettings):
     keep_broker: bool = Field(
         default=False, description="Leave a local broker started by `up` running when it stops."
     )
+    investigators_per_day: int = Field(
+        default=0, ge=0,
+        description="Also run simulated investigators (`claimflow investigate`) answering this "
+        "many claims per simulated day (INVESTIGATE_DAY_S, 60 s); 0 runs none.",
+    )
     log_level: str = Field(default="INFO", description="Log level of the stack's processes.")
 
     @property
@@ -303,6 +308,10 @@ def stack_processes(
         Proc("producer", produce, seed_loop=1 if stream_seed is None else stream_seed),
         Proc("summary", tuple(summary)),
     ]
+    if settings.investigators_per_day:
+        procs.append(Proc("investigate", (claimflow, "investigate", "--per-day",
+                                          str(settings.investigators_per_day),
+                                          "--log-level", settings.log_level)))
     return [p for p in procs if mlflow_ui or p.name != "mlflow"]
 
 

@@ -268,9 +268,11 @@ def build_api(rt: GatewayRuntime) -> APIBlueprint:
         responses={200: OutcomePage, **problem_responses(401, 422)},
     )
     def list_outcomes(query: OutcomeQuery) -> Response:
-        """Decisions seen on the outcome topics, newest first (keyset pagination)."""
+        """Decisions seen on the outcome topics, newest first (keyset pagination), each with
+        the claim's latest disposition."""
         read_key()
-        page = rt.outcomes.page(query.decision, query.limit, query.cursor)
+        page = rt.outcomes.page(query.decision, query.limit, query.cursor,
+                                only_open=query.status == "open")
         return json_response({"items": page.items, "next_cursor": page.next_cursor})
 
     @api.get(

@@ -12,7 +12,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import Claim, ClaimV2, Decision, DecisionKind
+from schemas import Claim, ClaimV2, Decision, DecisionKind, Label
 
 CURSOR_PATTERN = r"^[0-9]{1,18}$"
 
@@ -34,6 +34,11 @@ class OutcomeQuery(_Params):
     cursor: str | None = Field(
         default=None, pattern=CURSOR_PATTERN,
         description="Opaque: `next_cursor` of the previous page (newest first).",
+    )
+    status: Literal["open", "all"] = Field(
+        default="all",
+        description="open: only claims that no disposition has closed yet (no label, or "
+        "needs_info); all: every claim.",
     )
 
 
@@ -60,6 +65,8 @@ class OutcomeItem(BaseModel):
     partition: int
     offset: int
     decision: Decision
+    label: Label | None = Field(
+        default=None, description="The claim's latest disposition (null: none yet).")
 
 
 class OutcomePage(BaseModel):

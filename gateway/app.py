@@ -19,6 +19,7 @@ from flask_openapi3.models.tag import Tag
 from gateway.api import build_api, json_response
 from gateway.api_models import Health, Readiness
 from gateway.coalesce import CoalescingScorer
+from gateway.dispositions import KafkaLabelPublisher, LabelPublisher, build_dispositions_api
 from gateway.idempotency import SubmissionStore
 from gateway.locks import KeyLocks
 from gateway.metrics import GatewayMetrics
@@ -45,6 +46,7 @@ def create_app(
     scorer: Scorer | None = None,
     publisher: DecisionPublisher | None = None,
     metrics: GatewayMetrics | None = None,
+    labels: LabelPublisher | None = None,
 ) -> GatewayOpenAPI:
     if scorer is None:
         from scorer.client import ModelClient  # imported only when the real client is wanted
@@ -60,6 +62,8 @@ def create_app(
         )
     metrics = metrics or GatewayMetrics(cache_s=settings.metrics_cache_s)
     rt = build_runtime(settings, scorer, publisher, metrics)
+    rt.labels = labels or KafkaLabelPublisher(
+        settings.kafka_bootstrap_servers, settings.labels_topic, settings.publish_timeout_s)
 
     app = GatewayOpenAPI(
         __name__,
@@ -78,6 +82,7 @@ def create_app(
     register_error_handlers(app)
     metrics.install(app)
     app.register_api(build_api(rt))
+    app.register_api(build_dispositions_api(rt, rt.labels))
     register_ops(app, rt)
     app.register_blueprint(build_web(rt))
 
@@ -104,7 +109,7 @@ def build_runtime(
         consumer = OutcomeConsumer(
             outcomes, settings.kafka_bootstrap_servers, settings.outcome_topics,
             settings.view_group_id, on_stored=metrics.on_view_stored,
-            stale_after_s=settings.view_stale_s,
+            stale_after_s=settings.view_stale_s, labels_topic=settings.labels_topic,
         )
     readiness = ReadinessProbe(scorer, publisher, consumer, settings.ready_cache_s)
     return GatewayRuntime(settings, scorer, publisher, service, outcomes, metrics, readiness,

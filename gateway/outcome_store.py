@@ -5,6 +5,11 @@ next offsets are stored in the same transaction as the rows they produced, and t
 starts from them: the view is exact after any crash, whatever the group's committed offsets.
 Counters per decision/model version and per second are kept beside the rows so that the
 page's frequent polling never scans the whole table.
+
+Investigators' labels (``claims.labels``) are kept beside the decisions, one row per claim_id:
+a later label replaces the earlier one (later offset of the claim's partition, the same rule
+as the compacted topic), in the same transaction as the positions. The queue joins them to
+show each claim's latest disposition and which claims are still open.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from gateway.label_view import StoredLabel, create_tables, refresh_open, store_labels
 from gateway.sqlite_util import connect
 from schemas import Decision, DecisionKind
 
@@ -105,14 +111,17 @@ class OutcomeStore:
         self.path = path
         self._writer = connect(path, synchronous)
         self._writer.executescript(SCHEMA)
+        create_tables(self._writer)
         self._reader = connect(path, synchronous)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
 
     # -- writing (consumer thread) -------------------------------------------------------
 
-    def add(self, outcomes: Sequence[Outcome], positions: dict[tuple[str, int], int]) -> int:
-        """Store decisions and the next offsets in one transaction; returns rows inserted."""
+    def add(self, outcomes: Sequence[Outcome], positions: dict[tuple[str, int], int],
+            labels: Sequence[StoredLabel] = ()) -> int:
+        """Store decisions, labels and the next offsets in one transaction; returns decision
+        rows inserted."""
         inserted = 0
         per_model: Counter[tuple[str, str, str]] = Counter()
         per_second: Counter[tuple[int, str]] = Counter()
@@ -146,6 +155,12 @@ class OutcomeStore:
                     "SET n = n + excluded.n",
                     [(*key, n) for key, n in per_second.items()],
                 )
+                store_labels(conn, labels)
+                # Approved claims are never open: only investigated ones and labels count.
+                touched = [o.decision.claim_id for o in outcomes
+                           if o.decision.decision == "investigate"]
+                touched += [stored.label.claim_id for stored in labels]
+                refresh_open(conn, list(dict.fromkeys(touched)))
                 conn.executemany(
                     "INSERT INTO positions VALUES (?, ?, ?) "
                     "ON CONFLICT (topic, partition) DO UPDATE "
@@ -167,26 +182,36 @@ class OutcomeStore:
 
     # -- reading (request threads) -------------------------------------------------------
 
-    def page(self, decision: DecisionKind | None, limit: int, cursor: str | None) -> Page:
-        """Newest first; ``cursor`` is the ``seq`` below which the page starts (keyset)."""
+    def page(self, decision: DecisionKind | None, limit: int, cursor: str | None,
+             only_open: bool = False) -> Page:
+        """Newest first; ``cursor`` is the ``seq`` below which the page starts (keyset).
+        Each item carries the claim's latest label (or null); ``only_open`` keeps the claims
+        that no label has closed."""
         before = int(cursor) if cursor is not None else None
+        # The open queue holds investigated claims only; its seq is the decision's.
+        # CROSS JOIN: the open queue drives (SQLite otherwise walks every decision).
+        rows_from = ("open_queue q CROSS JOIN outcomes o ON o.seq = q.seq" if only_open
+                     else "outcomes o")
+        seq = "q.seq" if only_open else "o.seq"
         clauses: list[str] = []
         params: list[Any] = []
         if decision is not None:
-            clauses.append("decision = ?")
+            clauses.append("o.decision = ?")
             params.append(decision)
         if before is not None:
-            clauses.append("seq < ?")
+            clauses.append(f"{seq} < ?")
             params.append(before)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = (f'SELECT seq, topic, partition, "offset", body FROM outcomes {where} '  # noqa: S608
-               "ORDER BY seq DESC LIMIT ?")
+        sql = ('SELECT o.seq, o.topic, o.partition, o."offset", o.body, l.body '  # noqa: S608
+               f"FROM {rows_from} LEFT JOIN labels l ON l.claim_id = o.claim_id {where} "
+               f"ORDER BY {seq} DESC LIMIT ?")
         with self._read_lock:
             rows = self._reader.execute(sql, (*params, limit + 1)).fetchall()
         items = [
             {"seq": seq, "topic": topic, "partition": partition, "offset": offset,
-             "decision": orjson.Fragment(bytes(body))}
-            for seq, topic, partition, offset, body in rows[:limit]
+             "decision": orjson.Fragment(bytes(body)),
+             "label": orjson.Fragment(bytes(label)) if label is not None else None}
+            for seq, topic, partition, offset, body, label in rows[:limit]
         ]
         next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
         return Page(items, next_cursor)
@@ -195,6 +220,13 @@ class OutcomeStore:
         with self._read_lock:
             row = self._reader.execute(
                 "SELECT body FROM outcomes WHERE claim_id = ?", (claim_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def label(self, claim_id: str) -> bytes | None:
+        """The claim's latest label as published, if any."""
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT body FROM labels WHERE claim_id = ?", (claim_id,)).fetchone()
         return bytes(row[0]) if row else None
 
     def stats(self, now: datetime, bucket_s: int, buckets: int) -> dict[str, Any]:

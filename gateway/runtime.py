@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from gateway.metrics import GatewayMetrics
 from gateway.outcome_consumer import OutcomeConsumer
@@ -14,6 +15,9 @@ from gateway.publisher import DecisionPublisher
 from gateway.readiness import ReadinessProbe
 from gateway.service import Scorer, SubmissionService
 from gateway.settings import GatewaySettings
+
+if TYPE_CHECKING:
+    from gateway.dispositions import LabelPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +36,7 @@ class GatewayRuntime:
     metrics: GatewayMetrics
     readiness: ReadinessProbe
     consumer: OutcomeConsumer | None = None
+    labels: LabelPublisher | None = None
     clock: Callable[[], datetime] = utc_now
     _closed: bool = field(default=False, init=False)
 
@@ -48,6 +53,8 @@ class GatewayRuntime:
         if self.consumer is not None:
             self.consumer.stop()
         self.publisher.close()
+        if self.labels is not None:
+            self.labels.close()
         self.scorer.close()
         self.service.store.close()
         self.service.locks.close()

@@ -61,6 +61,11 @@ class GatewaySettings(CommonSettings):
     investigate_topic: str = Field(
         default="claims.investigate", description="Decisions flagged for investigation."
     )
+    labels_topic: str = Field(
+        default="claims.labels",
+        description="Investigators' dispositions (compacted, keyed by claim_id): written by "
+        "POST /api/v1/claims/<id>/disposition, read by the outcome view.",
+    )
     publish_timeout_s: float = Field(
         default=5.0, gt=0, le=300,
         description="Longest a submission waits for the broker to confirm its decision.",
@@ -81,7 +86,8 @@ class GatewaySettings(CommonSettings):
         default=500, ge=1, le=10_000, description="Most claims in one batch or CSV upload."
     )
     view_enabled: bool = Field(
-        default=True, description="Run the outcome-view consumer (claims.approved + investigate)."
+        default=True,
+        description="Run the outcome-view consumer (claims.approved + investigate + labels).",
     )
     view_group_id: str = Field(
         default="claimflow-gateway-view", description="Consumer group of the outcome view."

@@ -17,11 +17,14 @@ from schemas.decision import (
     Reason,
     StreamSource,
 )
+from schemas.label import DISPOSITIONS, AnsweredDecision, Disposition, Label
 from schemas.score import MemberContext, ScoreAnswer, ScoreRefusal, ScoreRequest, ScoreResult
 
 __all__ = [
     "CLAIM_FEATURES",
+    "DISPOSITIONS",
     "SCHEMA_VERSION",
+    "AnsweredDecision",
     "AnyClaim",
     "Claim",
     "ClaimLine",
@@ -30,7 +33,9 @@ __all__ = [
     "DeadLetter",
     "Decision",
     "DecisionKind",
+    "Disposition",
     "GatewaySource",
+    "Label",
     "MemberContext",
     "ModelRef",
     "Reason",

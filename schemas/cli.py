@@ -11,7 +11,7 @@ from schemas.export import JSON_DIR, export_schemas
 
 @click.group("schemas")
 def schemas_group() -> None:
-    """Message contracts (Claim, Decision, DeadLetter)."""
+    """Message contracts (Claim, Decision, DeadLetter, Label)."""
 
 
 @schemas_group.command("export")

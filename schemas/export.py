@@ -11,6 +11,7 @@ from schemas.claim import Claim
 from schemas.claim_v2 import ClaimV2
 from schemas.dead_letter import DeadLetter
 from schemas.decision import Decision
+from schemas.label import Label
 
 JSON_DIR = Path(__file__).parent / "json"
 SCHEMA_FILES: dict[str, type[BaseModel]] = {
@@ -18,6 +19,7 @@ SCHEMA_FILES: dict[str, type[BaseModel]] = {
     "claim_v2.schema.json": ClaimV2,
     "decision.schema.json": Decision,
     "dead_letter.schema.json": DeadLetter,
+    "label.schema.json": Label,
 }
 
 

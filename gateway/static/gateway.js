@@ -11,6 +11,11 @@
   let queueCursor = null;
   let timer = null;
   let knownQueue = new Set();
+  const DISPOSITIONS = [["fraud", "fraud"], ["legitimate", "legitimate"], ["needs_info", "needs info"]];
+  // Notes typed in the queue survive its refreshes (rows are rebuilt every few seconds).
+  const noteDrafts = new Map();
+  // The last refusal per claim (e.g. a 503), shown again when the rows are rebuilt.
+  const dispositionErrors = new Map();
 
   // -- helpers ---------------------------------------------------------------------------
 
@@ -166,7 +171,86 @@
     reasons.appendChild(reasonsList(d.reasons));
     tr.appendChild(reasons);
     tr.appendChild(el("td", fmtTime(d.decided_at)));
+    tr.appendChild(dispositionCell(c.claim_id, item.label));
     return tr;
+  }
+
+  // -- dispositions ----------------------------------------------------------------------
+
+  function labelText(label) {
+    const box = el("span");
+    if (!label) {
+      box.appendChild(el("span", "open", "label-open"));
+      return box;
+    }
+    box.appendChild(el("span", label.disposition.replace("_", " "), `label-${label.disposition}`));
+    box.appendChild(el("span", ` by ${label.investigator}` + (label.note ? `: ${label.note}` : "")));
+    return box;
+  }
+
+  function dispositionCell(claimId, label) {
+    const td = el("td", null, "disposition");
+    const current = el("div", null, "current");
+    current.appendChild(labelText(label));
+    td.appendChild(current);
+    const note = el("input", null, "note");
+    note.placeholder = "note";
+    note.maxLength = 2000;
+    note.value = noteDrafts.get(claimId) || "";
+    note.addEventListener("input", () => noteDrafts.set(claimId, note.value));
+    td.appendChild(note);
+    for (const [value, text] of DISPOSITIONS) {
+      const button = el("button", text, `set-${value}`);
+      button.type = "button";
+      button.dataset.disposition = value;
+      button.addEventListener("click", () => dispose(claimId, value, td));
+      td.appendChild(button);
+    }
+    if (dispositionErrors.has(claimId)) td.appendChild(el("span", dispositionErrors.get(claimId), "label-error"));
+    return td;
+  }
+
+  function showDispositionError(claimId, td, text) {
+    dispositionErrors.set(claimId, text);
+    const old = td.querySelector(".label-error");
+    if (old) old.remove();
+    td.appendChild(el("span", text, "label-error"));
+  }
+
+  async function dispose(claimId, disposition, td) {
+    const investigator = $("investigator").value.trim();
+    if (!investigator) {
+      showDispositionError(claimId, td, "enter your name (investigator, top right) first");
+      return;
+    }
+    const note = td.querySelector("input.note").value;
+    const r = await api(`/api/v1/claims/${encodeURIComponent(claimId)}/disposition`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ disposition, note, investigator }),
+    });
+    if (r.ok) {
+      noteDrafts.delete(claimId);
+      dispositionErrors.delete(claimId);
+      const old = td.querySelector(".label-error");
+      if (old) old.remove();
+      td.querySelector("input.note").value = "";
+      const current = td.querySelector(".current");
+      clear(current);
+      current.appendChild(labelText(r.body));
+    } else {
+      showDispositionError(claimId, td, problemText(r));
+    }
+  }
+
+  function queueQuery() {
+    return `decision=investigate&status=${encodeURIComponent($("queue-filter").value)}&limit=${QUEUE_SIZE}`;
+  }
+
+  function editingQueue() {
+    // Rebuilding the rows while someone types a note would take the text box away.
+    const active = document.activeElement;
+    return active && active.classList && active.classList.contains("note") && $("queue").contains(active);
   }
 
   function renderQueue(page, append) {
@@ -186,7 +270,7 @@
 
   async function loadOlder() {
     if (!queueCursor) return;
-    const r = await api(`/api/v1/outcomes?decision=investigate&limit=${QUEUE_SIZE}&cursor=${encodeURIComponent(queueCursor)}`);
+    const r = await api(`/api/v1/outcomes?${queueQuery()}&cursor=${encodeURIComponent(queueCursor)}`);
     if (r.ok) renderQueue(r.body, true);
   }
 
@@ -195,13 +279,13 @@
   async function refresh() {
     const [stats, queue] = await Promise.all([
       api("/api/v1/stats?bucket_s=10&buckets=36"),
-      api(`/api/v1/outcomes?decision=investigate&limit=${QUEUE_SIZE}`),
+      api(`/api/v1/outcomes?${queueQuery()}`),
     ]);
     if (stats.ok && queue.ok) {
       renderTotals(stats.body.totals);
       renderChart(stats.body);
       renderByModel(stats.body.by_model);
-      renderQueue(queue.body, false);
+      if (!editingQueue()) renderQueue(queue.body, false);
       setStatus(`updated ${new Date().toLocaleTimeString()}`, "live");
     } else {
       setStatus(problemText(stats.ok ? queue : stats).split("\n")[0], "error");
@@ -341,6 +425,10 @@
     $("submit-form").addEventListener("submit", submitOne);
     $("csv-form").addEventListener("submit", uploadCsv);
     $("queue-more").addEventListener("click", loadOlder);
+    const who = $("investigator");
+    who.value = localStorage.getItem("claimflow-investigator") || "";
+    who.addEventListener("change", () => localStorage.setItem("claimflow-investigator", who.value.trim()));
+    $("queue-filter").addEventListener("change", () => refresh());
     $("live-toggle").addEventListener("change", () => { if ($("live-toggle").checked) refresh(); schedule(); });
     refresh().then(schedule);
   }

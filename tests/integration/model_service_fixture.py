@@ -34,7 +34,7 @@ QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
              "BENTOML_DO_NOT_TRACK": "true", "PYTHONUNBUFFERED": "1"}
 # Settings a developer's shell may hold must not leak into the processes under test.
 COMPONENT_PREFIXES = ("KAFKA_", "MODEL_", "SCORER_", "GATEWAY_", "MLFLOW_", "BENTOML_",
-                      "CLAIMFLOW_", "PRODUCER_", "TRAINER_")
+                      "CLAIMFLOW_", "PRODUCER_", "TRAINER_", "INVESTIGATE_")
 
 
 def free_port() -> int:

@@ -22,13 +22,14 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from schemas import Claim, Decision, ModelRef, Reason, StreamSource
+from schemas import Claim, Decision, Label, ModelRef, Reason, StreamSource
+from tests.integration.kafka_helpers import consume_until
 from tests.integration.model_service_fixture import ModelServiceProcess
 from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixtures
     GatewayServer,
@@ -37,6 +38,7 @@ from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixt
     gateway_factory,
     gateway_model,
     gateway_topics,
+    labels_topic,
 )
 
 pytestmark = pytest.mark.integration
@@ -111,6 +113,17 @@ def queue_row(driver: WebDriver, claim_id: str) -> Any:
         return rows[0] if rows else False
 
     return WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(find)
+
+
+def in_row(driver: WebDriver, claim_id: str, css: str, action: Callable[[Any], None]) -> None:
+    """Act on an element of the claim's queue row; the page rebuilds the rows on every
+    refresh, so an element found a moment ago may be gone: find it again until it works."""
+    def attempt(d: WebDriver) -> bool:
+        action(queue_row(d, claim_id).find_element(By.CSS_SELECTOR, css))
+        return True
+
+    WebDriverWait(driver, WAIT_S, poll_frequency=0.1,
+                  ignored_exceptions=[StaleElementReferenceException]).until(attempt)
 
 
 def pwned(driver: WebDriver) -> Any:
@@ -207,3 +220,54 @@ def test_page_shows_new_claims_and_renders_markup_as_inert_text(
     later = severe_logs(browser)
     assert all("Failed to load resource" in entry["message"] and "422" in entry["message"]
                for entry in later), later
+
+
+def test_an_investigator_marks_a_queued_claim_with_a_note(
+    browser: WebDriver, gateway_factory: Callable[..., GatewayServer], kafka_bootstrap: str,
+    gateway_model: ModelServiceProcess, gateway_topics: GatewayTopics, labels_topic: str,
+    group_id: str,
+) -> None:
+    gateway = gateway_factory(gateway_env(kafka_bootstrap, gateway_model.url, gateway_topics,
+                                          group_id, GATEWAY_LABELS_TOPIC=labels_topic))
+    claim_id = f"{uuid.uuid4().hex[:6]}-odd"
+    unusual = {"claim_id": claim_id, "claim_amount": 480_000.0, "num_services": 60,
+               "patient_age": 2, "provider_id": 14_210, "days_since_last_claim": 0}
+    assert httpx.post(f"{gateway.url}/api/v1/claims", json=unusual,
+                      timeout=30).json()["decision"] == "investigate"
+    browser.get(gateway.url + "/")
+    WebDriverWait(browser, WAIT_S, poll_frequency=0.2,
+                  ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: queue_row(d, claim_id).find_element(
+            By.CSS_SELECTOR, "td.disposition .current").text == "open")
+
+    # Without a name the page says so (and keeps saying it across refreshes), sends nothing.
+    in_row(browser, claim_id, "button.set-needs_info", lambda button: button.click())
+    WebDriverWait(browser, WAIT_S, poll_frequency=0.2,
+                  ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: "enter your name" in queue_row(d, claim_id).text)
+
+    note = '<img src=x onerror="window.__pwned=5">billed for a newborn'
+    browser.find_element(By.ID, "investigator").send_keys("tester")
+    in_row(browser, claim_id, "input.note", lambda field: field.send_keys(note))
+    in_row(browser, claim_id, "button.set-fraud", lambda button: button.click())
+
+    # The label is on the topic, with the note as typed.
+    [message] = consume_until(kafka_bootstrap, [labels_topic], 1, timeout_s=WAIT_S)
+    label = Label.from_json(message.value() or b"")
+    assert (label.claim_id, label.disposition, label.investigator, label.note) == (
+        claim_id, "fraud", "tester", note)
+
+    # The open queue (the default) drops the claim once the view has read the label; "all"
+    # shows it with its disposition, the note as text.
+    WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(
+        lambda d: not d.find_elements(By.CSS_SELECTOR,
+                                      f'#queue tbody tr[data-claim-id="{claim_id}"]'))
+    Select(browser.find_element(By.ID, "queue-filter")).select_by_value("all")
+    WebDriverWait(browser, WAIT_S, poll_frequency=0.2,
+                  ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: f"fraud by tester: {note}" in queue_row(d, claim_id).text)
+    row = queue_row(browser, claim_id)
+    assert "enter your name" not in row.text
+    assert row.find_elements(By.TAG_NAME, "img") == []
+    assert pwned(browser) is None
+    assert severe_logs(browser) == []

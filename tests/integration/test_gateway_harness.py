@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import IO, Any
 
 import httpx
 import pytest
+from confluent_kafka.admin import AdminClient
 
+from broker.topics import COMPACTED, TopicSpec, ensure_topics
 from tests.integration.model_service_fixture import (
     CLAIMFLOW,
     ModelServiceProcess,
@@ -152,6 +155,17 @@ def gateway_model(request: pytest.FixtureRequest,
 def gateway_topics(make_topic: Callable[..., str]) -> GatewayTopics:
     return GatewayTopics(make_topic(partitions=2, prefix="gw-approved"),
                          make_topic(partitions=2, prefix="gw-investigate"))
+
+
+@pytest.fixture
+def labels_topic(kafka_bootstrap: str) -> Iterator[str]:
+    """A uuid-named labels topic, compacted as `claimflow topics create` makes it."""
+    name = f"labels-{uuid.uuid4().hex[:12]}"
+    ensure_topics(kafka_bootstrap, [TopicSpec(name, partitions=2, config=COMPACTED)])
+    yield name
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.delete_topics([name]).values():
+        future.result(timeout=30)
 
 
 @pytest.fixture

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 
 from tests.integration.kafka_helpers import consume_until, free_port
 
@@ -25,6 +28,12 @@ CLI = [sys.executable, "-c", "from claimflow.cli import main; main()"]
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True,
                           timeout=180, check=False)
+
+
+def cleanup_policy(bootstrap: str, topic: str) -> str:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    [future] = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values()
+    return str(future.result(timeout=30)["cleanup.policy"].value)
 
 
 @pytest.fixture
@@ -47,9 +56,12 @@ def test_local_broker_lifecycle_keeps_data(broker_env: dict[str, str], tmp_path:
 
     created = _run(broker_env, "topics", "create", "--partitions", "2")
     assert created.returncode == 0, created.stderr
-    assert created.stdout.count("created") == 4
+    assert created.stdout.count("created") == 5
     again = _run(broker_env, "topics", "create", "--partitions", "2")
-    assert again.stdout.count("exists") == 4, again.stdout
+    assert again.stdout.count("exists") == 5, again.stdout
+    # Labels are compacted (the latest per claim_id stays); the other topics are not.
+    assert cleanup_policy(bootstrap, "claims.labels") == "compact"
+    assert cleanup_policy(bootstrap, "claims.investigate") == "delete"
 
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
     sent = {f"c-{i}".encode(): f"v-{i}".encode() for i in range(20)}

@@ -133,7 +133,8 @@ def test_claimflow_topics_follow_settings(monkeypatch: pytest.MonkeyPatch) -> No
     settings = KafkaSettings()
     assert claimflow_topics(settings) == [
         TopicSpec("team.claims", 6), TopicSpec("claims.approved", 6),
-        TopicSpec("claims.investigate", 6), TopicSpec("claims.deadletter", 6)]
+        TopicSpec("claims.investigate", 6), TopicSpec("claims.deadletter", 6),
+        TopicSpec("claims.labels", 6, config={"cleanup.policy": "compact"})]
     assert {spec.partitions for spec in claimflow_topics(settings, partitions=2)} == {2}
 
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.dispositions import LabelUnavailable
 from gateway.publisher import Outgoing, PublishUnavailable
 from gateway.settings import GatewaySettings
-from schemas import Claim, ClaimV2, ModelRef, Reason, ScoreAnswer, ScoreRefusal, ScoreResult
+from schemas import Claim, ClaimV2, Label, ModelRef, Reason, ScoreAnswer, ScoreRefusal, ScoreResult
 from scorer.client import ModelServiceError, ModelUnavailable
 
 FAKE_MODEL = ModelRef(name="claim-anomaly", version="7", run_id="fake-run")
@@ -93,6 +94,20 @@ class FakePublisher:
 
     def claim_ids(self) -> list[str]:
         return [item.decision.claim_id for item in self.published]
+
+
+@dataclass
+class FakeLabelPublisher:
+    available: bool = True
+    published: list[Label] = field(default_factory=list)
+
+    def publish(self, label: Label, timeout_s: float) -> None:
+        if not self.available:
+            raise LabelUnavailable("fake broker is down")
+        self.published.append(label)
+
+    def close(self) -> None:
+        pass
 
 
 def fake_settings(home: Path, **overrides: Any) -> GatewaySettings:

@@ -31,7 +31,13 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from bench.drill_gateway_fuzz import schema_valid_refusal
 from gateway.app import create_app, runtime
 from gateway.openapi_docs import GatewayOpenAPI
-from tests.unit.test_gateway_fakes import FakePublisher, FakeScorer, claim_body, fake_settings
+from tests.unit.test_gateway_fakes import (
+    FakeLabelPublisher,
+    FakePublisher,
+    FakeScorer,
+    claim_body,
+    fake_settings,
+)
 
 EXAMPLES_PER_OPERATION = 15
 API_KEY = "fuzz-key"
@@ -46,7 +52,7 @@ def bounded(examples: int) -> settings:
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[GatewayOpenAPI]:
     app = create_app(fake_settings(tmp_path, max_batch=20), scorer=FakeScorer(),
-                     publisher=FakePublisher())
+                     publisher=FakePublisher(), labels=FakeLabelPublisher())
     yield app
     runtime(app).close()
 
@@ -79,7 +85,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(app: Gateway
             except Unsatisfiable:
                 # Operations without parameters or body have no negative cases.
                 assert mode is GenerationMode.NEGATIVE
-    assert len(operations) == 8
+    assert len(operations) == 10
     assert requests >= 150
     assert {200, 201, 422} <= statuses
     assert max(statuses) < 500

@@ -131,6 +131,18 @@ def test_the_stack_runs_every_long_lived_part() -> None:
     assert procs["summary"].argv[:4] == ("/venv/bin/python", "-m", "claimflow.stack", "summary")
 
 
+def test_simulated_investigators_run_only_when_asked_for() -> None:
+    settings = StackSettings(investigators_per_day=30)
+    procs = {p.name: p for p in stack.stack_processes(settings, "claimflow", "python")}
+    argv = procs["investigate"].argv
+    assert argv[1:4] == ("investigate", "--per-day", "30")
+    with click.Context(cli) as ctx:
+        command = cli.get_command(ctx, argv[1])
+        assert command is not None
+        command.make_context(argv[1], list(argv[2:]))
+    assert "investigate" not in processes()
+
+
 def test_run_options_reach_the_processes() -> None:
     procs = processes(started_at=1700000000.5, duration_s=42.0, stream_seed=7)
     summary = procs["summary"].argv
