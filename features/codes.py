@@ -12,12 +12,13 @@ no evidence rather than noise.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from schemas import ClaimV2
 
@@ -29,7 +30,8 @@ SMOOTHING: Final = 1.0
 
 
 def age_band(age: int) -> int:
-    return next(i for i, upper in enumerate(AGE_BANDS[1:]) if age < upper)
+    """The band ``i`` with ``AGE_BANDS[i] <= age < AGE_BANDS[i + 1]``."""
+    return bisect.bisect_right(AGE_BANDS, age) - 1
 
 
 def demographic(age: int, sex: str) -> str:
@@ -49,6 +51,11 @@ class CodeReference(BaseModel):
     charge: dict[str, ChargeNorm]
     mix: dict[str, dict[str, int]]  # code -> demographic -> lines of the code
     base_mix: dict[str, float]  # demographic -> share of all lines
+    # Lines per code (the sum of ``mix[code]``), computed once: rarity runs per claim line.
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._lines = {code: sum(counts.values()) for code, counts in self.mix.items()}
 
     def charge_z(self, code: str, charge: float, units: int) -> float | None:
         norm = self.charge.get(code)
@@ -64,12 +71,13 @@ class CodeReference(BaseModel):
         """log2 of how much less often the code occurs in this age band and sex than the
         band and sex occur among all lines: 0 typical, 5 = 32x rarer than expected."""
         counts = self.mix.get(code)
-        expected = self.base_mix.get(demographic(age, sex), 0.0)
+        group = demographic(age, sex)
+        expected = self.base_mix.get(group, 0.0)
         if counts is None or expected <= 0.0:
             return None
-        lines = sum(counts.values())
+        lines = self._lines[code]
         # Smoothed towards the overall mix: one line's worth of "typical" evidence.
-        share = (counts.get(demographic(age, sex), 0) + SMOOTHING * expected) / (lines + SMOOTHING)
+        share = (counts.get(group, 0) + SMOOTHING * expected) / (lines + SMOOTHING)
         return max(0.0, -math.log2(share / expected))
 
 

@@ -74,7 +74,9 @@ def fingerprint(claim: ClaimV2) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def member_features(claim: ClaimV2, history: MemberHistory) -> MemberFeatures:
+def member_features(claim: ClaimV2, history: MemberHistory, digest: str | None = None
+                    ) -> MemberFeatures:
+    """``digest``: the claim's :func:`fingerprint`, when the caller has it already."""
     day = claim.service_date.toordinal()
     ages = [day - past.service_day for past in history.recent]
 
@@ -88,7 +90,7 @@ def member_features(claim: ClaimV2, history: MemberHistory) -> MemberFeatures:
                    default=None)
     same_day = sum(1 for past in history.recent
                    if past.service_day == day and past.provider_id == claim.provider_id)
-    digest = fingerprint(claim)
+    digest = digest or fingerprint(claim)
     match = next((f for f in reversed(history.fingerprints) if f.digest == digest), None)
     submitted = claim.submitted_at.timestamp()
     return MemberFeatures(
@@ -105,7 +107,8 @@ def member_features(claim: ClaimV2, history: MemberHistory) -> MemberFeatures:
     )
 
 
-def remember(history: MemberHistory, claim: ClaimV2) -> MemberHistory:
+def remember(history: MemberHistory, claim: ClaimV2, digest: str | None = None
+             ) -> MemberHistory:
     """The member's state after ``claim``. Entries are dropped once they are further than the
     windows behind the latest service date seen (claims may arrive out of date order)."""
     day = claim.service_date.toordinal()
@@ -116,7 +119,7 @@ def remember(history: MemberHistory, claim: ClaimV2) -> MemberHistory:
         recent = (*recent, PastClaim(claim.claim_id, claim.provider_id, day, submitted))
     kept = tuple(f for f in history.fingerprints
                  if latest - f.service_day < DUPLICATE_LOOKBACK_DAYS)
-    kept = (*kept, Fingerprint(fingerprint(claim), claim.claim_id, day, submitted))
+    kept = (*kept, Fingerprint(digest or fingerprint(claim), claim.claim_id, day, submitted))
     return MemberHistory(recent=recent[-MAX_REMEMBERED:], fingerprints=kept[-MAX_FINGERPRINTS:],
                          latest_day=latest)
 

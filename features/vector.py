@@ -8,7 +8,13 @@ from collections.abc import Iterable, Iterator
 from typing import Final, NamedTuple
 
 from features.codes import CodeReference
-from features.member import MemberFeatures, MemberHistory, member_features, remember
+from features.member import (
+    MemberFeatures,
+    MemberHistory,
+    fingerprint,
+    member_features,
+    remember,
+)
 from schemas import ClaimV2
 
 HISTORY_FEATURES: Final = (
@@ -115,6 +121,7 @@ def replay(claims: Iterable[ClaimV2], codes: CodeReference
     histories: dict[str, MemberHistory] = {}
     for claim in claims:
         history = histories.get(claim.member_id, MemberHistory())
-        values, evidence = feature_vector(claim, member_features(claim, history), codes)
-        histories[claim.member_id] = remember(history, claim)
+        digest = fingerprint(claim)
+        values, evidence = feature_vector(claim, member_features(claim, history, digest), codes)
+        histories[claim.member_id] = remember(history, claim, digest)
         yield claim, values, evidence

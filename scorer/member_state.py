@@ -35,6 +35,7 @@ from features.member import (
     MemberHistory,
     decode_history,
     encode_history,
+    fingerprint,
     member_features,
     remember,
 )
@@ -128,8 +129,9 @@ def member_step(store: MemberStore, claims: Sequence[Any], positions: Sequence[P
         history = updates.get(key)
         if history is None:
             history = store.get(*key)
-        features.append(member_features(claim, history))
-        updates[key] = remember(history, claim)
+        digest = fingerprint(claim)
+        features.append(member_features(claim, history, digest))
+        updates[key] = remember(history, claim, digest)
     return MemberStep(features, updates)
 
 
