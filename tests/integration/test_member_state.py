@@ -177,3 +177,32 @@ def test_kill_9_mid_stream_restores_member_state_from_kafka(
     wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=120)
     assert_same_as_offline(read_outcomes(kafka_bootstrap, topics), offline, claims)
     assert second.terminate() == 0
+
+
+def test_a_rebalance_mid_stream_moves_member_state_with_its_partitions(
+    kafka_bootstrap: str, make_topic: Callable[..., str], group_id: str,
+    history_service: ModelServiceProcess, offline: dict[str, dict[str, Any]],
+    stream_file: tuple[Path, list[ClaimV2]], workers: Callable[..., Worker],
+) -> None:
+    topics = Topics(claims=make_topic(4), approved=make_topic(1), investigate=make_topic(1),
+                    deadletter=make_topic(1))
+    _, claims = stream_file
+    produce_by_member(kafka_bootstrap, topics.claims, claims)
+    # Batches of 5: the stream outlasts the second worker's start and group join.
+    env = worker_env(kafka_bootstrap, topics, group_id, history_service.url,
+                     SCORER_BATCH_MAX_SIZE="5")
+
+    def outputs() -> int:
+        return sum(high_watermarks(kafka_bootstrap, topics.approved).values()) + sum(
+            high_watermarks(kafka_bootstrap, topics.investigate).values())
+
+    first = workers("first", env)
+    wait_until(lambda: outputs() >= len(claims) // 10, 90, "a tenth of the decisions")
+    second = workers("second", env, "--first-instance", "1")  # joins: partitions move
+    second.wait_log(r"restored \S+ partitions \d", 60)
+    assert outputs() < len(claims), "the stream ended before the rebalance"
+    wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=120)
+    assert_same_as_offline(read_outcomes(kafka_bootstrap, topics), offline, claims)
+    assert "revoked" in first.log()
+    assert first.terminate() == 0
+    assert second.terminate() == 0
