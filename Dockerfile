@@ -19,6 +19,7 @@ COPY README.md ./
 COPY claimflow ./claimflow
 COPY schemas ./schemas
 COPY features ./features
+COPY modelstore ./modelstore
 COPY producer ./producer
 COPY trainer ./trainer
 COPY scorer ./scorer

@@ -312,10 +312,10 @@ def start_model(stack: Stack, rows: int = 5_000, seed: int = 7) -> ModelService:
     about serving, not training), served with the tag pinned."""
     from sklearn.ensemble import IsolationForest
 
+    from features.reference import build_reference
+    from modelstore.bento import export_to_bentoml
     from producer.profiles import generate
     from schemas import CLAIM_FEATURES
-    from trainer.export import export_to_bentoml
-    from trainer.reference import build_reference
 
     frame = generate("realistic", rows, seed=seed)
     x = frame[list(CLAIM_FEATURES)].to_numpy(dtype=np.float64)

@@ -48,14 +48,14 @@ from bench.stack_harness import (
     ModelService,
     free_port,
 )
+from features.reference import build_reference
+from modelstore.bento import export_to_bentoml
 from producer.profiles import generate
 from schemas import Claim, ModelRef
 from scorer.client import ModelClient
 from scorer.forest import compile_forest
 from scorer.model import ServedModel, build_served_model
 from scorer.model_settings import ModelSettings
-from trainer.export import export_to_bentoml
-from trainer.reference import build_reference
 
 GOAL_SINGLE_MS = 0.1
 GOAL_BATCH_PER_S = 200_000

@@ -127,8 +127,8 @@ def make_champion(home: Path) -> tuple[str, Any, Any]:
     """Train a forest like ``claimflow train`` does and export it like ``promote`` does."""
     from sklearn.ensemble import IsolationForest
 
-    from trainer.export import export_to_bentoml
-    from trainer.reference import build_reference
+    from features.reference import build_reference
+    from modelstore.bento import export_to_bentoml
 
     claims = realistic_claims(20_000, seed=7)
     x = np.array([claim.features() for claim in claims], dtype=np.float64)

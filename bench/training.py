@@ -56,9 +56,9 @@ def run(smoke: bool = False) -> dict[str, Any]:
 
 
 def measure(home: Path, data: Path, warmup_data: Path, rows: int) -> dict[str, Any]:
+    from modelstore.registry import client_for
     from trainer.model import TrainParams
     from trainer.pipeline import promote, store_config, train_and_register
-    from trainer.registry import client_for
     from trainer.settings import TrainerSettings
 
     # Always the embedded store in a temporary home, whatever the environment says.

@@ -950,8 +950,8 @@ def read_model_status() -> ModelStatus:
 
     from bentoml.exceptions import NotFound
 
-    from trainer.export import bento_tag, bentoml_store
-    from trainer.registry import RegistryError, resolve_champion
+    from modelstore.bento import bento_tag, bentoml_store
+    from modelstore.registry import RegistryError, resolve_champion
 
     try:
         version, run_id = resolve_champion(settings.tracking_uri, settings.registered_model)
@@ -969,7 +969,7 @@ def read_model_status() -> ModelStatus:
 def claim_version_of_run(tracking_uri: str, run_id: str) -> int:
     """The claim version a run's model reads (its ``claim_version`` parameter; runs from
     before contract v2 have none and read v1)."""
-    from trainer.registry import client_for
+    from modelstore.registry import client_for
 
     params = client_for(tracking_uri).get_run(run_id).data.params
     return int(params.get("claim_version", 1))

@@ -10,7 +10,7 @@ Percentile of a value: linear interpolation between the reference quantiles. Sev
 quantiles may share one value (integer features such as ``num_services``); then the value
 covers a range of ranks and gets its middle (mid-rank), so a common value that happens to
 equal the 99th-percentile value is not reported as extreme. For values that equal no
-quantile this is exactly :meth:`trainer.reference.FeatureReference.percentile_of`.
+quantile this is exactly :meth:`features.reference.FeatureReference.percentile_of`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
+from features.reference import FeatureReference
 from schemas import CLAIM_FEATURES, Reason
-from trainer.reference import FeatureReference
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -27,12 +27,12 @@ from pydantic import TypeAdapter
 from features.codes import CodeReference
 from features.member import MemberFeatures
 from features.reasons import SIDES, in_words, resubmission_words
+from features.reference import FeatureReference
 from features.sets import FeatureSet, FeatureSetError, feature_set, mismatch_message
 from features.vector import Evidence, feature_vector, is_resubmission
 from schemas import SCHEMA_VERSION, Claim, ClaimV2, MemberContext, ModelRef, ScoreAnswer
 from scorer.explain import Explainer, ordinal
 from scorer.forest import CompiledForest, compile_forest
-from trainer.reference import FeatureReference
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -313,8 +313,8 @@ class RegistrySource:
         self._client: MlflowClient | None = None
 
     def wanted(self) -> Wanted:
-        from trainer.export import bento_tag
-        from trainer.registry import RegistryError, client_for, version_for_alias
+        from modelstore.bento import bento_tag
+        from modelstore.registry import RegistryError, client_for, version_for_alias
 
         if self._client is None:  # one client: building it migrates/opens the store
             self._client = client_for(self.tracking_uri)
@@ -345,7 +345,7 @@ def load_served_model(wanted: Wanted, bentoml_home: Path, settings: ModelSetting
     """Load ``wanted.tag`` from the BentoML store and compile it."""
     from bentoml.exceptions import NotFound
 
-    from trainer.export import load_exported
+    from modelstore.bento import load_exported
 
     try:
         exported = load_exported(wanted.tag, bentoml_home)

@@ -15,9 +15,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve
 
+from modelstore.registry import REFERENCE_ARTIFACT
 from trainer.evaluate import PatternRow
 from trainer.model import TrainedModel, amount_column
-from trainer.registry import REFERENCE_ARTIFACT
 
 SCORE_HISTOGRAM: Final = "score_histogram.png"
 PR_CURVE: Final = "pr_curve.png"

@@ -61,8 +61,8 @@ def clear_errors() -> Iterator[None]:
     """Turn expected failures into a one-line error and exit code 1 (no traceback)."""
     from mlflow.exceptions import MlflowException
 
+    from modelstore.registry import RegistryError
     from trainer.data import DataError
-    from trainer.registry import RegistryError
 
     try:
         # MLflow writes run links to stdout when tracking to a server; stdout is ours
@@ -204,7 +204,7 @@ def mlflow_ui(host: str | None, port: int | None) -> None:
     uri = settings.tracking_uri
     if uri.startswith(("http://", "https://")):
         raise click.ClickException(f"MLFLOW_TRACKING_URI is a tracking server; open {uri}")
-    from trainer.registry import prepare_store
+    from modelstore.registry import prepare_store
 
     prepare_store(uri)
     settings.artifacts_dir.mkdir(parents=True, exist_ok=True)

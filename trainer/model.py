@@ -17,12 +17,12 @@ from sklearn.ensemble import IsolationForest
 from sklearn.model_selection import train_test_split
 
 from features.codes import CodeReference, build_code_reference
+from features.reference import FeatureReference, build_reference
 from features.sets import FeatureSet, feature_set
 from features.vector import is_resubmission, replay
 from schemas import CLAIM_FEATURES
 from trainer import evaluate
 from trainer.data import DataError, Dataset
-from trainer.reference import FeatureReference, build_reference
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer import artifacts
-from trainer.data import DataError, Dataset, load_csv
-from trainer.export import export_to_bentoml
-from trainer.jsonl import is_jsonl, load_jsonl
-from trainer.model import TrainParams, train
-from trainer.registry import (
+from modelstore.bento import export_to_bentoml
+from modelstore.registry import (
     CHAMPION,
     client_for,
     load_estimator,
@@ -21,6 +17,10 @@ from trainer.registry import (
     newest_version,
     run_of_version,
 )
+from trainer import artifacts
+from trainer.data import DataError, Dataset, load_csv
+from trainer.jsonl import is_jsonl, load_jsonl
+from trainer.model import TrainParams, train
 from trainer.settings import TrainerSettings
 from trainer.tracking import RegisteredRun, StoreConfig, log_and_register
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from modelstore.registry import CHALLENGER, client_for, mlflow_uris
 from trainer.data import Dataset
 from trainer.model import TrainedModel, TrainParams
-from trainer.registry import CHALLENGER, client_for, mlflow_uris
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -74,9 +74,9 @@ def make_champion(home: Path, rows: int = 5_000, seed: int = 7) -> Champion:
     """Train a small forest on realistic claims and export it like ``promote`` does."""
     from sklearn.ensemble import IsolationForest
 
+    from features.reference import build_reference
+    from modelstore.bento import export_to_bentoml
     from producer.profiles import generate
-    from trainer.export import export_to_bentoml
-    from trainer.reference import build_reference
 
     frame = generate("realistic", rows, seed=seed)
     x = frame[list(CLAIM_FEATURES)].to_numpy(dtype=np.float64)
@@ -89,8 +89,8 @@ def make_champion(home: Path, rows: int = 5_000, seed: int = 7) -> Champion:
 def make_v2_champion(home: Path, rows: int = 3_000, seed: int = 7) -> Champion:
     """A v2-claim model trained by the trainer's own functions from a small JSON Lines file
     (tests/v2_factory.py), exported like ``promote`` does."""
+    from modelstore.bento import export_to_bentoml
     from tests.v2_factory import v2_claims, write_jsonl
-    from trainer.export import export_to_bentoml
     from trainer.jsonl import load_jsonl
     from trainer.model import TrainParams, train
 

@@ -49,7 +49,7 @@ def generate(path: Path, rows: int, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def history_champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
     """A v2-history model trained by the trainer's functions, exported like ``promote``."""
-    from trainer.export import export_to_bentoml
+    from modelstore.bento import export_to_bentoml
     from trainer.jsonl import load_jsonl
     from trainer.model import TrainParams, train
 

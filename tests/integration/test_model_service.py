@@ -17,6 +17,8 @@ import httpx
 import numpy as np
 import pytest
 
+from modelstore.bento import load_exported
+from modelstore.registry import CHAMPION, REGISTERED_MODEL, client_for
 from producer.profiles import generate
 from schemas import Claim, ScoreResult
 from schemas.score import only_results
@@ -27,10 +29,8 @@ from tests.integration.model_service_fixture import (
     ModelServiceProcess,
     clean_env,
 )
-from trainer.export import load_exported
 from trainer.model import TrainParams
 from trainer.pipeline import promote, store_config, train_and_register
-from trainer.registry import CHAMPION, REGISTERED_MODEL, client_for
 from trainer.settings import TrainerSettings
 
 pytestmark = pytest.mark.integration

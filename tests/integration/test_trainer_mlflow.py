@@ -24,20 +24,20 @@ from click.testing import CliRunner, Result
 from mlflow import MlflowClient
 
 from claimflow.cli import cli
+from features.reference import FeatureReference
 from features.sets import V2_CLAIM
-from schemas import CLAIM_FEATURES
-from tests.v2_factory import v2_claims, write_jsonl
-from trainer.export import load_exported
-from trainer.model import TrainParams
-from trainer.pipeline import store_config, train_and_register
-from trainer.reference import FeatureReference
-from trainer.registry import (
+from modelstore.bento import load_exported
+from modelstore.registry import (
     aliases_of,
     client_for,
     load_estimator,
     mlflow_uris,
     resolve_champion,
 )
+from schemas import CLAIM_FEATURES
+from tests.v2_factory import v2_claims, write_jsonl
+from trainer.model import TrainParams
+from trainer.pipeline import store_config, train_and_register
 from trainer.settings import TrainerSettings
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from features.reference import FeatureReference, build_reference
 from schemas import CLAIM_FEATURES, Reason
 from scorer.explain import Explainer, explain, format_value, ordinal
-from trainer.reference import FeatureReference, build_reference
 
 
 def training_matrix(n: int = 50_000, seed: int = 11) -> npt.NDArray[np.float64]:

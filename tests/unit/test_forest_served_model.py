@@ -9,11 +9,11 @@ import orjson
 import pytest
 from sklearn.ensemble import IsolationForest
 
+from features.reference import build_reference
 from schemas import Claim, ModelRef, ScoreResult
 from schemas.score import only_results
 from scorer.model import ModelHolder, ModelLoadError, ServedModel, Wanted, build_served_model
 from scorer.model_settings import ModelSettings
-from trainer.reference import build_reference
 
 REF = ModelRef(name="claim-anomaly", version="7", run_id="run-7")
 

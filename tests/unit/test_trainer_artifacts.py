@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from features.reference import FeatureReference
 from trainer import artifacts
 from trainer.data import Dataset
 from trainer.model import TrainedModel, TrainParams, train
-from trainer.reference import FeatureReference
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

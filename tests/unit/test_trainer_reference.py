@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from features.reference import QUANTILE_LEVELS, FeatureReference, build_reference
 from schemas import CLAIM_FEATURES
-from trainer.reference import QUANTILE_LEVELS, FeatureReference, build_reference
 
 
 def _matrix(rows: int = 1000) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
+from features.reference import build_reference
 from features.sets import V1, V2_CLAIM, V2_HISTORY, FeatureSetError, feature_set, for_claim_version
 from schemas import Claim, ClaimV2, DeadLetter, Decision, ModelRef, ScoreRefusal, ScoreResult
 from scorer.model import ModelLoadError, ServedModel, build_served_model
@@ -21,7 +22,6 @@ from tests.v2_factory import as_contract, v2_claim, v2_claims, without_labels, w
 from trainer.data import DataError
 from trainer.jsonl import load_jsonl
 from trainer.model import TrainParams, train
-from trainer.reference import build_reference
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 REF = ModelRef(name="claim-anomaly", version="9", run_id="run-9")

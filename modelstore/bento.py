@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.reference import FeatureReference
-from trainer.registry import REGISTERED_MODEL
+from features.reference import FeatureReference
+from modelstore.registry import REGISTERED_MODEL
 
 if TYPE_CHECKING:
     from sklearn.ensemble import IsolationForest

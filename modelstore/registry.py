@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from trainer.reference import FeatureReference
+from features.reference import FeatureReference
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
