@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from bench.drill_gateway_fuzz import schema_valid_refusal
 from gateway.app import create_app, runtime
 from gateway.openapi_docs import GatewayOpenAPI
-from tests.unit.test_gateway_fakes import FakePublisher, FakeScorer, claim_body, fake_settings
+from tests.unit.test_gateway_fakes import FakeStream, claim_body, fake_settings
 
 EXAMPLES_PER_OPERATION = 15
 API_KEY = "fuzz-key"
@@ -45,8 +45,8 @@ def bounded(examples: int) -> settings:
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[GatewayOpenAPI]:
-    app = create_app(fake_settings(tmp_path, max_batch=20), scorer=FakeScorer(),
-                     publisher=FakePublisher())
+    stream = FakeStream()
+    app = create_app(fake_settings(tmp_path, max_batch=20), producer=stream, board=stream.board)
     yield app
     runtime(app).close()
 
@@ -112,8 +112,9 @@ KEYS = st.sampled_from([None, API_KEY, "wrong", "x" * 300])
 
 
 def test_raw_bodies_never_cause_a_server_error(tmp_path: Path) -> None:
+    stream = FakeStream()
     app = create_app(fake_settings(tmp_path, api_key=API_KEY, max_batch=20),
-                     scorer=FakeScorer(), publisher=FakePublisher())
+                     producer=stream, board=stream.board)
     client: FlaskClient = app.test_client()
 
     @seed(11)
