@@ -12,10 +12,12 @@ on one event whatever its size.
 :class:`ReplyConsumer` feeds the board from a thread of its own, in every worker process:
 no consumer group, all partitions of the three topics assigned at their end when it starts
 (the gateway only needs what is decided from then on), ``read_committed`` (the worker's
-aborted transactions never answer anyone), and a short fetch wait so that a decision reaches
-its request within milliseconds of the worker's commit. Each worker process reads every
-decision, so a request waits in whichever worker it landed, whoever produced the claim.
-Messages nobody waits for cost a dictionary lookup of their key (decisions are not decoded).
+aborted transactions never answer anyone). A fetch is a long poll: the broker answers as
+soon as a committed decision is there (``fetch.min.bytes`` 1), so the wait
+(``fetch.wait.max.ms``) only bounds how often an idle consumer asks (500 ms; see
+docs/gateway.md for what 5 ms cost the broker). Each worker process reads every decision,
+so a request waits in whichever worker it landed, whoever produced the claim. Messages
+nobody waits for cost a dictionary lookup of their key (decisions are not decoded).
 
 Why not the outcome view: its consumer group splits the partitions between the workers (a
 decision may land in the other process), and it fetches in 100 ms / 1 MiB batches to keep the
@@ -172,7 +174,7 @@ class ReplyConsumer:
         bootstrap: str,
         topics: Sequence[str],
         deadletter_topic: str,
-        max_wait_ms: int = 5,
+        max_wait_ms: int = 500,
         stale_after_s: float = 15.0,
         backoff_s: tuple[float, float] = (0.5, 30.0),
         consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
@@ -234,7 +236,7 @@ class ReplyConsumer:
             consumer.assign(self._ends(consumer))
             logger.info("reply consumer reading %s from their ends", ", ".join(self._topics))
             while not self._stop.is_set():
-                for msg in consumer.consume(num_messages=1000, timeout=0.2):
+                for msg in self._poll(consumer):
                     err = msg.error()
                     if err is None:
                         route_reply(self._board, msg, self._deadletter_topic)
@@ -246,6 +248,15 @@ class ReplyConsumer:
                 consumer.close()
             except Exception:  # closing a failed consumer may fail too
                 logger.warning("reply consumer: closing the consumer failed", exc_info=True)
+
+    @staticmethod
+    def _poll(consumer: Consumer) -> list[Message]:
+        """What arrived, as soon as something did. (``consume(n, timeout)`` waits for ``n``
+        messages or the timeout: measured, every answer then waited the full 200 ms.)"""
+        first = consumer.poll(0.2)
+        if first is None:
+            return []
+        return [first, *consumer.consume(num_messages=999, timeout=0)]
 
     def _ends(self, consumer: Consumer) -> list[TopicPartition]:
         """Every partition of the reply topics at its current end (an explicit offset, not

@@ -58,9 +58,10 @@ class GatewaySettings(CommonSettings):
         "with a Location to poll (GET /api/v1/claims/<id>).",
     )
     reply_max_wait_ms: int = Field(
-        default=5, ge=1, le=1000,
-        description="The reply consumer's fetch wait (fetch.wait.max.ms): an idle fetch "
-        "returns after this long, a decision is returned as soon as it is committed.",
+        default=500, ge=1, le=5000,
+        description="The reply consumer's fetch wait (fetch.wait.max.ms): the broker answers "
+        "a fetch as soon as a decision is committed, or after this long with nothing "
+        "(it bounds the empty fetches of an idle gateway, not the latency).",
     )
     approved_topic: str = Field(default="claims.approved", description="Approved decisions.")
     investigate_topic: str = Field(

@@ -194,13 +194,16 @@ class FakeReplyConsumer:
             self.failures.pop()
             raise RuntimeError("broker went away")
 
-    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+    def poll(self, timeout: float) -> Any:
         if self.sent:
-            return []
+            return None
         self.sent = True
         message = FakeMessage(0, decision_json("R-1"))
         message.key = lambda: b"R-1"  # type: ignore[attr-defined]
-        return [message]
+        return message
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        return []
 
     def close(self) -> None:
         self.closed = True
