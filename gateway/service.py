@@ -139,7 +139,8 @@ class SubmissionService:
             self._settle_known(work, intake)
         # Decided while nobody here waited (a 202 earlier): keep the decision with the record.
         self.store.set_decisions([(cid, r.body) for cid, r in work.answers.items()
-                                  if r.body is not None and cid in known])
+                                  if r.body is not None and cid in known
+                                  and known[cid].decision_json is None])
         return work
 
     def _settle_known(self, work: _Work, intake: Intake) -> None:
