@@ -70,7 +70,8 @@ class Plan:
 PLANS = {
     True: Plan(warmup_s=2.0, fixed_seconds=3.0, max_seconds=3.0, concurrency=(8,),
                model_calls=200, deadline_s=420),
-    False: Plan(warmup_s=15.0, fixed_seconds=20.0, max_seconds=12.0, concurrency=(4, 8, 16, 32),
+    False: Plan(warmup_s=15.0, fixed_seconds=20.0, max_seconds=12.0,
+                concurrency=(8, 16, 32, 64),
                 model_calls=1000, deadline_s=900),
 }
 

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Worker processes [GATEWAY_WORKERS, 2].")
 @click.option("--threads", type=click.IntRange(1, 512), default=None,
-              help="Request threads per worker [GATEWAY_THREADS, 8].")
+              help="Request threads per worker [GATEWAY_THREADS, 32].")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def gateway(host: str | None, port: int | None, workers: int | None, threads: int | None,

@@ -29,9 +29,10 @@ class GatewaySettings(CommonSettings):
         "stores under CLAIMFLOW_HOME.",
     )
     threads: int = Field(
-        default=8, ge=1, le=512,
+        default=32, ge=1, le=512,
         description="Python threads running requests in each worker (granian's blocking threads; "
-        "each waits for the broker and the stream's decision, so more than the cores).",
+        "each waits for the broker and the stream's decision, so far more than the cores: "
+        "workers x threads caps the decisions waited for at once).",
     )
     api_key: SecretStr | None = Field(
         default=None,
