@@ -189,6 +189,9 @@ class SubmissionService:
             fresh = [i for i in wanted if i.claim_id not in now]
             again = [i for i in wanted if i.claim_id in now and not now[i.claim_id].produced
                      and i.claim_id not in work.answers]
+            for cid, stored in now.items():  # produced meanwhile by a concurrent request
+                if stored.position is not None and cid not in work.answers:
+                    self.board.locate(watches[cid], stored.position)
             if fresh:
                 now_ms = int(self._clock().timestamp() * 1000)
                 self.store.add_pending([(i.claim_id, i.fingerprint) for i in fresh], now_ms)

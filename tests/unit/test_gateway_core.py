@@ -387,6 +387,37 @@ def test_concurrent_submissions_of_one_claim_produce_it_once(tmp_path: Path) -> 
     close(service)
 
 
+def test_concurrent_submissions_of_a_refused_claim_all_get_its_dead_letter(
+    tmp_path: Path,
+) -> None:
+    """The requests that did not produce the claim watch the position the first one
+    recorded: the worker's dead letter answers them too (none waits for the deadline)."""
+    stream = SlowStream()
+    stream.reads_version, stream.silent = 2, True
+    service = make_service(tmp_path, stream, timeout_s=10)
+    intake = parse_claim(raw(), now=NOW)
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(service.submit([intake])))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    assert stream.entered.wait(10)
+    stream.release.set()
+    deadline = time.monotonic() + 10
+    while sum(len(w) for w in stream.board._by_position.values()) < 4:  # all located
+        assert time.monotonic() < deadline, "the waiting requests never learnt the position"
+        time.sleep(0.01)  # polling interval, bounded by the deadline
+    started = time.monotonic()
+    stream.answer_all()  # the worker dead-letters the claim (the model refuses v1)
+    for thread in threads:
+        thread.join(15)
+    assert time.monotonic() - started < 5
+    assert [r[0].dead_letter is not None for r in results] == [True] * 4
+    assert stream.claim_ids() == ["C-000001"]
+    assert service.lookup(intake.claim_id) is None  # not decided: the id is free
+    close(service)
+
+
 def test_key_locks_do_not_deadlock_on_overlapping_batches() -> None:
     locks = KeyLocks(stripes=4)
     done = []
