@@ -86,7 +86,7 @@ def claim_location(claim_id: str) -> str:
     return f"/api/v1/claims/{claim_id}"
 
 
-def pending_response(rt: GatewayRuntime, claim_id: str) -> Response:
+def pending_response(claim_id: str) -> Response:
     location = claim_location(claim_id)
     return json_response(Pending(claim_id=claim_id, location=location).model_dump(),
                          status=202, headers={"Location": location,
@@ -203,7 +203,7 @@ def build_api(rt: GatewayRuntime) -> APIBlueprint:
             intake = parse_claim(body, now=rt.clock())
         (result,) = submit([intake])
         if result.pending:
-            return pending_response(rt, result.claim_id)
+            return pending_response(result.claim_id)
         assert result.body is not None
         headers = {"Location": claim_location(result.claim_id)}
         if result.replayed:
@@ -302,7 +302,7 @@ def build_api(rt: GatewayRuntime) -> APIBlueprint:
             if stored is not None and stored.decision_json is not None:
                 body = stored.decision_json
             elif stored is not None and stored.produced:
-                return pending_response(rt, path.claim_id)
+                return pending_response(path.claim_id)
         if body is None:
             raise ProblemError(404, f"no decision for claim_id {path.claim_id}",
                                slug="unknown-claim", extra={"claim_id": path.claim_id})
