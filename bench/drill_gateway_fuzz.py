@@ -279,7 +279,10 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
     planned_minimum = 200 if smoke else 1000
     stack = ctx.stack
     topics = stack.create_topics(Topics.fresh("d6"), partitions=3)
-    gateway: Gateway = stack.start_gateway(topics, ctx.model.url,
+    # The scorer decides what the gateway produces (without one every valid claim is a 202).
+    group = f"d6-scorer-{uuid.uuid4().hex[:6]}"
+    scorer = stack.start_scorer("d6-scorer", topics, group, ctx.model.url)
+    gateway: Gateway = stack.start_gateway(topics,
                                            extra_env={"GATEWAY_API_KEY": API_KEY},
                                            name=f"d6-gateway-{uuid.uuid4().hex[:4]}")
     tally = Tally()
@@ -298,6 +301,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
     alive = gateway.process.alive()
     healthy = alive and gateway.ready()
     gateway.process.stop()
+    scorer.stop()
     checks = {
         "enough_requests": tally.total >= planned_minimum,
         "no_server_error": not tally.server_errors,

@@ -205,18 +205,19 @@ FIGURES: tuple[FigureSpec, ...] = (
         goal=Goal("<=", 100), failure_paths=STREAM_LATENCY_FAILURES,
     ),
     FigureSpec(
-        "gateway_p50", "Gateway single-claim POST p50 at 200 req/s (incl. model call)",
+        "gateway_p50",
+        "Gateway single-claim POST p50 at 200 req/s (decided by the stream worker)",
         "gateway", ("latency.p50_ms",), "ms", "lower",
         anchor=AnchorSpec("model service /score p50, called directly", "gateway",
                           ("model_call.p50_ms",)),
-        goal=Goal("<=", 5), failure_paths=GATEWAY_LATENCY_FAILURES,
+        goal=Goal("<=", 50), failure_paths=GATEWAY_LATENCY_FAILURES,
     ),
     FigureSpec(
         "gateway_p99", "Gateway single-claim POST p99 at 200 req/s", "gateway",
         ("latency.p99_ms",), "ms", "lower",
         anchor=AnchorSpec("model service /score p99, called directly", "gateway",
                           ("model_call.p99_ms",)),
-        goal=Goal("<=", 20), failure_paths=GATEWAY_LATENCY_FAILURES,
+        goal=Goal("<=", 150), failure_paths=GATEWAY_LATENCY_FAILURES,
     ),
     FigureSpec(
         "gateway_max", "Gateway maximum single-claim req/s", "gateway",

@@ -563,12 +563,16 @@ class Stack:
                               extra_env)
         return self.spawn(name, "score", env=env)
 
-    def start_gateway(self, topics: Topics, model_url: str, *, name: str = "gateway",
+    def start_gateway(self, topics: Topics, *, name: str = "gateway",
                       extra_env: Mapping[str, str] | None = None,
                       timeout_s: float = 120.0) -> Gateway:
+        """The gateway on ``topics``: it produces claims to ``topics.claims`` and answers with
+        the decisions a scorer on those topics publishes (start one: the gateway does not
+        call the model service)."""
         port = free_port()
         env = {
-            "GATEWAY_MODEL_URL": model_url,
+            "GATEWAY_CLAIMS_TOPIC": topics.claims,
+            "GATEWAY_DEADLETTER_TOPIC": topics.deadletter,
             "GATEWAY_APPROVED_TOPIC": topics.approved,
             "GATEWAY_INVESTIGATE_TOPIC": topics.investigate,
             "GATEWAY_VIEW_GROUP_ID": f"view-{uuid.uuid4().hex[:8]}",

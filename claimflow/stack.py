@@ -344,7 +344,6 @@ def child_env(
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "CLAIMFLOW_HOME": str(settings.home),
         "SCORER_MODEL_URL": model_url(settings),
-        "GATEWAY_MODEL_URL": model_url(settings),
         # The summary process reads the ports from its own StackSettings.
         "STACK_HOST": settings.host,
         "STACK_GATEWAY_PORT": str(settings.gateway_port),

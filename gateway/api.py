@@ -7,8 +7,6 @@ raised as :class:`ProblemError` and rendered by ``gateway.problems``.
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
@@ -24,12 +22,14 @@ from gateway.api_models import (
     CsvResult,
     OutcomePage,
     OutcomeQuery,
+    Pending,
     Stats,
     StatsQuery,
     SubmitResult,
     csv_body_schema,
 )
 from gateway.auth import require_key
+from gateway.claim_producer import PublishUnavailable
 from gateway.csv_claims import CsvFileError, CsvLine, parse_csv
 from gateway.intake import (
     BATCH_KEY,
@@ -43,26 +43,19 @@ from gateway.openapi_docs import (
     CLAIM_BATCH_REF,
     CLAIM_SUBMISSION_REF,
     DECISION_REF,
+    PENDING_REF,
+    SUBMIT_RESULT_REF,
     problem_responses,
 )
 from gateway.problems import ProblemError
-from gateway.publisher import PublishUnavailable
 from gateway.runtime import GatewayRuntime
-from gateway.service import (
-    ClaimConflictError,
-    ScoringMismatchError,
-    Submitted,
-    UnsupportedVersionError,
-)
-from schemas import Decision
+from gateway.service import ClaimConflictError, Submitted
 from schemas.common import FieldError
-from scorer.client import ModelServiceError, ModelUnavailable
 
 logger = logging.getLogger(__name__)
 
 JSON_TYPES: Final = ("application/json",)
 CSV_TYPES: Final = ("text/csv", "application/csv")
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 class ClaimLookupConverter(BaseConverter):
     """A claim_id in the lookup path, except the submission routes' own names: otherwise
@@ -83,16 +76,21 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
                     headers=headers)
 
 
-def decision_fragment(decision: Decision) -> orjson.Fragment:
-    # The contract's own serializer (what is published), spliced in without a dict round trip.
-    return orjson.Fragment(decision.to_json())
+def decision_fragment(result: Submitted) -> orjson.Fragment:
+    # The decision's JSON as the stream published it, spliced in without a dict round trip.
+    assert result.body is not None
+    return orjson.Fragment(result.body)
 
 
-def request_id() -> str:
-    """The caller's X-Request-ID when it is a plain token, else a fresh one (it ends up in
-    published decisions and logs, so it is never taken verbatim)."""
-    given = request.headers.get("X-Request-ID", "")
-    return given if REQUEST_ID.match(given) else uuid.uuid4().hex
+def claim_location(claim_id: str) -> str:
+    return f"/api/v1/claims/{claim_id}"
+
+
+def pending_response(claim_id: str) -> Response:
+    location = claim_location(claim_id)
+    return json_response(Pending(claim_id=claim_id, location=location).model_dump(),
+                         status=202, headers={"Location": location,
+                                              "Retry-After": "1"})
 
 
 def require_content_type(accepted: Sequence[str]) -> None:
@@ -105,32 +103,27 @@ def require_content_type(accepted: Sequence[str]) -> None:
 
 @contextmanager
 def upstream_errors(rt: GatewayRuntime) -> Iterator[None]:
-    """Map what the model service and the broker do to HTTP answers."""
+    """Map what the broker does to HTTP answers."""
     retry = {"Retry-After": str(rt.settings.retry_after_s)}
     try:
         yield
-    except ModelUnavailable as exc:
-        rt.metrics.unavailable.labels("model").inc()
-        logger.warning("model service unavailable: %s", exc)
-        raise ProblemError(503, "the model service is unavailable; retry later",
-                           slug="model-unavailable", headers=retry) from exc
     except PublishUnavailable as exc:
         rt.metrics.unavailable.labels("broker").inc()
-        logger.warning("publish failed: %s", exc)
-        raise ProblemError(503, "the decision could not be published; retry later (the same "
-                           "decision will be returned)", slug="broker-unavailable",
+        logger.warning("produce failed: %s", exc)
+        raise ProblemError(503, "the claim could not be handed to the stream; retry later "
+                           "(the same claim_id is decided once)", slug="broker-unavailable",
                            headers=retry) from exc
-    except (ModelServiceError, ScoringMismatchError) as exc:
-        logger.error("model service answered something unusable: %s", exc)
-        raise ProblemError(502, "the model service gave an unusable answer",
-                           slug="bad-model-answer") from exc
 
 
-def count_decisions(rt: GatewayRuntime, results: Sequence[Submitted]) -> None:
+def count_results(rt: GatewayRuntime, results: Sequence[Submitted]) -> None:
     for result in results:
         if result.decision is not None:
             rt.metrics.decisions.labels(result.decision.decision,
                                         "true" if result.replayed else "false").inc()
+        elif result.pending:
+            rt.metrics.undecided.labels("timeout").inc()
+        elif result.dead_letter is not None:
+            rt.metrics.undecided.labels("dead_letter").inc()
 
 
 def read_body(accepted: Sequence[str]) -> bytes:
@@ -160,85 +153,100 @@ def build_api(rt: GatewayRuntime) -> APIBlueprint:
 
     def submit(intakes: list[Intake], on_conflict: Any = "raise",
                where: Callable[[int], list[str | int]] = lambda _: []) -> list[Submitted]:
-        """``where(i)``: the path of the i-th claim in the body (``claims.3`` in a batch)."""
+        """``where(i)``: the path of the i-th claim in the body (``claims.3`` in a batch).
+        With ``on_conflict="raise"`` conflicts are a 409 and dead letters a 422; with
+        ``"report"`` (CSV) they stay in the results, one per line."""
         with upstream_errors(rt):
             try:
-                results = rt.service.submit(intakes, request_id(), on_conflict)
+                results = rt.service.submit(intakes, on_conflict)
             except ClaimConflictError as exc:
-                raise ProblemError(
-                    409, str(exc), slug="conflict", title="claim_id already used",
-                    extra={"claim_ids": exc.claim_ids},
-                ) from exc
-            except UnsupportedVersionError as exc:
-                raise ProblemError(
-                    422, "the served model does not score claims of this contract version",
-                    slug="unsupported-version", title="Unsupported claim version",
-                    errors=version_errors(intakes, exc.refusals, where),
-                ) from exc
-        count_decisions(rt, results)
+                raise conflict_problem(exc.claim_ids) from exc
+        count_results(rt, results)
+        if on_conflict == "raise":
+            late = list(dict.fromkeys(r.claim_id for r in results if r.conflict))
+            if late:  # decided on the stream for another payload while this one was in flight
+                rt.metrics.undecided.labels("conflict").inc(len(late))
+                raise conflict_problem(late)
+            if any(r.dead_letter is not None for r in results):
+                raise dead_letter_problem(intakes, results, where)
         return results
 
     @api.post(
         "/claims", tags=[SUBMIT_TAG], security=submit_security,
         operation_id="submit_claim",
         responses={
-            200: {"description": "Already decided: the first decision (nothing republished).",
+            200: {"description": "Already decided: the first decision (nothing produced "
+                  "again).",
                   "content": {"application/json": {"schema": DECISION_REF}}},
-            201: {"description": "Decided now and published to the outcome topic.",
+            201: {"description": "Produced to the claims topic and decided by the stream now.",
                   "content": {"application/json": {"schema": DECISION_REF}}},
-            **problem_responses(400, 401, 409, 413, 415, 422, 502, 503),
+            202: {"description": "Produced to the claims topic, not decided within "
+                  "GATEWAY_DECISION_TIMEOUT_S: poll the Location.",
+                  "headers": {"Location": {"schema": {"type": "string"}}},
+                  "content": {"application/json": {"schema": PENDING_REF}}},
+            **problem_responses(400, 401, 409, 413, 415, 422, 503),
         },
         openapi_extensions={"requestBody": {
             "required": True, "content": {"application/json": {"schema": CLAIM_SUBMISSION_REF}},
         }},
     )
     def submit_claim() -> Response:
-        """Score one claim and publish its decision.
+        """Hand one claim to the stream and answer with the stream's decision.
 
-        Idempotent on claim_id: the same claim again returns its first decision (200);
-        another claim under a used claim_id is a 409.
+        Idempotent on claim_id, whichever path the claim came in on: the same claim again
+        returns its first decision (200); another claim under a used claim_id is a 409. No
+        decision within GATEWAY_DECISION_TIMEOUT_S: 202 with a Location to poll.
         """
         submit_key()
         body = read_body(JSON_TYPES)
         with intake_errors():
             intake = parse_claim(body, now=rt.clock())
         (result,) = submit([intake])
-        assert result.decision is not None
-        headers = {"Location": f"/api/v1/claims/{result.claim_id}"}
+        if result.pending:
+            return pending_response(result.claim_id)
+        assert result.body is not None
+        headers = {"Location": claim_location(result.claim_id)}
         if result.replayed:
             headers["Idempotent-Replayed"] = "true"
-        return Response(result.decision.to_json(), status=200 if result.replayed else 201,
+        return Response(result.body, status=200 if result.replayed else 201,
                         mimetype="application/json", headers=headers)
 
     @api.post(
         "/claims/batch", tags=[SUBMIT_TAG], security=submit_security,
         operation_id="submit_batch",
         responses={200: SubmitResult,
-                   **problem_responses(400, 401, 409, 413, 415, 422, 502, 503)},
+                   202: {"description": "Some claims were not decided within "
+                         "GATEWAY_DECISION_TIMEOUT_S: `pending` lists them (poll each).",
+                         "content": {"application/json": {"schema": SUBMIT_RESULT_REF}}},
+                   **problem_responses(400, 401, 409, 413, 415, 422, 503)},
         openapi_extensions={"requestBody": {
             "required": True, "content": {"application/json": {"schema": CLAIM_BATCH_REF}},
         }},
     )
     def submit_batch() -> Response:
-        """Score up to GATEWAY_MAX_BATCH claims in one call.
+        """Hand up to GATEWAY_MAX_BATCH claims to the stream; answer with its decisions.
 
         All claims must be valid (else 422 with paths like claims.3.patient_age); a used
-        claim_id with different content fails the whole batch (409) before anything is scored.
+        claim_id with different content fails the whole batch (409) before anything is
+        produced. Claims the stream sets aside make the answer a 422 (the others are
+        decided: resubmitting them replays). Claims undecided by the deadline: 202.
         """
         submit_key()
         body = read_body(JSON_TYPES)
         with intake_errors():
             intakes = parse_batch(body, now=rt.clock(), max_batch=settings.max_batch)
         results = submit(intakes, where=lambda i: [BATCH_KEY, i])
+        pending = list(dict.fromkeys(r.claim_id for r in results if r.pending))
         return json_response({
-            "decisions": [decision_fragment(r.decision) for r in results if r.decision],
+            "decisions": [decision_fragment(r) for r in results if r.decision],
             "replayed": list(dict.fromkeys(r.claim_id for r in results if r.replayed)),
-        })
+            "pending": pending,
+        }, status=202 if pending else 200)
 
     @api.post(
         "/claims/csv", tags=[SUBMIT_TAG], security=submit_security,
         operation_id="submit_csv",
-        responses={200: CsvResult, **problem_responses(401, 413, 415, 422, 502, 503)},
+        responses={200: CsvResult, **problem_responses(401, 413, 415, 422, 503)},
         openapi_extensions={"requestBody": {
             "required": True,
             "content": {"text/csv": {"schema": csv_body_schema(settings.max_batch)}},
@@ -248,7 +256,8 @@ def build_api(rt: GatewayRuntime) -> APIBlueprint:
         }},
     )
     def submit_csv() -> Response:
-        """Score the claims of a CSV file; each data line gets its decision or its error."""
+        """Hand the claims of a CSV file to the stream; each data line gets its decision,
+        its error, or `pending` (undecided by the deadline)."""
         submit_key()
         body = read_body(CSV_TYPES)
         try:
@@ -280,16 +289,22 @@ def build_api(rt: GatewayRuntime) -> APIBlueprint:
         operation_id="get_claim",
         responses={200: {"description": "The claim's decision.",
                          "content": {"application/json": {"schema": DECISION_REF}}},
+                   202: {"description": "Submitted here and handed to the stream, not "
+                         "decided yet: poll again.",
+                         "content": {"application/json": {"schema": PENDING_REF}}},
                    **problem_responses(401, 404, 422)},
     )
     def get_claim(path: ClaimPath) -> Response:
-        """The decision for one claim: from the outcome view, or this gateway's own record."""
+        """The decision for one claim: from the outcome view, or the one this gateway
+        received for a submission; 202 while a submitted claim is still undecided."""
         read_key()
         body = rt.outcomes.get(path.claim_id)
         if body is None:
             stored = rt.service.lookup(path.claim_id)
-            if stored is not None and stored.published:
+            if stored is not None and stored.decision_json is not None:
                 body = stored.decision_json
+            elif stored is not None and stored.produced:
+                return pending_response(path.claim_id)
         if body is None:
             raise ProblemError(404, f"no decision for claim_id {path.claim_id}",
                                slug="unknown-claim", extra={"claim_id": path.claim_id})
@@ -323,15 +338,41 @@ def intake_errors() -> Iterator[None]:
                            title="Contract violation", errors=exc.errors) from exc
 
 
-def version_errors(
-    intakes: Sequence[Intake], refusals: dict[str, str], where: Callable[[int], list[str | int]]
-) -> list[FieldError]:
-    """One error per refused claim, at its ``schema_version``."""
-    return [
-        {"loc": [*where(index), "schema_version"],
-         "type": "unsupported_version", "msg": refusals[intake.claim_id]}
-        for index, intake in enumerate(intakes) if intake.claim_id in refusals
-    ]
+def conflict_problem(claim_ids: Sequence[str]) -> ProblemError:
+    return ProblemError(
+        409, f"claim_id already used for a different claim: {', '.join(claim_ids)}",
+        slug="conflict", title="claim_id already used", extra={"claim_ids": list(claim_ids)},
+    )
+
+
+def dead_letter_problem(intakes: Sequence[Intake], results: Sequence[Submitted],
+                        where: Callable[[int], list[str | int]]) -> ProblemError:
+    """A 422 for claims the stream set aside: ``unsupported-version`` when the served model
+    refused them all (at each claim's ``schema_version``, as before the stream decided),
+    ``dead-lettered`` otherwise, with the worker's reason."""
+    errors = dead_letter_errors(intakes, results, where)
+    if all(e["type"] == "unsupported_version" for e in errors):
+        return ProblemError(
+            422, "the served model does not score claims of this contract version",
+            slug="unsupported-version", title="Unsupported claim version", errors=errors)
+    return ProblemError(
+        422, "the stream worker set the claim aside (dead letter); see errors",
+        slug="dead-lettered", title="Claim set aside by the stream", errors=errors)
+
+
+def dead_letter_errors(intakes: Sequence[Intake], results: Sequence[Submitted],
+                       where: Callable[[int], list[str | int]]) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for index, (intake, result) in enumerate(zip(intakes, results, strict=True)):
+        letter = result.dead_letter
+        if letter is None:
+            continue
+        loc = [*where(index)]
+        if letter.error_kind == "unsupported_version":
+            loc.append("schema_version")
+        errors.append({"loc": loc, "type": letter.error_kind, "msg": letter.error})
+        del intake  # the claim's place in the body is all that is needed
+    return errors
 
 
 def csv_answer(lines: Sequence[CsvLine], results: Sequence[Submitted]) -> dict[str, Any]:
@@ -339,12 +380,18 @@ def csv_answer(lines: Sequence[CsvLine], results: Sequence[Submitted]) -> dict[s
     rows: list[dict[str, Any]] = []
     for line in lines:
         row: dict[str, Any] = {"line": line.line, "claim_id": line.claim_id,
-                               "decision": None, "replayed": False, "error": line.error}
+                               "decision": None, "replayed": False, "pending": False,
+                               "error": line.error}
         result = by_id.get(line.claim_id or "") if line.intake is not None else None
         if result is not None and result.conflict:
             row["error"] = f"claim_id {result.claim_id} was already used for a different claim"
+        elif result is not None and result.dead_letter is not None:
+            letter = result.dead_letter
+            row["error"] = f"set aside by the stream ({letter.error_kind}): {letter.error}"
+        elif result is not None and result.pending:
+            row["pending"] = True
         elif result is not None and result.decision is not None:
-            row["decision"] = decision_fragment(result.decision)
+            row["decision"] = decision_fragment(result)
             row["replayed"] = result.replayed
         rows.append(row)
     rejected = sum(1 for row in rows if row["error"] is not None)

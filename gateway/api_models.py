@@ -48,13 +48,27 @@ class StatsQuery(_Params):
 
 
 class SubmitResult(BaseModel):
-    """Answer to a batch or CSV submission: each claim's decision, in request order."""
+    """Answer to a batch submission: each decided claim's decision, in request order."""
 
     decisions: list[Decision]
     replayed: list[str] = Field(
         description="claim_ids that were already decided: their first decision is returned "
-        "and nothing was published again."
+        "and nothing was produced again."
     )
+    pending: list[str] = Field(
+        default_factory=list,
+        description="claim_ids produced to the stream but not decided within "
+        "GATEWAY_DECISION_TIMEOUT_S (the answer is then 202): poll "
+        "GET /api/v1/claims/{claim_id}.",
+    )
+
+
+class Pending(BaseModel):
+    """A claim handed to the stream and not decided yet: poll ``location``."""
+
+    claim_id: str
+    status: Literal["pending"] = "pending"
+    location: str = Field(description="Where its decision will be: GET it until 200.")
 
 
 class OutcomeItem(BaseModel):
@@ -106,6 +120,9 @@ class CsvRow(BaseModel):
     claim_id: str | None = None
     decision: Decision | None = None
     replayed: bool = False
+    pending: bool = Field(
+        default=False, description="Produced to the stream, not decided within "
+        "GATEWAY_DECISION_TIMEOUT_S: poll GET /api/v1/claims/{claim_id}.")
     error: str | None = None
 
 

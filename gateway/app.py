@@ -1,10 +1,9 @@
 """The Flask application factory.
 
-``create_app(settings)`` builds the real parts from the settings (model-service client,
-Kafka publisher, SQLite stores, outcome-view consumer); tests and benchmarks may inject
-their own scorer and publisher. Building the app starts nothing: call
-``runtime(app).start()`` to run the outcome view's consumer and ``runtime(app).close()``
-at the end.
+``create_app(settings)`` builds the real parts from the settings (Kafka claim producer,
+reply consumer, SQLite stores, outcome-view consumer); tests may inject their own producer
+and reply board (and leave the consumers out). Building the app starts nothing: call
+``runtime(app).start()`` to run the consumers and ``runtime(app).close()`` at the end.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from flask_openapi3.models.tag import Tag
 
 from gateway.api import build_api, json_response
 from gateway.api_models import Health, Readiness
-from gateway.coalesce import CoalescingScorer
+from gateway.claim_producer import ClaimProducer, KafkaClaimProducer
 from gateway.dispositions import KafkaLabelPublisher, LabelPublisher, build_dispositions_api
 from gateway.idempotency import SubmissionStore
 from gateway.locks import KeyLocks
@@ -27,10 +26,10 @@ from gateway.openapi_docs import GatewayOpenAPI
 from gateway.outcome_consumer import OutcomeConsumer
 from gateway.outcome_store import OutcomeStore
 from gateway.problems import from_query_validation, register_error_handlers
-from gateway.publisher import DecisionPublisher, KafkaDecisionPublisher
-from gateway.readiness import ReadinessProbe
+from gateway.readiness import Fresh, ReadinessProbe
+from gateway.replies import ReplyBoard, ReplyConsumer
 from gateway.runtime import GatewayRuntime
-from gateway.service import Scorer, SubmissionService
+from gateway.service import SubmissionService
 from gateway.settings import GatewaySettings
 from gateway.web import build_web
 
@@ -43,25 +42,19 @@ OPS_TAG = Tag(name="operations", description="Health, readiness, metrics.")
 def create_app(
     settings: GatewaySettings,
     *,
-    scorer: Scorer | None = None,
-    publisher: DecisionPublisher | None = None,
+    producer: ClaimProducer | None = None,
+    board: ReplyBoard | None = None,
     metrics: GatewayMetrics | None = None,
     labels: LabelPublisher | None = None,
 ) -> GatewayOpenAPI:
-    if scorer is None:
-        from scorer.client import ModelClient  # imported only when the real client is wanted
-
-        scorer = ModelClient(settings.model_url, timeout_s=settings.model_timeout_s)
-        if settings.model_batch_max > 1:
-            scorer = CoalescingScorer(scorer, settings.model_batch_max, settings.model_callers,
-                                      wait_timeout_s=settings.model_timeout_s * 3)
-    if publisher is None:
-        publisher = KafkaDecisionPublisher(
-            settings.kafka_bootstrap_servers, settings.outcome_topics,
+    """``board``: given, no reply consumer is built (a test feeds the board itself)."""
+    if producer is None:
+        producer = KafkaClaimProducer(
+            settings.kafka_bootstrap_servers, settings.claims_topic, settings.reply_topics,
             timeout_s=settings.publish_timeout_s,
         )
     metrics = metrics or GatewayMetrics(cache_s=settings.metrics_cache_s)
-    rt = build_runtime(settings, scorer, publisher, metrics)
+    rt = build_runtime(settings, producer, board, metrics)
     rt.labels = labels or KafkaLabelPublisher(
         settings.kafka_bootstrap_servers, settings.labels_topic, settings.publish_timeout_s)
 
@@ -96,13 +89,21 @@ def create_app(
 
 
 def build_runtime(
-    settings: GatewaySettings, scorer: Scorer, publisher: DecisionPublisher,
+    settings: GatewaySettings, producer: ClaimProducer, board: ReplyBoard | None,
     metrics: GatewayMetrics,
 ) -> GatewayRuntime:
     store = SubmissionStore(settings.submissions_db, settings.db_synchronous)
     outcomes = OutcomeStore(settings.outcomes_db, settings.db_synchronous)
-    service = SubmissionService(scorer, publisher, store, settings.topic_for,
-                                settings.publish_timeout_s,
+    replies = None
+    if board is None:
+        board = ReplyBoard()
+        replies = ReplyConsumer(
+            board, settings.kafka_bootstrap_servers, settings.reply_topics,
+            settings.deadletter_topic, max_wait_ms=settings.reply_max_wait_ms,
+            stale_after_s=settings.view_stale_s,
+        )
+    service = SubmissionService(producer, store, outcomes, board, settings.publish_timeout_s,
+                                settings.decision_timeout_s,
                                 locks=KeyLocks(lock_path=settings.submissions_lock))
     consumer = None
     if settings.view_enabled:
@@ -111,9 +112,14 @@ def build_runtime(
             settings.view_group_id, on_stored=metrics.on_view_stored,
             stale_after_s=settings.view_stale_s, labels_topic=settings.labels_topic,
         )
-    readiness = ReadinessProbe(scorer, publisher, consumer, settings.ready_cache_s)
-    return GatewayRuntime(settings, scorer, publisher, service, outcomes, metrics, readiness,
-                          consumer)
+    watched: dict[str, Fresh] = {}
+    if replies is not None:
+        watched["replies"] = replies
+    if consumer is not None:
+        watched["outcome_view"] = consumer
+    readiness = ReadinessProbe(producer, watched, settings.ready_cache_s)
+    return GatewayRuntime(settings, producer, service, outcomes, metrics, readiness,
+                          consumer=consumer, replies=replies)
 
 
 def runtime(app: Flask) -> GatewayRuntime:
@@ -131,8 +137,9 @@ def register_ops(app: GatewayOpenAPI, rt: GatewayRuntime) -> None:
     @app.get("/readyz", tags=[OPS_TAG], operation_id="readyz",
              responses={200: Readiness, 503: Readiness})
     def readyz() -> Response:
-        """Readiness: the model service is ready, the broker has the outcome topics and the
-        outcome view is current. Checked at most every GATEWAY_READY_CACHE_S."""
+        """Readiness: the broker answers and has the claims, outcome and dead-letter topics
+        (checked at most every GATEWAY_READY_CACHE_S); the reply consumer and the outcome
+        view are current."""
         result = rt.readiness.check()
         return json_response({"ready": result.ready, "checks": result.checks},
                              status=200 if result.ready else 503)

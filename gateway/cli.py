@@ -6,8 +6,9 @@ gateway's Python time at 200 req/s: with granian the same benchmark went from p5
 53 ms to 4.3 / 15 ms and from ~330 to ~510-550 req/s (docs/gateway.md).
 
 granian runs the app in ``GATEWAY_WORKERS`` processes it forks from this one (one per core:
-the GIL lets one process use one core). The app and its runtime (Kafka producer, outcome-view
-consumer, stores) are built in each worker, after the fork, and closed when the worker exits.
+the GIL lets one process use one core). The app and its runtime (Kafka producer, reply and
+outcome-view consumers, stores) are built in each worker, after the fork, and closed when
+the worker exits.
 The workers share the stores under CLAIMFLOW_HOME (claim_id locks across processes: see
 :mod:`gateway.locks`), the outcome view's consumer group (the partitions are split between
 them), and a folder of Prometheus value files, so ``/metrics`` from any worker adds up all.
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Worker processes [GATEWAY_WORKERS, 2].")
 @click.option("--threads", type=click.IntRange(1, 512), default=None,
-              help="Request threads per worker [GATEWAY_THREADS, 8].")
+              help="Request threads per worker [GATEWAY_THREADS, 32].")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def gateway(host: str | None, port: int | None, workers: int | None, threads: int | None,
@@ -82,9 +83,9 @@ def gateway(host: str | None, port: int | None, workers: int | None, threads: in
     )
     click.echo(f"gateway listening on http://{settings.host}:{bound_port}/ "
                f"(API docs: /docs/swagger)", err=True)
-    logger.info("gateway on %s:%s, %d workers x %d threads, model %s, broker %s", settings.host,
-                bound_port, settings.workers, settings.threads, settings.model_url,
-                settings.kafka_bootstrap_servers)
+    logger.info("gateway on %s:%s, %d workers x %d threads, claims to %s, broker %s",
+                settings.host, bound_port, settings.workers, settings.threads,
+                settings.claims_topic, settings.kafka_bootstrap_servers)
     metrics_dir = Path(tempfile.mkdtemp(prefix="claimflow-gateway-metrics-"))
     # prometheus_client picks its storage when first imported: the workers import it after
     # the fork, with this set, and keep their values in files there that /metrics sums up.

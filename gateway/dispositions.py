@@ -140,8 +140,8 @@ def find_decision(rt: GatewayRuntime, claim_id: str) -> Decision | None:
     body = rt.outcomes.get(claim_id)
     if body is None:
         stored = rt.service.lookup(claim_id)
-        if stored is not None and stored.published:
-            body = stored.decision_json
+        if stored is not None:
+            body = stored.decision_json  # None until the stream's decision was seen
     return Decision.from_json(body) if body is not None else None
 
 

@@ -1,10 +1,18 @@
-"""The gateway's memory of what it decided: one row per submitted claim_id (SQLite).
+"""The gateway's memory of what was submitted: one row per claim_id (SQLite).
 
-A row is written *before* its decision is published (``published = 0``) and marked once the
-broker confirmed delivery. A resubmission of a claim whose publication was never confirmed
-publishes the stored decision again instead of scoring anew, so a client that retries after
-a 503 gets the decision that is (or will be) on the topic. The file lives under
-CLAIMFLOW_HOME, so idempotency survives restarts.
+A row is written *before* its claim is produced (no position yet), gets the claim's
+position once the broker confirmed it, and the stream's decision once that arrived. So:
+
+- a resubmission of a claim whose produce was never confirmed produces it again (the client
+  that got a 503 retries; the claim was either never stored by the broker or, in the one
+  window documented in docs/gateway.md, is stored twice);
+- a resubmission of a claim produced but not yet decided waits for the same decision;
+- a resubmission of a decided claim gets the stored decision at once;
+- a different claim under a stored claim_id is a conflict.
+
+A claim that the stream dead-lettered is forgotten (its row deleted): nothing was decided, so
+the same claim_id may be submitted again, e.g. once a model that reads it is champion. The
+file lives under CLAIMFLOW_HOME, so idempotency survives restarts.
 """
 
 from __future__ import annotations
@@ -15,15 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from gateway.claim_producer import Position
 from gateway.sqlite_util import BackgroundCheckpointer, connect
-from schemas import Decision
 
+# A new table name: the previous design's ``submissions`` table held gateway-made decisions.
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS submissions (
+CREATE TABLE IF NOT EXISTS submitted (
     claim_id     TEXT PRIMARY KEY,
     fingerprint  TEXT NOT NULL,
-    decision     BLOB NOT NULL,
-    published    INTEGER NOT NULL DEFAULT 0,
+    topic        TEXT,
+    partition    INTEGER,
+    "offset"     INTEGER,
+    decision     BLOB,
     created_ms   INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
@@ -35,11 +46,12 @@ CHUNK = 500
 class StoredSubmission:
     claim_id: str
     fingerprint: str
-    decision_json: bytes
-    published: bool
+    position: Position | None  # None: the broker never confirmed the claim
+    decision_json: bytes | None  # None: the stream's decision was not seen yet
 
-    def decision(self) -> Decision:
-        return Decision.from_json(self.decision_json)
+    @property
+    def produced(self) -> bool:
+        return self.position is not None
 
 
 class SubmissionStore:
@@ -59,39 +71,46 @@ class SubmissionStore:
             for start in range(0, len(ids), CHUNK):
                 chunk = ids[start:start + CHUNK]
                 marks = ",".join("?" * len(chunk))  # placeholders only; values are bound
-                sql = f"SELECT claim_id, fingerprint, decision, published FROM submissions WHERE claim_id IN ({marks})"  # noqa: E501, S608
-                rows = self._conn.execute(sql, chunk).fetchall()
-                for claim_id, fp, decision, published in rows:
-                    found[claim_id] = StoredSubmission(claim_id, fp, bytes(decision),
-                                                       bool(published))
+                sql = ('SELECT claim_id, fingerprint, topic, partition, "offset", decision '  # noqa: S608
+                       f"FROM submitted WHERE claim_id IN ({marks})")
+                for cid, fp, topic, partition, offset, decision in \
+                        self._conn.execute(sql, chunk).fetchall():
+                    position = None if topic is None else Position(topic, partition, offset)
+                    found[cid] = StoredSubmission(
+                        cid, fp, position, None if decision is None else bytes(decision))
         return found
 
     def get(self, claim_id: str) -> StoredSubmission | None:
         return self.get_many([claim_id]).get(claim_id)
 
-    def add_pending(self, rows: Sequence[tuple[str, str, bytes]], now_ms: int) -> None:
-        """Insert (claim_id, fingerprint, decision JSON) rows not yet published."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(
-                    "INSERT INTO submissions (claim_id, fingerprint, decision, published, "
-                    "created_ms) VALUES (?, ?, ?, 0, ?)",
-                    [(cid, fp, decision, now_ms) for cid, fp, decision in rows],
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def add_pending(self, rows: Sequence[tuple[str, str]], now_ms: int) -> None:
+        """Insert (claim_id, fingerprint) rows of claims about to be produced."""
+        self._write("INSERT INTO submitted (claim_id, fingerprint, created_ms) VALUES (?, ?, ?)",
+                    [(cid, fp, now_ms) for cid, fp in rows])
 
-    def mark_published(self, claim_ids: Sequence[str]) -> None:
+    def mark_produced(self, rows: Sequence[tuple[str, Position]]) -> None:
+        self._write('UPDATE submitted SET topic = ?, partition = ?, "offset" = ? '
+                    "WHERE claim_id = ?",
+                    [(p.topic, p.partition, p.offset, cid) for cid, p in rows])
+
+    def set_decisions(self, rows: Sequence[tuple[str, bytes]]) -> None:
+        """The stream's decisions (the first one seen stays)."""
+        self._write("UPDATE submitted SET decision = ? WHERE claim_id = ? AND decision IS NULL",
+                    [(body, cid) for cid, body in rows])
+
+    def forget(self, claim_ids: Sequence[str]) -> None:
+        """Undecided claims that the stream set aside (dead letter) or decided for another
+        payload first: the id is free again, or belongs to the stream's claim."""
+        self._write("DELETE FROM submitted WHERE claim_id = ? AND decision IS NULL",
+                    [(cid,) for cid in claim_ids])
+
+    def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+        if not rows:
+            return
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.executemany(
-                    "UPDATE submissions SET published = 1 WHERE claim_id = ?",
-                    [(cid,) for cid in claim_ids],
-                )
+                self._conn.executemany(sql, rows)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
@@ -99,7 +118,7 @@ class SubmissionStore:
 
     def count(self) -> int:
         with self._lock:
-            (n,) = self._conn.execute("SELECT count(*) FROM submissions").fetchone()
+            (n,) = self._conn.execute("SELECT count(*) FROM submitted").fetchone()
         return int(n)
 
     def close(self) -> None:

@@ -61,10 +61,16 @@ class Intake:
 
     claim: Claim | ClaimV2
     fingerprint: str
+    server_filled: tuple[str, ...] = ()  # fields the server filled in (not fingerprinted)
 
     @property
     def claim_id(self) -> str:
         return self.claim.claim_id
+
+    def same_claim(self, other: Claim | ClaimV2) -> bool:
+        """``other`` (e.g. a claim the stream decided under this claim_id) is this claim, by
+        the fields the client sent."""
+        return fingerprint(other, self.server_filled) == self.fingerprint
 
 
 def new_claim_id() -> str:
@@ -118,7 +124,7 @@ def claim_from_object(
         raise InvalidSubmissionError(
             [{**err, "loc": [*loc, *err["loc"]]} for err in exc.errors]
         ) from exc
-    return Intake(claim, fingerprint(claim, filled))
+    return Intake(claim, fingerprint(claim, filled), tuple(filled))
 
 
 def integral_floats_as_ints(obj: dict[str, Any]) -> dict[str, Any]:

@@ -46,8 +46,14 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.decisions = Counter(
-            "gateway_decisions", "Claims decided through the gateway.", ["decision", "replayed"],
+            "gateway_decisions", "Stream decisions returned to gateway clients.",
+            ["decision", "replayed"],
             registry=self.registry,
+        )
+        self.undecided = Counter(
+            "gateway_undecided", "Submitted claims answered without a decision: no decision "
+            "by the deadline (202), dead-lettered by the stream, or decided on the stream for "
+            "another payload.", ["cause"], registry=self.registry,
         )
         self.unavailable = Counter(
             "gateway_unavailable", "503 answers by cause.", ["cause"], registry=self.registry,

@@ -18,13 +18,15 @@ from flask_openapi3.openapi import OpenAPI
 from flask_openapi3.types import ResponseDict
 from flask_openapi3.utils import HTTP_STATUS, get_model_schema
 
-from gateway.api_models import batch_schema, submission_schemas
+from gateway.api_models import Pending, batch_schema, submission_schemas
 from gateway.problems import PROBLEM_JSON, Problem
 
 CLAIM_SUBMISSION_REF: Final = {"$ref": f"{OPENAPI3_REF_PREFIX}/ClaimSubmission"}
 CLAIM_BATCH_REF: Final = {"$ref": f"{OPENAPI3_REF_PREFIX}/ClaimBatch"}
 DECISION_REF: Final = {"$ref": f"{OPENAPI3_REF_PREFIX}/Decision"}
 PROBLEM_REF: Final = {"$ref": f"{OPENAPI3_REF_PREFIX}/Problem"}
+PENDING_REF: Final = {"$ref": f"{OPENAPI3_REF_PREFIX}/Pending"}
+SUBMIT_RESULT_REF: Final = {"$ref": f"{OPENAPI3_REF_PREFIX}/SubmitResult"}
 
 PROBLEM_MEANINGS: Final = {
     400: "The body is not JSON.",
@@ -33,9 +35,9 @@ PROBLEM_MEANINGS: Final = {
     409: "The claim_id was already used for a different claim.",
     413: "The body is larger than GATEWAY_MAX_BODY_BYTES.",
     415: "Wrong Content-Type.",
-    422: "Contract violation; `errors` lists the field paths.",
-    502: "The model service gave an unusable answer.",
-    503: "The model service or the broker is unavailable; see Retry-After.",
+    422: "Contract violation (`errors` lists the field paths), or the stream set the claim "
+    "aside (dead letter; e.g. `unsupported-version`: the served model does not read it).",
+    503: "The broker is unavailable (the claim was not confirmed); see Retry-After.",
 }
 
 
@@ -68,6 +70,7 @@ class GatewayOpenAPI(OpenAPI):
         for name, definition in problem.pop("$defs", {}).items():
             schemas[name] = definition
         schemas["Problem"] = problem
+        schemas["Pending"] = get_model_schema(Pending)
         schemas.update(submission_schemas(f"{OPENAPI3_REF_PREFIX}/{{model}}"))
         schemas["ClaimBatch"] = batch_schema(self.max_batch)
         default_422 = f"{OPENAPI3_REF_PREFIX}/{self.validation_error_model.__name__}"

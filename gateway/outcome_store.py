@@ -216,6 +216,19 @@ class OutcomeStore:
         next_cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
         return Page(items, next_cursor)
 
+    def get_many(self, claim_ids: Sequence[str]) -> dict[str, bytes]:
+        """The decisions (JSON as published) of those claim_ids the view holds."""
+        found: dict[str, bytes] = {}
+        ids = list(dict.fromkeys(claim_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))  # placeholders only; values are bound
+            sql = f"SELECT claim_id, body FROM outcomes WHERE claim_id IN ({marks})"  # noqa: S608
+            with self._read_lock:
+                rows = self._reader.execute(sql, chunk).fetchall()
+            found.update((cid, bytes(body)) for cid, body in rows)
+        return found
+
     def get(self, claim_id: str) -> bytes | None:
         with self._read_lock:
             row = self._reader.execute(

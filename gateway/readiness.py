@@ -1,24 +1,28 @@
-"""``/readyz``: what the gateway depends on, checked at most once per ``cache_s``.
+"""``/readyz``: the gateway is ready when it can produce claims and hear the stream's
+answers: the broker answers and has the topics, the reply consumer and the outcome view
+are current. The model service is not a dependency any more (the stream worker calls it).
 
-A check costs a model-service call and a Kafka metadata request. Probes come from load
-balancers and orchestrators every few seconds per replica, and ``/readyz`` is open (no
-key), so anyone could make the gateway spend those calls in a loop. The answer is cached;
-one request refreshes it while the others are served the previous answer.
+The broker check costs a Kafka metadata request. Probes come from load balancers and
+orchestrators every few seconds per replica, and ``/readyz`` is open (no key), so anyone
+could make the gateway spend those calls in a loop. The answer is cached; one request
+refreshes it while the others are served the previous answer.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
-from gateway.outcome_consumer import OutcomeConsumer
-from gateway.publisher import DecisionPublisher
-from gateway.service import Scorer
+from gateway.claim_producer import ClaimProducer
 
 BROKER_TIMEOUT_S: Final = 2.0
+
+
+class Fresh(Protocol):
+    def fresh(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +32,10 @@ class Readiness:
 
 
 class ReadinessProbe:
-    def __init__(self, scorer: Scorer, publisher: DecisionPublisher,
-                 consumer: OutcomeConsumer | None, cache_s: float,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._scorer = scorer
-        self._publisher = publisher
-        self._consumer = consumer
+    def __init__(self, producer: ClaimProducer, consumers: Mapping[str, Fresh],
+                 cache_s: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._producer = producer
+        self._consumers = dict(consumers)
         self._cache_s = cache_s
         self._monotonic = monotonic
         self._refreshing = threading.Lock()
@@ -42,9 +44,9 @@ class ReadinessProbe:
 
     def check(self) -> Readiness:
         checks = dict(self._dependencies())
-        if self._consumer is not None:
-            # Not cached: a flag and a clock read, and a stale view should show at once.
-            checks["outcome_view"] = self._consumer.fresh()
+        for name, consumer in self._consumers.items():
+            # Not cached: a flag and a clock read, and a stale consumer should show at once.
+            checks[name] = consumer.fresh()
         return Readiness(all(checks.values()), checks)
 
     def _dependencies(self) -> dict[str, bool]:
@@ -56,10 +58,7 @@ class ReadinessProbe:
         if last is None:
             self._refreshing.acquire()
         try:
-            self._last = {
-                "model_service": self._scorer.ready(),
-                "broker": self._publisher.ready(BROKER_TIMEOUT_S),
-            }
+            self._last = {"broker": self._producer.ready(BROKER_TIMEOUT_S)}
             self._checked_at = self._monotonic()
             return self._last
         finally:

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from gateway.claim_producer import ClaimProducer
 from gateway.metrics import GatewayMetrics
 from gateway.outcome_consumer import OutcomeConsumer
 from gateway.outcome_store import OutcomeStore
-from gateway.publisher import DecisionPublisher
 from gateway.readiness import ReadinessProbe
-from gateway.service import Scorer, SubmissionService
+from gateway.replies import ReplyConsumer
+from gateway.service import SubmissionService
 from gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
@@ -29,33 +30,36 @@ def utc_now() -> datetime:
 @dataclass
 class GatewayRuntime:
     settings: GatewaySettings
-    scorer: Scorer
-    publisher: DecisionPublisher
+    producer: ClaimProducer
     service: SubmissionService
     outcomes: OutcomeStore
     metrics: GatewayMetrics
     readiness: ReadinessProbe
     consumer: OutcomeConsumer | None = None
     labels: LabelPublisher | None = None
+    replies: ReplyConsumer | None = None
     clock: Callable[[], datetime] = utc_now
     _closed: bool = field(default=False, init=False)
 
     def start(self) -> None:
-        """Start the outcome view's consumer thread (if the settings enable it)."""
+        """Start the reply consumer and the outcome view's consumer (if enabled)."""
+        if self.replies is not None:
+            self.replies.start()
         if self.consumer is not None:
             self.consumer.start()
 
     def close(self) -> None:
-        """Stop the consumer, flush the producer, close the stores (idempotent)."""
+        """Stop the consumers, flush the producer, close the stores (idempotent)."""
         if self._closed:
             return
         self._closed = True
         if self.consumer is not None:
             self.consumer.stop()
-        self.publisher.close()
+        if self.replies is not None:
+            self.replies.stop()
+        self.producer.close()
         if self.labels is not None:
             self.labels.close()
-        self.scorer.close()
         self.service.store.close()
         self.service.locks.close()
         self.outcomes.close()

@@ -1,213 +1,268 @@
-"""Submitting claims: idempotency check, scoring, durable record, confirmed publication.
+"""Submitting claims: the stream decides, the gateway correlates.
 
-The order matters. For claims never seen before: score -> record the decision as pending
--> publish and wait for the broker -> mark published. A claim_id already recorded with the
-same fingerprint returns its first decision (republished only if its publication was never
-confirmed); with a different fingerprint it is a conflict.
+The gateway makes no decision of its own. A claim never seen before is recorded (claim_id and
+fingerprint), produced to the claims topic with the broker's confirmation, and answered with
+the decision the stream worker publishes for it: the same features, member state and model
+as every claim from the producer, and the claim becomes part of its member's history.
 
-The model call happens *before* the claim_id lock (:mod:`gateway.locks`, across worker
-processes too) is taken: under the lock the store is read again, and only claims still
-unknown are recorded with the new decision. A claim decided meanwhile by a concurrent
-request keeps that first decision (this request's score is dropped, a wasted model call in a
-race, never a second decision). The lock spans record -> publish -> mark, so two concurrent
-submissions cannot both publish. Before, a 500-claim batch held its locks through the model
-call as well, blocking every submission that shared a stripe for its whole duration.
+Identity is the claim_id, whichever path a claim came in on:
+
+- recorded by this gateway with the same fingerprint: the first decision (a replay), or,
+  still undecided, the same wait (nothing produced again, unless the broker never confirmed
+  it: then it is produced again);
+- decided on the stream without this gateway (in the outcome view) with the same claim: that
+  decision, as a replay;
+- either of them with a different claim: a conflict (409).
+
+Only the record-and-produce step runs under the claim_id lock (:mod:`gateway.locks`, across
+worker processes too), so two concurrent submissions cannot both produce a claim; the wait
+for the decision holds no lock. A wait ends with the decision, a dead letter (the worker set
+the claim aside: the model refused it), or the deadline (``pending``: the client polls).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Literal
 
+from gateway.claim_producer import ClaimProducer
 from gateway.idempotency import StoredSubmission, SubmissionStore
 from gateway.intake import Intake
 from gateway.locks import KeyLocks
-from gateway.publisher import DecisionPublisher, Outgoing
-from schemas import (
-    Claim,
-    ClaimV2,
-    Decision,
-    DecisionKind,
-    GatewaySource,
-    ScoreAnswer,
-    ScoreRefusal,
-    ScoreResult,
-)
+from gateway.outcome_store import OutcomeStore
+from gateway.replies import ReplyBoard, Watch
+from schemas import DeadLetter, Decision
 
 logger = logging.getLogger(__name__)
 
-
-class Scorer(Protocol):
-    """What the gateway needs from the model service (``scorer.client.ModelClient``)."""
-
-    def score(self, claim: Claim | ClaimV2) -> ScoreAnswer: ...
-
-    def score_batch(self, claims: Sequence[Claim | ClaimV2]) -> list[ScoreAnswer]: ...
-
-    def ready(self) -> bool: ...
-
-    def close(self) -> None: ...
+# How often a waiting request also looks into the stores: a decision that went by before the
+# request started watching (a replay of a claim in flight) is found there.
+FALLBACK_POLL_S = 0.1
 
 
 class ClaimConflictError(Exception):
-    """claim_ids already decided for a different payload."""
+    """claim_ids already used for a different payload (by a submission or on the stream)."""
 
     def __init__(self, claim_ids: Sequence[str]) -> None:
         self.claim_ids = list(claim_ids)
         super().__init__(f"claim_id already used for a different claim: {', '.join(claim_ids)}")
 
 
-class UnsupportedVersionError(Exception):
-    """The served model reads another claim contract version than these claims (a 422:
-    the claim is valid, but no decision today's model makes would mean anything)."""
-
-    def __init__(self, refusals: dict[str, str]) -> None:
-        self.refusals = refusals  # claim_id -> the model's reason
-        super().__init__("; ".join(refusals.values()))
-
-
-class ScoringMismatchError(Exception):
-    """The model service answered for a different claim than it was asked about (a bug)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Submitted:
-    """The outcome for one submitted claim. ``decision`` is None only for a conflict that the
-    caller asked to be reported rather than raised."""
+    """The outcome for one submitted claim: a decision (``body`` is its JSON as the stream
+    published it), a conflict, a dead letter, or ``pending`` (no answer by the deadline)."""
 
     claim_id: str
     decision: Decision | None
     replayed: bool
     conflict: bool = False
-
-
-def build_decision(
-    claim: Claim | ClaimV2, result: ScoreResult, decided_at: datetime, request_id: str | None
-) -> Decision:
-    if result.claim_id != claim.claim_id:
-        raise ScoringMismatchError(f"asked about {claim.claim_id}, answer is for {result.claim_id}")
-    return Decision.from_score(
-        claim, result, decided_at=decided_at, source=GatewaySource(request_id=request_id)
-    )
+    body: bytes | None = None
+    dead_letter: DeadLetter | None = None
+    pending: bool = False
 
 
 OnConflict = Literal["raise", "report"]
 
 
+@dataclass
+class _Work:
+    """One submission's claims on their way: what is known, what is answered."""
+
+    unique: list[Intake]
+    known: dict[str, StoredSubmission]
+    stream: dict[str, bytes]  # decided on the stream, never submitted here
+    conflicts: set[str]
+    answers: dict[str, Submitted]
+
+
 class SubmissionService:
     def __init__(
         self,
-        scorer: Scorer,
-        publisher: DecisionPublisher,
+        producer: ClaimProducer,
         store: SubmissionStore,
-        topic_for: Callable[[DecisionKind], str],
+        outcomes: OutcomeStore,
+        board: ReplyBoard,
         publish_timeout_s: float,
+        decision_timeout_s: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         locks: KeyLocks | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.scorer = scorer
-        self.publisher = publisher
+        self.producer = producer
         self.store = store
-        self._topic_for = topic_for
+        self.outcomes = outcomes
+        self.board = board
         self._publish_timeout_s = publish_timeout_s
+        self.decision_timeout_s = decision_timeout_s
         self._clock = clock
+        self._monotonic = monotonic
         self.locks = locks or KeyLocks()
 
-    def submit(
-        self, intakes: Sequence[Intake], request_id: str | None, on_conflict: OnConflict = "raise"
-    ) -> list[Submitted]:
-        """Decide every claim (in order).
-
-        Raises ``ModelUnavailable`` / ``PublishUnavailable`` (nothing confirmed; the client
-        retries) and :class:`ClaimConflictError` when ``on_conflict="raise"``.
-        """
+    def submit(self, intakes: Sequence[Intake], on_conflict: OnConflict = "raise",
+               timeout_s: float | None = None) -> list[Submitted]:
+        """Every claim's outcome, in order. Raises ``PublishUnavailable`` (nothing confirmed;
+        the client retries) and :class:`ClaimConflictError` when ``on_conflict="raise"``."""
+        deadline = self._monotonic() + (self.decision_timeout_s if timeout_s is None
+                                        else timeout_s)
         first: dict[str, Intake] = {}
         for intake in intakes:
             first.setdefault(intake.claim_id, intake)
-        unique = list(first.values())
-        ids = [intake.claim_id for intake in unique]
-        hint = self.store.get_many(ids)  # unlocked: decides what to score, nothing more
-        conflicts = self._conflicts(unique, hint)
-        if conflicts and on_conflict == "raise":
-            raise ClaimConflictError(conflicts)
-        if len(hint) == len(unique) and all(s.published for s in hint.values()):
-            return self._answers(intakes, hint, [], set(conflicts))  # pure replay: no lock
-        fresh = [i for i in unique if i.claim_id not in hint]
-        scored = self._score(fresh, request_id)  # the slow part, outside the lock
-        with self.locks.hold(ids):
-            known = self.store.get_many(ids)  # authoritative under the lock
-            conflicts = self._conflicts(unique, known)
-            if conflicts and on_conflict == "raise":
-                raise ClaimConflictError(conflicts)
-            decided = self._record(fresh, scored, known)
-            unconfirmed = [s.decision() for s in known.values()
-                           if not s.published and s.claim_id not in conflicts]
-            self._publish([*decided, *unconfirmed])
-        return self._answers(intakes, known, decided, set(conflicts))
-
-    @staticmethod
-    def _conflicts(unique: Sequence[Intake], known: dict[str, StoredSubmission]) -> list[str]:
-        return [i.claim_id for i in unique
-                if i.claim_id in known and known[i.claim_id].fingerprint != i.fingerprint]
-
-    def _record(self, fresh: Sequence[Intake], scored: Sequence[Decision],
-                known: dict[str, StoredSubmission]) -> list[Decision]:
-        """Record as pending the decisions of claims nobody decided meanwhile."""
-        rows = [(i, d) for i, d in zip(fresh, scored, strict=True) if i.claim_id not in known]
-        if rows:
-            now_ms = int(self._clock().timestamp() * 1000)
-            self.store.add_pending([(d.claim_id, i.fingerprint, d.to_json()) for i, d in rows],
-                                   now_ms)
-        return [d for _, d in rows]
+        work = self._look_up(list(first.values()))
+        self._raise_conflicts(work, on_conflict)
+        watches = self.board.watch(i.claim_id for i in work.unique
+                                   if i.claim_id not in work.answers)
+        try:
+            if watches:
+                self._produce(work, watches, on_conflict)
+                self._await(work, watches, deadline)
+        finally:
+            self.board.forget(watches.values())
+        return [work.answers[intake.claim_id] for intake in intakes]
 
     def lookup(self, claim_id: str) -> StoredSubmission | None:
         return self.store.get(claim_id)
 
-    def _score(self, fresh: Sequence[Intake], request_id: str | None) -> list[Decision]:
-        if not fresh:
-            return []
-        claims = [intake.claim for intake in fresh]
-        if len(claims) == 1:
-            results = [self.scorer.score(claims[0])]
-        else:
-            results = self.scorer.score_batch(claims)
-        refusals = {r.claim_id: r.error for r in results if isinstance(r, ScoreRefusal)}
-        if refusals:  # before anything is recorded: nothing to replay, nothing published
-            raise UnsupportedVersionError(refusals)
-        decided_at = self._clock()
-        return [build_decision(claim, result, decided_at, request_id)  # type: ignore[arg-type]
-                for claim, result in zip(claims, results, strict=True)]
+    # -- steps ----------------------------------------------------------------------------
 
-    def _publish(self, decisions: Sequence[Decision]) -> None:
-        if not decisions:
-            return
-        outgoing = [Outgoing(self._topic_for(d.decision), d) for d in decisions]
-        self.publisher.publish(outgoing, self._publish_timeout_s)
-        self.store.mark_published([d.claim_id for d in decisions])
-        for decision in decisions:
-            logger.debug("claim_id=%s decided %s", decision.claim_id, decision.decision)
+    def _look_up(self, unique: list[Intake]) -> _Work:
+        ids = [i.claim_id for i in unique]
+        known = self.store.get_many(ids)
+        stream = self.outcomes.get_many(
+            [cid for cid in ids if cid not in known or known[cid].decision_json is None])
+        work = _Work(unique, known, stream, set(), {})
+        for intake in unique:
+            self._settle_known(work, intake)
+        # Decided while nobody here waited (a 202 earlier): keep the decision with the record.
+        self.store.set_decisions([(cid, r.body) for cid, r in work.answers.items()
+                                  if r.body is not None and cid in known
+                                  and known[cid].decision_json is None])
+        return work
+
+    def _settle_known(self, work: _Work, intake: Intake) -> None:
+        """Answer ``intake`` from what is stored, if that answers it."""
+        cid = intake.claim_id
+        stored = work.known.get(cid)
+        if stored is not None:
+            if stored.fingerprint != intake.fingerprint:
+                work.conflicts.add(cid)
+                work.answers[cid] = Submitted(cid, None, replayed=False, conflict=True)
+                return
+            if stored.decision_json is not None:
+                work.answers[cid] = replay(cid, stored.decision_json)
+                return
+        body = work.stream.get(cid)
+        if body is not None:
+            decision = Decision.from_json(body)
+            if intake.same_claim(decision.claim):
+                work.answers[cid] = Submitted(cid, decision, replayed=True, body=body)
+            else:
+                work.conflicts.add(cid)
+                work.answers[cid] = Submitted(cid, None, replayed=False, conflict=True)
 
     @staticmethod
-    def _answers(
-        intakes: Sequence[Intake],
-        known: dict[str, StoredSubmission],
-        decided: Sequence[Decision],
-        conflicts: set[str],
-    ) -> list[Submitted]:
-        new = {d.claim_id: d for d in decided}
-        cache: dict[str, Decision] = {}
-        out = []
-        for intake in intakes:
-            cid = intake.claim_id
-            if cid in conflicts:
-                out.append(Submitted(cid, None, replayed=False, conflict=True))
-            elif cid in new:
-                out.append(Submitted(cid, new[cid], replayed=False))
-            else:
-                if cid not in cache:
-                    cache[cid] = known[cid].decision()
-                out.append(Submitted(cid, cache[cid], replayed=True))
-        return out
+    def _raise_conflicts(work: _Work, on_conflict: OnConflict) -> None:
+        if work.conflicts and on_conflict == "raise":
+            raise ClaimConflictError(sorted(work.conflicts))
+
+    def _produce(self, work: _Work, watches: dict[str, Watch], on_conflict: OnConflict) -> None:
+        """Record and produce the claims nobody produced (or whose produce failed)."""
+        wanted = [i for i in work.unique if i.claim_id in watches
+                  and (i.claim_id not in work.known or not work.known[i.claim_id].produced)]
+        for intake in work.unique:  # in flight already: its dead letter names its position
+            stored = work.known.get(intake.claim_id)
+            if intake.claim_id in watches and stored is not None and stored.position:
+                self.board.locate(watches[intake.claim_id], stored.position)
+        if not wanted:
+            return
+        ids = [i.claim_id for i in wanted]
+        with self.locks.hold(ids):
+            now = self.store.get_many(ids)  # authoritative under the lock
+            work.known.update(now)
+            for intake in wanted:
+                self._settle_known(work, intake)
+            self._raise_conflicts(work, on_conflict)
+            fresh = [i for i in wanted if i.claim_id not in now]
+            again = [i for i in wanted if i.claim_id in now and not now[i.claim_id].produced
+                     and i.claim_id not in work.answers]
+            for cid, stored in now.items():  # produced meanwhile by a concurrent request
+                if stored.position is not None and cid not in work.answers:
+                    self.board.locate(watches[cid], stored.position)
+            if fresh:
+                now_ms = int(self._clock().timestamp() * 1000)
+                self.store.add_pending([(i.claim_id, i.fingerprint) for i in fresh], now_ms)
+            outgoing = [*fresh, *again]
+            if not outgoing:
+                return
+            positions = self.producer.produce([i.claim for i in outgoing],
+                                              self._publish_timeout_s)
+            rows = [(i.claim_id, p) for i, p in zip(outgoing, positions, strict=True)]
+            self.store.mark_produced(rows)
+        for cid, position in rows:
+            self.board.locate(watches[cid], position)
+            logger.debug("claim_id=%s produced to %s[%d]@%d", cid, position.topic,
+                         position.partition, position.offset)
+
+    def _await(self, work: _Work, watches: dict[str, Watch], deadline: float) -> None:
+        """Wait for the answers of the watched claims until ``deadline``."""
+        by_id = {i.claim_id: i for i in work.unique}
+        open_ids = {cid for cid in watches if cid not in work.answers}
+        wake = next(iter(watches.values())).wake
+        next_fallback = self._monotonic() + FALLBACK_POLL_S
+        while open_ids:
+            wake.clear()
+            decided: list[tuple[str, bytes]] = []
+            for cid in list(open_ids):
+                watch = watches[cid]
+                if watch.answered:
+                    open_ids.discard(cid)
+                    self._answer(work, by_id[cid], watch.decision, watch.dead_letter, decided)
+            now = self._monotonic()
+            if open_ids and now >= next_fallback:
+                found = self._stored_decisions(open_ids)
+                for cid, body in found.items():
+                    open_ids.discard(cid)
+                    self._answer(work, by_id[cid], body, None, decided)
+                next_fallback = now + FALLBACK_POLL_S
+            self.store.set_decisions(decided)
+            if not open_ids:
+                break
+            if now >= deadline:
+                for cid in open_ids:
+                    work.answers[cid] = Submitted(cid, None, replayed=False, pending=True)
+                break
+            wake.wait(min(deadline, next_fallback) - now)
+
+    def _stored_decisions(self, claim_ids: set[str]) -> dict[str, bytes]:
+        found = {cid: s.decision_json for cid, s in self.store.get_many(claim_ids).items()
+                 if s.decision_json is not None}
+        found.update(self.outcomes.get_many([cid for cid in claim_ids if cid not in found]))
+        return found
+
+    def _answer(self, work: _Work, intake: Intake, body: bytes | None,
+                letter: DeadLetter | None, decided: list[tuple[str, bytes]]) -> None:
+        cid = intake.claim_id
+        if letter is not None:
+            self.store.forget([cid])
+            work.answers[cid] = Submitted(cid, None, replayed=False, dead_letter=letter)
+            return
+        assert body is not None
+        decision = Decision.from_json(body)
+        if not intake.same_claim(decision.claim):
+            # The stream decided another claim under this id first (it was in flight when
+            # this one was checked): the id is the stream's claim's now.
+            self.store.forget([cid])
+            work.answers[cid] = Submitted(cid, None, replayed=False, conflict=True)
+            return
+        decided.append((cid, body))
+        stored = work.known.get(cid)
+        replayed = stored is not None and stored.produced  # another request produced it
+        work.answers[cid] = Submitted(cid, decision, replayed=replayed, body=body)
+
+
+def replay(claim_id: str, body: bytes) -> Submitted:
+    return Submitted(claim_id, Decision.from_json(body), replayed=True, body=body)

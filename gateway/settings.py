@@ -13,7 +13,6 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from claimflow.settings import CommonSettings
-from schemas import DecisionKind
 
 
 class GatewaySettings(CommonSettings):
@@ -26,13 +25,14 @@ class GatewaySettings(CommonSettings):
     workers: int = Field(
         default=2, ge=1, le=64,
         description="Worker processes (granian workers; one per core). Each has its own threads, "
-        "model-service connections, Kafka producer and outcome-view consumer; they share the "
+        "Kafka producer, reply consumer and outcome-view consumer; they share the "
         "stores under CLAIMFLOW_HOME.",
     )
     threads: int = Field(
-        default=8, ge=1, le=512,
+        default=32, ge=1, le=512,
         description="Python threads running requests in each worker (granian's blocking threads; "
-        "each waits on a model call and a Kafka ack, so more than the cores).",
+        "each waits for the broker and the stream's decision, so far more than the cores: "
+        "workers x threads caps the decisions waited for at once).",
     )
     api_key: SecretStr | None = Field(
         default=None,
@@ -43,19 +43,26 @@ class GatewaySettings(CommonSettings):
         description="A key for the read API (outcomes, claims, stats) only. The read API needs "
         "this key or GATEWAY_API_KEY whenever either is set.",
     )
-    model_url: str = Field(
-        default="http://127.0.0.1:3000", description="Base URL of the model service."
+    claims_topic: str = Field(
+        default="claims",
+        description="Submitted claims are produced here, for the stream worker to decide (a v2 "
+        "claim keyed by member_id, v1 by claim_id, as the producer does).",
     )
-    model_timeout_s: float = Field(default=5.0, gt=0, description="Model-service call timeout.")
-    model_batch_max: int = Field(
-        default=64, ge=1, le=10_000,
-        description="Concurrent single-claim requests share one model call of up to this many "
-        "claims (1 = one call per request).",
+    deadletter_topic: str = Field(
+        default="claims.deadletter",
+        description="The stream worker's dead letters: a submitted claim set aside there (the "
+        "model refused it) is an error for its client.",
     )
-    model_callers: int = Field(
-        default=1, ge=1, le=64,
-        description="Model calls in flight at once per worker; claims arriving meanwhile wait "
-        "and share the next call.",
+    decision_timeout_s: float = Field(
+        default=5.0, gt=0, le=300,
+        description="Longest a submission waits for the stream's decision; then 202 Accepted "
+        "with a Location to poll (GET /api/v1/claims/<id>).",
+    )
+    reply_max_wait_ms: int = Field(
+        default=500, ge=1, le=5000,
+        description="The reply consumer's fetch wait (fetch.wait.max.ms): the broker answers "
+        "a fetch as soon as a decision is committed, or after this long with nothing "
+        "(it bounds the empty fetches of an idle gateway, not the latency).",
     )
     approved_topic: str = Field(default="claims.approved", description="Approved decisions.")
     investigate_topic: str = Field(
@@ -68,7 +75,8 @@ class GatewaySettings(CommonSettings):
     )
     publish_timeout_s: float = Field(
         default=5.0, gt=0, le=300,
-        description="Longest a submission waits for the broker to confirm its decision.",
+        description="Longest a submission waits for the broker to confirm the claim it "
+        "produced (then 503).",
     )
     retry_after_s: int = Field(
         default=5, ge=1, le=3600, description="Retry-After sent with 503 answers."
@@ -99,7 +107,7 @@ class GatewaySettings(CommonSettings):
     )
     ready_cache_s: float = Field(
         default=2.0, ge=0, le=300,
-        description="/readyz checks the model service and the broker at most this often and "
+        description="/readyz checks the broker at most this often and "
         "answers from the last check in between (probes are open to anyone).",
     )
     metrics_cache_s: float = Field(
@@ -137,9 +145,11 @@ class GatewaySettings(CommonSettings):
         """The outcome view, filled from the decision topics."""
         return self.state_dir / "outcomes.db"
 
-    def topic_for(self, decision: DecisionKind) -> str:
-        return self.approved_topic if decision == "approve" else self.investigate_topic
-
     @property
     def outcome_topics(self) -> list[str]:
         return [self.approved_topic, self.investigate_topic]
+
+    @property
+    def reply_topics(self) -> list[str]:
+        """What the reply consumer reads: the decisions and the dead letters."""
+        return [*self.outcome_topics, self.deadletter_topic]

@@ -325,7 +325,9 @@
     clear(out);
     out.className = "result";
     const r = await api(`/api/v1/claims/${encodeURIComponent(id)}`);
-    if (r.ok) {
+    if (r.status === 202) {
+      out.textContent = pendingText(r.body);
+    } else if (r.ok) {
       out.appendChild(decisionBlock(r.body, false));
     } else {
       out.className = "result error";
@@ -356,13 +358,20 @@
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(formClaim(event.target)),
     });
-    if (r.ok) {
+    if (r.status === 202) {
+      out.textContent = pendingText(r.body);
+    } else if (r.ok) {
       out.appendChild(decisionBlock(r.body, r.status === 200));
       refresh();
     } else {
       out.className = "result error";
       out.textContent = problemText(r);
     }
+  }
+
+  // A claim handed to the stream and not decided within the gateway's deadline (202).
+  function pendingText(body) {
+    return `${body.claim_id}: handed to the stream, not decided yet; look it up again shortly`;
   }
 
   // -- CSV upload ------------------------------------------------------------------------
@@ -387,7 +396,9 @@
       summary.textContent = problemText(r);
       return;
     }
-    summary.textContent = `${file.name}: ${r.body.accepted} decided, ${r.body.rejected} rejected`;
+    const pending = r.body.rows.filter((row) => row.pending).length;
+    summary.textContent = `${file.name}: ${r.body.accepted - pending} decided, ` +
+      (pending ? `${pending} pending, ` : "") + `${r.body.rejected} rejected`;
     for (const row of r.body.rows) {
       const tr = el("tr");
       tr.appendChild(el("td", row.line, "num"));
@@ -399,6 +410,10 @@
         const reasons = el("td");
         reasons.appendChild(reasonsList(row.decision.reasons));
         tr.appendChild(reasons);
+      } else if (row.pending) {
+        tr.appendChild(el("td", "pending"));
+        tr.appendChild(el("td", ""));
+        tr.appendChild(el("td", "not decided yet: look it up shortly"));
       } else {
         tr.appendChild(el("td", "rejected", "decision-investigate"));
         tr.appendChild(el("td", ""));

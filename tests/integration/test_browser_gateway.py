@@ -1,6 +1,6 @@
 # ruff: noqa: F811 - pytest fixtures are imported from helper modules and used as arguments
 """The investigators' page in headless Chromium (Debian's chromium + chromedriver) against the
-real gateway, broker and model service.
+real gateway, broker, stream worker and model service.
 
 Which text can carry a payload? Claim fields are numbers and a strictly patterned claim_id,
 but a Decision on the outcome topics holds free text (reason messages and features, model
@@ -34,11 +34,13 @@ from tests.integration.model_service_fixture import ModelServiceProcess
 from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixtures
     GatewayServer,
     GatewayTopics,
+    StreamWorker,
     gateway_env,
     gateway_factory,
     gateway_model,
     gateway_topics,
     labels_topic,
+    stream_worker_factory,
 )
 
 pytestmark = pytest.mark.integration
@@ -77,9 +79,11 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
 @pytest.fixture
 def gateway(gateway_factory: Callable[..., GatewayServer], kafka_bootstrap: str,
             gateway_model: ModelServiceProcess, gateway_topics: GatewayTopics,
-            group_id: str) -> GatewayServer:
-    return gateway_factory(gateway_env(kafka_bootstrap, gateway_model.url, gateway_topics,
-                                       group_id))
+            stream_worker_factory: Callable[..., StreamWorker], group_id: str) -> GatewayServer:
+    """The page's form and upload are decided by a real stream worker."""
+    stream_worker_factory(gateway_model.url).wait_assigned()
+    return gateway_factory(gateway_env(kafka_bootstrap, gateway_topics, group_id,
+                                       GATEWAY_DECISION_TIMEOUT_S="30"))
 
 
 def hostile_decision(claim_id: str) -> Decision:
@@ -225,10 +229,12 @@ def test_page_shows_new_claims_and_renders_markup_as_inert_text(
 def test_an_investigator_marks_a_queued_claim_with_a_note(
     browser: WebDriver, gateway_factory: Callable[..., GatewayServer], kafka_bootstrap: str,
     gateway_model: ModelServiceProcess, gateway_topics: GatewayTopics, labels_topic: str,
-    group_id: str,
+    group_id: str, stream_worker_factory: Callable[..., StreamWorker],
 ) -> None:
-    gateway = gateway_factory(gateway_env(kafka_bootstrap, gateway_model.url, gateway_topics,
-                                          group_id, GATEWAY_LABELS_TOPIC=labels_topic))
+    stream_worker_factory(gateway_model.url).wait_assigned()
+    gateway = gateway_factory(gateway_env(kafka_bootstrap, gateway_topics, group_id,
+                                          GATEWAY_LABELS_TOPIC=labels_topic,
+                                          GATEWAY_DECISION_TIMEOUT_S="30"))
     claim_id = f"{uuid.uuid4().hex[:6]}-odd"
     unusual = {"claim_id": claim_id, "claim_amount": 480_000.0, "num_services": 60,
                "patient_age": 2, "provider_id": 14_210, "days_since_last_claim": 0}

@@ -25,11 +25,13 @@ from tests.integration.model_service_fixture import CLAIMFLOW, ModelServiceProce
 from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixtures
     GatewayServer,
     GatewayTopics,
+    StreamWorker,
     gateway_env,
     gateway_factory,
     gateway_model,
     gateway_topics,
     labels_topic,
+    stream_worker_factory,
     wait_until,
 )
 from tests.v2_factory import v2_claims, without_labels
@@ -67,10 +69,12 @@ def queue(client: httpx.Client, status: str) -> dict[str, str | None]:
 def test_a_posted_disposition_lands_on_the_labels_topic_and_in_the_queue(
     gateway_factory: Callable[..., GatewayServer], kafka_bootstrap: str,
     gateway_model: ModelServiceProcess, gateway_topics: GatewayTopics, labels_topic: str,
-    group_id: str,
+    group_id: str, stream_worker_factory: Callable[..., StreamWorker],
 ) -> None:
-    gateway = gateway_factory(gateway_env(kafka_bootstrap, gateway_model.url, gateway_topics,
-                                          group_id, GATEWAY_LABELS_TOPIC=labels_topic))
+    stream_worker_factory(gateway_model.url).wait_assigned()  # decides what the gateway sends
+    gateway = gateway_factory(gateway_env(kafka_bootstrap, gateway_topics, group_id,
+                                          GATEWAY_LABELS_TOPIC=labels_topic,
+                                          GATEWAY_DECISION_TIMEOUT_S="30"))
     prefix = uuid.uuid4().hex[:6]
     odd, unsure, fine = f"{prefix}-odd", f"{prefix}-unsure", f"{prefix}-ok"
     with httpx.Client(base_url=gateway.url, timeout=30) as client:

@@ -1,6 +1,7 @@
 """Helpers for the gateway's integration and browser tests (no tests here): the real
 ``claimflow gateway`` (granian) as a subprocess on a free port, with a temp CLAIMFLOW_HOME,
-uuid topics and its own view group, next to the real broker and model service.
+uuid topics and its own view group, next to the real broker, a real stream worker
+(``claimflow score``, which decides what the gateway produces) and the real model service.
 """
 
 from __future__ import annotations
@@ -116,19 +117,108 @@ class GatewayServer:
 class GatewayTopics:
     approved: str
     investigate: str
+    claims: str
+    deadletter: str
 
 
-def gateway_env(bootstrap: str, model_url: str, topics: GatewayTopics, group: str,
+def gateway_env(bootstrap: str, topics: GatewayTopics, group: str,
                 **extra: str) -> dict[str, str]:
     return {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "GATEWAY_MODEL_URL": model_url,
+        "GATEWAY_CLAIMS_TOPIC": topics.claims,
+        "GATEWAY_DEADLETTER_TOPIC": topics.deadletter,
         "GATEWAY_APPROVED_TOPIC": topics.approved,
         "GATEWAY_INVESTIGATE_TOPIC": topics.investigate,
         "GATEWAY_VIEW_GROUP_ID": group,
         "GATEWAY_PAGE_REFRESH_S": "0.5",
         **extra,
     }
+
+
+@dataclass
+class StreamWorker:
+    """``claimflow score`` on the gateway's topics: it decides what the gateway produces."""
+
+    log_path: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self) -> StreamWorker:
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*CLAIMFLOW, "score"], env=clean_env(**self.env), stdout=self._log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        return self
+
+    def stop(self) -> int | None:
+        """SIGTERM (a clean stop: it finishes its batch and leaves the group)."""
+        if self.process is None:
+            return None
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            code: int | None = self.process.wait(60)
+        except ProcessLookupError:
+            code = self.process.poll()
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+            code = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self.process = None
+        return code
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def wait_assigned(self, timeout_s: float = 60.0) -> StreamWorker:
+        """Until the worker has its partitions (it logs "assigned ...")."""
+        def assigned() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"the worker exited:\n{self.tail()}")
+            return " assigned " in self.tail(200)
+
+        wait_until(assigned, timeout_s, f"the stream worker's partitions\n{self.tail()}")
+        return self
+
+
+def worker_env(bootstrap: str, topics: GatewayTopics, group: str, model_url: str
+               ) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SCORER_INPUT_TOPIC": topics.claims,
+        "SCORER_APPROVED_TOPIC": topics.approved,
+        "SCORER_INVESTIGATE_TOPIC": topics.investigate,
+        "SCORER_DEADLETTER_TOPIC": topics.deadletter,
+        "SCORER_GROUP_ID": f"{group}-scorer",
+        "SCORER_TRANSACTIONAL_ID_PREFIX": f"{group}-scorer",
+        "SCORER_MODEL_URL": model_url,
+    }
+
+
+@pytest.fixture
+def stream_worker_factory(tmp_path: Path, kafka_bootstrap: str, gateway_topics: GatewayTopics,
+                          group_id: str) -> Iterator[Callable[..., StreamWorker]]:
+    """``stream_worker_factory(model_url, name="scorer")``: a worker on the gateway's topics
+    (same group whatever the name: a second one takes over after the first stopped)."""
+    started: list[StreamWorker] = []
+
+    def start(model_url: str, name: str = "scorer") -> StreamWorker:
+        env = worker_env(kafka_bootstrap, gateway_topics, group_id, model_url)
+        worker = StreamWorker(tmp_path / f"{name}.log", env).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
 
 
 _SHARED: dict[str, ModelServiceProcess] = {}
@@ -154,7 +244,9 @@ def gateway_model(request: pytest.FixtureRequest,
 @pytest.fixture
 def gateway_topics(make_topic: Callable[..., str]) -> GatewayTopics:
     return GatewayTopics(make_topic(partitions=2, prefix="gw-approved"),
-                         make_topic(partitions=2, prefix="gw-investigate"))
+                         make_topic(partitions=2, prefix="gw-investigate"),
+                         make_topic(partitions=2, prefix="gw-claims"),
+                         make_topic(partitions=1, prefix="gw-deadletter"))
 
 
 @pytest.fixture

@@ -1,13 +1,16 @@
 """The gateway's HTTP behaviour through Flask's test client: every status code it answers.
 
-The model service and the broker are in-process fakes here (this is HTTP logic); the
-integration tests run the same paths against a real ``bentoml serve`` and a real broker.
+The broker and the stream worker are an in-process fake here (this is HTTP logic); the
+integration tests run the same paths against a real broker, a real ``claimflow score`` worker
+and a real ``bentoml serve``.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,12 +21,12 @@ import pytest
 from flask.testing import FlaskClient
 
 from gateway.app import create_app, runtime
+from gateway.claim_producer import Position
 from gateway.outcome_store import Outcome
 from gateway.runtime import GatewayRuntime
-from schemas import Claim, Decision, GatewaySource, ModelRef, ScoreResult, StreamSource
+from schemas import Claim, Decision, ModelRef, StreamSource
 from tests.unit.test_gateway_fakes import (
-    FakePublisher,
-    FakeScorer,
+    FakeStream,
     claim_body,
     fake_result,
     fake_settings,
@@ -36,8 +39,7 @@ PROBLEM = "application/problem+json"
 @dataclass
 class Gateway:
     client: FlaskClient
-    scorer: FakeScorer
-    publisher: FakePublisher
+    stream: FakeStream
     rt: GatewayRuntime
 
     def post(self, body: Any, path: str = "/api/v1/claims", **kw: Any) -> Any:
@@ -45,9 +47,9 @@ class Gateway:
 
 
 def make_gateway(home: Path, **settings: Any) -> Gateway:
-    scorer, publisher = FakeScorer(), FakePublisher()
-    app = create_app(fake_settings(home, **settings), scorer=scorer, publisher=publisher)
-    return Gateway(app.test_client(), scorer, publisher, runtime(app))
+    stream = FakeStream()
+    app = create_app(fake_settings(home, **settings), producer=stream, board=stream.board)
+    return Gateway(app.test_client(), stream, runtime(app))
 
 
 @pytest.fixture
@@ -74,26 +76,21 @@ def error_paths(body: dict[str, Any]) -> dict[str, str]:
 # -- 201 / 200: decisions and idempotency ------------------------------------------------------
 
 
-def test_new_claim_is_decided_published_and_located(gw: Gateway) -> None:
+def test_new_claim_is_produced_and_answered_with_the_streams_decision(gw: Gateway) -> None:
     response = gw.post(claim_body(claim_amount=25_000.0))
     assert response.status_code == 201
     assert response.headers["Location"] == "/api/v1/claims/C-000001"
+    [sent] = gw.stream.produced
+    assert sent.key == b"C-000001"  # a v1 claim is keyed by claim_id, as the producer does
+    assert response.get_data() == gw.stream.decisions[0].to_json()  # the stream's bytes
     decision = Decision.model_validate_json(response.get_data())
     assert decision.decision == "investigate"
     assert decision.model.version == "7"
     assert decision.reasons[0].feature == "claim_amount"
-    assert isinstance(decision.source, GatewaySource)
-    [sent] = gw.publisher.published
-    assert sent.topic == "claims.investigate"
-    assert sent.decision == decision
+    assert decision.source == StreamSource(topic="claims", partition=0, offset=0)
 
 
-def test_approved_claim_goes_to_the_approved_topic(gw: Gateway) -> None:
-    assert gw.post(claim_body(claim_amount=100.0)).status_code == 201
-    assert [item.topic for item in gw.publisher.published] == ["claims.approved"]
-
-
-def test_same_claim_again_returns_the_first_decision_and_is_not_published_again(
+def test_same_claim_again_returns_the_first_decision_and_is_not_produced_again(
     gw: Gateway,
 ) -> None:
     first = gw.post(claim_body())
@@ -101,8 +98,7 @@ def test_same_claim_again_returns_the_first_decision_and_is_not_published_again(
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.get_data() == first.get_data()
-    assert gw.publisher.claim_ids() == ["C-000001"]
-    assert gw.scorer.calls == 1
+    assert gw.stream.claim_ids() == ["C-000001"]
 
 
 def test_missing_claim_id_is_generated(gw: Gateway) -> None:
@@ -137,7 +133,7 @@ def test_idempotency_survives_a_restart(tmp_path: Path) -> None:
     again = second.post(claim_body())
     assert again.status_code == 200
     assert again.get_data() == body
-    assert second.publisher.published == []
+    assert second.stream.produced == []
     assert second.post(claim_body(patient_age=45)).status_code == 409
     second.rt.close()
 
@@ -149,8 +145,52 @@ def test_different_claim_under_a_used_claim_id_is_a_conflict(gw: Gateway) -> Non
     gw.post(claim_body())
     body = problem(gw.post(claim_body(patient_age=45)), 409)
     assert body["claim_ids"] == ["C-000001"]
-    assert len(gw.publisher.published) == 1
+    assert len(gw.stream.produced) == 1
 
+
+def decided_on_the_stream(rt: GatewayRuntime, body: dict[str, Any]) -> Decision:
+    """A claim that came from the producer and was decided by the stream (in the view)."""
+    claim = Claim.from_json(json.dumps(body))
+    decision = Decision.from_score(claim, fake_result(claim), decided_at=T0,
+                                   source=StreamSource(topic="claims", partition=1, offset=41))
+    rt.outcomes.add([Outcome(decision, "claims.approved", 0, 5, decision.to_json())],
+                    {("claims.approved", 0): 6})
+    return decision
+
+
+def test_a_claim_decided_on_the_stream_is_replayed_or_a_conflict(gw: Gateway) -> None:
+    """Its id is taken whichever path it came in on: submitting the stream's claim again gets
+    the stream's decision, another claim under its id is a 409; nothing is produced."""
+    decision = decided_on_the_stream(gw.rt, claim_body(claim_id="S-1"))
+    same = gw.post(claim_body(claim_id="S-1"))
+    assert same.status_code == 200
+    assert same.get_data() == decision.to_json()
+    assert same.headers["Idempotent-Replayed"] == "true"
+    assert problem(gw.post(claim_body(claim_id="S-1", claim_amount=1.0)), 409)["claim_ids"] == [
+        "S-1"]
+    # Without submitted_at, the same fields are the same claim (the server fills it in).
+    assert gw.post(claim_body(claim_id="S-1", submitted_at=...)).status_code == 200
+    batch_answer = gw.post(batch(claim_body(claim_id="S-1", patient_age=3)),
+                           "/api/v1/claims/batch")
+    assert problem(batch_answer, 409)["claim_ids"] == ["S-1"]
+    assert gw.stream.produced == []
+
+
+def test_the_stream_deciding_another_claim_first_under_the_id_is_a_conflict(
+    gw: Gateway,
+) -> None:
+    """The stream's claim was in flight when this one was checked: the first decision for the
+    id is the stream's, for another payload, so this submission is a 409 and the id is the
+    stream's claim's (a replay of the stream's claim gets its decision)."""
+    theirs = Claim.from_json(json.dumps(claim_body(claim_amount=99.0)))
+    real_answer = gw.stream.answer
+
+    def stream_decides_theirs_first(claim: Any, position: Position) -> None:
+        real_answer(theirs, Position("claims", 1, 7))
+
+    gw.stream.answer = stream_decides_theirs_first  # type: ignore[method-assign]
+    assert problem(gw.post(claim_body()), 409)["claim_ids"] == ["C-000001"]
+    assert gw.rt.service.lookup("C-000001") is None  # the id is not ours
 
 # -- 400 / 415 / 413 ---------------------------------------------------------------------------
 
@@ -183,7 +223,7 @@ def test_body_too_large_is_413(tmp_path: Path) -> None:
     raw = json.dumps(big).encode() + b" " * 4096
     response = gateway.client.post("/api/v1/claims", data=raw, content_type="application/json")
     problem(response, 413)
-    assert gateway.publisher.published == []
+    assert gateway.stream.produced == []
     gateway.rt.close()
 
 
@@ -215,8 +255,7 @@ def test_contract_violations_are_422_with_field_paths(
 ) -> None:
     body = problem(gw.post(claim_body(**overrides)), 422)
     assert error_paths(body)[path] == kind
-    assert gw.publisher.published == []
-    assert gw.scorer.calls == 0
+    assert gw.stream.produced == []
 
 
 @pytest.mark.parametrize("raw", [b"1e400", b'{"claim_amount": 1e400}'])
@@ -237,52 +276,82 @@ def test_every_violation_is_reported_at_once(gw: Gateway) -> None:
     assert set(error_paths(body)) == {"patient_age", "provider_id", "extra"}
 
 
-# -- 503 / 502 / 500 ---------------------------------------------------------------------------
+# -- 202 / 503 / 500 ---------------------------------------------------------------------------
 
 
-def test_model_service_down_is_503_with_retry_after_and_nothing_recorded(gw: Gateway) -> None:
-    gw.scorer.available = False
-    response = gw.post(claim_body())
-    body = problem(response, 503)
-    assert body["type"].endswith("model-unavailable")
-    assert response.headers["Retry-After"] == "5"
-    assert gw.publisher.published == []
-    gw.scorer.available = True
-    assert gw.post(claim_body()).status_code == 201
-
-
-def test_broker_down_is_503_and_the_retry_publishes_the_same_decision_once(gw: Gateway) -> None:
-    gw.publisher.available = False
+def test_no_decision_by_the_deadline_is_202_with_a_location_to_poll(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path, decision_timeout_s=0.05)
+    gw.stream.silent = True  # the worker is stopped: the claim waits on the topic
     response = gw.post(claim_body(claim_amount=50_000.0))
-    problem(response, 503)
+    assert response.status_code == 202
+    assert response.headers["Location"] == "/api/v1/claims/C-000001"
+    assert response.get_json() == {"claim_id": "C-000001", "status": "pending",
+                                   "location": "/api/v1/claims/C-000001"}
+    polled = gw.client.get("/api/v1/claims/C-000001")
+    assert polled.status_code == 202
+    # A retry waits for the same claim: nothing is produced again.
+    assert gw.post(claim_body(claim_amount=50_000.0)).status_code == 202
+    assert gw.stream.claim_ids() == ["C-000001"]
+    problem(gw.post(claim_body(claim_amount=1.0)), 409)  # the id is taken meanwhile
+
+    gw.stream.silent = False
+    gw.stream.answer_all()  # the worker is back: nobody waits, the outcome view gets it
+    decided = gw.stream.decisions[0]
+    gw.rt.outcomes.add([Outcome(decided, "claims.investigate", 0, 0, decided.to_json())],
+                       {("claims.investigate", 0): 1})
+    later = gw.client.get("/api/v1/claims/C-000001")
+    assert later.status_code == 200
+    assert later.get_data() == gw.stream.decisions[0].to_json()
+    assert gw.post(claim_body(claim_amount=50_000.0)).status_code == 200
+    text = gw.client.get("/metrics").get_data(as_text=True)
+    assert 'gateway_undecided_total{cause="timeout"} 2.0' in text
+    gw.rt.close()
+
+
+def test_a_decision_arriving_during_the_wait_is_the_answer(tmp_path: Path) -> None:
+    """A retry of a pending claim waits on the reply board and wakes on its decision."""
+    gw = make_gateway(tmp_path, decision_timeout_s=0.05)
+    gw.stream.silent = True
+    assert gw.post(claim_body()).status_code == 202
+    gw.rt.service.decision_timeout_s = 10.0
+    timer = threading.Timer(0.2, gw.stream.answer_all)
+    timer.start()
+    started = time.monotonic()
+    response = gw.post(claim_body())
+    timer.join()
+    assert response.status_code == 200  # produced by the first request: a replay
+    assert time.monotonic() - started < 5
+    assert response.get_data() == gw.stream.decisions[0].to_json()
+    assert gw.stream.claim_ids() == ["C-000001"]
+    gw.rt.close()
+
+
+def test_broker_down_is_503_and_the_retry_produces_the_claim_once(gw: Gateway) -> None:
+    gw.stream.available = False
+    response = gw.post(claim_body(claim_amount=50_000.0))
+    body = problem(response, 503)
+    assert body["type"].endswith("broker-unavailable")
     assert response.headers["Retry-After"] == "5"
     stored = gw.rt.service.lookup("C-000001")
     assert stored is not None
-    assert not stored.published
-    # Not published, so not readable yet.
-    problem(gw.client.get("/api/v1/claims/C-000001"), 404)
+    assert not stored.produced
+    problem(gw.client.get("/api/v1/claims/C-000001"), 404)  # never confirmed: unknown
 
-    gw.publisher.available = True
+    gw.stream.available = True
     retry = gw.post(claim_body(claim_amount=50_000.0))
-    assert retry.status_code == 200
-    assert retry.get_data() == stored.decision_json
-    assert gw.publisher.claim_ids() == ["C-000001"]
-    assert gw.scorer.calls == 1
+    assert retry.status_code == 201
+    assert gw.stream.claim_ids() == ["C-000001"]
     third = gw.post(claim_body(claim_amount=50_000.0))
     assert third.status_code == 200
-    assert gw.publisher.claim_ids() == ["C-000001"]
-
-
-def test_unusable_model_answer_is_502(gw: Gateway) -> None:
-    gw.scorer.broken = True
-    problem(gw.post(claim_body()), 502)
+    assert third.get_data() == retry.get_data()
+    assert gw.stream.claim_ids() == ["C-000001"]
 
 
 def test_a_bug_is_a_500_problem_without_internals(gw: Gateway) -> None:
-    def explode(claim: Any) -> ScoreResult:
+    def explode(claims: Any, timeout_s: float) -> list[Position]:
         raise RuntimeError("secret internals")
 
-    gw.scorer.score = explode  # type: ignore[method-assign]
+    gw.stream.produce = explode  # type: ignore[method-assign]
     body = problem(gw.post(claim_body()), 500)
     assert "secret" not in json.dumps(body)
 
@@ -306,7 +375,7 @@ def test_submission_without_the_right_key_is_401(keyed: Gateway, headers: dict[s
     response = keyed.post(claim_body(), headers=headers)
     problem(response, 401)
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    assert keyed.scorer.calls == 0
+    assert keyed.stream.produced == []
 
 
 @pytest.mark.parametrize("headers", [{"X-API-Key": "s3cret-key"},
@@ -374,7 +443,7 @@ def batch(*claims: dict[str, Any]) -> dict[str, Any]:
     return {"claims": list(claims)}
 
 
-def test_batch_decides_every_claim_in_order_with_one_model_call(gw: Gateway) -> None:
+def test_batch_decides_every_claim_in_order(gw: Gateway) -> None:
     claims = [claim_body(claim_id=f"B-{i}", claim_amount=500.0 + 10_000 * (i % 2))
               for i in range(5)]
     response = gw.post(batch(*claims), "/api/v1/claims/batch")
@@ -384,24 +453,37 @@ def test_batch_decides_every_claim_in_order_with_one_model_call(gw: Gateway) -> 
     assert [d["decision"] for d in body["decisions"]] == ["approve", "investigate"] * 2 + [
         "approve"]
     assert body["replayed"] == []
-    assert gw.scorer.calls == 1
-    assert sorted(gw.publisher.claim_ids()) == [f"B-{i}" for i in range(5)]
+    assert body["pending"] == []
+    assert gw.stream.claim_ids() == [f"B-{i}" for i in range(5)]
 
 
-def test_batch_replays_known_claims_without_publishing_them_again(gw: Gateway) -> None:
+def test_batch_replays_known_claims_without_producing_them_again(gw: Gateway) -> None:
     gw.post(claim_body(claim_id="B-0"))
     response = gw.post(batch(claim_body(claim_id="B-0"), claim_body(claim_id="B-1")),
                        "/api/v1/claims/batch")
     assert response.get_json()["replayed"] == ["B-0"]
-    assert gw.publisher.claim_ids() == ["B-0", "B-1"]
+    assert gw.stream.claim_ids() == ["B-0", "B-1"]
 
 
-def test_batch_with_an_invalid_claim_is_422_and_nothing_is_scored(gw: Gateway) -> None:
+def test_batch_with_undecided_claims_is_202_and_lists_them(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path, decision_timeout_s=0.05)
+    gw.post(claim_body(claim_id="B-0"))
+    gw.stream.silent = True
+    response = gw.post(batch(claim_body(claim_id="B-0"), claim_body(claim_id="B-1")),
+                       "/api/v1/claims/batch")
+    assert response.status_code == 202
+    body = response.get_json()
+    assert [d["claim"]["claim_id"] for d in body["decisions"]] == ["B-0"]
+    assert (body["replayed"], body["pending"]) == (["B-0"], ["B-1"])
+    gw.rt.close()
+
+
+def test_batch_with_an_invalid_claim_is_422_and_nothing_is_produced(gw: Gateway) -> None:
     body = problem(gw.post(batch(claim_body(claim_id="B-0"),
                                  claim_body(claim_id="B-1", patient_age=200)),
                            "/api/v1/claims/batch"), 422)
     assert error_paths(body) == {"claims.1.patient_age": "less_than_equal"}
-    assert gw.scorer.calls == 0
+    assert gw.stream.produced == []
 
 
 @pytest.mark.parametrize(
@@ -427,25 +509,25 @@ def test_batch_envelope_violations_are_422(
     gateway.rt.close()
 
 
-def test_batch_with_a_conflicting_claim_is_409_and_nothing_is_published(gw: Gateway) -> None:
+def test_batch_with_a_conflicting_claim_is_409_and_nothing_is_produced(gw: Gateway) -> None:
     gw.post(claim_body(claim_id="B-0"))
     response = gw.post(batch(claim_body(claim_id="B-1"),
                              claim_body(claim_id="B-0", patient_age=90)), "/api/v1/claims/batch")
     assert problem(response, 409)["claim_ids"] == ["B-0"]
-    assert gw.publisher.claim_ids() == ["B-0"]
+    assert gw.stream.claim_ids() == ["B-0"]
 
 
 def test_batch_same_claim_twice_is_decided_once(gw: Gateway) -> None:
     response = gw.post(batch(claim_body(), claim_body()), "/api/v1/claims/batch")
     assert len(response.get_json()["decisions"]) == 2
-    assert gw.publisher.claim_ids() == ["C-000001"]
+    assert gw.stream.claim_ids() == ["C-000001"]
 
 
 def test_batch_errors_are_problem_documents_too(gw: Gateway) -> None:
     problem(gw.client.post("/api/v1/claims/batch", data=b"[", content_type="application/json"),
             400)
     problem(gw.client.post("/api/v1/claims/batch", data=b"{}", content_type="text/plain"), 415)
-    gw.scorer.available = False
+    gw.stream.available = False
     problem(gw.post(batch(claim_body()), "/api/v1/claims/batch"), 503)
 
 
@@ -481,8 +563,18 @@ def test_csv_upload_decides_each_line_and_reports_bad_ones(gw: Gateway) -> None:
     assert rows[6]["decision"]["claim"]["claim_id"].startswith("gw-")
     assert "line 2" in rows[7]["error"]
     assert "expected 8 cells" in rows[8]["error"]
-    assert gw.scorer.calls == 1
-    assert len(gw.publisher.published) == 3
+    assert len(gw.stream.produced) == 3
+    assert not any(row["pending"] for row in rows.values())
+
+
+def test_csv_lines_undecided_by_the_deadline_are_pending(tmp_path: Path) -> None:
+    gw = make_gateway(tmp_path, decision_timeout_s=0.05)
+    gw.stream.silent = True
+    body = post_csv(gw, f"{CSV_HEADER}\nK-1,1,1,1,1,1\n").get_json()
+    assert body["rows"][0]["pending"] is True
+    assert body["rows"][0]["decision"] is None
+    assert (body["accepted"], body["rejected"]) == (1, 0)
+    gw.rt.close()
 
 
 def test_csv_line_conflicting_with_an_earlier_submission_is_reported(gw: Gateway) -> None:
@@ -609,8 +701,8 @@ def test_health_and_readiness(tmp_path: Path) -> None:
     assert gw.client.get("/healthz").get_json() == {"status": "ok"}
     ready = gw.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json() == {"ready": True, "checks": {"model_service": True, "broker": True}}
-    gw.publisher.available = False
+    assert ready.get_json() == {"ready": True, "checks": {"broker": True}}
+    gw.stream.available = False
     not_ready = gw.client.get("/readyz")
     assert not_ready.status_code == 503
     assert not_ready.get_json()["checks"]["broker"] is False
@@ -665,7 +757,9 @@ def test_openapi_document_and_docs_page_are_served_locally(gw: Gateway) -> None:
     assert line_ref == "#/components/schemas/ClaimLine"
     assert "ClaimLine" in schemas
     submit = spec["paths"]["/api/v1/claims"]["post"]["responses"]
-    assert set(submit) == {"200", "201", "400", "401", "409", "413", "415", "422", "502", "503"}
+    assert set(submit) == {"200", "201", "202", "400", "401", "409", "413", "415", "422", "503"}
+    assert submit["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/Pending")
+    assert "Pending" in schemas
     assert "application/problem+json" in submit["422"]["content"]
     docs = gw.client.get("/docs/swagger")
     assert docs.status_code == 200
@@ -675,14 +769,15 @@ def test_openapi_document_and_docs_page_are_served_locally(gw: Gateway) -> None:
 # -- contract version 2 ------------------------------------------------------------------------
 
 
-def test_v2_claim_is_decided_and_published_with_its_claim(gw: Gateway) -> None:
+def test_v2_claim_is_produced_keyed_by_member_and_decided(gw: Gateway) -> None:
     response = gw.post(without_labels(v2_claim(claim_id="C2-9")))
     assert response.status_code == 201, response.get_data(as_text=True)
     decision = Decision.from_json(response.get_data())
     assert decision.claim.schema_version == 2
     assert decision.claim_id == "C2-9"
-    [(_, published)] = [(o.topic, o.decision) for o in gw.publisher.published]
-    assert published.claim == decision.claim
+    [sent] = gw.stream.produced
+    assert sent.claim == decision.claim
+    assert sent.key == decision.claim.member_id.encode()
 
 
 @pytest.mark.parametrize(
@@ -705,21 +800,28 @@ def test_invalid_v2_claim_is_422_with_its_field_path(
     batch = problem(gw.post({"claims": [v2_claim(claim_id="ok-1"), claim]},
                             "/api/v1/claims/batch"), 422)
     assert error_paths(batch)[f"claims.1.{path}"] == kind
-    assert gw.publisher.published == []
+    assert gw.stream.produced == []
 
 
-def test_claim_of_a_version_the_model_does_not_read_is_422(gw: Gateway) -> None:
-    gw.scorer.reads_version = 2
+def test_a_claim_the_stream_dead_letters_is_422_with_the_workers_reason(gw: Gateway) -> None:
+    """The worker dead-letters claims the served model refuses: the client gets the reason
+    (not a hang), and the id stays free for when a model that reads it serves."""
+    gw.stream.reads_version = 2
     body = problem(gw.post(claim_body(claim_id="C-v1")), 422)
+    assert body["type"].endswith("unsupported-version")
     assert error_paths(body) == {"schema_version": "unsupported_version"}
     assert "schema_version 2" in body["errors"][0]["msg"]
     batch = problem(gw.post({"claims": [v2_claim(claim_id="C-v2"), claim_body(claim_id="C-v1")]},
                             "/api/v1/claims/batch"), 422)
     assert error_paths(batch) == {"claims.1.schema_version": "unsupported_version"}
-    assert gw.publisher.published == []
-    # Nothing was recorded: the same claim is decided once a model that reads it serves.
-    gw.scorer.reads_version = 1
+    assert gw.rt.service.lookup("C-v1") is None
+    assert gw.rt.service.lookup("C-v2") is not None  # decided: resubmitting it replays
+    rows = post_csv(gw, f"{CSV_HEADER}\nC-v1,1,1,1,1,1\n").get_json()["rows"]
+    assert rows[0]["error"].startswith("set aside by the stream (unsupported_version)")
+    gw.stream.reads_version = 1
     assert gw.post(claim_body(claim_id="C-v1")).status_code == 201
+    text = gw.client.get("/metrics").get_data(as_text=True)
+    assert 'gateway_undecided_total{cause="dead_letter"} 3.0' in text
 
 
 def test_csv_upload_says_it_takes_version_1_only(gw: Gateway) -> None:

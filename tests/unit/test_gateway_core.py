@@ -1,5 +1,5 @@
 """The gateway's pure core and its SQLite stores: intake, CSV, fingerprints, idempotency
-under concurrency, the outcome view's upsert, positions and counters."""
+under concurrency, the reply board, the outcome view's upsert, positions and counters."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gateway.coalesce import CoalescingScorer
+from gateway.claim_producer import Position, claim_key
 from gateway.csv_claims import CsvFileError, parse_csv
 from gateway.idempotency import SubmissionStore
 from gateway.intake import (
@@ -23,12 +23,11 @@ from gateway.intake import (
 )
 from gateway.locks import KeyLocks
 from gateway.outcome_store import Outcome, OutcomeStore, timeline
-from gateway.publisher import Outgoing
+from gateway.replies import ReplyBoard, route_reply
 from gateway.service import SubmissionService
 from gateway.sqlite_util import BackgroundCheckpointer, connect
-from schemas import Claim, Decision, ModelRef, StreamSource
-from scorer.client import ModelUnavailable
-from tests.unit.test_gateway_fakes import FakePublisher, FakeScorer, claim_body
+from schemas import Claim, ClaimV2, DeadLetter, Decision, ModelRef, StreamSource
+from tests.unit.test_gateway_fakes import FakeStream, claim_body, stream_decision
 from tests.v2_factory import v2_claim, without_labels
 
 NOW = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
@@ -209,36 +208,146 @@ def test_timeline_buckets_are_aligned_and_ignore_out_of_range_rows() -> None:
     assert buckets[0]["investigation_rate"] == 0.0
 
 
-def test_submission_store_pending_then_published(tmp_path: Path) -> None:
+def test_submission_store_pending_then_produced_then_decided(tmp_path: Path) -> None:
     with SubmissionStore(tmp_path / "s.db") as store:
-        d = decision("X-1")
-        store.add_pending([("X-1", "fp", d.to_json())], now_ms=1)
+        store.add_pending([("X-1", "fp")], now_ms=1)
         row = store.get("X-1")
         assert row is not None
-        assert not row.published
-        assert row.decision() == d
-        store.mark_published(["X-1"])
-        published = store.get("X-1")
-        assert published is not None
-        assert published.published
+        assert (row.fingerprint, row.produced, row.decision_json) == ("fp", False, None)
+        store.mark_produced([("X-1", Position("claims", 2, 17))])
+        produced = store.get("X-1")
+        assert produced is not None
+        assert produced.position == Position("claims", 2, 17)
+        d = decision("X-1")
+        store.set_decisions([("X-1", d.to_json())])
+        store.set_decisions([("X-1", b"a later one is ignored")])
+        decided = store.get("X-1")
+        assert decided is not None
+        assert decided.decision_json == d.to_json()
+        store.forget(["X-1"])  # a decided claim is never forgotten
+        assert store.get("X-1") is not None
+        store.add_pending([("X-2", "fp")], now_ms=1)
+        store.forget(["X-2"])
+        assert store.get("X-2") is None
         assert store.get_many([f"Y-{i}" for i in range(1200)] + ["X-1"]).keys() == {"X-1"}
+
+
+def test_claims_are_keyed_as_the_producer_keys_them() -> None:
+    v1 = Claim.from_json(raw(claim_id="K-1"))
+    v2 = ClaimV2.from_json(json.dumps(without_labels(v2_claim(claim_id="K-2"))))
+    assert claim_key(v1) == b"K-1"
+    assert claim_key(v2) == v2.member_id.encode() != b"K-2"
+
+
+# -- the reply board -----------------------------------------------------------------------------
+
+
+def dead_letter_at(position: Position) -> DeadLetter:
+    return DeadLetter.for_message(
+        value=raw(), key=b"C-000001", error_kind="unsupported_version",
+        error="the model refused it", failed_at=NOW,
+        source=StreamSource(topic=position.topic, partition=position.partition,
+                            offset=position.offset))
+
+
+def test_a_decision_wakes_every_watch_of_its_claim_id_and_only_those() -> None:
+    board = ReplyBoard()
+    first, second, other = board.watch(["A"]), board.watch(["A"]), board.watch(["B"])
+    assert board.wants("A")
+    board.on_decision("A", b"decision-of-A")
+    assert first["A"].wake.is_set()
+    assert second["A"].decision == b"decision-of-A"
+    assert not other["B"].wake.is_set()
+    board.on_decision("A", b"a second decision")  # the first one stays
+    assert first["A"].decision == b"decision-of-A"
+    board.forget([*first.values(), *second.values(), *other.values()])
+    assert not board.wants("A")
+    assert board.waiting() == 0
+
+
+def test_a_dead_letter_answers_the_watch_of_its_position_even_when_it_came_first() -> None:
+    board = ReplyBoard()
+    watches = board.watch(["A", "B"])
+    board.locate(watches["A"], Position("claims", 0, 5))
+    board.on_dead_letter(dead_letter_at(Position("claims", 0, 5)))
+    assert watches["A"].dead_letter is not None
+    assert watches["A"].wake.is_set()
+    # B's dead letter arrives before the broker's ack told the request where B landed.
+    board.on_dead_letter(dead_letter_at(Position("claims", 1, 9)))
+    assert watches["B"].dead_letter is None
+    board.locate(watches["B"], Position("claims", 1, 9))
+    assert watches["B"].dead_letter is not None
+    board.forget(watches.values())
+    assert board.waiting() == 0
+
+
+class FakeMessage:
+    def __init__(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        self._topic, self._key, self._value = topic, key, value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 3
+
+
+def test_route_reply_matches_decisions_by_key_and_dead_letters_by_content() -> None:
+    board = ReplyBoard()
+    watches = board.watch(["A"])
+    board.locate(watches["A"], Position("claims", 0, 1))
+    messages = [FakeMessage("claims.approved", b"nobody", b"{}"),
+                FakeMessage("dl", None, b"not a dead letter")]
+    for msg in messages:
+        route_reply(board, msg, "dl")  # type: ignore[arg-type]
+    assert not watches["A"].answered
+    letter = FakeMessage("dl", None, dead_letter_at(Position("claims", 0, 1)).to_json())
+    route_reply(board, letter, "dl")  # type: ignore[arg-type]
+    assert watches["A"].dead_letter is not None
+    route_reply(board, FakeMessage("claims.approved", b"A", b"{}"), "dl")  # type: ignore[arg-type]
+    assert watches["A"].decision is None  # answered once
 
 
 # -- service -------------------------------------------------------------------------------------
 
 
-class SlowPublisher(FakePublisher):
-    """Holds each publish until released, so concurrent submissions overlap."""
+class SlowStream(FakeStream):
+    """Holds each produce of claims starting with ``gate`` until released, so concurrent
+    submissions overlap."""
 
-    def __init__(self) -> None:
+    def __init__(self, gate: str = "") -> None:
         super().__init__()
+        self.gate = gate
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def publish(self, items: Any, timeout_s: float) -> None:
-        self.entered.set()
-        assert self.release.wait(10)
-        super().publish(items, timeout_s)
+    def produce(self, claims: Any, timeout_s: float) -> list[Position]:
+        if any(c.claim_id.startswith(self.gate) for c in claims):
+            self.entered.set()
+            assert self.release.wait(30)
+        return super().produce(claims, timeout_s)
+
+
+def make_service(tmp_path: Path, stream: FakeStream, timeout_s: float = 10.0,
+                 locks: KeyLocks | None = None) -> SubmissionService:
+    return SubmissionService(stream, SubmissionStore(tmp_path / "s.db"),
+                             OutcomeStore(tmp_path / "o.db"), stream.board, 1.0, timeout_s,
+                             locks=locks)
+
+
+def close(service: SubmissionService) -> None:
+    service.store.close()
+    service.outcomes.close()
+    service.locks.close()
 
 
 def test_wal_pages_reach_the_database_from_the_background_thread(tmp_path: Path) -> None:
@@ -259,25 +368,54 @@ def test_wal_pages_reach_the_database_from_the_background_thread(tmp_path: Path)
     writer.close()
 
 
-def test_concurrent_submissions_of_one_claim_publish_once(tmp_path: Path) -> None:
-    publisher = SlowPublisher()
-    store = SubmissionStore(tmp_path / "s.db")
-    service = SubmissionService(FakeScorer(), publisher, store,
-                                lambda kind: f"claims.{kind}", 1.0)
+def test_concurrent_submissions_of_one_claim_produce_it_once(tmp_path: Path) -> None:
+    stream = SlowStream()
+    service = make_service(tmp_path, stream)
     intake = parse_claim(raw(), now=NOW)
     results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(service.submit([intake], None)))
+    threads = [threading.Thread(target=lambda: results.append(service.submit([intake])))
                for _ in range(4)]
     for thread in threads:
         thread.start()
-    assert publisher.entered.wait(10)
-    publisher.release.set()
+    assert stream.entered.wait(10)
+    stream.release.set()
     for thread in threads:
         thread.join(10)
-    assert publisher.claim_ids() == ["C-000001"]
+    assert stream.claim_ids() == ["C-000001"]
     assert sorted(r[0].replayed for r in results) == [False, True, True, True]
-    assert len({r[0].decision.to_json() for r in results}) == 1
-    store.close()
+    assert len({r[0].body for r in results}) == 1
+    close(service)
+
+
+def test_concurrent_submissions_of_a_refused_claim_all_get_its_dead_letter(
+    tmp_path: Path,
+) -> None:
+    """The requests that did not produce the claim watch the position the first one
+    recorded: the worker's dead letter answers them too (none waits for the deadline)."""
+    stream = SlowStream()
+    stream.reads_version, stream.silent = 2, True
+    service = make_service(tmp_path, stream, timeout_s=10)
+    intake = parse_claim(raw(), now=NOW)
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(service.submit([intake])))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    assert stream.entered.wait(10)
+    stream.release.set()
+    deadline = time.monotonic() + 10
+    while sum(len(w) for w in stream.board._by_position.values()) < 4:  # all located
+        assert time.monotonic() < deadline, "the waiting requests never learnt the position"
+        time.sleep(0.01)  # polling interval, bounded by the deadline
+    started = time.monotonic()
+    stream.answer_all()  # the worker dead-letters the claim (the model refuses v1)
+    for thread in threads:
+        thread.join(15)
+    assert time.monotonic() - started < 5
+    assert [r[0].dead_letter is not None for r in results] == [True] * 4
+    assert stream.claim_ids() == ["C-000001"]
+    assert service.lookup(intake.claim_id) is None  # not decided: the id is free
+    close(service)
 
 
 def test_key_locks_do_not_deadlock_on_overlapping_batches() -> None:
@@ -299,122 +437,27 @@ def test_key_locks_do_not_deadlock_on_overlapping_batches() -> None:
     assert len(done) == 4
 
 
-def test_outgoing_topic_follows_the_decision(tmp_path: Path) -> None:
-    publisher = FakePublisher()
-    with SubmissionStore(tmp_path / "s.db") as store:
-        service = SubmissionService(FakeScorer(), publisher, store,
-                                    lambda kind: f"t.{kind}", 1.0)
-        service.submit([parse_claim(raw(claim_id="A", claim_amount=99_999.0), now=NOW),
-                        parse_claim(raw(claim_id="B"), now=NOW)], "req-1")
-    assert [(o.topic, o.decision.claim_id) for o in publisher.published] == [
-        ("t.investigate", "A"), ("t.approve", "B")]
-    assert all(isinstance(o, Outgoing) for o in publisher.published)
-
-
-# -- coalescing model calls ----------------------------------------------------------------------
-
-
-class GatedScorer(FakeScorer):
-    """Blocks inside each call until released, so concurrent requests pile up behind it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = threading.Event()
-        self.batches: list[int] = []
-
-    def score(self, claim: Any) -> Any:
-        self.batches.append(1)
-        assert self.release.wait(10)
-        return super().score(claim)
-
-    def score_batch(self, claims: Any) -> Any:
-        self.batches.append(len(claims))
-        assert self.release.wait(10)
-        return super().score_batch(claims)
-
-
-def test_concurrent_single_claims_share_model_calls() -> None:
-    inner = GatedScorer()
-    scorer = CoalescingScorer(inner, max_batch=64, callers=1)
-    claims = [Claim.from_json(raw(claim_id=f"Q-{i}", claim_amount=100.0 + 20_000 * (i % 2)))
-              for i in range(9)]
-    results: dict[str, Any] = {}
-    threads = [threading.Thread(target=lambda c=c: results.update({c.claim_id: scorer.score(c)}))
-               for c in claims]
-
-    def wait_for(condition: Any) -> None:
-        deadline = time.monotonic() + 20
-        while not condition():
-            assert time.monotonic() < deadline, (inner.batches, scorer._queue.qsize())
-            time.sleep(0.01)  # polling interval, bounded by the deadline
-
-    try:
-        threads[0].start()
-        wait_for(lambda: inner.batches == [1])  # the first call is in flight (direct) ...
-        for thread in threads[1:]:
-            thread.start()
-        # ... and the others queue behind it: the one caller holds the first of them while it
-        # waits for the only call slot, seven more wait in the queue.
-        wait_for(lambda: scorer._queue.qsize() == 7)
-    finally:
-        inner.release.set()
-    for thread in threads:
-        thread.join(10)
-    assert inner.batches == [1, 8]
-    assert {cid: r.claim_id for cid, r in results.items()} == {c.claim_id: c.claim_id
-                                                              for c in claims}
-    assert results["Q-1"].decision == "investigate"
-    scorer.close()
-
-
-def test_an_idle_scorer_calls_from_the_request_thread() -> None:
-    threads: list[str] = []
-
-    class RecordingScorer(FakeScorer):
-        def score(self, claim: Any) -> Any:
-            threads.append(threading.current_thread().name)
-            return super().score(claim)
-
-    scorer = CoalescingScorer(RecordingScorer(), callers=2)
-    for i in range(3):
-        assert scorer.score(Claim.from_json(raw(claim_id=f"D-{i}"))).claim_id == f"D-{i}"
-    scorer.close()
-    assert threads == [threading.current_thread().name] * 3
-
-
-def test_coalesced_failures_reach_every_waiting_request() -> None:
-    inner = FakeScorer(available=False)
-    scorer = CoalescingScorer(inner, callers=2)
-    errors: list[BaseException] = []
-
-    def call(i: int) -> None:
-        try:
-            scorer.score(Claim.from_json(raw(claim_id=f"E-{i}")))
-        except ModelUnavailable as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert len(errors) == 5
-    assert len({id(e) for e in errors}) == 5  # one exception object per request thread
-    scorer.close()
-
-
-class BlockingBatchScorer(FakeScorer):
-    """Holds every batch call until released; single claims are answered at once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def score_batch(self, claims: Any) -> Any:
-        self.entered.set()
-        assert self.release.wait(30)
-        return super().score_batch(claims)
+def test_a_decision_that_went_by_before_the_watch_is_found_in_the_view(
+    tmp_path: Path,
+) -> None:
+    """A replay of a claim in flight starts watching after the decision passed the reply
+    consumer: the request finds it in the outcome view (polled every FALLBACK_POLL_S)."""
+    stream = FakeStream(silent=True)
+    service = make_service(tmp_path, stream, timeout_s=0.01)
+    intake = parse_claim(raw(), now=NOW)
+    assert service.submit([intake])[0].pending
+    d = stream_decision(intake.claim, Position("claims", 0, 0))
+    timer = threading.Timer(0.05, lambda: service.outcomes.add(
+        [Outcome(d, "claims.approved", 0, 0, d.to_json())], {("claims.approved", 0): 1}))
+    timer.start()
+    [result] = service.submit([intake], timeout_s=10)
+    timer.join()
+    assert (result.body, result.replayed) == (d.to_json(), True)
+    stored = service.lookup(intake.claim_id)
+    assert stored is not None
+    assert stored.decision_json == d.to_json()  # kept with the record from now on
+    assert stream.claim_ids() == ["C-000001"]
+    close(service)
 
 
 def batch_of(n: int, prefix: str) -> list[Any]:
@@ -428,67 +471,51 @@ def finishes(target: Any, timeout_s: float = 20.0) -> bool:
     return not thread.is_alive()
 
 
-def test_a_batch_in_its_model_call_blocks_no_other_submission(tmp_path: Path) -> None:
-    """The batch used to hold its claim_id locks through the model call: a claim sharing a
-    stripe with it waited for the whole call (in every worker: the locks span processes)."""
-    scorer = BlockingBatchScorer()
-    store = SubmissionStore(tmp_path / "s.db")
+def test_a_batch_waiting_for_its_decisions_blocks_no_other_submission(tmp_path: Path) -> None:
+    """The wait for the stream's decisions holds no claim_id lock: a claim sharing a stripe
+    with a 500-claim batch is decided while the batch waits."""
+    stream = FakeStream()
     locks = KeyLocks(lock_path=tmp_path / "s.lock")
-    service = SubmissionService(scorer, FakePublisher(), store, lambda k: f"claims.{k}", 1.0,
-                                locks=locks)
+    service = make_service(tmp_path, stream, locks=locks)
+    stream.silent = True
     batch = batch_of(500, "B")
     held = {locks.index(i.claim_id) for i in batch}
     neighbour = next(f"N-{n}" for n in range(10**6) if locks.index(f"N-{n}") in held)
-    batch_thread = threading.Thread(target=lambda: service.submit(batch, None))
+    batch_thread = threading.Thread(target=lambda: service.submit(batch, timeout_s=30))
     batch_thread.start()
     try:
-        assert scorer.entered.wait(20)
+        deadline = time.monotonic() + 20
+        while len(stream.produced) < 500:
+            assert time.monotonic() < deadline, "the batch was never produced"
+            time.sleep(0.01)  # polling interval, bounded by the deadline
+        stream.silent = False
         single = parse_claim(raw(claim_id=neighbour), now=NOW)
-        assert finishes(lambda: service.submit([single], None)), "blocked behind the batch"
+        assert finishes(lambda: service.submit([single])), "blocked behind the batch"
     finally:
-        scorer.release.set()
+        stream.answer_all()
         batch_thread.join(30)
-    assert store.count() == 501
-    store.close()
-    locks.close()
+    assert service.store.count() == 501
+    close(service)
 
 
-class BatchGatedPublisher(FakePublisher):
-    """Holds the publication of the batch (claim_ids "B-...") until released."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def publish(self, items: Any, timeout_s: float) -> None:
-        if any(item.decision.claim_id.startswith("B-") for item in items):
-            self.entered.set()
-            assert self.release.wait(30)
-        super().publish(items, timeout_s)
-
-
-def test_a_publishing_batch_holds_few_of_the_claim_id_stripes(tmp_path: Path) -> None:
-    """While it publishes, a 500-claim batch must hold its claims' locks, and only those:
+def test_a_producing_batch_holds_few_of_the_claim_id_stripes(tmp_path: Path) -> None:
+    """While it is produced, a 500-claim batch must hold its claims' locks, and only those:
     with 256 stripes it held ~87 % of them, so nearly every other claim waited."""
-    publisher = BatchGatedPublisher()
-    store = SubmissionStore(tmp_path / "s.db")
+    stream = SlowStream(gate="B-")
     locks = KeyLocks(lock_path=tmp_path / "s.lock")
-    service = SubmissionService(FakeScorer(), publisher, store, lambda k: f"claims.{k}", 1.0,
-                                locks=locks)
+    service = make_service(tmp_path, stream, locks=locks)
     batch = batch_of(500, "B")
     held = {locks.index(i.claim_id) for i in batch}
     free = [cid for cid in (f"O-{n}" for n in range(100)) if locks.index(cid) not in held]
     assert len(free) >= 95
-    batch_thread = threading.Thread(target=lambda: service.submit(batch, None))
+    batch_thread = threading.Thread(target=lambda: service.submit(batch))
     batch_thread.start()
     try:
-        assert publisher.entered.wait(20)
+        assert stream.entered.wait(20)
         others = [parse_claim(raw(claim_id=cid), now=NOW) for cid in free]
-        assert finishes(lambda: service.submit(others, None)), "blocked behind the batch"
+        assert finishes(lambda: service.submit(others)), "blocked behind the batch"
     finally:
-        publisher.release.set()
+        stream.release.set()
         batch_thread.join(30)
-    assert sorted(publisher.claim_ids()) == sorted([*free, *(i.claim_id for i in batch)])
-    store.close()
-    locks.close()
+    assert sorted(stream.claim_ids()) == sorted([*free, *(i.claim_id for i in batch)])
+    close(service)

@@ -24,8 +24,7 @@ from schemas import Decision, Label
 from tests.unit.test_gateway_api import problem
 from tests.unit.test_gateway_fakes import (
     FakeLabelPublisher,
-    FakePublisher,
-    FakeScorer,
+    FakeStream,
     claim_body,
     fake_settings,
 )
@@ -52,8 +51,9 @@ class Gateway:
 
 def make_gateway(home: Path, **settings: Any) -> Gateway:
     labels = FakeLabelPublisher()
-    app = create_app(fake_settings(home, **settings), scorer=FakeScorer(),
-                     publisher=FakePublisher(), labels=labels)
+    stream = FakeStream()
+    app = create_app(fake_settings(home, **settings), producer=stream, board=stream.board,
+                     labels=labels)
     rt = runtime(app)
     rt.clock = lambda: NOW
     return Gateway(app.test_client(), labels, rt)

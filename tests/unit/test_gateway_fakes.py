@@ -1,22 +1,39 @@
-"""In-process stand-ins for the model service and the broker, for unit tests of the gateway's
-HTTP logic only (integration tests use a real ``bentoml serve`` and a real broker).
+"""In-process stand-ins for the broker and the stream worker, for unit tests of the gateway's
+HTTP logic only (integration tests use a real broker, a real ``claimflow score`` worker and a
+real ``bentoml serve``).
 
-The fake scorer follows a simple visible rule (investigate above 10,000) so tests can reason
-about outcomes; switches make it or the publisher unavailable to drive 503 answers.
+:class:`FakeStream` is the gateway's claim producer and, behind it, a stream worker: every
+claim it "produces" gets a position, and (unless ``silent``) the decision a simple visible
+rule makes (investigate above 10,000) is put on the gateway's reply board as the worker's
+decision would be, with ``source = StreamSource(claims, 0, offset)``. ``reads_version``
+makes it dead-letter claims of the other version as the worker does when the model refuses
+them; ``available = False`` makes produce fail (503).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.claim_producer import Position, PublishUnavailable, claim_key
 from gateway.dispositions import LabelUnavailable
-from gateway.publisher import Outgoing, PublishUnavailable
+from gateway.replies import ReplyBoard
 from gateway.settings import GatewaySettings
-from schemas import Claim, ClaimV2, Label, ModelRef, Reason, ScoreAnswer, ScoreRefusal, ScoreResult
-from scorer.client import ModelServiceError, ModelUnavailable
+from schemas import (
+    Claim,
+    ClaimV2,
+    DeadLetter,
+    Decision,
+    Label,
+    ModelRef,
+    Reason,
+    ScoreRefusal,
+    ScoreResult,
+    StreamSource,
+)
 
 FAKE_MODEL = ModelRef(name="claim-anomaly", version="7", run_id="fake-run")
 INVESTIGATE_ABOVE = 10_000.0
@@ -42,49 +59,64 @@ def fake_result(claim: Claim | ClaimV2) -> ScoreResult:
                        reasons=reasons)
 
 
+def stream_decision(claim: Claim | ClaimV2, position: Position) -> Decision:
+    """What the stream worker publishes for ``claim`` read at ``position`` (fake model)."""
+    return Decision.from_score(
+        claim, fake_result(claim), decided_at=datetime.now(UTC),
+        source=StreamSource(topic=position.topic, partition=position.partition,
+                            offset=position.offset))
+
+
 @dataclass
-class FakeScorer:
+class Produced:
+    key: bytes
+    claim: Claim | ClaimV2
+    position: Position
+
+
+@dataclass
+class FakeStream:
+    board: ReplyBoard = field(default_factory=ReplyBoard)
     available: bool = True
-    broken: bool = False
-    calls: int = 0
+    silent: bool = False  # produce, but the worker never answers (a stopped worker)
     reads_version: int | None = None  # like a real model: refuse claims of other versions
+    topic: str = "claims"
+    produced: list[Produced] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
 
-    def _check(self) -> None:
-        self.calls += 1
-        if not self.available:
-            raise ModelUnavailable("fake model service is down")
-        if self.broken:
-            raise ModelServiceError("fake model service answered nonsense")
-
-    def _answer(self, claim: Claim | ClaimV2) -> ScoreAnswer:
-        if self.reads_version not in (None, claim.schema_version):
-            return fake_refusal(claim, self.reads_version)
-        return fake_result(claim)
-
-    def score(self, claim: Claim | ClaimV2) -> ScoreAnswer:
-        self._check()
-        return self._answer(claim)
-
-    def score_batch(self, claims: Sequence[Claim | ClaimV2]) -> list[ScoreAnswer]:
-        self._check()
-        return [self._answer(claim) for claim in claims]
-
-    def ready(self) -> bool:
-        return self.available
-
-    def close(self) -> None:
-        pass
-
-
-@dataclass
-class FakePublisher:
-    available: bool = True
-    published: list[Outgoing] = field(default_factory=list)
-
-    def publish(self, items: Sequence[Outgoing], timeout_s: float) -> None:
+    def produce(self, claims: Sequence[Claim | ClaimV2], timeout_s: float) -> list[Position]:
         if not self.available:
             raise PublishUnavailable("fake broker is down")
-        self.published.extend(items)
+        positions = []
+        for claim in claims:
+            position = Position(self.topic, 0, len(self.produced))
+            self.produced.append(Produced(claim_key(claim), claim, position))
+            positions.append(position)
+            if not self.silent:
+                self.answer(claim, position)
+        return positions
+
+    def answer(self, claim: Claim | ClaimV2, position: Position) -> None:
+        """The worker's answer for the claim at ``position`` onto the reply board."""
+        if self.reads_version not in (None, claim.schema_version):
+            refusal = fake_refusal(claim, self.reads_version)
+            self.board.on_dead_letter(DeadLetter.for_message(
+                value=claim.to_json(), key=claim_key(claim), error_kind="unsupported_version",
+                error=refusal.error, failed_at=datetime.now(UTC),
+                source=StreamSource(topic=position.topic, partition=position.partition,
+                                    offset=position.offset)))
+            return
+        decision = stream_decision(claim, position)
+        self.decisions.append(decision)
+        self.board.on_decision(claim.claim_id, decision.to_json())
+
+    def answer_all(self) -> None:
+        """A worker that was stopped comes back and decides what was produced meanwhile."""
+        decided = {d.source.offset for d in self.decisions
+                   if isinstance(d.source, StreamSource)}
+        for item in self.produced:
+            if item.position.offset not in decided:
+                self.answer(item.claim, item.position)
 
     def ready(self, timeout_s: float) -> bool:
         return self.available
@@ -93,7 +125,7 @@ class FakePublisher:
         pass
 
     def claim_ids(self) -> list[str]:
-        return [item.decision.claim_id for item in self.published]
+        return [item.claim.claim_id for item in self.produced]
 
 
 @dataclass
@@ -111,8 +143,7 @@ class FakeLabelPublisher:
 
 
 def fake_settings(home: Path, **overrides: Any) -> GatewaySettings:
-    return GatewaySettings(claimflow_home=home, view_enabled=False,
-                           **overrides)
+    return GatewaySettings(claimflow_home=home, view_enabled=False, **overrides)
 
 
 def claim_body(**overrides: Any) -> dict[str, Any]:

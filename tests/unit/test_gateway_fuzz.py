@@ -33,8 +33,7 @@ from gateway.app import create_app, runtime
 from gateway.openapi_docs import GatewayOpenAPI
 from tests.unit.test_gateway_fakes import (
     FakeLabelPublisher,
-    FakePublisher,
-    FakeScorer,
+    FakeStream,
     claim_body,
     fake_settings,
 )
@@ -51,8 +50,9 @@ def bounded(examples: int) -> settings:
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[GatewayOpenAPI]:
-    app = create_app(fake_settings(tmp_path, max_batch=20), scorer=FakeScorer(),
-                     publisher=FakePublisher(), labels=FakeLabelPublisher())
+    stream = FakeStream()
+    app = create_app(fake_settings(tmp_path, max_batch=20), producer=stream, board=stream.board,
+                     labels=FakeLabelPublisher())
     yield app
     runtime(app).close()
 
@@ -118,8 +118,9 @@ KEYS = st.sampled_from([None, API_KEY, "wrong", "x" * 300])
 
 
 def test_raw_bodies_never_cause_a_server_error(tmp_path: Path) -> None:
+    stream = FakeStream()
     app = create_app(fake_settings(tmp_path, api_key=API_KEY, max_batch=20),
-                     scorer=FakeScorer(), publisher=FakePublisher())
+                     producer=stream, board=stream.board)
     client: FlaskClient = app.test_client()
 
     @seed(11)

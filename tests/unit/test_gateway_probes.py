@@ -1,6 +1,6 @@
-"""Probes and the outcome view's resilience: /readyz and /metrics are cached (they are open
-and each check costs a model call and a broker request), the view's consumer restarts after
-a failure and readiness says when the view is stale."""
+"""Probes and the consumers' resilience: /readyz and /metrics are cached (they are open and
+a check costs a broker request), the view's and the reply consumer restart after a failure
+and readiness says when either is stale."""
 
 from __future__ import annotations
 
@@ -18,23 +18,15 @@ from gateway.app import create_app, runtime
 from gateway.outcome_consumer import OutcomeConsumer
 from gateway.outcome_store import OutcomeStore
 from gateway.readiness import ReadinessProbe
+from gateway.replies import ReplyBoard, ReplyConsumer
 from schemas import Claim, Decision, ModelRef, StreamSource
-from tests.unit.test_gateway_fakes import FakePublisher, FakeScorer, claim_body, fake_settings
+from tests.unit.test_gateway_fakes import FakeStream, claim_body, fake_settings
 
 TOPIC = "claims.approved"
 
 
 @dataclass
-class CountingScorer(FakeScorer):
-    ready_calls: int = 0
-
-    def ready(self) -> bool:
-        self.ready_calls += 1
-        return self.available
-
-
-@dataclass
-class CountingPublisher(FakePublisher):
+class CountingStream(FakeStream):
     ready_calls: int = 0
 
     def ready(self, timeout_s: float) -> bool:
@@ -42,30 +34,31 @@ class CountingPublisher(FakePublisher):
         return self.available
 
 
-def test_readyz_checks_the_model_and_broker_once_per_cache_period(tmp_path: Path) -> None:
-    """Each hit used to cost a model-service call and a Kafka metadata request."""
-    scorer, publisher = CountingScorer(), CountingPublisher()
-    app = create_app(fake_settings(tmp_path, ready_cache_s=300), scorer=scorer,
-                     publisher=publisher)
+def test_readyz_checks_the_broker_once_per_cache_period(tmp_path: Path) -> None:
+    """Each hit used to cost a Kafka metadata request (and a model-service call, when the
+    gateway still called the model service)."""
+    stream = CountingStream()
+    app = create_app(fake_settings(tmp_path, ready_cache_s=300), producer=stream,
+                     board=stream.board)
     client = app.test_client()
     for _ in range(20):
         assert client.get("/readyz").status_code == 200
-    assert (scorer.ready_calls, publisher.ready_calls) == (1, 1)
+    assert stream.ready_calls == 1
     runtime(app).close()
 
 
 def test_readyz_answers_from_a_fresh_check_after_the_cache_period() -> None:
-    scorer, publisher = CountingScorer(), CountingPublisher()
+    stream = CountingStream()
     now = [0.0]
-    probe = ReadinessProbe(scorer, publisher, None, cache_s=2.0, monotonic=lambda: now[0])
+    probe = ReadinessProbe(stream, {}, cache_s=2.0, monotonic=lambda: now[0])
     assert probe.check().ready
-    scorer.available = False
+    stream.available = False
     now[0] = 1.0
     assert probe.check().ready  # cached
     now[0] = 2.5
     result = probe.check()
     assert not result.ready
-    assert result.checks == {"model_service": False, "broker": True}
+    assert result.checks == {"broker": False}
 
 
 @dataclass
@@ -77,14 +70,16 @@ class StubView:
 
 
 def test_readiness_says_when_the_outcome_view_is_stale_without_waiting_for_the_cache() -> None:
-    view = StubView(True)
-    probe = ReadinessProbe(FakeScorer(), FakePublisher(), view,  # type: ignore[arg-type]
+    view, replies = StubView(True), StubView(True)
+    probe = ReadinessProbe(FakeStream(), {"replies": replies, "outcome_view": view},
                            cache_s=300)
-    assert probe.check().checks["outcome_view"] is True
+    assert probe.check().checks == {"broker": True, "replies": True, "outcome_view": True}
     view.is_fresh = False
     result = probe.check()
     assert not result.ready
     assert result.checks["outcome_view"] is False
+    view.is_fresh, replies.is_fresh = True, False
+    assert probe.check().checks["replies"] is False
 
 
 # -- the outcome view's consumer -------------------------------------------------------------
@@ -176,3 +171,58 @@ def test_the_view_consumer_restarts_after_a_failure_and_loses_nothing(
         view.stop()
     assert not view.fresh()
     store.close()
+
+
+@dataclass
+class FakeReplyConsumer:
+    """Fails its first ``assign``; afterwards hands out one decision keyed by claim_id."""
+
+    failures: list[int]
+    sent: bool = False
+    closed: bool = False
+
+    def list_topics(self, timeout: float) -> Any:
+        class Meta:
+            topics = {TOPIC: type("T", (), {"error": None, "partitions": {0: None}})()}
+        return Meta()
+
+    def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
+        return (0, 0)
+
+    def assign(self, partitions: list[Any]) -> None:
+        if self.failures:
+            self.failures.pop()
+            raise RuntimeError("broker went away")
+
+    def poll(self, timeout: float) -> Any:
+        if self.sent:
+            return None
+        self.sent = True
+        message = FakeMessage(0, decision_json("R-1"))
+        message.key = lambda: b"R-1"  # type: ignore[attr-defined]
+        return message
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_reply_consumer_restarts_after_a_failure_and_answers(tmp_path: Path) -> None:
+    board = ReplyBoard()
+    watch = board.watch(["R-1"])["R-1"]
+    failures = [1]
+    replies = ReplyConsumer(board, "unused:9092", [TOPIC], "claims.deadletter",
+                            backoff_s=(0.01, 0.05), stale_after_s=300,
+                            consumer_factory=lambda _config: FakeReplyConsumer(  # type: ignore[arg-type,return-value]
+                                failures))
+    replies.start()
+    try:
+        assert watch.wake.wait(20), "no answer after the restart"
+        assert watch.decision == decision_json("R-1")
+        assert replies.restarts == 1
+        assert replies.fresh()
+    finally:
+        replies.stop()
+    assert not replies.fresh()
