@@ -226,6 +226,34 @@ def producer_config(settings: ScorerSettings, instance: int) -> dict[str, Any]:
     }
 
 
+def restore_config(settings: ScorerSettings) -> dict[str, Any]:
+    """The short-lived consumer that reads member-state changelog partitions to their end."""
+    return {"bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"{settings.group_id}.restore",
+            "logger": logging.getLogger("scorer.kafka.restore")}
+
+
+@dataclass(frozen=True)
+class ClusterCalls:
+    """What the scoring loop asks of the cluster besides its consumer and producer: an admin
+    client (to create or check the member-state changelog), a restore of changelog partitions
+    and the group's committed offsets. :func:`cluster_calls` builds the real ones; tests hand
+    in fakes."""
+
+    make_admin: Callable[[], AdminClient]
+    restore: Callable[[str, Sequence[int]], dict[int, dict[str, bytes]]]
+    committed_offsets: Callable[[list[TopicPartition]], list[TopicPartition]]
+
+
+def cluster_calls(settings: ScorerSettings) -> ClusterCalls:
+    config = restore_config(settings)
+    return ClusterCalls(
+        make_admin=lambda: AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers}),
+        restore=lambda changelog, partitions: restore_partitions(config, changelog, partitions),
+        committed_offsets=lambda partitions: read_committed_offsets(settings, partitions),
+    )
+
+
 def outcome_topics(settings: ScorerSettings) -> OutcomeTopics:
     return OutcomeTopics(
         approved=settings.approved_topic,
@@ -364,11 +392,14 @@ class ScoringLoop:
         metrics: WorkerMetrics,
         stop: threading.Event,
         parent_pid: int | None = None,
+        *,
+        cluster: ClusterCalls,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
         self.make_producer = make_producer
         self.client = client
+        self.cluster = cluster
         self.metrics = metrics
         self.stop = stop
         self.parent_pid = parent_pid
@@ -413,7 +444,7 @@ class ScoringLoop:
         logger.info("assigned %s", describe_partitions(partitions))
         # The partitions' member state, as of their committed offsets, before any claim.
         numbers = [tp.partition for tp in partitions]
-        restored = restore_partitions(self.restore_config(), self.changelog, numbers)
+        restored = self.cluster.restore(self.changelog, numbers)
         for partition, records in restored.items():
             self.members.load(partition, records)
 
@@ -425,7 +456,7 @@ class ScoringLoop:
     def ensure_changelog(self) -> None:
         """The member-state changelog exists with the claims topic's partition count; waits
         (with backoff) while the claims topic itself does not exist yet."""
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap_servers})
+        admin = self.cluster.make_admin()
         pause = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         while True:
             try:
@@ -438,11 +469,6 @@ class ScoringLoop:
                 delay = pause.next_delay()
                 logger.warning("member state: %s; retrying in %.1fs", exc, delay)
                 self.stop.wait(delay)
-
-    def restore_config(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.settings.kafka_bootstrap_servers,
-                "group.id": f"{self.settings.group_id}.restore",
-                "logger": logging.getLogger("scorer.kafka.restore")}
 
     def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         logger.warning(
@@ -725,7 +751,7 @@ class ScoringLoop:
         while True:
             assignment = self.consumer.assignment()
             try:
-                committed = read_committed_offsets(self.settings, assignment)
+                committed = self.cluster.committed_offsets(assignment)
                 break
             except KafkaException as exc:
                 error = kafka_error(exc)
@@ -839,7 +865,8 @@ def run_worker(
     config = producer_config(settings, instance)
     try:
         loop = ScoringLoop(
-            settings, consumer, lambda: Producer(config), client, metrics, stop, parent_pid
+            settings, consumer, lambda: Producer(config), client, metrics, stop, parent_pid,
+            cluster=cluster_calls(settings),
         )
         loop.subscribe()
         # What exists now (modules, clients) lives as long as the process: frozen out of the
