@@ -34,8 +34,8 @@ from confluent_kafka import (
 )
 
 from schemas import Claim, ClaimV2, DeadLetter, Decision, StreamSource
+from scorer.calls import fatal_cause
 from scorer.recovery import TxnAction, classify_txn_error, is_unreachable
-from scorer.worker import fatal_cause
 from tests.integration import model_service_fixture
 from tests.integration.model_service_fixture import (
     CLAIMFLOW,

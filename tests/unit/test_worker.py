@@ -11,11 +11,9 @@ from typing import Any
 
 import pytest
 
+from scorer.calls import Backoff, CallHungError, CallRunner
 from scorer.routing import split_batch
 from scorer.worker import (
-    Backoff,
-    CallHungError,
-    CallRunner,
     consumer_config,
     describe_batch,
     install_stop_handlers,
