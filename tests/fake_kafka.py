@@ -29,7 +29,8 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 from features.member import MemberFeatures
 from schemas import Claim, ClaimV2, ModelRef, ScoreAnswer, ScoreRefusal, ScoreResult
 from scorer.client import ModelClient, ModelServiceError, ModelUnavailable
-from scorer.worker import ClusterCalls, ScoringLoop, WorkerMetrics
+from scorer.worker import ClusterCalls, ScoringLoop
+from scorer.worker_metrics import WorkerMetrics
 from scorer.worker_settings import ScorerSettings
 from tests.v2_factory import v2_claim
 
