@@ -3,7 +3,8 @@ without a broker (in the spirit of bytewax's TestingSource / TestingSink).
 
 * :class:`FakeCluster`: the input partitions, the group's committed offsets and what
   committed transactions wrote (the read_committed view, changelog included); it also plays
-  the loop's :class:`~scorer.worker.ClusterCalls` (admin, changelog restore, committed offsets).
+  the loop's :class:`~scorer.kafka_config.ClusterCalls` (admin, changelog restore,
+  committed offsets).
 * :class:`FakeConsumer`: hands out the cluster's messages from per-partition positions,
   records seeks, and runs scripted rebalances inside ``consume`` as librdkafka does.
 * :class:`FakeProducers`: the producer factory; each :class:`FakeProducer` keeps a
@@ -29,7 +30,8 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 from features.member import MemberFeatures
 from schemas import Claim, ClaimV2, ModelRef, ScoreAnswer, ScoreRefusal, ScoreResult
 from scorer.client import ModelClient, ModelServiceError, ModelUnavailable
-from scorer.worker import ClusterCalls, ScoringLoop
+from scorer.kafka_config import ClusterCalls
+from scorer.worker import ScoringLoop
 from scorer.worker_metrics import WorkerMetrics
 from scorer.worker_settings import ScorerSettings
 from tests.v2_factory import v2_claim

@@ -12,12 +12,11 @@ from typing import Any
 import pytest
 
 from scorer.calls import Backoff, CallHungError, CallRunner
+from scorer.kafka_config import consumer_config, producer_config
 from scorer.routing import split_batch
 from scorer.worker import (
-    consumer_config,
     describe_batch,
     install_stop_handlers,
-    producer_config,
     supervise,
 )
 from scorer.worker_settings import ScorerSettings
