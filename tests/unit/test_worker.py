@@ -14,11 +14,8 @@ import pytest
 from scorer.calls import Backoff, CallHungError, CallRunner
 from scorer.kafka_config import consumer_config, producer_config
 from scorer.routing import split_batch
-from scorer.worker import (
-    describe_batch,
-    install_stop_handlers,
-    supervise,
-)
+from scorer.supervisor import install_stop_handlers, supervise
+from scorer.worker import describe_batch
 from scorer.worker_settings import ScorerSettings
 from tests.unit.test_routing import NOW, FakeMessage, claim_bytes
 
