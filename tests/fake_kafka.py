@@ -31,7 +31,7 @@ from features.member import MemberFeatures
 from schemas import Claim, ClaimV2, ModelRef, ScoreAnswer, ScoreRefusal, ScoreResult
 from scorer.client import ModelClient, ModelServiceError, ModelUnavailable
 from scorer.kafka_config import ClusterCalls
-from scorer.worker import ScoringLoop
+from scorer.loop import ScoringLoop
 from scorer.worker_metrics import WorkerMetrics
 from scorer.worker_settings import ScorerSettings
 from tests.v2_factory import v2_claim

@@ -632,7 +632,7 @@ def test_workers_share_partitions_and_a_rebalance_mid_stream_loses_nothing(
     outcomes = read_outcomes(kafka_bootstrap, topics)
 
     assert_exactly_once(outcomes, claims)
-    assert re.search(r"INFO +scorer.worker: revoked", first.log())
+    assert re.search(r"INFO +scorer.loop: revoked", first.log())
     for instance in (1, 2):
         assert re.search(rf"worker {instance} \(transactional.id {group_id}-{instance}\)",
                          more.log())

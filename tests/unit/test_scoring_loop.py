@@ -11,8 +11,8 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
 from schemas import DeadLetter
+from scorer.loop import FatalWorkerError
 from scorer.member_state import NO_HISTORY
-from scorer.worker import FatalWorkerError
 from tests.fake_kafka import CHANGELOG, FakeCluster, FakeModelClient, Harness
 from tests.unit.test_routing import claim_bytes
 

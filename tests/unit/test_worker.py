@@ -13,9 +13,9 @@ import pytest
 
 from scorer.calls import Backoff, CallHungError, CallRunner
 from scorer.kafka_config import consumer_config, producer_config
+from scorer.loop import describe_batch
 from scorer.routing import split_batch
 from scorer.supervisor import install_stop_handlers, supervise
-from scorer.worker import describe_batch
 from scorer.worker_settings import ScorerSettings
 from tests.unit.test_routing import NOW, FakeMessage, claim_bytes
 
