@@ -11,10 +11,11 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
 from schemas import DeadLetter
-from scorer.loop import FatalWorkerError
+from scorer.loop import FatalWorkerError, describe_batch
 from scorer.member_state import NO_HISTORY
+from scorer.routing import split_batch
 from tests.fake_kafka import CHANGELOG, FakeCluster, FakeModelClient, Harness
-from tests.unit.test_routing import claim_bytes
+from tests.unit.test_routing import NOW, FakeMessage, claim_bytes
 
 DAY = "2026-11-20"
 
@@ -272,3 +273,15 @@ def test_a_fatal_consumer_error_stops_the_loop() -> None:
         h.run()
     assert h.cluster.commits == 0
 
+
+def test_batches_are_described_by_their_offset_ranges() -> None:
+    batch = split_batch(
+        [
+            FakeMessage(claim_bytes(), _offset=10, _partition=0),
+            FakeMessage(b"bad", _offset=12, _partition=0),
+            FakeMessage(claim_bytes(), _offset=3, _partition=2),
+        ],
+        max_bytes=4096,
+        now=NOW,
+    )
+    assert describe_batch(batch) == "claims[0]@10..12, claims[2]@3..3"
