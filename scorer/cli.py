@@ -39,7 +39,7 @@ def score(instances: int, first_instance: int, log_level: str) -> None:
       claimflow score --instances 2
       SCORER_MODEL_URL=http://127.0.0.1:3000 SCORER_METRICS_PORT=9464 claimflow score
     """
-    from scorer.worker import run_workers
+    from scorer.supervisor import run_workers
     from scorer.worker_settings import ScorerSettings
 
     configure_logging(log_level)

@@ -3,7 +3,7 @@
 ``split_batch`` turns raw Kafka messages into validated claims (with where they came from)
 and dead letters for everything that could not be read, plus the offsets to commit.
 ``route_decisions`` turns the model's verdicts into ``Decision`` messages for the outcome
-topics. The I/O shell (:mod:`scorer.worker`) only moves bytes between these and Kafka.
+topics. The I/O shell (:mod:`scorer.loop`) only moves bytes between these and Kafka.
 """
 
 from __future__ import annotations

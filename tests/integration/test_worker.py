@@ -34,8 +34,8 @@ from confluent_kafka import (
 )
 
 from schemas import Claim, ClaimV2, DeadLetter, Decision, StreamSource
+from scorer.calls import fatal_cause
 from scorer.recovery import TxnAction, classify_txn_error, is_unreachable
-from scorer.worker import fatal_cause
 from tests.integration import model_service_fixture
 from tests.integration.model_service_fixture import (
     CLAIMFLOW,
@@ -632,7 +632,7 @@ def test_workers_share_partitions_and_a_rebalance_mid_stream_loses_nothing(
     outcomes = read_outcomes(kafka_bootstrap, topics)
 
     assert_exactly_once(outcomes, claims)
-    assert re.search(r"INFO +scorer.worker: revoked", first.log())
+    assert re.search(r"INFO +scorer.loop: revoked", first.log())
     for instance in (1, 2):
         assert re.search(rf"worker {instance} \(transactional.id {group_id}-{instance}\)",
                          more.log())
