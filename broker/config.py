@@ -176,16 +176,3 @@ def java_command(
         *args,
     ]
 
-
-_JAVA_VERSION = re.compile(r'version "(\d+)(?:\.(\d+))?')
-
-
-def java_major_version(version_output: str) -> int | None:
-    """Major version from ``java -version`` output ("1.8.0_x" is 8, "17.0.15" is 17)."""
-    match = _JAVA_VERSION.search(version_output)
-    if not match:
-        return None
-    major = int(match.group(1))
-    if major == 1 and match.group(2):
-        return int(match.group(2))
-    return major

@@ -12,11 +12,10 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-from broker.config import java_major_version
 from broker.errors import BrokerError
 from broker.settings import KafkaSettings
 from claimflow import maven
-from claimflow.maven import STAMP, pom_digest
+from claimflow.maven import STAMP, java_major_version, pom_digest
 
 MIN_JAVA = 17
 ALTERNATIVES = (

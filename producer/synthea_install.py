@@ -12,9 +12,8 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-from broker.config import java_major_version
 from claimflow import maven
-from claimflow.maven import file_lock
+from claimflow.maven import file_lock, java_major_version
 from producer.synthea_settings import SyntheaSettings
 
 MIN_JAVA = 11  # Synthea 3.3.0's classes are Java 11 bytecode (class file version 55)

@@ -12,7 +12,6 @@ from broker.config import (
     BrokerConfig,
     cluster_id,
     java_command,
-    java_major_version,
     log4j2_properties,
     render_properties,
     server_properties,
@@ -21,6 +20,7 @@ from broker.jars import pom_digest, pom_text
 from broker.local import broker_config
 from broker.settings import KAFKA_VERSION, KafkaSettings
 from broker.topics import TopicSpec, claimflow_topics
+from claimflow.maven import java_major_version
 
 
 def test_single_node_settings_make_transactions_and_groups_work() -> None:
