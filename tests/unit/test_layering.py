@@ -100,5 +100,6 @@ def test_a_service_importing_another_is_caught(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from scorer.client import ModelClient\n", encoding="utf-8")
     [(line, imported)] = list(imports_of(bad))
+    assert line == 1
     assert our(imported) == "scorer"
     assert our(imported) not in ALLOWED["gateway"]
