@@ -116,6 +116,12 @@ def test_score_file_answers_every_claim_with_history_and_reasons(
     assert any("member filed" in r["message"] for a in flagged for r in a["reasons"])
 
 
+def decided(bootstrap: str, topics: Topics) -> int:
+    """Decisions committed so far (both outcome topics)."""
+    return sum(sum(high_watermarks(bootstrap, topic).values())
+               for topic in (topics.approved, topics.investigate))
+
+
 def produce_by_member(bootstrap: str, topic: str, claims: list[ClaimV2]) -> None:
     produce(bootstrap, topic, [(c.member_id.encode(), c.to_json()) for c in claims])
 
@@ -165,8 +171,7 @@ def test_kill_9_mid_stream_restores_member_state_from_kafka(
                      SCORER_BATCH_MAX_SIZE="25")
 
     def outputs() -> int:
-        return sum(high_watermarks(kafka_bootstrap, topics.approved).values()) + sum(
-            high_watermarks(kafka_bootstrap, topics.investigate).values())
+        return decided(kafka_bootstrap, topics)
 
     first = workers("first", env)
     wait_until(lambda: outputs() >= len(claims) // 3, 90, "a third of the decisions")
@@ -193,8 +198,7 @@ def test_a_rebalance_mid_stream_moves_member_state_with_its_partitions(
                      SCORER_BATCH_MAX_SIZE="5")
 
     def outputs() -> int:
-        return sum(high_watermarks(kafka_bootstrap, topics.approved).values()) + sum(
-            high_watermarks(kafka_bootstrap, topics.investigate).values())
+        return decided(kafka_bootstrap, topics)
 
     first = workers("first", env)
     wait_until(lambda: outputs() >= len(claims) // 10, 90, "a tenth of the decisions")
