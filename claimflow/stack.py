@@ -225,18 +225,31 @@ class ModelStatus:
     champion: str | None
     exported: bool
     claim_version: int = STREAM_CLAIM_VERSION  # the claims the champion reads
+    # The champion's feature list (its run's "features" parameter); None: not known.
+    features: tuple[str, ...] | None = None
 
     def to_json(self) -> str:
         return json.dumps({"champion": self.champion, "exported": self.exported,
-                           "claim_version": self.claim_version})
+                           "claim_version": self.claim_version,
+                           "features": None if self.features is None else list(self.features)})
 
     @classmethod
     def from_json(cls, text: str) -> ModelStatus:
         data = json.loads(text)
         champion = data["champion"]
+        features = data.get("features")
         return cls(champion=None if champion is None else str(champion),
                    exported=bool(data["exported"]),
-                   claim_version=int(data.get("claim_version", STREAM_CLAIM_VERSION)))
+                   claim_version=int(data.get("claim_version", STREAM_CLAIM_VERSION)),
+                   features=None if features is None else tuple(features))
+
+    def stale_features(self) -> bool:
+        """The champion reads another feature list than this code's set for the stream's
+        claims (a model from before a feature was added): serving would refuse to load it."""
+        from features.sets import for_claim_version
+
+        wanted = for_claim_version(STREAM_CLAIM_VERSION).features
+        return self.features is not None and self.features != wanted
 
 
 def store_is_missing(tracking_uri: str) -> bool:
@@ -248,7 +261,8 @@ def store_is_missing(tracking_uri: str) -> bool:
 def plan_model(status: ModelStatus) -> ModelAction:
     # A champion of another claim version would refuse every streamed claim (dead letters
     # only): a home from before the demo streamed v2 claims gets a v2 champion trained.
-    if status.champion is None or status.claim_version != STREAM_CLAIM_VERSION:
+    if status.champion is None or status.claim_version != STREAM_CLAIM_VERSION \
+            or status.stale_features():
         return ModelAction.TRAIN
     return ModelAction.READY if status.exported else ModelAction.PROMOTE
 
@@ -614,9 +628,12 @@ def prepare_model(
     if action is ModelAction.PROMOTE:
         run_step("export the champion", [exe, "promote", "--version", str(status.champion)], env)
         return
-    if status.champion is not None:
+    if status.champion is not None and status.claim_version != STREAM_CLAIM_VERSION:
         say(f"model: champion {status.champion} reads v{status.claim_version} claims; the demo "
             f"streams v{STREAM_CLAIM_VERSION}: training a new champion")
+    elif status.champion is not None:
+        say(f"model: champion {status.champion} reads other features than this version's "
+            "feature set: training a new champion")
     data = settings.training_file()
     if not data.exists():
         settings.datasets_dir.mkdir(parents=True, exist_ok=True)
@@ -956,22 +973,26 @@ def read_model_status() -> ModelStatus:
         version, run_id = resolve_champion(settings.tracking_uri, settings.registered_model)
     except RegistryError:
         return ModelStatus(champion=None, exported=False)
-    claim_version = claim_version_of_run(settings.tracking_uri, run_id)
+    claim_version, features = inputs_of_run(settings.tracking_uri, run_id)
     with bentoml_store(settings.bentoml_home) as store:
         try:
             store.get(bento_tag(version, settings.registered_model))
         except NotFound:
-            return ModelStatus(champion=version, exported=False, claim_version=claim_version)
-    return ModelStatus(champion=version, exported=True, claim_version=claim_version)
+            return ModelStatus(champion=version, exported=False, claim_version=claim_version,
+                               features=features)
+    return ModelStatus(champion=version, exported=True, claim_version=claim_version,
+                       features=features)
 
 
-def claim_version_of_run(tracking_uri: str, run_id: str) -> int:
+def inputs_of_run(tracking_uri: str, run_id: str) -> tuple[int, tuple[str, ...] | None]:
     """The claim version a run's model reads (its ``claim_version`` parameter; runs from
-    before contract v2 have none and read v1)."""
+    before contract v2 have none and read v1) and its feature list (``features``)."""
     from modelstore.registry import client_for
 
     params = client_for(tracking_uri).get_run(run_id).data.params
-    return int(params.get("claim_version", 1))
+    features = params.get("features")
+    return (int(params.get("claim_version", 1)),
+            None if not features else tuple(features.split(",")))
 
 
 @internal.command("summary")

@@ -6,6 +6,10 @@
 * How typical a code is for the patient's age band and sex: the code's share of claims in
   that band and sex against the band and sex's share of all claims (smoothed), so a
   procedure that is rare for a 9-year-old boy stands out whatever its price.
+* How typical a code is for the claim's diagnoses: the code's share of the lines billed
+  with a diagnosis against its share of all lines (smoothed); a line counts as supported
+  when any of the claim's diagnoses supports it (a payer's diagnosis-procedure consistency
+  edit, learnt from the data rather than from a coding manual).
 Codes seen fewer than ``min_claims`` times in training have no reference: they contribute
 no evidence rather than noise.
 """
@@ -51,11 +55,16 @@ class CodeReference(BaseModel):
     charge: dict[str, ChargeNorm]
     mix: dict[str, dict[str, int]]  # code -> demographic -> lines of the code
     base_mix: dict[str, float]  # demographic -> share of all lines
-    # Lines per code (the sum of ``mix[code]``), computed once: rarity runs per claim line.
+    dx_mix: dict[str, dict[str, int]] = {}  # diagnosis -> code -> lines billed with it
+    code_share: dict[str, float] = {}  # code -> share of all lines
+    # Lines per code (the sum of ``mix[code]``) and per diagnosis, computed once: the
+    # rarities run per claim line.
     _lines: dict[str, int] = PrivateAttr(default_factory=dict)
+    _dx_lines: dict[str, int] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: Any, /) -> None:
         self._lines = {code: sum(counts.values()) for code, counts in self.mix.items()}
+        self._dx_lines = {dx: sum(counts.values()) for dx, counts in self.dx_mix.items()}
 
     def charge_z(self, code: str, charge: float, units: int) -> float | None:
         norm = self.charge.get(code)
@@ -81,10 +90,30 @@ class CodeReference(BaseModel):
         return max(0.0, -math.log2(share / expected))
 
 
+    def dx_rarity(self, code: str, diagnoses: Iterable[str]) -> float | None:
+        """log2 of how much less often the code is billed with the best-supporting of
+        ``diagnoses`` than overall: 0 when some diagnosis makes it typical. None when the
+        code or none of the diagnoses has a reference."""
+        base = self.code_share.get(code, 0.0)
+        if base <= 0.0:
+            return None
+        best: float | None = None
+        for dx in diagnoses:
+            counts = self.dx_mix.get(dx)
+            if counts is None:
+                continue
+            share = (counts.get(code, 0) + SMOOTHING * base) / (self._dx_lines[dx] + SMOOTHING)
+            rarity = max(0.0, -math.log2(share / base))
+            if best is None or rarity < best:
+                best = rarity
+        return best
+
+
 def build_code_reference(claims: Iterable[ClaimV2], *, min_claims: int = MIN_CLAIMS
                          ) -> CodeReference:
     per_unit: dict[str, list[float]] = defaultdict(list)
     mix: dict[str, Counter[str]] = defaultdict(Counter)
+    dx_mix: dict[str, Counter[str]] = defaultdict(Counter)
     base: Counter[str] = Counter()
     for claim in claims:
         key = demographic(claim.patient_age, claim.patient_sex)
@@ -92,6 +121,8 @@ def build_code_reference(claims: Iterable[ClaimV2], *, min_claims: int = MIN_CLA
             per_unit[line.procedure_code].append(math.log(line.charge / line.units))
             mix[line.procedure_code][key] += 1
             base[key] += 1
+            for dx in claim.diagnosis_codes:
+                dx_mix[dx][line.procedure_code] += 1
     charge = {code: _norm(values) for code, values in per_unit.items()
               if len(values) >= min_claims}
     total = sum(base.values()) or 1
@@ -100,6 +131,9 @@ def build_code_reference(claims: Iterable[ClaimV2], *, min_claims: int = MIN_CLA
         mix={code: dict(counts) for code, counts in mix.items()
              if sum(counts.values()) >= min_claims},
         base_mix={k: n / total for k, n in base.items()},
+        dx_mix={dx: dict(counts) for dx, counts in dx_mix.items()
+                if sum(counts.values()) >= min_claims},
+        code_share={code: len(values) / total for code, values in per_unit.items()},
     )
 
 

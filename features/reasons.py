@@ -58,6 +58,11 @@ def _rarity(value: float, typical: str, evidence: Evidence) -> str:
     return (f"{code} is {2.0 ** value:,.0f}x rarer than usual for the patient's age and sex")
 
 
+def _unsupported(value: float, typical: str, evidence: Evidence) -> str:
+    code = evidence.unsupported_code or "a code"
+    return f"{code} is {2.0 ** value:,.0f}x rarer than usual with this claim's diagnoses"
+
+
 def _amount(value: float, typical: str, _evidence: Evidence) -> str:
     return f"claim amount {math.exp(value):,.2f} ({typical.replace(': ', ': about ')})"
 
@@ -76,6 +81,7 @@ WORDS: Final[dict[str, Words]] = {
     "max_charge_z": _charge,
     "amount_vs_norm": _amount_vs_norm,
     "max_code_rarity": _rarity,
+    "max_dx_rarity": _unsupported,
     "claims_1d": _claims_within(1),
     "claims_7d": _claims_within(7),
     "claims_30d": _claims_within(30),

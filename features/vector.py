@@ -25,6 +25,7 @@ HISTORY_FEATURES: Final = (
     "max_charge_z",  # the line whose charge per unit is furthest above its code's norm
     "amount_vs_norm",  # log of the amount against what its lines usually cost
     "max_code_rarity",  # the line least typical for the patient's age band and sex
+    "max_dx_rarity",  # the line least supported by any of the claim's diagnoses
     "claims_1d",
     "claims_7d",
     "claims_30d",
@@ -47,12 +48,14 @@ class Evidence(NamedTuple):
     rarest_code: str | None  # the code behind max_code_rarity
     duplicate_of: str | None
     duplicate_days_earlier: float
+    unsupported_code: str | None = None  # the code behind max_dx_rarity
 
 
 def feature_vector(claim: ClaimV2, member: MemberFeatures, codes: CodeReference
                    ) -> tuple[tuple[float, ...], Evidence]:
     steepest = _steepest_line(claim, codes)
     rarest = _rarest_line(claim, codes)
+    unsupported = _least_supported_line(claim, codes)
     values = (
         math.log(claim.claim_amount),
         float(len(claim.lines)),
@@ -61,6 +64,7 @@ def feature_vector(claim: ClaimV2, member: MemberFeatures, codes: CodeReference
         steepest[1] if steepest else 0.0,
         _amount_vs_norm(claim, codes),
         rarest[1] if rarest else 0.0,
+        unsupported[1] if unsupported else 0.0,
         member.claims_1d,
         member.claims_7d,
         member.claims_30d,
@@ -74,6 +78,7 @@ def feature_vector(claim: ClaimV2, member: MemberFeatures, codes: CodeReference
         rarest_code=rarest[0] if rarest else None,
         duplicate_of=member.duplicate_of,
         duplicate_days_earlier=member.duplicate_days_earlier,
+        unsupported_code=unsupported[0] if unsupported else None,
     )
     return values, evidence
 
@@ -98,6 +103,15 @@ def _rarest_line(claim: ClaimV2, codes: CodeReference) -> tuple[str, float] | No
     best: tuple[str, float] | None = None
     for line in claim.lines:
         rarity = codes.rarity(line.procedure_code, claim.patient_age, claim.patient_sex)
+        if rarity is not None and (best is None or rarity > best[1]):
+            best = (line.procedure_code, rarity)
+    return best
+
+
+def _least_supported_line(claim: ClaimV2, codes: CodeReference) -> tuple[str, float] | None:
+    best: tuple[str, float] | None = None
+    for line in claim.lines:
+        rarity = codes.dx_rarity(line.procedure_code, claim.diagnosis_codes)
         if rarity is not None and (best is None or rarity > best[1]):
             best = (line.procedure_code, rarity)
     return best

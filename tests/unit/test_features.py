@@ -25,7 +25,8 @@ DAY0 = date(2025, 3, 3)
 
 def claim(n: int, *, member: str = "M-1", provider: str = "P-1", day: int = 0,
           lines: list[tuple[str, int, float]] | None = None, age: int = 40,
-          sex: str = "F", submitted_days_later: float = 1.0) -> ClaimV2:
+          sex: str = "F", submitted_days_later: float = 1.0,
+          diagnoses: list[str] | None = None) -> ClaimV2:
     lines = lines or [("99213", 1, 100.0)]
     served = DAY0 + timedelta(days=day)
     submitted = datetime(served.year, served.month, served.day, tzinfo=UTC) + timedelta(
@@ -34,6 +35,7 @@ def claim(n: int, *, member: str = "M-1", provider: str = "P-1", day: int = 0,
         "schema_version": 2, "claim_id": f"C-{n}", "member_id": member, "provider_id": provider,
         "patient_age": age, "patient_sex": sex, "service_date": served.isoformat(),
         "submitted_at": submitted.isoformat(),
+        **({"diagnosis_codes": diagnoses} if diagnoses else {}),
         "lines": [{"procedure_code": c, "units": u, "charge": ch} for c, u, ch in lines],
         "claim_amount": round(sum(ch for _, _, ch in lines), 2),
         "num_services": sum(u for _, u, _ in lines),
@@ -133,6 +135,20 @@ def test_a_code_atypical_for_age_and_sex_is_rare() -> None:
     assert adult is not None
     assert child is not None
     assert adult > 3 > child
+
+
+def test_a_code_no_diagnosis_of_the_claim_supports_is_rare() -> None:
+    # Diabetes visits bill an HbA1c test, sprains an X-ray; every diagnosis has 30 claims.
+    training = [claim(i, lines=[("83036", 1, 40.0)], diagnoses=["E11.9"]) for i in range(30)]
+    training += [claim(100 + i, lines=[("73610", 1, 90.0)], diagnoses=["S93.401A"])
+                 for i in range(30)]
+    codes = build_code_reference(training)
+    assert codes.dx_rarity("83036", ["E11.9"]) == 0.0
+    assert codes.dx_rarity("73610", ["E11.9"]) > 4  # an ankle X-ray for diabetes alone
+    # Any supporting diagnosis is enough; unknown diagnoses or codes give no evidence.
+    assert codes.dx_rarity("73610", ["E11.9", "S93.401A"]) == 0.0
+    assert codes.dx_rarity("73610", ["Z99.9"]) is None
+    assert codes.dx_rarity("99999", ["E11.9"]) is None
 
 
 def test_replay_gives_each_claim_the_history_before_it() -> None:

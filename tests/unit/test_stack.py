@@ -32,6 +32,7 @@ from claimflow.stack import (
     StackSettings,
     StackState,
 )
+from features.sets import for_claim_version
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,6 +103,10 @@ def test_broker_plan(answers: bool, bootstrap: str, plan: BrokerPlan) -> None:
         # A champion from before the demo streamed v2 claims would refuse them all.
         (ModelStatus(champion="3", exported=True, claim_version=1), ModelAction.TRAIN),
         (ModelStatus(champion="3", exported=False, claim_version=1), ModelAction.TRAIN),
+        # A champion from before a feature was added: the service would refuse to load it.
+        (ModelStatus(champion="3", exported=True, features=("log_amount",)), ModelAction.TRAIN),
+        (ModelStatus(champion="3", exported=True,
+                     features=tuple(for_claim_version(2).features)), ModelAction.READY),
     ],
 )
 def test_model_plan_trains_without_a_champion_of_the_streamed_version(
@@ -321,7 +326,9 @@ def test_up_help_lists_the_options() -> None:
 
 def test_model_status_json_is_one_line() -> None:
     assert json.loads(ModelStatus("1", True).to_json()) == {"champion": "1", "exported": True,
-                                                           "claim_version": 2}
+                                                           "claim_version": 2, "features": None}
+    status = ModelStatus("1", True, features=("a", "b"))
+    assert ModelStatus.from_json(status.to_json()) == status
 
 
 @pytest.mark.parametrize(
