@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,9 @@ import httpx
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from claimflow.procs import QUIET_ENV as QUIET_ENV
+from claimflow.procs import free_port as free_port  # re-exported for the benchmarks
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,19 +46,6 @@ CLAIMFLOW = (sys.executable, "-c", "from claimflow.cli import main; main()")
 # nothing from the caller's shell may redirect a drill to another broker or service.
 COMPONENT_ENV_PREFIXES = ("KAFKA_", "PRODUCER_", "TRAINER_", "MODEL_", "SCORER_", "GATEWAY_",
                           "MLFLOW_", "BENTOML_", "CLAIMFLOW_")
-QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-             "BENTOML_DO_NOT_TRACK": "true", "PYTHONUNBUFFERED": "1",
-             # A stuck component can be made to print every thread's stack (SIGABRT).
-             "PYTHONFAULTHANDLER": "1"}
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:
     try:
         return httpx.get(url, timeout=timeout_s).status_code == httpx.codes.OK

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import emit
+from claimflow.procs import QUIET_ENV
 
 GOAL_S = 10.0
-QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-             "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def write_realistic(rows: int, seed: int, path: Path) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import secrets
-import socket
 import tarfile
 import time
 import uuid
@@ -26,6 +25,7 @@ from confluent_kafka import Consumer, Message
 from broker.admin import wait_for_metadata
 from broker.config import BrokerConfig, cluster_id, render_properties, server_properties
 from broker.errors import BrokerError
+from claimflow.procs import free_port as free_port  # re-exported for the tests
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -190,13 +190,6 @@ def start_kafka_container() -> Iterator[str]:
     container = _kafka_container_class()(choose_image())
     with container:
         yield container.bootstrap  # type: ignore[attr-defined]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (for services started by a test)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def consume_until(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,20 +26,14 @@ import httpx
 import numpy as np
 import pytest
 
+from claimflow.procs import QUIET_ENV as QUIET_ENV
+from claimflow.procs import free_port as free_port  # re-exported for the tests
 from schemas import CLAIM_FEATURES
 
 CLAIMFLOW = (sys.executable, "-c", "from claimflow.cli import main; main()")
-QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-             "BENTOML_DO_NOT_TRACK": "true", "PYTHONUNBUFFERED": "1"}
 # Settings a developer's shell may hold must not leak into the processes under test.
 COMPONENT_PREFIXES = ("KAFKA_", "MODEL_", "SCORER_", "GATEWAY_", "MLFLOW_", "BENTOML_",
                       "CLAIMFLOW_", "PRODUCER_", "TRAINER_", "INVESTIGATE_")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import httpx
 import pytest
 
 from broker.config import BrokerConfig, render_properties, server_properties
+from claimflow.procs import free_ports
 from tests.integration.kafka_helpers import LOCAL_IMAGE, START_DIR, start_script
 from tests.layout import distribution_packages
 from tests.v2_factory import v2_claim
@@ -44,17 +44,6 @@ PACKAGES = distribution_packages()  # mounted into the app containers
 TRAINER_TIMEOUT_S = 600
 READY_DEADLINE_S = 420
 FLOW_DEADLINE_S = 240
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def local_images_override(folder: Path) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ import psutil
 import pytest
 
 from claimflow import stack
+from claimflow.procs import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -35,17 +35,6 @@ COMPONENT_PREFIXES = ("KAFKA_", "PRODUCER_", "TRAINER_", "MODEL_", "SCORER_", "G
 CLAIMFLOW = str(Path(sys.executable).with_name("claimflow"))
 SAFETY_DURATION_S = 420  # the stack stops by itself even if this test dies
 FLOW_DEADLINE_S = 360  # generous: a busy 2-core machine needs minutes, a quiet one ~1
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 @dataclass

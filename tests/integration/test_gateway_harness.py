@@ -9,18 +9,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
 
 from broker.topics import COMPACTED, TopicSpec, ensure_topics
+from claimflow.procs import wait_until as wait_until  # re-exported for the tests
 from tests.integration.model_service_fixture import (
     CLAIMFLOW,
     ModelServiceProcess,
@@ -28,19 +28,6 @@ from tests.integration.model_service_fixture import (
     free_port,
     make_champion,
 )
-
-
-def wait_until(check: Callable[[], Any], timeout_s: float, what: str,
-               interval_s: float = 0.1) -> Any:
-    """Poll ``check`` until it returns something truthy or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)  # polling interval, bounded by the deadline
 
 
 @dataclass

@@ -166,15 +166,15 @@ def test_kill_9_mid_stream_restores_member_state_from_kafka(
                     deadletter=make_topic(1))
     _, claims = stream_file
     produce_by_member(kafka_bootstrap, topics.claims, claims)
-    # Small batches: many transactions, so the kill lands mid-stream.
+    # Small batches: hundreds of transactions, so the kill lands mid-stream.
     env = worker_env(kafka_bootstrap, topics, group_id, history_service.url,
-                     SCORER_BATCH_MAX_SIZE="25")
+                     SCORER_BATCH_MAX_SIZE="10")
 
     def outputs() -> int:
         return decided(kafka_bootstrap, topics)
 
     first = workers("first", env)
-    wait_until(lambda: outputs() >= len(claims) // 3, 90, "a third of the decisions")
+    wait_until(lambda: outputs() >= len(claims) // 10, 90, "a tenth of the decisions")
     first.kill9()
     assert outputs() < len(claims), "the worker finished before it could be killed"
     second = workers("second", env)  # same transactional.id: fences the dead one

@@ -7,8 +7,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
+from claimflow.procs import wait_until as wait_for
 from modelstore.bento import load_exported
 from modelstore.registry import CHAMPION, REGISTERED_MODEL, client_for
 from producer.profiles import generate
@@ -36,14 +36,6 @@ from trainer.settings import TrainerSettings
 pytestmark = pytest.mark.integration
 
 POLL_S = 1.0
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.1)  # polling interval, bounded by the deadline
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from click.testing import CliRunner, Result
 from mlflow import MlflowClient
 
 from claimflow.cli import cli
+from claimflow.procs import free_port
 from features.reference import FeatureReference
 from features.sets import V2_CLAIM, V2_HISTORY
 from modelstore.bento import load_exported
@@ -297,13 +297,6 @@ def test_promote_needs_a_model(client: MlflowClient, seed_csv: Path) -> None:
     assert result.exit_code == 1
     assert "no version '9'" in result.output
     assert "champion" not in aliases_of(client)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_health(url: str, process: subprocess.Popen[bytes], deadline_s: float) -> None:

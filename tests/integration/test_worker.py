@@ -33,6 +33,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from claimflow.procs import wait_until as wait_until  # re-exported for the tests
 from schemas import Claim, ClaimV2, DeadLetter, Decision, StreamSource
 from scorer.calls import fatal_cause
 from scorer.recovery import TxnAction, classify_txn_error, is_unreachable
@@ -82,14 +83,6 @@ def topics(make_topic: Callable[..., str]) -> Topics:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.1)  # polling interval, bounded by the deadline
 
 
 def realistic_claims(n: int, seed: int) -> list[Claim]:

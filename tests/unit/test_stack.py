@@ -21,6 +21,7 @@ from honcho.environ import parse_procfile
 
 from claimflow import stack
 from claimflow.cli import COMMANDS, cli
+from claimflow.procs import free_port
 from claimflow.settings import CommonSettings
 from claimflow.stack import (
     BrokerPlan,
@@ -255,12 +256,6 @@ def test_taken_port_is_a_clear_error(busy_port: int) -> None:
     with pytest.raises(StackError, match=rf"port {busy_port} \(gateway\).*STACK_GATEWAY_PORT"):
         stack.check_ports(StackSettings(gateway_port=busy_port, model_port=free_port(),
                                         mlflow_port=free_port()))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_state_file_round_trip() -> None:
