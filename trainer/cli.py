@@ -96,10 +96,18 @@ def clear_errors() -> Iterator[None]:
               type=click.Choice(["v1", "v2-claim", "v2-history"]), default=None,
               help="Which features the model reads [default: v1 for v1 claims, v2-history "
               "for v2 claims].")
+@click.option("--supervised", is_flag=True,
+              help="Train the supervised family (gradient-boosted classifier on labels) "
+              "instead of an Isolation Forest; the champion is scored on the same holdout.")
+@click.option("--labels-topic", default=None, is_flag=False, flag_value="claims.labels",
+              help="With --supervised: labels from this compacted topic (investigators' "
+              "dispositions, joined by claim_id) instead of the file's is_anomaly. "
+              "[bare flag: claims.labels]")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def train(data_path: Path, n_estimators: int | None, contamination: float | None,
           test_size: float | None, seed: int | None, experiment: str | None,
-          then_promote: bool, feature_set_name: str | None, as_json: bool) -> None:
+          then_promote: bool, feature_set_name: str | None, supervised: bool,
+          labels_topic: str | None, as_json: bool) -> None:
     """Train an Isolation Forest on claims (CSV or JSON Lines), log it to MLflow, register a
     version.
 
@@ -119,6 +127,15 @@ def train(data_path: Path, n_estimators: int | None, contamination: float | None
     from trainer.pipeline import promote as promote_version
     from trainer.pipeline import store_config, train_and_register
 
+    if labels_topic is not None and not supervised:
+        raise click.UsageError("--labels-topic needs --supervised")
+    if supervised:
+        if n_estimators is not None or contamination is not None:
+            raise click.UsageError("--n-estimators and --contamination are Isolation Forest "
+                                   "options; --supervised trains a classifier")
+        train_supervised_command(settings, data_path, test_size, seed, experiment,
+                                 then_promote, feature_set_name, labels_topic, as_json)
+        return
     params = TrainParams(
         n_estimators=n_estimators or settings.n_estimators,
         contamination=contamination or settings.contamination,
@@ -152,6 +169,52 @@ def train(data_path: Path, n_estimators: int | None, contamination: float | None
     for key in HEADLINE_METRICS:
         if key in outcome.metrics:
             click.echo(f"  {key:<26} {outcome.metrics[key]:.4f}")
+    if promotion:
+        click.echo(f"  exported to BentoML as {promotion.bento_tag}")
+
+
+SUPERVISED_HEADLINES: Final = (
+    "labels_used", "threshold", "pr_auc", "precision_at_budget", "recall_at_budget",
+    "champion_pr_auc", "champion_precision_at_budget", "champion_recall_at_budget",
+)
+
+
+def train_supervised_command(settings: TrainerSettings, data_path: Path,
+                             test_size: float | None, seed: int | None,
+                             experiment: str | None, then_promote: bool,
+                             feature_set_name: str | None, labels_topic: str | None,
+                             as_json: bool) -> None:
+    from trainer.pipeline import promote as promote_version
+    from trainer.pipeline import store_config, train_supervised_and_register
+    from trainer.supervised import SupervisedParams
+
+    params = SupervisedParams(test_size=test_size or settings.test_size,
+                              seed=settings.seed if seed is None else seed,
+                              budget_percent=settings.budget_percent)
+    with clear_errors():
+        outcome = train_supervised_and_register(
+            data_path, params, settings, store_config(settings, experiment), feature_set_name,
+            labels_topic)
+        promotion = promote_version(settings, outcome.run.version) if then_promote else None
+    result: dict[str, Any] = {
+        "run_id": outcome.run.run_id, "registered_model": settings.registered_model,
+        "version": outcome.run.version, "family": "gradient-boosting",
+        "aliases": ["challenger", "champion"] if promotion else ["challenger"],
+        "labels_used": outcome.labels_used, "compared_with_champion": outcome.champion_version,
+        "metrics": outcome.metrics, "tracking_uri": settings.tracking_uri,
+        "bento_tag": promotion.bento_tag if promotion else None, "seconds": outcome.seconds,
+    }
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"run {result['run_id']}: {settings.registered_model} version "
+               f"{result['version']} (gradient-boosting) @{', @'.join(result['aliases'])}")
+    for key in SUPERVISED_HEADLINES:
+        if key in outcome.metrics:
+            click.echo(f"  {key:<30} {outcome.metrics[key]:.4f}")
+    curve = sorted(k for k in outcome.metrics if k.startswith("curve_"))
+    for key in curve:
+        click.echo(f"  {key:<30} {outcome.metrics[key]:.4f}")
     if promotion:
         click.echo(f"  exported to BentoML as {promotion.bento_tag}")
 

@@ -5,24 +5,42 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from modelstore.bento import export_to_bentoml
+import numpy as np
+
+from modelstore.bento import bento_tag, export_to_bentoml
 from modelstore.registry import (
     CHAMPION,
+    REFERENCE_ARTIFACT,
+    RegistryError,
     client_for,
     load_estimator,
     load_reference,
     newest_version,
     run_of_version,
+    version_for_alias,
 )
 from trainer import artifacts
 from trainer.data import DataError, Dataset, load_csv
 from trainer.jsonl import is_jsonl, load_jsonl
 from trainer.model import TrainParams, train
 from trainer.settings import TrainerSettings
-from trainer.tracking import RegisteredRun, StoreConfig, log_and_register
+from trainer.supervised import (
+    LabelledSplit,
+    SupervisedModel,
+    SupervisedParams,
+    evaluate_on_holdout,
+    latest_labels,
+    train_supervised,
+)
+from trainer.tracking import (
+    RegisteredRun,
+    StoreConfig,
+    log_and_register,
+    log_and_register_supervised,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +135,124 @@ def promote(settings: TrainerSettings, version: str | None = None) -> Promotion:
     log.info("%s version %s (run %s) is now @%s, exported as %s", name, chosen, run_id,
              CHAMPION, tag)
     return Promotion(version=chosen, run_id=run_id, bento_tag=tag)
+
+
+# -- the supervised family ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SupervisedOutcome:
+    run: RegisteredRun
+    metrics: dict[str, float]
+    labels_used: int
+    champion_version: str | None
+    seconds: dict[str, float]
+
+
+def train_supervised_and_register(
+    data_path: Path, params: SupervisedParams, settings: TrainerSettings, config: StoreConfig,
+    feature_set_name: str | None = None, labels_topic: str | None = None,
+) -> SupervisedOutcome:
+    """Train the classifier (labels from the file or ``labels_topic``), score the current
+    champion over the same file and holdout, log both, register a ``challenger``."""
+    from trainer.label_topic import read_labels
+
+    watch = Stopwatch()
+    dataset = load_data(data_path, feature_set_name)
+    topic_labels, extra = None, {"labels_source": "file:is_anomaly"}
+    if labels_topic is not None:
+        read = read_labels(settings.kafka_bootstrap_servers, labels_topic)
+        topic_labels = latest_labels(read.labels)
+        extra = {"labels_source": f"topic:{labels_topic}",
+                 "labels_on_topic": str(len(topic_labels))}
+    watch.lap("load")
+    model = train_supervised(dataset, params, topic_labels)
+    watch.lap("train")
+    champion = champion_on_holdout(settings, dataset, model, params.budget_percent)
+    metrics = dict(model.metrics)
+    if champion is not None:
+        extra["champion_version"] = champion.version
+        metrics.update({f"champion_{k}": v for k, v in champion.metrics.items()})
+    watch.lap("champion")
+    model = replace(model, metrics=metrics)
+    with tempfile.TemporaryDirectory(prefix="claimflow-train-") as tmp:
+        folder = Path(tmp)
+        write_supervised_artifacts(model, champion, folder)
+        watch.lap("artifacts")
+        run = log_and_register_supervised(model, dataset, params, config, folder, data_path,
+                                          extra)
+        watch.lap("mlflow")
+    return SupervisedOutcome(run=run, metrics=metrics, labels_used=model.labels_used,
+                             champion_version=champion.version if champion else None,
+                             seconds=watch.seconds)
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    version: str
+    metrics: dict[str, float]
+
+
+def champion_on_holdout(settings: TrainerSettings, dataset: Dataset, model: SupervisedModel,
+                        budget_percent: float) -> ChampionScore | None:
+    """The current champion, loaded like serving loads it, scores the whole file in order
+    (``score_claims``: the same member history as the stream) and is judged on the
+    classifier's labelled holdout. None when there is no champion or it cannot read these
+    claims (a warning says why)."""
+    import numpy as np
+
+    from scorer.model import ModelLoadError, Wanted, load_served_model
+    from scorer.model_settings import ModelSettings
+    from scorer.score_file import score_claims
+
+    client = client_for(settings.tracking_uri)
+    try:
+        version, run_id = version_for_alias(client, CHAMPION, settings.registered_model)
+    except RegistryError:
+        log.info("no champion yet: nothing to compare with")
+        return None
+    if not dataset.claims:
+        log.warning("the champion is compared on claims of a JSON Lines file only")
+        return None
+    model_settings = ModelSettings(claimflow_home=settings.claimflow_home,
+                                   mlflow_tracking_uri=settings.tracking_uri)
+    wanted = Wanted(tag=bento_tag(version, settings.registered_model), version=version,
+                    run_id=run_id or None)
+    try:
+        served = load_served_model(wanted, settings.bentoml_home, model_settings)
+    except ModelLoadError as exc:
+        log.warning("champion version %s cannot be loaded (%s): no comparison", version, exc)
+        return None
+    answers = list(score_claims(served, dataset.claims))
+    test = answers[len(answers) - model.split.x_test.shape[0]:]
+    if any("error_kind" in answer for answer in test):
+        log.warning("champion version %s cannot score these claims (%s): no comparison",
+                    version, next(a["error"] for a in test if "error_kind" in a))
+        return None
+    scores = np.asarray([answer["anomaly_score"] for answer in test], dtype=np.float64)
+    data = holdout_view(model)
+    metrics = evaluate_on_holdout(data, scores, float(test[0]["threshold"]), budget_percent)
+    log.info("champion version %s on the same holdout: PR-AUC %.3f, precision at budget %.3f",
+             version, metrics.get("pr_auc", float("nan")), metrics["precision_at_budget"])
+    return ChampionScore(version=version, metrics=metrics)
+
+
+def holdout_view(model: SupervisedModel) -> LabelledSplit:
+    """The holdout of a trained model, for scoring another model on it."""
+    return LabelledSplit(split=model.split, features=model.feature_set,
+                         reference=model.reference, y_train=np.empty(0, dtype=bool),
+                         x_train=model.split.x_train[:0], test_known=model.test_known,
+                         test_rules=model.test_rules)
+
+
+def write_supervised_artifacts(model: SupervisedModel, champion: ChampionScore | None,
+                               folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / REFERENCE_ARTIFACT).write_text(model.reference.model_dump_json(indent=2),
+                                             encoding="utf-8")
+    artifacts.write_json(model.metrics, folder / artifacts.METRICS_JSON)
+    full = {"labels": float(model.labels_used), "pr_auc": model.metrics.get("pr_auc", 0.0),
+            "precision_at_budget": model.metrics["precision_at_budget"]}
+    artifacts.write_json([*model.curve, full], folder / artifacts.LEARNING_CURVE_JSON)
+    artifacts.plot_learning_curve(model.curve, full, champion.metrics if champion else None,
+                                  folder / artifacts.LEARNING_CURVE)
