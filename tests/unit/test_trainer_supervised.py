@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from schemas.label import AnsweredDecision, Label
 from schemas.decision import ModelRef
+from schemas.label import AnsweredDecision, Label
+from tests.v2_factory import v2_claims, write_jsonl
 from trainer.data import DataError
 from trainer.jsonl import load_jsonl
 from trainer.supervised import (
@@ -19,7 +20,6 @@ from trainer.supervised import (
     latest_labels,
     train_supervised,
 )
-from tests.v2_factory import v2_claims, write_jsonl
 
 WHEN = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -75,7 +75,8 @@ def test_trains_on_file_labels_and_reports_the_holdout(labelled_file: Path) -> N
 
 def test_topic_labels_choose_training_rows_and_holdout(labelled_file: Path) -> None:
     dataset = load_jsonl(labelled_file)
-    assert dataset.claims is not None and dataset.labels is not None
+    assert dataset.claims is not None
+    assert dataset.labels is not None
     # Investigators labelled every other claim.
     by_id = {c.claim_id: bool(y) for c, y in
              zip(dataset.claims[::2], dataset.labels[::2], strict=True)}
