@@ -63,13 +63,14 @@ def clear_errors() -> Iterator[None]:
 
     from modelstore.registry import RegistryError
     from trainer.data import DataError
+    from trainer.gate import PromotionRefusedError
 
     try:
         # MLflow writes run links to stdout when tracking to a server; stdout is ours
         # (e.g. `--json`), so library chatter goes to stderr.
         with redirect_stdout(sys.stderr):
             yield
-    except (DataError, RegistryError) as exc:
+    except (DataError, RegistryError, PromotionRefusedError) as exc:
         raise click.ClickException(str(exc)) from exc
     except MlflowException as exc:
         raise click.ClickException(f"MLflow: {exc.message}") from exc
@@ -222,24 +223,43 @@ def train_supervised_command(settings: TrainerSettings, data_path: Path,
 @click.command()
 @click.option("--version", "version", default=None,
               help="Registry version to promote. [default: the newest]")
-def promote(version: str | None) -> None:
+@click.option("--force", is_flag=True,
+              help="Promote even when the gate finds it worse than the champion.")
+@click.option("--rollback", is_flag=True,
+              help="Move champion back to the previous champion (alias previous-champion).")
+def promote(version: str | None, force: bool, rollback: bool) -> None:
     """Make a model version the champion and export it to the BentoML model store.
 
     Moves the alias `champion` of `claim-anomaly` and saves that version's scikit-learn
-    estimator as BentoML model `claim-anomaly:v<N>`. Example:
+    estimator as BentoML model `claim-anomaly:v<N>`. The gate first compares it with the
+    current champion on labelled holdout metrics (precision at budget, then PR-AUC) and
+    refuses a worse one unless --force. The replaced champion keeps the alias
+    `previous-champion`; --rollback returns to it. Each promotion is recorded in MLflow.
+    Examples:
 
         claimflow promote --version 3
+        claimflow promote --rollback
     """
     quiet_third_parties()
     configure_logging()
     settings = load_settings()
     from trainer.pipeline import promote as promote_version
+    from trainer.pipeline import rollback as roll_back
 
+    if rollback and (version or force):
+        raise click.UsageError("--rollback takes neither --version nor --force")
     with clear_errors():
-        promotion = promote_version(settings, version)
+        promotion = roll_back(settings) if rollback else promote_version(settings, version,
+                                                                         force=force)
+    if promotion.verdict is not None:
+        verdict = promotion.verdict
+        click.echo(f"gate: {'FORCED past a refusal' if promotion.forced else 'passed'}: "
+                   f"{verdict.reason}")
     click.echo(f"{settings.registered_model} version {promotion.version} "
-               f"(run {promotion.run_id}) is now @champion; "
-               f"BentoML model {promotion.bento_tag} in {settings.bentoml_home}")
+               f"(run {promotion.run_id}) is now @champion"
+               + (f" (was version {promotion.previous}, now @previous-champion)"
+                  if promotion.previous and promotion.previous != promotion.version else "")
+               + f"; BentoML model {promotion.bento_tag} in {settings.bentoml_home}")
 
 
 def ui_command(settings: TrainerSettings, host: str, port: int) -> list[str]:
