@@ -273,7 +273,6 @@ def build_served_model(
     An Isolation Forest carries its threshold (``-offset_``); a classifier's was chosen at
     training time and is stored with the export, so it must be given.
     """
-    scorer, family = _scorer(estimator, tag, threshold)
     try:
         features = feature_set(reference.feature_set)
     except FeatureSetError as exc:  # a model from a newer trainer than this service
@@ -286,6 +285,7 @@ def build_served_model(
     if features.stateful and reference.codes is None:
         raise ModelLoadError(f"{tag}: feature set {features.name} needs code references; "
                              "its reference has none")
+    scorer, family = _scorer(estimator, tag, threshold)
     return ServedModel(
         ref=ref,
         tag=tag,
