@@ -76,20 +76,20 @@ def join_labels(claim_ids: Sequence[str], by_id: Mapping[str, bool]
 
 
 def budget_threshold(train_scores: np.ndarray, budget_percent: float) -> float:
-    """The score that puts at most the budget share of TRAINING claims above it.
+    """The threshold that puts the budget share of TRAINING claims above it.
 
-    ``investigate iff score > threshold`` then flags about the investigation budget's
-    share of claims like the training claims, whatever the fraud rate: the queue the
-    investigators can work, which is what precision at budget measures. Ties at the
-    threshold stay below it (never more than the budget).
+    ``investigate iff score > threshold`` flags the claims scoring at least the k-th highest
+    training score (k = the budget's share of training claims): about the investigation
+    budget's share of claims like the training claims, whatever the fraud rate, which is the
+    queue investigators can work and what precision at budget measures. Claims tied with the
+    k-th score are all above it (a classifier gives many identical probabilities; the other
+    way round, a tie at the top would approve the most suspicious claims).
     """
     if train_scores.size == 0:
         raise ValueError("no training scores")
-    k = evaluate.budget_size(train_scores.shape[0], budget_percent)
-    ordered = np.sort(train_scores)[::-1]
-    if k >= ordered.shape[0]:
-        return float(np.nextafter(ordered[-1], -np.inf))
-    return float(ordered[k])
+    k = min(evaluate.budget_size(train_scores.shape[0], budget_percent), train_scores.shape[0])
+    kth = np.sort(train_scores)[::-1][k - 1]
+    return float(np.nextafter(kth, -np.inf))
 
 
 def holdout_metrics(labels: np.ndarray, queue: np.ndarray, flags: np.ndarray,
