@@ -85,3 +85,10 @@ def test_family_is_told_by_what_the_estimator_can_do(
     assert scorer.n_trees == model.estimator.n_iter_
 
 
+
+
+def test_single_threaded_prediction_equals_predict_proba(trained: Trained) -> None:
+    model, _ = trained
+    scorer = classifier_scorer(model.estimator, model.threshold)
+    x = model.split.x_test
+    assert np.array_equal(scorer.anomaly_scores(x), model.estimator.predict_proba(x)[:, 1])
