@@ -30,7 +30,7 @@ class LabelRead:
 
 
 def read_labels(bootstrap: str, topic: str, timeout_s: float = 60.0) -> LabelRead:
-    """Every label on ``topic`` in partition order (per claim, the latest comes last)."""
+    """The latest label of every claim on ``topic`` (a tombstone withdraws a claim's label)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "claimflow-trainer",
@@ -56,8 +56,14 @@ def read_labels(bootstrap: str, topic: str, timeout_s: float = 60.0) -> LabelRea
 
 def _drain(consumer: object, ends: dict[int, int], deadline: float, topic: str) -> LabelRead:
     read = LabelRead(labels=[])
-    for label in _until_ends(consumer, dict(ends), deadline, topic, read):
-        read.labels.append(label)
+    # A claim's labels share a partition (the key is its claim_id), so their order holds.
+    latest: dict[str, Label] = {}
+    for key, label in _until_ends(consumer, dict(ends), deadline, topic, read):
+        if label is None:
+            latest.pop(key, None)
+        else:
+            latest[label.claim_id] = label
+    read.labels = list(latest.values())
     if read.invalid:
         log.warning("%d message(s) on %s are not labels; skipped", read.invalid, topic)
     log.info("read %d label(s) from %s", len(read.labels), topic)
@@ -65,7 +71,7 @@ def _drain(consumer: object, ends: dict[int, int], deadline: float, topic: str) 
 
 
 def _until_ends(consumer: object, pending: dict[int, int], deadline: float, topic: str,
-                read: LabelRead) -> Iterator[Label]:
+                read: LabelRead) -> Iterator[tuple[str, Label | None]]:
     while pending:
         if time.monotonic() > deadline:
             raise DataError(f"reading {topic!r} timed out with partitions {sorted(pending)} "
@@ -79,9 +85,11 @@ def _until_ends(consumer: object, pending: dict[int, int], deadline: float, topi
         partition, offset = message.partition(), message.offset()
         if partition in pending and offset + 1 >= pending[partition]:
             del pending[partition]
+        key = (message.key() or b"").decode("utf-8", errors="replace")
         if message.value() is None:  # a tombstone: the claim's label was withdrawn
+            yield key, None
             continue
         try:
-            yield Label.model_validate_json(message.value())
+            yield key, Label.model_validate_json(message.value())
         except (ValueError, ContractError):
             read.invalid += 1
