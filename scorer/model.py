@@ -1,6 +1,7 @@
 """The served model: the registry champion, loaded from the BentoML store and compiled.
 
-* :class:`ServedModel` is immutable: the compiled forest, the explainer and the
+* :class:`ServedModel` is immutable: the family's scorer (the compiled Isolation Forest or
+  a classifier scoring its fraud probability), the explainer and the
   :class:`schemas.ModelRef` that every answer carries. Scoring is pure.
 * :class:`ModelHolder` owns the reference to the current one. A new champion is loaded
   beside the old one and swapped in with a single assignment, so a request that already
