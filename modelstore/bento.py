@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,8 +61,13 @@ def export_to_bentoml(
     run_id: str,
     bentoml_home: Path,
     name: str = REGISTERED_MODEL,
+    threshold: float | None = None,
 ) -> str:
     """Save ``estimator`` as ``<name>:v<registry_version>``; returns the tag.
+
+    The label ``model_family`` says which family it is (``isolation-forest``,
+    ``gradient-boosting``); the metadata ``threshold`` is the forest's ``-offset_`` or, for a
+    classifier, ``threshold`` (chosen at training time; required).
 
     Idempotent: an existing export of the same run is kept. An export under the same tag
     from a different run (a registry that was reset while the BentoML store was kept) is
@@ -72,7 +77,9 @@ def export_to_bentoml(
     from bentoml.exceptions import NotFound
 
     tag = bento_tag(registry_version, name)
-    labels = {"registry_name": name, "registry_version": str(registry_version), "run_id": run_id,
+    family, metadata = _family_metadata(estimator, threshold)
+    labels = {"model_family": family,
+              "registry_name": name, "registry_version": str(registry_version), "run_id": run_id,
               # What a caller may send it: the reference (authoritative) says the same.
               "feature_set": reference.feature_set,
               "claim_version": str(reference.claim_version)}
@@ -93,11 +100,20 @@ def export_to_bentoml(
             estimator,
             labels=labels,
             custom_objects={REFERENCE_OBJECT: reference.model_dump()},
-            metadata={"threshold": float(-estimator.offset_),
-                      "n_estimators": int(estimator.n_estimators)},
+            metadata=metadata,
         )
         log.info("exported %s to BentoML store %s", saved.tag, bentoml_home)
         return str(saved.tag)
+
+
+def _family_metadata(estimator: Any, threshold: float | None) -> tuple[str, dict[str, Any]]:
+    if hasattr(estimator, "predict_proba"):
+        if threshold is None:
+            raise ValueError("exporting a classifier needs its training-time threshold")
+        return "gradient-boosting", {"threshold": float(threshold),
+                                     "n_iter": int(estimator.n_iter_)}
+    return "isolation-forest", {"threshold": float(-estimator.offset_),
+                                "n_estimators": int(estimator.n_estimators)}
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,7 @@ class ExportedModel:
     estimator: IsolationForest
     reference: FeatureReference
     labels: dict[str, str]
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def load_exported(tag: str, bentoml_home: Path) -> ExportedModel:
@@ -119,4 +136,5 @@ def load_exported(tag: str, bentoml_home: Path) -> ExportedModel:
         estimator = bentoml.sklearn.load_model(model)
         reference = FeatureReference.model_validate(model.custom_objects[REFERENCE_OBJECT])
         return ExportedModel(tag=str(model.tag), estimator=estimator,
-                             reference=reference, labels=dict(model.info.labels))
+                             reference=reference, labels=dict(model.info.labels),
+                             metadata=dict(model.info.metadata))

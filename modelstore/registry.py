@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 REGISTERED_MODEL: Final = "claim-anomaly"
 CHAMPION: Final = "champion"
 CHALLENGER: Final = "challenger"
+# The champion a promotion replaced: what `claimflow promote --rollback` returns to.
+PREVIOUS_CHAMPION: Final = "previous-champion"
 REFERENCE_ARTIFACT: Final = "reference.json"
 _URI_ENV: Final = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 

@@ -1,6 +1,7 @@
 """The served model: the registry champion, loaded from the BentoML store and compiled.
 
-* :class:`ServedModel` is immutable: the compiled forest, the explainer and the
+* :class:`ServedModel` is immutable: the family's scorer (the compiled Isolation Forest or
+  a classifier scoring its fraud probability), the explainer and the
   :class:`schemas.ModelRef` that every answer carries. Scoring is pure.
 * :class:`ModelHolder` owns the reference to the current one. A new champion is loaded
   beside the old one and swapped in with a single assignment, so a request that already
@@ -31,8 +32,15 @@ from features.reference import FeatureReference
 from features.sets import FeatureSet, FeatureSetError, feature_set, mismatch_message
 from features.vector import Evidence, feature_vector, is_resubmission
 from schemas import SCHEMA_VERSION, Claim, ClaimV2, MemberContext, ModelRef, ScoreAnswer
+from scorer.classifier import (
+    GRADIENT_BOOSTING,
+    ISOLATION_FOREST,
+    Scorer,
+    classifier_scorer,
+    family_of,
+)
 from scorer.explain import Explainer, ordinal
-from scorer.forest import CompiledForest, compile_forest
+from scorer.forest import compile_forest
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -64,10 +72,14 @@ class ServedModel:
 
     ref: ModelRef
     tag: str
-    forest: CompiledForest
+    # The family's scorer: a compiled Isolation Forest (``scorer.forest``) or a classifier
+    # whose score is its fraud probability (``scorer.classifier``). The name predates the
+    # second family.
+    forest: Scorer
     explainer: Explainer
     feature_set: FeatureSet
     codes: CodeReference | None = None  # the stateful sets' code references
+    family: str = ISOLATION_FOREST
 
     @property
     def threshold(self) -> float:
@@ -255,8 +267,13 @@ def build_served_model(
     ref: ModelRef,
     tag: str,
     settings: ModelSettings,
+    threshold: float | None = None,
 ) -> ServedModel:
-    """Compile a fitted IsolationForest and its feature reference (pure, no I/O)."""
+    """Compile a fitted model of either family and its feature reference (pure, no I/O).
+
+    An Isolation Forest carries its threshold (``-offset_``); a classifier's was chosen at
+    training time and is stored with the export, so it must be given.
+    """
     try:
         features = feature_set(reference.feature_set)
     except FeatureSetError as exc:  # a model from a newer trainer than this service
@@ -269,11 +286,13 @@ def build_served_model(
     if features.stateful and reference.codes is None:
         raise ModelLoadError(f"{tag}: feature set {features.name} needs code references; "
                              "its reference has none")
+    scorer, family = _scorer(estimator, tag, threshold)
     return ServedModel(
         ref=ref,
         tag=tag,
-        forest=compile_forest(estimator),
+        forest=scorer,
         feature_set=features,
+        family=family,
         explainer=Explainer.from_reference(
             reference,
             features.features,
@@ -284,6 +303,19 @@ def build_served_model(
         ),
         codes=reference.codes,
     )
+
+
+def _scorer(estimator: Any, tag: str, threshold: float | None) -> tuple[Scorer, str]:
+    try:
+        family = family_of(estimator)
+        if family == GRADIENT_BOOSTING:
+            if threshold is None:
+                raise ValueError("a classifier needs the threshold chosen at training time; "
+                                 "its export has none")
+            return classifier_scorer(estimator, threshold), family
+    except ValueError as exc:
+        raise ModelLoadError(f"{tag}: {exc}") from exc
+    return compile_forest(estimator), family
 
 
 # ---------------------------------------------------------------------------------------
@@ -372,7 +404,9 @@ def load_served_model(wanted: Wanted, bentoml_home: Path, settings: ModelSetting
         version=version,
         run_id=run_id,
     )
-    return build_served_model(exported.estimator, exported.reference, ref, exported.tag, settings)
+    threshold = exported.metadata.get("threshold")
+    return build_served_model(exported.estimator, exported.reference, ref, exported.tag, settings,
+                              None if threshold is None else float(threshold))
 
 
 class ModelHolder:

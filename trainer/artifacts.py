@@ -116,3 +116,30 @@ def plot_pr_curve(model: TrainedModel, path: Path) -> Path:
     axes.set_title("Precision-recall on the test split")
     axes.legend()
     return _save(figure, path)
+
+
+LEARNING_CURVE: Final = "learning_curve.png"
+LEARNING_CURVE_JSON: Final = "learning_curve.json"
+
+
+def plot_learning_curve(points: list[dict[str, float]], full: dict[str, float],
+                        champion: dict[str, float] | None, path: Path) -> Path:
+    """Holdout PR-AUC and precision at budget against the number of training labels (log
+    x axis; the last point is every label), with the champion's level when there is one."""
+    everything = [*points, full]
+    labels = [p["labels"] for p in everything]
+    figure = Figure(figsize=(6, 4))
+    axes = figure.add_subplot()
+    for key, color in (("pr_auc", "tab:blue"), ("precision_at_budget", "tab:green")):
+        axes.plot(labels, [p[key] for p in everything], "o-", color=color,
+                  label=f"classifier {key.replace('_', ' ')}")
+        if champion is not None and key in champion:
+            axes.axhline(champion[key], color=color, linestyle=":",
+                         label=f"champion {key.replace('_', ' ')}")
+    axes.set_xscale("log")
+    axes.set_ylim(0, 1.01)
+    axes.set_xlabel("training labels")
+    axes.set_ylabel("on the labelled holdout")
+    axes.set_title("Learning curve")
+    axes.legend(fontsize="small")
+    return _save(figure, path)

@@ -63,13 +63,14 @@ def clear_errors() -> Iterator[None]:
 
     from modelstore.registry import RegistryError
     from trainer.data import DataError
+    from trainer.gate import PromotionRefusedError
 
     try:
         # MLflow writes run links to stdout when tracking to a server; stdout is ours
         # (e.g. `--json`), so library chatter goes to stderr.
         with redirect_stdout(sys.stderr):
             yield
-    except (DataError, RegistryError) as exc:
+    except (DataError, RegistryError, PromotionRefusedError) as exc:
         raise click.ClickException(str(exc)) from exc
     except MlflowException as exc:
         raise click.ClickException(f"MLflow: {exc.message}") from exc
@@ -96,10 +97,18 @@ def clear_errors() -> Iterator[None]:
               type=click.Choice(["v1", "v2-claim", "v2-history"]), default=None,
               help="Which features the model reads [default: v1 for v1 claims, v2-history "
               "for v2 claims].")
+@click.option("--supervised", is_flag=True,
+              help="Train the supervised family (gradient-boosted classifier on labels) "
+              "instead of an Isolation Forest; the champion is scored on the same holdout.")
+@click.option("--labels-topic", default=None, is_flag=False, flag_value="claims.labels",
+              help="With --supervised: labels from this compacted topic (investigators' "
+              "dispositions, joined by claim_id) instead of the file's is_anomaly. "
+              "[bare flag: claims.labels]")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def train(data_path: Path, n_estimators: int | None, contamination: float | None,
           test_size: float | None, seed: int | None, experiment: str | None,
-          then_promote: bool, feature_set_name: str | None, as_json: bool) -> None:
+          then_promote: bool, feature_set_name: str | None, supervised: bool,
+          labels_topic: str | None, as_json: bool) -> None:
     """Train an Isolation Forest on claims (CSV or JSON Lines), log it to MLflow, register a
     version.
 
@@ -119,6 +128,15 @@ def train(data_path: Path, n_estimators: int | None, contamination: float | None
     from trainer.pipeline import promote as promote_version
     from trainer.pipeline import store_config, train_and_register
 
+    if labels_topic is not None and not supervised:
+        raise click.UsageError("--labels-topic needs --supervised")
+    if supervised:
+        if n_estimators is not None or contamination is not None:
+            raise click.UsageError("--n-estimators and --contamination are Isolation Forest "
+                                   "options; --supervised trains a classifier")
+        train_supervised_command(settings, data_path, test_size, seed, experiment,
+                                 then_promote, feature_set_name, labels_topic, as_json)
+        return
     params = TrainParams(
         n_estimators=n_estimators or settings.n_estimators,
         contamination=contamination or settings.contamination,
@@ -156,27 +174,92 @@ def train(data_path: Path, n_estimators: int | None, contamination: float | None
         click.echo(f"  exported to BentoML as {promotion.bento_tag}")
 
 
+SUPERVISED_HEADLINES: Final = (
+    "labels_used", "threshold", "pr_auc", "precision_at_budget", "recall_at_budget",
+    "champion_pr_auc", "champion_precision_at_budget", "champion_recall_at_budget",
+)
+
+
+def train_supervised_command(settings: TrainerSettings, data_path: Path,
+                             test_size: float | None, seed: int | None,
+                             experiment: str | None, then_promote: bool,
+                             feature_set_name: str | None, labels_topic: str | None,
+                             as_json: bool) -> None:
+    from trainer.pipeline import promote as promote_version
+    from trainer.pipeline import store_config, train_supervised_and_register
+    from trainer.supervised import SupervisedParams
+
+    params = SupervisedParams(test_size=test_size or settings.test_size,
+                              seed=settings.seed if seed is None else seed,
+                              budget_percent=settings.budget_percent)
+    with clear_errors():
+        outcome = train_supervised_and_register(
+            data_path, params, settings, store_config(settings, experiment), feature_set_name,
+            labels_topic)
+        promotion = promote_version(settings, outcome.run.version) if then_promote else None
+    result: dict[str, Any] = {
+        "run_id": outcome.run.run_id, "registered_model": settings.registered_model,
+        "version": outcome.run.version, "family": "gradient-boosting",
+        "aliases": ["challenger", "champion"] if promotion else ["challenger"],
+        "labels_used": outcome.labels_used, "compared_with_champion": outcome.champion_version,
+        "metrics": outcome.metrics, "tracking_uri": settings.tracking_uri,
+        "bento_tag": promotion.bento_tag if promotion else None, "seconds": outcome.seconds,
+    }
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"run {result['run_id']}: {settings.registered_model} version "
+               f"{result['version']} (gradient-boosting) @{', @'.join(result['aliases'])}")
+    for key in SUPERVISED_HEADLINES:
+        if key in outcome.metrics:
+            click.echo(f"  {key:<30} {outcome.metrics[key]:.4f}")
+    curve = sorted(k for k in outcome.metrics if k.startswith("curve_"))
+    for key in curve:
+        click.echo(f"  {key:<30} {outcome.metrics[key]:.4f}")
+    if promotion:
+        click.echo(f"  exported to BentoML as {promotion.bento_tag}")
+
+
 @click.command()
 @click.option("--version", "version", default=None,
               help="Registry version to promote. [default: the newest]")
-def promote(version: str | None) -> None:
+@click.option("--force", is_flag=True,
+              help="Promote even when the gate finds it worse than the champion.")
+@click.option("--rollback", is_flag=True,
+              help="Move champion back to the previous champion (alias previous-champion).")
+def promote(version: str | None, force: bool, rollback: bool) -> None:
     """Make a model version the champion and export it to the BentoML model store.
 
     Moves the alias `champion` of `claim-anomaly` and saves that version's scikit-learn
-    estimator as BentoML model `claim-anomaly:v<N>`. Example:
+    estimator as BentoML model `claim-anomaly:v<N>`. The gate first compares it with the
+    current champion on labelled holdout metrics (precision at budget, then PR-AUC) and
+    refuses a worse one unless --force. The replaced champion keeps the alias
+    `previous-champion`; --rollback returns to it. Each promotion is recorded in MLflow.
+    Examples:
 
         claimflow promote --version 3
+        claimflow promote --rollback
     """
     quiet_third_parties()
     configure_logging()
     settings = load_settings()
     from trainer.pipeline import promote as promote_version
+    from trainer.pipeline import rollback as roll_back
 
+    if rollback and (version or force):
+        raise click.UsageError("--rollback takes neither --version nor --force")
     with clear_errors():
-        promotion = promote_version(settings, version)
+        promotion = roll_back(settings) if rollback else promote_version(settings, version,
+                                                                         force=force)
+    if promotion.verdict is not None:
+        verdict = promotion.verdict
+        click.echo(f"gate: {'FORCED past a refusal' if promotion.forced else 'passed'}: "
+                   f"{verdict.reason}")
     click.echo(f"{settings.registered_model} version {promotion.version} "
-               f"(run {promotion.run_id}) is now @champion; "
-               f"BentoML model {promotion.bento_tag} in {settings.bentoml_home}")
+               f"(run {promotion.run_id}) is now @champion"
+               + (f" (was version {promotion.previous}, now @previous-champion)"
+                  if promotion.previous and promotion.previous != promotion.version else "")
+               + f"; BentoML model {promotion.bento_tag} in {settings.bentoml_home}")
 
 
 def ui_command(settings: TrainerSettings, host: str, port: int) -> list[str]:

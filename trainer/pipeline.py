@@ -5,24 +5,49 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from modelstore.bento import export_to_bentoml
+import numpy as np
+
+from modelstore.bento import bento_tag, export_to_bentoml
 from modelstore.registry import (
     CHAMPION,
+    PREVIOUS_CHAMPION,
+    REFERENCE_ARTIFACT,
+    RegistryError,
     client_for,
     load_estimator,
     load_reference,
     newest_version,
     run_of_version,
+    version_for_alias,
 )
 from trainer import artifacts
 from trainer.data import DataError, Dataset, load_csv
+from trainer.gate import PromotionRefusedError, RunRecord, Verdict, evidence, gate
 from trainer.jsonl import is_jsonl, load_jsonl
 from trainer.model import TrainParams, train
 from trainer.settings import TrainerSettings
-from trainer.tracking import RegisteredRun, StoreConfig, log_and_register
+from trainer.supervised import (
+    LabelledSplit,
+    SupervisedModel,
+    SupervisedParams,
+    evaluate_on_holdout,
+    latest_labels,
+    train_supervised,
+)
+from trainer.tracking import (
+    RegisteredRun,
+    StoreConfig,
+    log_and_register,
+    log_and_register_supervised,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +79,9 @@ class Promotion:
     version: str
     run_id: str
     bento_tag: str
+    previous: str | None = None  # the champion before this promotion
+    verdict: Verdict | None = None  # None: no gate (first champion, same version, rollback)
+    forced: bool = False
 
 
 def store_config(settings: TrainerSettings, experiment: str | None = None) -> StoreConfig:
@@ -99,21 +127,257 @@ def train_and_register(data_path: Path, params: TrainParams, config: StoreConfig
                         rows_test=int(model.split.x_test.shape[0]), seconds=watch.seconds)
 
 
-def promote(settings: TrainerSettings, version: str | None = None) -> Promotion:
-    """Export ``version`` (default: the newest) to BentoML, then move ``champion`` to it.
+def promote(settings: TrainerSettings, version: str | None = None, *,
+            force: bool = False) -> Promotion:
+    """Export ``version`` (default: the newest) to BentoML, then move ``champion`` to it,
+    if the gate lets it (``trainer.gate``; ``force`` overrides a refusal).
 
     Export first: serving follows the alias, so the alias must never point at a version
-    whose BentoML model does not exist yet.
+    whose BentoML model does not exist yet. The champion it replaces keeps the alias
+    ``previous-champion`` (what ``rollback`` returns to).
     """
     name = settings.registered_model
     client = client_for(settings.tracking_uri)
     chosen = version or newest_version(client, name)
     run_id = run_of_version(client, chosen, name)
-    estimator = load_estimator(settings.tracking_uri, chosen, name)
-    with tempfile.TemporaryDirectory(prefix="claimflow-promote-") as tmp:
-        reference = load_reference(client, run_id, Path(tmp))
-    tag = export_to_bentoml(estimator, reference, chosen, run_id, settings.bentoml_home, name)
+    previous = current_champion(client, name)
+    verdict = None
+    if previous is not None and previous[0] != chosen:
+        verdict = judge(client, run_id, previous[0], previous[1])
+        if not verdict.passed and not force:
+            raise PromotionRefusedError(
+                f"{name} version {chosen} is not promoted: {verdict.reason}. "
+                "Use --force to promote it anyway.")
+    tag = export_version(settings, client, chosen, run_id)
+    if previous is not None and previous[0] != chosen:
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous[0])
     client.set_registered_model_alias(name, CHAMPION, chosen)
+    promotion = Promotion(version=chosen, run_id=run_id, bento_tag=tag,
+                          previous=previous[0] if previous else None, verdict=verdict,
+                          forced=bool(force and verdict is not None and not verdict.passed))
+    record_promotion(settings, client, promotion, "promote")
     log.info("%s version %s (run %s) is now @%s, exported as %s", name, chosen, run_id,
              CHAMPION, tag)
-    return Promotion(version=chosen, run_id=run_id, bento_tag=tag)
+    return promotion
+
+
+def rollback(settings: TrainerSettings) -> Promotion:
+    """Move ``champion`` back to ``previous-champion`` (and ``previous-champion`` to the
+    champion it replaces, so a second rollback undoes the first). No gate: the previous
+    champion was served before."""
+    name = settings.registered_model
+    client = client_for(settings.tracking_uri)
+    try:
+        back, _ = version_for_alias(client, PREVIOUS_CHAMPION, name)
+    except RegistryError as exc:
+        raise RegistryError(f"{name} has no previous champion to roll back to") from exc
+    current = current_champion(client, name)
+    run_id = run_of_version(client, back, name)
+    tag = export_version(settings, client, back, run_id)
+    if current is not None:
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current[0])
+    client.set_registered_model_alias(name, CHAMPION, back)
+    promotion = Promotion(version=back, run_id=run_id, bento_tag=tag,
+                          previous=current[0] if current else None)
+    record_promotion(settings, client, promotion, "rollback")
+    log.info("rolled back: %s version %s is @%s again (was version %s)", name, back, CHAMPION,
+             promotion.previous)
+    return promotion
+
+
+def current_champion(client: MlflowClient, name: str) -> tuple[str, str] | None:
+    try:
+        return version_for_alias(client, CHAMPION, name)
+    except RegistryError:
+        return None
+
+
+def export_version(settings: TrainerSettings, client: MlflowClient, version: str,
+                   run_id: str) -> str:
+    """The version's estimator, reference and (for a classifier) threshold into BentoML."""
+    name = settings.registered_model
+    estimator = load_estimator(settings.tracking_uri, version, name)
+    with tempfile.TemporaryDirectory(prefix="claimflow-promote-") as tmp:
+        reference = load_reference(client, run_id, Path(tmp))
+    threshold = client.get_run(run_id).data.metrics.get("threshold")
+    return export_to_bentoml(estimator, reference, version, run_id, settings.bentoml_home, name,
+                             threshold=threshold)
+
+
+def judge(client: MlflowClient, candidate_run: str, champion_version: str,
+          champion_run: str) -> Verdict:
+    """The gate's verdict from what the runs logged (see :func:`trainer.gate.evidence`)."""
+    candidate = client.get_run(candidate_run).data
+    champion = client.get_run(champion_run).data if champion_run else None
+    return gate(evidence(
+        RunRecord(candidate.metrics, candidate.params, candidate.tags),
+        None if champion is None else RunRecord(champion.metrics, champion.params,
+                                                champion.tags),
+        champion_version))
+
+
+def record_promotion(settings: TrainerSettings, client: MlflowClient, promotion: Promotion,
+                     action: str) -> None:
+    """The evidence, as tags on the promoted version (its latest promotion) and as a run in
+    the ``<experiment>-promotions`` experiment (every promotion, in order)."""
+    import mlflow
+
+    record = promotion_record(promotion, action)
+    name = settings.registered_model
+    for key, value in record.items():
+        client.set_model_version_tag(name, promotion.version, f"claimflow.{key}", value)
+    experiment = f"{settings.experiment}-promotions"
+    found = client.get_experiment_by_name(experiment)
+    location = None
+    if settings.uses_default_store:
+        settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        location = settings.artifacts_dir.resolve().as_uri()
+    experiment_id = (found.experiment_id if found is not None else
+                     client.create_experiment(experiment, artifact_location=location))
+    run = client.create_run(experiment_id, run_name=f"{action} v{promotion.version}",
+                            tags={"claimflow.component": "promote", "claimflow.action": action})
+    for key, value in record.items():
+        client.log_param(run.info.run_id, key, value)
+    if promotion.verdict is not None:
+        for metric, number in promotion.verdict.metrics().items():
+            client.log_metric(run.info.run_id, metric, number)
+    client.set_terminated(run.info.run_id, mlflow.entities.RunStatus.to_string(
+        mlflow.entities.RunStatus.FINISHED))
+
+
+def promotion_record(promotion: Promotion, action: str) -> dict[str, str]:
+    verdict = promotion.verdict
+    return {
+        "action": action,
+        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "version": promotion.version,
+        "run_id": promotion.run_id,
+        "previous_champion": promotion.previous or "",
+        "forced": str(promotion.forced).lower(),
+        "gate": ("not applied" if verdict is None else
+                 "forced past a refusal" if promotion.forced else
+                 "passed" if verdict.compared else "no comparable evidence"),
+        "evidence": "" if verdict is None else verdict.reason,
+        **({} if verdict is None else {k: f"{v:.6f}" for k, v in verdict.metrics().items()}),
+    }
+
+
+# -- the supervised family ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SupervisedOutcome:
+    run: RegisteredRun
+    metrics: dict[str, float]
+    labels_used: int
+    champion_version: str | None
+    seconds: dict[str, float]
+
+
+def train_supervised_and_register(
+    data_path: Path, params: SupervisedParams, settings: TrainerSettings, config: StoreConfig,
+    feature_set_name: str | None = None, labels_topic: str | None = None,
+) -> SupervisedOutcome:
+    """Train the classifier (labels from the file or ``labels_topic``), score the current
+    champion over the same file and holdout, log both, register a ``challenger``."""
+    from trainer.label_topic import read_labels
+
+    watch = Stopwatch()
+    dataset = load_data(data_path, feature_set_name)
+    topic_labels, extra = None, {"labels_source": "file:is_anomaly"}
+    if labels_topic is not None:
+        read = read_labels(settings.kafka_bootstrap_servers, labels_topic)
+        topic_labels = latest_labels(read.labels)
+        extra = {"labels_source": f"topic:{labels_topic}",
+                 "labels_on_topic": str(len(topic_labels))}
+    watch.lap("load")
+    model = train_supervised(dataset, params, topic_labels)
+    watch.lap("train")
+    champion = champion_on_holdout(settings, dataset, model, params.budget_percent)
+    metrics = dict(model.metrics)
+    if champion is not None:
+        extra["champion_version"] = champion.version
+        metrics.update({f"champion_{k}": v for k, v in champion.metrics.items()})
+    watch.lap("champion")
+    model = replace(model, metrics=metrics)
+    with tempfile.TemporaryDirectory(prefix="claimflow-train-") as tmp:
+        folder = Path(tmp)
+        write_supervised_artifacts(model, champion, folder)
+        watch.lap("artifacts")
+        run = log_and_register_supervised(model, dataset, params, config, folder, data_path,
+                                          extra)
+        watch.lap("mlflow")
+    return SupervisedOutcome(run=run, metrics=metrics, labels_used=model.labels_used,
+                             champion_version=champion.version if champion else None,
+                             seconds=watch.seconds)
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    version: str
+    metrics: dict[str, float]
+
+
+def champion_on_holdout(settings: TrainerSettings, dataset: Dataset, model: SupervisedModel,
+                        budget_percent: float) -> ChampionScore | None:
+    """The current champion, loaded like serving loads it, scores the whole file in order
+    (``score_claims``: the same member history as the stream) and is judged on the
+    classifier's labelled holdout. None when there is no champion or it cannot read these
+    claims (a warning says why)."""
+    import numpy as np
+
+    from scorer.model import ModelLoadError, Wanted, load_served_model
+    from scorer.model_settings import ModelSettings
+    from scorer.score_file import score_claims
+
+    client = client_for(settings.tracking_uri)
+    try:
+        version, run_id = version_for_alias(client, CHAMPION, settings.registered_model)
+    except RegistryError:
+        log.info("no champion yet: nothing to compare with")
+        return None
+    if not dataset.claims:
+        log.warning("the champion is compared on claims of a JSON Lines file only")
+        return None
+    model_settings = ModelSettings(claimflow_home=settings.claimflow_home,
+                                   mlflow_tracking_uri=settings.tracking_uri)
+    wanted = Wanted(tag=bento_tag(version, settings.registered_model), version=version,
+                    run_id=run_id or None)
+    try:
+        served = load_served_model(wanted, settings.bentoml_home, model_settings)
+    except ModelLoadError as exc:
+        log.warning("champion version %s cannot be loaded (%s): no comparison", version, exc)
+        return None
+    answers = list(score_claims(served, dataset.claims))
+    test = answers[len(answers) - model.split.x_test.shape[0]:]
+    if any("error_kind" in answer for answer in test):
+        log.warning("champion version %s cannot score these claims (%s): no comparison",
+                    version, next(a["error"] for a in test if "error_kind" in a))
+        return None
+    scores = np.asarray([answer["anomaly_score"] for answer in test], dtype=np.float64)
+    data = holdout_view(model)
+    metrics = evaluate_on_holdout(data, scores, float(test[0]["threshold"]), budget_percent)
+    log.info("champion version %s on the same holdout: PR-AUC %.3f, precision at budget %.3f",
+             version, metrics.get("pr_auc", float("nan")), metrics["precision_at_budget"])
+    return ChampionScore(version=version, metrics=metrics)
+
+
+def holdout_view(model: SupervisedModel) -> LabelledSplit:
+    """The holdout of a trained model, for scoring another model on it."""
+    return LabelledSplit(split=model.split, features=model.feature_set,
+                         reference=model.reference, y_train=np.empty(0, dtype=bool),
+                         x_train=model.split.x_train[:0], test_known=model.test_known,
+                         test_rules=model.test_rules)
+
+
+def write_supervised_artifacts(model: SupervisedModel, champion: ChampionScore | None,
+                               folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / REFERENCE_ARTIFACT).write_text(model.reference.model_dump_json(indent=2),
+                                             encoding="utf-8")
+    artifacts.write_json(model.metrics, folder / artifacts.METRICS_JSON)
+    full = {"labels": float(model.labels_used), "pr_auc": model.metrics.get("pr_auc", 0.0),
+            "precision_at_budget": model.metrics["precision_at_budget"]}
+    artifacts.write_json([*model.curve, full], folder / artifacts.LEARNING_CURVE_JSON)
+    artifacts.plot_learning_curve(model.curve, full, champion.metrics if champion else None,
+                                  folder / artifacts.LEARNING_CURVE)

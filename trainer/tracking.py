@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 from modelstore.registry import CHALLENGER, client_for, mlflow_uris
 from trainer.data import Dataset
 from trainer.model import TrainedModel, TrainParams
+from trainer.supervised import FAMILY, SupervisedModel, SupervisedParams
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT: Final = "model"
 # skops (MLflow's safe default format) refuses unknown types unless listed as trusted.
-SKOPS_TRUSTED_TYPES: Final = ["sklearn.tree._tree.Tree"]
+SKOPS_TRUSTED_TYPES: Final = ["sklearn.tree._tree.Tree",
+                               "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 INPUT_EXAMPLE_ROWS: Final = 5
 
 
@@ -145,3 +147,63 @@ def register(client: MlflowClient, config: StoreConfig, model_uri: str, run_id: 
         client.delete_model_version(config.registered_model, str(version.version))
         raise
     return str(version.version)
+
+
+def log_and_register_supervised(model: SupervisedModel, dataset: Dataset,
+                                params: SupervisedParams, config: StoreConfig, artifacts: Path,
+                                data_path: Path, extra_params: dict[str, str]) -> RegisteredRun:
+    """The supervised run: params, every metric (the champion's on the same holdout too),
+    the learning curve (also as stepped metrics), the classifier; a ``challenger`` version."""
+    import mlflow
+
+    client = client_for(config.tracking_uri)
+    experiment_id = ensure_experiment(client, config)
+    with mlflow_uris(config.tracking_uri), \
+            mlflow.start_run(experiment_id=experiment_id) as run:
+        run_id = run.info.run_id
+        mlflow.log_params({**params.as_params(), **extra_params,
+                           "features": ",".join(model.feature_set.features),
+                           "feature_set": model.feature_set.name,
+                           "claim_version": model.feature_set.claim_version,
+                           "rows_read": dataset.rows_read,
+                           "rows_train": int(model.split.x_train.shape[0]),
+                           "rows_test": int(model.split.x_test.shape[0])})
+        mlflow.set_tags({"data_sha256": dataset.sha256, "data_path": str(data_path),
+                         "claimflow.component": "trainer", "claimflow.family": FAMILY})
+        mlflow.log_metrics(model.metrics)
+        for point in model.curve:
+            step = int(point["labels"])
+            mlflow.log_metric("learning_curve_pr_auc", point["pr_auc"], step=step)
+            mlflow.log_metric("learning_curve_precision_at_budget",
+                              point["precision_at_budget"], step=step)
+        mlflow.log_artifacts(str(artifacts))
+        model_uri = log_classifier(model, config.serialization_format)
+        version = register(client, config, model_uri, run_id, dataset)
+        log.info("run %s registered %s version %s (%s, alias %s)", run_id,
+                 config.registered_model, version, FAMILY, CHALLENGER)
+    return RegisteredRun(run_id=run_id, version=version, experiment_id=experiment_id)
+
+
+def log_classifier(model: SupervisedModel, serialization_format: str) -> str:
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    example = model.split.x_train[:INPUT_EXAMPLE_ROWS]
+    signature = infer_signature(example, model.estimator.predict_proba(example))
+    info = mlflow.sklearn.log_model(
+        model.estimator,
+        name=MODEL_ARTIFACT,
+        signature=signature,
+        input_example=example,
+        pip_requirements=pip_requirements(serialization_format),
+        serialization_format=serialization_format,
+        skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        metadata={"features": list(model.feature_set.features),
+                  "feature_set": model.feature_set.name,
+                  "claim_version": model.feature_set.claim_version,
+                  "family": FAMILY,
+                  "threshold": model.threshold,
+                  "score": "anomaly_score = predict_proba(x)[:, 1]; investigate iff > "
+                           "threshold (the budget share of training claims is above it)"},
+    )
+    return str(info.model_uri)

@@ -153,14 +153,15 @@ def test_aliases_follow_train_and_promote(home: Path, seed_csv: Path, client: Ml
 
     result = invoke("promote", "--version", "1")
     assert result.exit_code == 0, result.output
-    assert aliases_of(client) == {"challenger": "2", "champion": "1"}
+    assert aliases_of(client) == {"challenger": "2", "champion": "1", "previous-champion": "2"}
     assert resolve_champion(settings.tracking_uri) == ("1", first["run_id"])
     # MLflow exports the URIs it is given into os.environ; the trainer must not leak them.
     assert "MLFLOW_TRACKING_URI" not in os.environ
 
     for version, run_id in (("1", first["run_id"]), ("2", second["run_id"])):
         exported = load_exported(f"{NAME}:v{version}", settings.bentoml_home)
-        assert exported.labels == {"registry_name": NAME, "registry_version": version,
+        assert exported.labels == {"model_family": "isolation-forest",
+                                   "registry_name": NAME, "registry_version": version,
                                    "run_id": run_id, "feature_set": "v1", "claim_version": "1"}
 
 
