@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 STARTED = time.perf_counter()
 
@@ -72,8 +72,12 @@ def watch_committed(bootstrap: str, group: str, topic: str, target: int, clock: 
     deadline = time.perf_counter() + timeout_s
     try:
         while time.perf_counter() < deadline:
-            committed = sum(max(tp.offset, 0)
-                            for tp in probe.committed(partitions, timeout=10))
+            try:
+                committed = sum(max(tp.offset, 0)
+                                for tp in probe.committed(partitions, timeout=10))
+            except KafkaException as exc:  # e.g. the coordinator still loading: ask again
+                logging.getLogger(__name__).warning("committed offsets: %s", exc)
+                committed = -1
             if committed >= target:
                 result["committed_s"] = time.perf_counter() - STARTED
                 break
@@ -87,7 +91,8 @@ def watch_committed(bootstrap: str, group: str, topic: str, target: int, clock: 
 # --------------------------------------------------------------------------- quixstreams
 
 
-def run_quix(args: argparse.Namespace, clock: Clock) -> Callable[[], None]:
+def run_quix(args: argparse.Namespace, clock: Clock
+             ) -> tuple[Callable[[], None], Callable[[], None]]:
     import orjson
     from quixstreams import Application, State
 
@@ -121,18 +126,8 @@ def run_quix(args: argparse.Namespace, clock: Clock) -> Callable[[], None]:
 
     sdf = app.dataframe(claims).apply(step, stateful=True)
     sdf.to_topic(out)
-
-    def serve() -> None:
-        app.run()
-
-    worker = threading.Thread(target=serve, name="quix-app")
-    worker.start()
-
-    def stop() -> None:
-        app.stop()
-        worker.join(60)
-
-    return stop
+    # app.run() installs signal handlers: it has to run on the main thread.
+    return app.run, app.stop
 
 
 # --------------------------------------------------------------------------- our worker
@@ -165,7 +160,8 @@ class TrivialScorer:
         return None
 
 
-def run_ours(args: argparse.Namespace, clock: Clock, stateful: bool) -> Callable[[], None]:
+def run_ours(args: argparse.Namespace, clock: Clock, stateful: bool
+             ) -> tuple[Callable[[], None], Callable[[], None]]:
     import gc
 
     from confluent_kafka import Producer
@@ -202,15 +198,14 @@ def run_ours(args: argparse.Namespace, clock: Clock, stateful: bool) -> Callable
     loop.subscribe()
     gc.collect()
     gc.freeze()
-    runner = threading.Thread(target=loop.run, name="our-loop")
-    runner.start()
 
-    def stop() -> None:
-        stop_event.set()
-        runner.join(60)
-        consumer.close()
+    def serve() -> None:
+        try:
+            loop.run()
+        finally:
+            consumer.close()
 
-    return stop
+    return serve, stop_event.set
 
 
 # --------------------------------------------------------------------------- entry point
@@ -239,11 +234,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     clock = Clock()
     if args.side == "quix":
-        stop = run_quix(args, clock)
+        serve, stop = run_quix(args, clock)
     else:
-        stop = run_ours(args, clock, stateful=args.side == "ours")
-    watched = watch_committed(args.bootstrap, args.group, args.input, args.claims, clock, stop,
-                              args.timeout)
+        serve, stop = run_ours(args, clock, stateful=args.side == "ours")
+    watched: dict[str, Any] = {"committed_s": None}
+
+    def watch() -> None:
+        watched.update(watch_committed(args.bootstrap, args.group, args.input, args.claims,
+                                       clock, stop, args.timeout))
+
+    watcher = threading.Thread(target=watch, name="watch-committed", daemon=True)
+    watcher.start()
+    serve()  # until the watcher stops it (or it fails)
+    watcher.join(5)
     first, last, committed = clock.first, clock.last, watched["committed_s"]
     result: dict[str, Any] = {"side": args.side, "processed": clock.processed,
                               "first_message_s": first, "last_message_s": last,
