@@ -56,7 +56,7 @@ from schemas import ClaimV2
 logger = logging.getLogger(__name__)
 
 PARTITIONS = 6
-DEFAULT_QUIX_PYTHON = REPO_ROOT / ".claimflow" / "quix-venv" / "bin" / "python"
+DEFAULT_QUIX_PYTHON = REPO_ROOT / ".claimflow" / "quix-venv" / "bin" / "python"  # make bench-ab
 
 
 @dataclass(frozen=True)
