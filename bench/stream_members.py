@@ -20,8 +20,9 @@ exported like ``claimflow promote``):
   worker's decode (``ClaimV2.from_json``), its member step (``member_step`` + applying the
   updates + encoding the changelog records), the model service's path
   (``ServedModel.score_json`` with member contexts, i.e. ``_history_rows``) and within it
-  the feature computation (``feature_vector``) alone; and ``profile_model``: the top
-  functions of a cProfile of ``score_json`` by own time.
+  the feature computation (``feature_vector``) alone; and ``profiles``: the top functions
+  by own time (per claim) of a cProfile of the member step and of ``score_json``
+  (cProfile's own overhead inflates them; read them as shares, not as costs).
 
 The changelog topics the workers create (``<group>.member-state``) are deleted with the
 run's other topics.
@@ -146,30 +147,43 @@ def in_process(lines: Sequence[bytes], model: Any) -> dict[str, Any]:
     }
 
 
-def profile_model(lines: Sequence[bytes], model: Any, top: int = 12) -> list[dict[str, Any]]:
-    """cProfile of the model service's scoring path with member contexts; own time."""
-    claims = [ClaimV2.from_json(line) for line in lines]
-    store = MemberStore()
-    batches = []
-    for start in range(0, len(claims), IN_PROCESS_BATCH):
-        chunk = claims[start:start + IN_PROCESS_BATCH]
-        step = member_step(store, chunk, [Position("c", 0, i) for i in range(len(chunk))])
-        store.apply(step.updates)
-        batches.append((chunk, step.features))
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for chunk, features in batches:
-        model.score_json(chunk, features)
-    profiler.disable()
+def top_functions(profiler: cProfile.Profile, claims: int, top: int) -> list[dict[str, Any]]:
+    """The profile's functions by own time, per claim."""
     stats = pstats.Stats(profiler)
     rows = []
     for (filename, line, name), (_cc, calls, own, cumulative, _callers) in (
             stats.stats.items()):  # type: ignore[attr-defined]
         rows.append({"function": f"{Path(filename).name}:{line}:{name}", "calls": calls,
-                     "own_us_per_claim": own / len(claims) * 1e6,
-                     "cumulative_us_per_claim": cumulative / len(claims) * 1e6})
+                     "own_us_per_claim": own / claims * 1e6,
+                     "cumulative_us_per_claim": cumulative / claims * 1e6})
     rows.sort(key=lambda row: -row["own_us_per_claim"])
     return rows[:top]
+
+
+def profiles(lines: Sequence[bytes], model: Any, top: int = 12) -> dict[str, Any]:
+    """cProfile of the worker's member step (features, new histories, changelog records)
+    and of the model service's scoring path with member contexts, in stream order."""
+    claims = [ClaimV2.from_json(line) for line in lines]
+    store = MemberStore()
+    batches = []
+    member = cProfile.Profile()
+    for start in range(0, len(claims), IN_PROCESS_BATCH):
+        chunk = claims[start:start + IN_PROCESS_BATCH]
+        positions = [Position("c", 0, i) for i in range(len(chunk))]
+        member.enable()
+        step = member_step(store, chunk, positions)
+        step.changelog("claims.member-state")
+        store.apply(step.updates)
+        member.disable()
+        batches.append((chunk, step.features))
+    scoring = cProfile.Profile()
+    scoring.enable()
+    for chunk, features in batches:
+        model.score_json(chunk, features)
+    scoring.disable()
+    return {"claims": len(claims),
+            "member_step": top_functions(member, len(claims), top),
+            "model_score_json": top_functions(scoring, len(claims), top)}
 
 
 # --------------------------------------------------------------------------- the stream
@@ -223,7 +237,7 @@ def run(smoke: bool = False) -> dict[str, Any]:
         local = generate_v2(home / "local.jsonl", sizes.in_process_claims, seed=22)
         local_lines = [claim.to_json() for claim in read_claims(local)]
         anchor = in_process(local_lines, model)
-        profile = profile_model(local_lines[:20_000], model)
+        profile = profiles(local_lines[:20_000], model)
         claims_file = generate_v2(home / "stream.jsonl", sizes.backlog, seed=21)
         latency_claims = read_claims(generate_v2(
             home / "latency.jsonl", int(sizes.latency_rate * sizes.latency_seconds) + 1,
@@ -243,7 +257,7 @@ def run(smoke: bool = False) -> dict[str, Any]:
                        "goal_met": headline["claims_per_s"] >= GOAL_CLAIMS_PER_S},
         "throughput_runs": runs,
         "in_process": anchor,
-        "profile_model": profile,
+        "profiles": profile,
         "latency": {**latency, "goal_p50_ms": GOAL_P50_MS, "goal_p99_ms": GOAL_P99_MS},
         "load_average": {"start": list(load_at_start), "end": list(os.getloadavg())},
         "machine": machine_info(),
