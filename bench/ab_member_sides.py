@@ -24,8 +24,10 @@ per claim and the state to a changelog, exactly once.
 Both report, as JSON on stdout: ``first_message_s`` (process start to the first claim
 processed: imports, group join, restore), ``claims_per_s`` from the first claim processed to
 the group's committed offsets covering all ``claims`` (``processing_only_per_s``: to the last
-claim processed), and with ``--expect-more K``: the seconds from process start to the first
-new claim processed after a restore (``restore_to_first_new_s``).
+claim processed), ``cpu_us_per_claim`` (the process's CPU, all threads, over that window:
+robust to the shared machine's load, unlike the rates), and with ``--expect-more K``: the
+seconds from process start to the first new claim processed after a restore
+(``restore_to_first_new_s``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Clock:
 
     def __init__(self) -> None:
         self.first: float | None = None
+        self.first_cpu = 0.0  # process CPU seconds (all threads) at the first claim
         self.last: float | None = None
         self.processed = 0
         self.done = threading.Event()
@@ -57,6 +60,7 @@ class Clock:
         now = time.perf_counter() - STARTED
         if self.first is None:
             self.first = now
+            self.first_cpu = time.process_time()
         self.last = now
         self.processed += 1
 
@@ -80,6 +84,7 @@ def watch_committed(bootstrap: str, group: str, topic: str, target: int, clock: 
                 committed = -1
             if committed >= target:
                 result["committed_s"] = time.perf_counter() - STARTED
+                result["cpu_s"] = time.process_time() - clock.first_cpu
                 break
             time.sleep(0.02)  # probing the group's offsets, bounded by the deadline
     finally:
@@ -256,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif first is not None and last is not None and committed is not None:
         result["claims_per_s"] = args.claims / (committed - first)
         result["processing_only_per_s"] = args.claims / (last - first) if last > first else None
+        # CPU of this process (every thread: librdkafka's, RocksDB's) per claim over the same
+        # window: what the side costs, whatever else the shared machine ran meanwhile.
+        result["cpu_us_per_claim"] = watched["cpu_s"] / args.claims * 1e6
+        result["cores"] = watched["cpu_s"] / (committed - first)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0 if committed is not None else 1

@@ -186,7 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     for name, side in report["sides"].items():
         print(f"{name:22s} {side.get('claims_per_s') or 0:>9,.0f} claims/s committed "
-              f"(processing {side.get('processing_only_per_s') or 0:,.0f}/s); restore of "
+              f"(processing {side.get('processing_only_per_s') or 0:,.0f}/s, "
+              f"{side.get('cpu_us_per_claim') or 0:.0f} us CPU/claim on "
+              f"{side.get('cores') or 0:.2f} cores); restore of "
               f"{report['members']:,} members to first new claim "
               f"{side['restore'].get('restore_to_first_new_s') or float('nan'):.1f} s",
               flush=True)

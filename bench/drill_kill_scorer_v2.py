@@ -21,7 +21,16 @@ from typing import Any
 
 import orjson
 
-from bench.drill_common import DrillContext, DrillResult, Outcomes, verdict
+from bench.drill_common import (
+    DrillContext,
+    DrillResult,
+    ExactlyOnceReport,
+    Outcomes,
+    check_exactly_once,
+    read_outcomes,
+    read_to_end,
+    verdict,
+)
 from bench.drill_kill_scorer import kill_plan
 from bench.drill_stream import Sampler, Stream, first_progress
 from bench.member_common import generate_v2, history_champion
@@ -46,6 +55,16 @@ class FileStream(Stream):
             f"{self.label}-producer", "produce", "--from-file", str(self.data),
             "--topic", self.topics.claims, "--rate", str(self.rate), "--quiet")
         return self.producer
+
+    def verify(self) -> tuple[list[str], Outcomes, ExactlyOnceReport]:
+        """As :meth:`Stream.verify`, but v2 claims are keyed by member_id: the ground truth
+        is the claim_id inside each input message."""
+        bootstrap = self.ctx.stack.bootstrap
+        sent = [str(orjson.loads(msg.value() or b"{}").get("claim_id"))
+                for msg in read_to_end(bootstrap, [self.topics.claims])]
+        outcomes = read_outcomes(bootstrap, self.topics.decisions, self.topics.deadletter)
+        stream_ids = [d.claim_id for d in outcomes.decisions if d.source.kind == "stream"]
+        return sent, outcomes, check_exactly_once(sent, stream_ids)
 
 
 def start_history_service(ctx: DrillContext, home: Path, tag: str) -> ModelService:
