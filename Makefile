@@ -104,5 +104,5 @@ drills-smoke: setup ## The fault drills at smoke size, as pytest checks (also pa
 	$(BIN)/pytest tests/integration/test_drills_smoke.py
 
 .PHONY: clean
-clean: ## Remove local state (.claimflow) but keep the virtualenv
+clean: ## Remove local state (.claimflow, with the A/B's quixstreams virtualenv) but keep the .venv
 	rm -rf .claimflow

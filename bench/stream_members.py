@@ -91,7 +91,7 @@ class Sizes:
 
 FULL = Sizes(backlog=200_000, setups=(README_DEFAULT, TUNED), latency_rate=1000,
              latency_seconds=20, in_process_claims=100_000, train_rows=20_000, trees=100)
-SMOKE = Sizes(backlog=5_000, setups=(README_DEFAULT, TUNED), latency_rate=1000, latency_seconds=3,
+SMOKE = Sizes(backlog=3_000, setups=(README_DEFAULT, TUNED), latency_rate=1000, latency_seconds=3,
               in_process_claims=5_000, train_rows=4_000, trees=30)
 
 
