@@ -85,10 +85,24 @@ bench: setup ## Run every benchmark, write bench/results/latest.{json,md} (clean
 drills: setup ## Fault drills against the real stack, write bench/results/drills.json (clean tree only)
 	$(BIN)/python -m bench.drills $(BENCH_ARGS)
 
+# quixstreams pins confluent-kafka < 2.13 (the project runs 2.16): it is no project
+# dependency; the A/B installs it into a virtualenv of its own under .claimflow/.
+QUIX_VENV := $(CLAIMFLOW_HOME)/quix-venv
+QUIX_VERSION := 3.28.1
+
+$(QUIX_VENV)/.installed: | setup-python
+	$(BIN)/uv venv -q --python $(BIN)/python $(QUIX_VENV)
+	$(BIN)/uv pip install -q --python $(QUIX_VENV)/bin/python "quixstreams==$(QUIX_VERSION)"
+	touch $@
+
+.PHONY: bench-ab
+bench-ab: setup-kafka $(QUIX_VENV)/.installed ## A/B of the member stage: quixstreams vs our worker (docs/member-stage.md)
+	$(BIN)/python -m bench.ab_quixstreams --quix-python $(QUIX_VENV)/bin/python $(BENCH_ARGS)
+
 .PHONY: drills-smoke
 drills-smoke: setup ## The fault drills at smoke size, as pytest checks (also part of `make test`)
 	$(BIN)/pytest tests/integration/test_drills_smoke.py
 
 .PHONY: clean
-clean: ## Remove local state (.claimflow) but keep the virtualenv
+clean: ## Remove local state (.claimflow, with the A/B's quixstreams virtualenv) but keep the .venv
 	rm -rf .claimflow

@@ -7,6 +7,8 @@
 4. Two scorer workers, one killed -> the other owns every partition within 10 s.
 5. Poison flood -> every bad message dead-lettered with its reason, every good one decided.
 6. Gateway fuzz -> property-based requests, no server error.
+7. SIGKILL the scorer while v2 claims stream through the member stage -> exactly once, and
+   every score equal to ``claimflow score-file``'s (1e-9): member state restored from Kafka.
 
 One stack serves all drills: its own broker on free ports (never the shared one), a model
 trained and promoted into a temporary CLAIMFLOW_HOME, the model service; each drill starts
@@ -50,6 +52,7 @@ DRILLS: dict[int, tuple[str, str]] = {
     4: ("bench.drill_rebalance", "worker-killed-rebalance"),
     5: ("bench.drill_poison", "poison-flood"),
     6: ("bench.drill_gateway_fuzz", "gateway-fuzz"),
+    7: ("bench.drill_kill_scorer_v2", "kill-scorer-v2-members"),
 }
 # Whole-run bounds (the stack's watchdog interrupts past them); each drill bounds its own
 # waits well inside.

@@ -60,11 +60,15 @@ BENCHMARKS: tuple[str, ...] = (
     "training",
     "model_scoring",
     "stream_scoring",
+    "stream_members",
+    "member_restore",
     "gateway",
 )
 # Modules in bench/ that are infrastructure, not benchmarks.
 NOT_BENCHMARKS = frozenset({"__init__", "__main__", "common", "report", "run", "drills",
-                            "stack_harness"})
+                            "stack_harness", "member_common",
+                            # The quixstreams A/B runs from its own virtualenv: `make bench-ab`.
+                            "ab_quixstreams", "ab_member_sides"})
 
 EXTRA_VERSIONS = ("pydantic-settings", "pandas", "flask", "flask-openapi3", "granian",
                   "httpx", "orjson", "hypothesis", "schemathesis")
@@ -89,6 +93,11 @@ GATEWAY_LATENCY_FAILURES = ("latency.errors", "latency.timeouts", "latency.unans
 
 IN_PROCESS_LOOP = AnchorSpec(
     "in-process decode + score + encode loop (one process, about one core)", "stream_scoring",
+    ("in_process.claims_per_s",), cores_paths=("in_process.cpu_cores",))
+
+
+MEMBER_LOOP = AnchorSpec(
+    "in-process decode + member step + the model's path (one process)", "stream_members",
     ("in_process.claims_per_s",), cores_paths=("in_process.cpu_cores",))
 
 
@@ -203,6 +212,39 @@ FIGURES: tuple[FigureSpec, ...] = (
         "e2e_p99", "End-to-end latency p99 at 1,000 claims/s", "stream_scoring",
         ("latency.p99_ms",), "ms", "lower",
         goal=Goal("<=", 100), failure_paths=STREAM_LATENCY_FAILURES,
+    ),
+    FigureSpec(
+        "stream_members", "Stream with member features (v2 claims, v2-history champion), "
+        "first produce -> last committed decision, README default (2 workers)",
+        "stream_members", ("throughput_runs.readme_default.claims_per_s",), "claims/s",
+        "higher", anchor=MEMBER_LOOP,
+        cores_paths=("throughput_runs.readme_default.cpu_cores.machine",),
+        goal=Goal(">=", 30_000),
+    ),
+    FigureSpec(
+        "stream_members_tuned", "Stream with member features, tuned (2 workers, batches of "
+        "up to 2,000)", "stream_members", ("throughput_runs.tuned.claims_per_s",), "claims/s",
+        "higher", anchor=MEMBER_LOOP, cores_paths=("throughput_runs.tuned.cpu_cores.machine",),
+        goal=Goal(">=", 30_000),
+    ),
+    FigureSpec(
+        "e2e_members_p50", "Stream with member features: end-to-end latency p50 at 1,000 "
+        "claims/s", "stream_members", ("latency.p50_ms",), "ms", "lower",
+        goal=Goal("<=", 30), failure_paths=STREAM_LATENCY_FAILURES,
+    ),
+    FigureSpec(
+        "e2e_members_p99", "Stream with member features: end-to-end latency p99 at 1,000 "
+        "claims/s", "stream_members", ("latency.p99_ms",), "ms", "lower",
+        goal=Goal("<=", 100), failure_paths=STREAM_LATENCY_FAILURES,
+    ),
+    FigureSpec(
+        "member_restore", "Worker with 1M members' state SIGKILLed: replacement's process "
+        "start -> its first committed batch", "member_restore",
+        ("replacement.start_to_first_commit_s",), "s", "lower", goal=Goal("<=", 10),
+    ),
+    FigureSpec(
+        "member_restore_read", "... of which the restore of 1M members (the worker's "
+        "\"restored\" log line)", "member_restore", ("replacement.restore_s",), "s", "lower",
     ),
     FigureSpec(
         "gateway_p50",

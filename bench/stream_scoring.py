@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,7 +57,7 @@ from bench.stack_harness import (
 from claimflow.settings import CommonSettings
 from producer.csvio import write_claims_csv
 from producer.profiles import generate
-from schemas import CLAIM_FEATURES, Claim
+from schemas import CLAIM_FEATURES, Claim, ClaimV2
 from schemas.score import only_results
 from scorer.routing import OutcomeTopics, Position, route_decisions
 
@@ -180,6 +180,20 @@ class Topics:
     @property
     def all(self) -> list[str]:
         return [self.claims, self.approved, self.investigate, self.deadletter]
+
+
+def changelog_of(group: str) -> str:
+    """The member-state changelog a worker of ``group`` creates (worker default)."""
+    return f"{group}.member-state"
+
+
+def delete_topics(admin: AdminClient, names: Sequence[str]) -> None:
+    """Delete the run's topics; one that was never created is no error."""
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [name for name in names if name in existing]
+    if wanted:
+        for future in admin.delete_topics(wanted).values():
+            future.result(30)
 
 
 def start_workers(bootstrap: str, home: Path, topics: Topics, group: str, model_url: str,
@@ -337,8 +351,7 @@ def throughput_run(bootstrap: str, home: Path, admin: AdminClient, service: Mode
             probe.close()
         decisions = count_committed(bootstrap, [topics.approved, topics.investigate])
     finally:
-        for future in admin.delete_topics(topics.all).values():
-            future.result(30)
+        delete_topics(admin, [*topics.all, changelog_of(group)])
     return {"setup": setup.name, "instances": setup.instances,
             "batch_max_size": setup.batch_max_size, "claims": claims, **window,
             "group_join_s": joined_s, "decisions": decisions,
@@ -419,7 +432,10 @@ class LatencyReader(threading.Thread):
 
 
 def latency_run(bootstrap: str, home: Path, admin: AdminClient, model_url: str,
-                claims: Sequence[Claim], rate: float) -> dict[str, Any]:
+                claims: Sequence[Claim | ClaimV2], rate: float,
+                key_of: Callable[[Any], bytes] | None = None) -> dict[str, Any]:
+    """``key_of`` gives a claim's message key (default: its claim_id; v2 claims are keyed by
+    member_id, which the member stage needs). Latencies are matched by claim_id."""
     topics = Topics.create(admin, "lat")
     group = f"bench-{uuid.uuid4().hex[:8]}"
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
@@ -434,7 +450,7 @@ def latency_run(bootstrap: str, home: Path, admin: AdminClient, model_url: str,
 
     try:
         reader.start()
-        warm_up(producer, reader, topics.claims, claims[0], workers)
+        warm_up(producer, reader, topics.claims, claims[0], workers, key_of)
         started = time.perf_counter()
         for i, claim in enumerate(claims[1:]):
             wait = started + i / rate - time.perf_counter()
@@ -442,7 +458,8 @@ def latency_run(bootstrap: str, home: Path, admin: AdminClient, model_url: str,
                 time.sleep(wait)  # pacing to the target rate
             key = claim.claim_id.encode()
             sent[key] = time.perf_counter()
-            producer.produce(topics.claims, claim.to_json(), key, on_delivery=delivered)
+            producer.produce(topics.claims, claim.to_json(),
+                             key if key_of is None else key_of(claim), on_delivery=delivered)
             producer.poll(0)
         undelivered = producer.flush(30)
         deadline = time.monotonic() + 60
@@ -452,8 +469,7 @@ def latency_run(bootstrap: str, home: Path, admin: AdminClient, model_url: str,
         reader.stop.set()
         reader.join(10)
         exit_code = workers.stop(60)
-        for future in admin.delete_topics(topics.all).values():
-            future.result(30)
+        delete_topics(admin, [*topics.all, changelog_of(group)])
     latencies = sorted((reader.arrived[k] - t) * 1000 for k, t in sent.items()
                        if k in reader.arrived)
     if not latencies:
@@ -474,11 +490,12 @@ def latency_run(bootstrap: str, home: Path, admin: AdminClient, model_url: str,
     }
 
 
-def warm_up(producer: Producer, reader: LatencyReader, topic: str, claim: Claim,
-            workers: ManagedProcess, timeout_s: float = 120) -> None:
+def warm_up(producer: Producer, reader: LatencyReader, topic: str, claim: Claim | ClaimV2,
+            workers: ManagedProcess, key_of: Callable[[Any], bytes] | None = None,
+            timeout_s: float = 120) -> None:
     """One claim through the whole path: the worker has joined and the reader is assigned."""
     key = claim.claim_id.encode()
-    producer.produce(topic, claim.to_json(), key)
+    producer.produce(topic, claim.to_json(), key if key_of is None else key_of(claim))
     producer.flush(30)
     deadline = time.monotonic() + timeout_s
     while key not in reader.arrived:

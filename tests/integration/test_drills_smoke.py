@@ -70,7 +70,7 @@ def test_report_records_machine_stack_and_overall_verdict(drills_report: dict[st
     assert drills_report["passed"] is (drills_report["_exit"] == 0)
 
 
-@pytest.mark.parametrize("number", [1, 2, 3, 4])
+@pytest.mark.parametrize("number", [1, 2, 3, 4, 7])
 def test_exactly_once_drills_count_every_claim(drills_report: dict[str, Any], number: int
                                                ) -> None:
     drill = _drill(drills_report, number)
