@@ -145,9 +145,10 @@ def child_env(**settings: str) -> dict[str, str]:
 
 
 @contextmanager
-def model_service(home: Path, tag: str) -> Iterator[ModelService]:
+def model_service(home: Path, tag: str, **settings: str) -> Iterator[ModelService]:
     port = free_port()
-    env = child_env(CLAIMFLOW_HOME=str(home), MODEL_TAG=tag, MODEL_POLL_INTERVAL_S="0")
+    env = child_env(CLAIMFLOW_HOME=str(home), MODEL_TAG=tag, MODEL_POLL_INTERVAL_S="0",
+                    **settings)
     process = ManagedProcess("model", [*CLAIMFLOW, "serve-model", "--port", str(port)],
                              env, home / "logs" / "model.log").start()
     service = ModelService(process, f"http://127.0.0.1:{port}", port)
@@ -183,8 +184,10 @@ class Topics:
 
 
 def start_workers(bootstrap: str, home: Path, topics: Topics, group: str, model_url: str,
-                  instances: int, batch_max_size: int | None) -> ManagedProcess:
+                  instances: int, batch_max_size: int | None, **settings: str
+                  ) -> ManagedProcess:
     tuning = {} if batch_max_size is None else {"SCORER_BATCH_MAX_SIZE": str(batch_max_size)}
+    tuning.update(settings)
     env = child_env(
         CLAIMFLOW_HOME=str(home), KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         SCORER_INPUT_TOPIC=topics.claims, SCORER_APPROVED_TOPIC=topics.approved,
