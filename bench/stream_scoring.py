@@ -41,7 +41,14 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -313,7 +320,13 @@ def wait_joined(admin: AdminClient, group: str, members: int, workers: ManagedPr
     while time.monotonic() - started < timeout_s:
         if not workers.alive():
             raise RuntimeError(f"workers exited:\n{workers.log_tail()}")
-        described = admin.describe_consumer_groups([group])[group].result(10)
+        try:
+            described = admin.describe_consumer_groups([group])[group].result(10)
+        except (TimeoutError, KafkaException) as exc:
+            # A fresh broker creates __consumer_offsets and loads the coordinator first: on
+            # a busy machine a single answer can take longer than 10 s. Ask again.
+            logger.info("describe %s: %r; asking again", group, exc)
+            continue
         if len(described.members) >= members and str(described.state).endswith("STABLE"):
             return time.monotonic() - started
         time.sleep(0.1)  # polling the group's state, bounded by the deadline
