@@ -219,20 +219,24 @@ class ClaimAnomalyService:
         ``{"results": [...], "shadow": [...] | null}``, the challenger's answers to the same
         claims and member contexts (null: no challenger loaded, or it failed)."""
         contexts = None if members is None else [member_features(m) for m in members.root]
+        model = self._model()
         try:
-            results = self._model().score_json(claims.root, contexts)
+            results = model.score_json(claims.root, contexts)
         except MissingHistoryError as exc:
             raise BadInput(str(exc)) from exc
         if not shadow:
             return Response(results, media_type=JSON)
         return Response(b'{"results":' + results + b',"shadow":'
-                        + self._shadow_json(claims.root, contexts) + b"}", media_type=JSON)
+                        + self._shadow_json(model, claims.root, contexts) + b"}",
+                        media_type=JSON)
 
-    def _shadow_json(self, claims: list[AnyClaim], contexts: list[MemberFeatures] | None
-                     ) -> bytes:
+    def _shadow_json(self, champion: ServedModel, claims: list[AnyClaim],
+                     contexts: list[MemberFeatures] | None) -> bytes:
         """The challenger's answers to the same claims and contexts, or ``null``."""
         challenger = None if self.shadow is None else self.shadow.current
-        if challenger is None:
+        # The trainer leaves the challenger alias on a version it promotes: scoring the
+        # champion twice would cost as much as a real challenger and tell nothing.
+        if challenger is None or challenger.tag == champion.tag:
             return b"null"
         try:
             return challenger.score_json(claims, contexts)

@@ -292,6 +292,36 @@ def test_new_champion_is_served_without_restart(
     assert versions <= {"1", "2"}
 
 
+def test_the_challenger_alias_is_scored_in_shadow_until_it_is_removed(
+    client: ModelClient, registry: Registry
+) -> None:
+    claims = make_claims(200, seed=16)
+    registry_client = client_for(registry.settings.tracking_uri)
+    try:
+        promote(registry.settings, "2")  # exports v2 to the BentoML store
+        registry.set_champion("1")
+        # The trainer put the challenger alias on the newest version; here on the champion:
+        # the champion is not scored twice.
+        registry_client.set_registered_model_alias(REGISTERED_MODEL, "challenger", "1")
+        assert client.reload() == "1"
+        assert client.score_batch_shadow(claims).shadow is None
+        registry_client.set_registered_model_alias(REGISTERED_MODEL, "challenger", "2")
+        assert client.reload() == "1"  # /reload checks the challenger alias too
+        answer = client.score_batch_shadow(claims)
+        assert_matches(only_results(answer.results), claims, registry.offline("1"), "1")
+        assert answer.shadow is not None
+        assert_matches(only_results(answer.shadow), claims, registry.offline("2"), "2")
+        # The plain API is unchanged for existing clients.
+        assert_matches(only_results(client.score_batch(claims)), claims,
+                       registry.offline("1"), "1")
+        registry_client.delete_registered_model_alias(REGISTERED_MODEL, "challenger")
+        assert client.reload() == "1"
+        assert client.score_batch_shadow(claims).shadow is None
+    finally:  # as the trainer left it: the challenger alias on the newest version
+        registry_client.set_registered_model_alias(REGISTERED_MODEL, "challenger", "2")
+        registry.set_champion("1")
+
+
 def test_not_ready_and_unavailable_until_a_champion_exists(
     started_service: tuple[RegistryServiceProcess, BeforeChampion],
 ) -> None:

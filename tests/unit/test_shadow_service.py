@@ -108,6 +108,14 @@ def test_the_shadow_answer_is_both_models_on_the_same_claims(
         r["anomaly_score"] for r in body["shadow"]]
 
 
+def test_a_challenger_alias_on_the_champion_itself_is_not_scored_twice(
+    models: tuple[ServedModel, ServedModel], training: np.ndarray
+) -> None:
+    champion, _ = models
+    body = orjson.loads(score_batch(service(champion, champion), training[:5], shadow=True))
+    assert body["shadow"] is None
+
+
 def test_without_shadow_the_answer_keeps_its_shape(
     models: tuple[ServedModel, ServedModel], training: np.ndarray
 ) -> None:
