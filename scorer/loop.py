@@ -268,37 +268,34 @@ class ScoringLoop:
         outgoing = routed.outgoing
         decided = len(outgoing)
         outgoing.extend(letter.outgoing(self.topics.deadletter) for letter in rejected)
-        shadows = self.shadow_outgoing(batch, answer, decided_at, decided)
+        shadows, missing = self.shadow_outgoing(batch, answer, decided_at, decided)
         outgoing.extend(shadows)
         outgoing.extend(step.changelog(self.changelog))
         if self.commit(outgoing, batch):
             self.members.apply(step.updates)
             self.metrics.committed(batch, results, len(rejected), started)
-            self.metrics.shadow_written.inc(len(shadows))
+            self.metrics.shadow_committed(len(shadows), missing)
             self.log_rejected(rejected)
             self.log_committed(batch, results)
 
     def shadow_outgoing(self, batch: Batch, answer: ShadowAnswer, decided_at: datetime,
-                        decided: int) -> list[Outgoing]:
-        """The batch's ShadowScore records. The challenger never holds routing back: when
-        its answers are missing or do not fit, the batch is decided by the champion alone
-        (logged, counted)."""
+                        decided: int) -> tuple[list[Outgoing], dict[str, int]]:
+        """The batch's ShadowScore records, and the decided claims left without one by
+        reason (counted once the batch commits). The challenger never holds routing back:
+        when its answers are missing or do not fit, the champion decides alone."""
         if not self.settings.shadow or not decided:
-            return []
+            return [], {}
         if answer.shadow is None:
-            self.metrics.shadow_missing.labels("no_challenger").inc(decided)
-            return []
+            return [], {"no_challenger": decided}
         try:
             records = shadow_records(batch.claims, batch.positions, answer.results,
                                      answer.shadow, decided_at=decided_at,
                                      topic=self.settings.shadow_topic)
         except ShadowMismatchError as exc:
-            self.metrics.shadow_missing.labels("mismatch").inc(decided)
             logger.warning("batch %s: no shadow records: %s", describe_batch(batch), exc)
-            return []
-        if records.refused:
-            self.metrics.shadow_missing.labels("challenger_refused").inc(records.refused)
-        return records.outgoing
+            return [], {"mismatch": decided}
+        refused = {"challenger_refused": records.refused} if records.refused else {}
+        return records.outgoing, refused
 
     def score(self, batch: Batch, members: list[MemberFeatures] | None
               ) -> ShadowAnswer | None:

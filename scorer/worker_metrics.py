@@ -71,6 +71,11 @@ class WorkerMetrics:
         self.batch_size.observe(batch.consumed)
         self.batch_latency.observe(time.perf_counter() - started)
 
+    def shadow_committed(self, written: int, missing: dict[str, int]) -> None:
+        self.shadow_written.inc(written)
+        for reason, n in missing.items():
+            self.shadow_missing.labels(reason).inc(n)
+
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)
         logger.info("metrics on http://%s:%d/metrics", host, port)

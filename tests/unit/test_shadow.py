@@ -166,6 +166,7 @@ def test_an_unfit_challenger_answer_never_holds_routing_back() -> None:
     assert h.cluster.on(SHADOW) == []
     assert h.metrics.registry.get_sample_value(
         "claimflow_scorer_shadow_missing_total", {"reason": "mismatch"}) == 3
+    assert h.counter("shadow_scores_total") == 0
 
 
 def test_an_aborted_batch_leaves_no_shadow_records_and_its_redo_writes_them_once() -> None:
@@ -177,6 +178,7 @@ def test_an_aborted_batch_leaves_no_shadow_records_and_its_redo_writes_them_once
     assert h.cluster.on(SHADOW) == []
     h.run()
     assert sorted(r.claim_id for r in shadows(h)) == ["C-1", "C-2", "C-3"]
+    assert h.counter("shadow_scores_total") == 3  # counted once committed, not per attempt
 
 
 def test_dead_letters_get_no_shadow_record() -> None:
