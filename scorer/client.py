@@ -32,6 +32,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from features.member import MemberFeatures
 from schemas import Claim, ClaimV2, ScoreAnswer
 from scorer.http11 import Http11Connection
+from scorer.shadow import ChallengerVerdict, ShadowAnswerItem
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ _ANSWER: Final = TypeAdapter(ScoreAnswer)
 
 class _ShadowBody(BaseModel):
     results: list[ScoreAnswer]
-    shadow: list[ScoreAnswer] | None
+    shadow: list[ChallengerVerdict] | None  # read leniently: reasons are not needed
 
 
 class ShadowAnswer(NamedTuple):
@@ -51,7 +52,7 @@ class ShadowAnswer(NamedTuple):
     the service has no challenger, or it failed on this batch)."""
 
     results: list[ScoreAnswer]
-    shadow: list[ScoreAnswer] | None
+    shadow: Sequence[ShadowAnswerItem] | None
 
 
 class ModelUnavailable(Exception):  # noqa: N818 - the agreed public name

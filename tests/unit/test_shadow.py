@@ -102,6 +102,31 @@ def test_records_skip_claims_either_model_refused_and_count_agreement() -> None:
                        decided_at=NOW, topic=SHADOW)
 
 
+def test_challenger_answers_are_read_leniently_and_encode_the_same() -> None:
+    from pydantic import TypeAdapter
+
+    from scorer.shadow import ChallengerVerdict
+
+    scored = result("C-1", 0.42, CHALLENGER, 0.45).model_copy(update={"reasons": []})
+    refused = ScoreRefusal(claim_id="C-2", error_kind="unsupported_version", error="v2 only",
+                           model=CHALLENGER)
+    wire = b"[" + scored.to_json() + b"," + refused.to_json() + b"]"
+    lenient = TypeAdapter(list[ChallengerVerdict]).validate_json(wire)
+    assert [v.scored for v in lenient] == [True, False]
+    champ, position = result("C-1", 0.61, CHAMPION), Position("claims", 0, 5)
+    encoder = ShadowEncoder(NOW)
+    assert encoder.encode(champ, lenient[0], position) == encoder.encode(champ, scored, position)
+    from scorer.routing import split_batch
+    from tests.unit.test_routing import FakeMessage
+
+    batch = split_batch([FakeMessage(claim_bytes(claim_id=f"C-{i}"), i) for i in (1, 2)],
+                        max_bytes=16_384, now=NOW)
+    records = shadow_records(batch.claims, batch.positions,
+                             [champ, result("C-2", 0.1, CHAMPION)], lenient,
+                             decided_at=NOW, topic=SHADOW)
+    assert ([r.key for r in records.outgoing], records.refused) == ([b"C-1"], 1)
+
+
 # -- the loop
 
 
