@@ -41,7 +41,14 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -145,9 +152,10 @@ def child_env(**settings: str) -> dict[str, str]:
 
 
 @contextmanager
-def model_service(home: Path, tag: str) -> Iterator[ModelService]:
+def model_service(home: Path, tag: str, **settings: str) -> Iterator[ModelService]:
     port = free_port()
-    env = child_env(CLAIMFLOW_HOME=str(home), MODEL_TAG=tag, MODEL_POLL_INTERVAL_S="0")
+    env = child_env(CLAIMFLOW_HOME=str(home), MODEL_TAG=tag, MODEL_POLL_INTERVAL_S="0",
+                    **settings)
     process = ManagedProcess("model", [*CLAIMFLOW, "serve-model", "--port", str(port)],
                              env, home / "logs" / "model.log").start()
     service = ModelService(process, f"http://127.0.0.1:{port}", port)
@@ -197,8 +205,10 @@ def delete_topics(admin: AdminClient, names: Sequence[str]) -> None:
 
 
 def start_workers(bootstrap: str, home: Path, topics: Topics, group: str, model_url: str,
-                  instances: int, batch_max_size: int | None) -> ManagedProcess:
+                  instances: int, batch_max_size: int | None, **settings: str
+                  ) -> ManagedProcess:
     tuning = {} if batch_max_size is None else {"SCORER_BATCH_MAX_SIZE": str(batch_max_size)}
+    tuning.update(settings)
     env = child_env(
         CLAIMFLOW_HOME=str(home), KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         SCORER_INPUT_TOPIC=topics.claims, SCORER_APPROVED_TOPIC=topics.approved,
@@ -324,7 +334,13 @@ def wait_joined(admin: AdminClient, group: str, members: int, workers: ManagedPr
     while time.monotonic() - started < timeout_s:
         if not workers.alive():
             raise RuntimeError(f"workers exited:\n{workers.log_tail()}")
-        described = admin.describe_consumer_groups([group])[group].result(10)
+        try:
+            described = admin.describe_consumer_groups([group])[group].result(10)
+        except (TimeoutError, KafkaException) as exc:
+            # A fresh broker creates __consumer_offsets and loads the coordinator first: on
+            # a busy machine a single answer can take longer than 10 s. Ask again.
+            logger.info("describe %s: %r; asking again", group, exc)
+            continue
         if len(described.members) >= members and str(described.state).endswith("STABLE"):
             return time.monotonic() - started
         time.sleep(0.1)  # polling the group's state, bounded by the deadline

@@ -131,7 +131,7 @@ def _reachable(bootstrap: str) -> ClusterMetadata:
 @click.group("topics")
 def topics_group() -> None:
     """The claimflow topics: claims, claims.approved, claims.investigate, claims.deadletter,
-    claims.labels (compacted)."""
+    claims.labels (compacted), claims.shadow."""
 
 
 @topics_group.command("create")

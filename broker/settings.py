@@ -54,6 +54,11 @@ class KafkaSettings(CommonSettings):
         description="Investigators' dispositions, keyed by claim_id (compacted: the latest per "
         "claim wins).",
     )
+    shadow_topic: str = Field(
+        default="claims.shadow",
+        description="Champion and challenger side by side (ShadowScore per decided claim, "
+        "keyed by claim_id) while a challenger is scored in shadow.",
+    )
     partitions: int = Field(
         default=6, ge=1, le=10_000, description="Partitions per topic for `topics create`."
     )
@@ -103,4 +108,4 @@ class KafkaSettings(CommonSettings):
 
     def topic_names(self) -> list[str]:
         return [self.claims_topic, self.approved_topic, self.investigate_topic,
-                self.deadletter_topic, self.labels_topic]
+                self.deadletter_topic, self.labels_topic, self.shadow_topic]

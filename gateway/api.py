@@ -23,6 +23,7 @@ from gateway.api_models import (
     OutcomePage,
     OutcomeQuery,
     Pending,
+    ShadowStats,
     Stats,
     StatsQuery,
     SubmitResult,
@@ -319,6 +320,17 @@ def build_api(rt: GatewayRuntime) -> APIBlueprint:
         """Totals by decision, investigation rate over time, and counts per model version."""
         read_key()
         return json_response(rt.outcomes.stats(rt.clock(), query.bucket_s, query.buckets))
+
+    @api.get(
+        "/shadow", tags=[READ_TAG], security=read_security,
+        operation_id="get_shadow",
+        responses={200: ShadowStats, **problem_responses(401)},
+    )
+    def get_shadow() -> Response:
+        """Shadow scoring: per champion and challenger pair, how often they agree, and the
+        precision of each one's investigate decisions on claims with a disposition."""
+        read_key()
+        return json_response(rt.outcomes.shadow())
 
     return api
 

@@ -113,6 +113,37 @@ class Stats(BaseModel):
     by_model: list[VersionCounts]
 
 
+class ShadowModel(BaseModel):
+    """One model of a shadow pair: its investigate decisions and their precision on claims
+    with a closing disposition."""
+
+    name: str
+    version: str
+    investigate: int = Field(description="Shadowed claims this model decided investigate.")
+    labelled: int = Field(description="Of those, claims labelled fraud or legitimate.")
+    fraud: int = Field(description="Of those, claims labelled fraud.")
+    investigate_unlabelled: int = Field(
+        description="investigate decisions without a closing label (open, needs_info, or "
+        "never queued: a claim only the challenger flags is routed to approved).")
+    precision: float | None = Field(description="fraud / labelled (null without labels).")
+
+
+class ShadowPair(BaseModel):
+    """A champion and the challenger shadowed beside it, over their shadow period."""
+
+    champion: ShadowModel
+    challenger: ShadowModel
+    claims: int = Field(description="Claims both models scored.")
+    agree: int = Field(description="Claims both decided alike.")
+    agreement: float | None = Field(description="agree / claims.")
+    first_decided_at: str = Field(description="First shadowed decision (ISO 8601, UTC).")
+    last_decided_at: str = Field(description="Latest shadowed decision (ISO 8601, UTC).")
+
+
+class ShadowStats(BaseModel):
+    pairs: list[ShadowPair] = Field(description="Most recently shadowed pair first.")
+
+
 class CsvRow(BaseModel):
     """One data line of an uploaded CSV: its decision or why it was rejected."""
 

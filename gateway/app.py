@@ -111,6 +111,7 @@ def build_runtime(
             outcomes, settings.kafka_bootstrap_servers, settings.outcome_topics,
             settings.view_group_id, on_stored=metrics.on_view_stored,
             stale_after_s=settings.view_stale_s, labels_topic=settings.labels_topic,
+            shadow_topic=settings.shadow_topic or None,
         )
     watched: dict[str, Fresh] = {}
     if replies is not None:

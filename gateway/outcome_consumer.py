@@ -11,7 +11,8 @@ a fetch waits for data to accumulate (up to ``max_delay_ms``: the view may lag b
 against a page that refreshes every couple of seconds), and offsets are only stored locally
 after each batch and committed by librdkafka's timer (and on close).
 
-A message that is not a valid Decision (or, on the labels topic, Label) is logged with its
+A message that is not a valid Decision (or, on the labels topic, Label; on the shadow topic,
+ShadowScore) is logged with its
 position and skipped (this is a view; the topics' producers own their dead letters).
 
 Any other failure (the store, librdkafka, a bug) closes the consumer and starts a new one
@@ -40,6 +41,7 @@ from confluent_kafka import (
 
 from gateway.label_view import to_labels
 from gateway.outcome_store import Outcome, OutcomeStore
+from gateway.shadow_view import decode_shadows
 from schemas import ContractError, Decision
 
 logger = logging.getLogger(__name__)
@@ -88,13 +90,15 @@ class OutcomeConsumer:
         backoff_s: tuple[float, float] = (0.5, 30.0),
         consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
         labels_topic: str | None = None,
+        shadow_topic: str | None = None,
     ) -> None:
         self._store = store
         self._labels_topic = labels_topic
+        self._shadow_topic = shadow_topic
         self._stale_after_s = stale_after_s
         self._backoff_min_s, self._backoff_max_s = backoff_s
         self._consumer_factory = consumer_factory
-        self._topics = [*topics, *([labels_topic] if labels_topic else [])]
+        self._topics = [*topics, *(t for t in (labels_topic, shadow_topic) if t)]
         self._batch_size = batch_size
         self._on_stored = on_stored
         self._config = {
@@ -174,13 +178,16 @@ class OutcomeConsumer:
                 self._on_error(err)
         if not good:
             return
-        outcomes, positions, invalid = to_outcomes(
-            [m for m in good if m.topic() != self._labels_topic])
+        side = (self._labels_topic, self._shadow_topic)
+        outcomes, positions, invalid = to_outcomes([m for m in good if m.topic() not in side])
         labels, label_positions, bad_labels = to_labels(
             [m for m in good if m.topic() == self._labels_topic])
+        shadows, shadow_positions, bad_shadows = decode_shadows(
+            [m for m in good if m.topic() == self._shadow_topic])
         positions.update(label_positions)
-        invalid += bad_labels
-        inserted = self._store.add(outcomes, positions, labels)
+        positions.update(shadow_positions)
+        invalid += bad_labels + bad_shadows
+        inserted = self._store.add(outcomes, positions, labels, shadows)
         if self._on_stored is not None:
             self._on_stored(inserted, len(outcomes) - inserted, invalid)
         try:

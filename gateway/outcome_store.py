@@ -6,6 +6,9 @@ starts from them: the view is exact after any crash, whatever the group's commit
 Counters per decision/model version and per second are kept beside the rows so that the
 page's frequent polling never scans the whole table.
 
+Shadow records (``claims.shadow``: champion and challenger on one claim) are kept one row per
+claim with running counts per model pair (:mod:`gateway.shadow_view`).
+
 Investigators' labels (``claims.labels``) are kept beside the decisions, one row per claim_id:
 a later label replaces the earlier one (later offset of the claim's partition, the same rule
 as the compacted topic), in the same transaction as the positions. The queue joins them to
@@ -26,8 +29,9 @@ from typing import Any
 import orjson
 
 from gateway.label_view import StoredLabel, create_tables, refresh_open, store_labels
+from gateway.shadow_view import SHADOW_SCHEMA, shadow_summary, store_shadows
 from gateway.sqlite_util import connect
-from schemas import Decision, DecisionKind
+from schemas import Decision, DecisionKind, ShadowScore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -112,6 +116,7 @@ class OutcomeStore:
         self._writer = connect(path, synchronous)
         self._writer.executescript(SCHEMA)
         create_tables(self._writer)
+        self._writer.executescript(SHADOW_SCHEMA)
         self._reader = connect(path, synchronous)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -119,9 +124,9 @@ class OutcomeStore:
     # -- writing (consumer thread) -------------------------------------------------------
 
     def add(self, outcomes: Sequence[Outcome], positions: dict[tuple[str, int], int],
-            labels: Sequence[StoredLabel] = ()) -> int:
-        """Store decisions, labels and the next offsets in one transaction; returns decision
-        rows inserted."""
+            labels: Sequence[StoredLabel] = (), shadows: Sequence[ShadowScore] = ()) -> int:
+        """Store decisions, labels, shadow records and the next offsets in one transaction;
+        returns decision rows inserted."""
         inserted = 0
         per_model: Counter[tuple[str, str, str]] = Counter()
         per_second: Counter[tuple[int, str]] = Counter()
@@ -156,6 +161,7 @@ class OutcomeStore:
                     [(*key, n) for key, n in per_second.items()],
                 )
                 store_labels(conn, labels)
+                store_shadows(conn, shadows)
                 # Approved claims are never open: only investigated ones and labels count.
                 touched = [o.decision.claim_id for o in outcomes
                            if o.decision.decision == "investigate"]
@@ -266,6 +272,12 @@ class OutcomeStore:
                 for (name, version), c in sorted(by_model.items(), key=version_order)
             ],
         }
+
+    def shadow(self) -> dict[str, Any]:
+        """Agreement and precision per (champion, challenger) pair (see
+        :mod:`gateway.shadow_view`)."""
+        with self._read_lock:
+            return shadow_summary(self._reader)
 
     def count(self) -> int:
         with self._read_lock:

@@ -73,6 +73,11 @@ class GatewaySettings(CommonSettings):
         description="Investigators' dispositions (compacted, keyed by claim_id): written by "
         "POST /api/v1/claims/<id>/disposition, read by the outcome view.",
     )
+    shadow_topic: str = Field(
+        default="claims.shadow",
+        description="Champion and challenger side by side (ShadowScore), read by the outcome "
+        "view for the shadow summary (dashboard, GET /api/v1/shadow); empty: not read.",
+    )
     publish_timeout_s: float = Field(
         default=5.0, gt=0, le=300,
         description="Longest a submission waits for the broker to confirm the claim it "

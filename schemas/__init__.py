@@ -19,6 +19,7 @@ from schemas.decision import (
 )
 from schemas.label import DISPOSITIONS, AnsweredDecision, Disposition, Label
 from schemas.score import MemberContext, ScoreAnswer, ScoreRefusal, ScoreRequest, ScoreResult
+from schemas.shadow import ShadowScore, ShadowVerdict
 
 __all__ = [
     "CLAIM_FEATURES",
@@ -43,6 +44,8 @@ __all__ = [
     "ScoreRefusal",
     "ScoreRequest",
     "ScoreResult",
+    "ShadowScore",
+    "ShadowVerdict",
     "StreamSource",
     "parse_claim",
 ]

@@ -12,6 +12,7 @@ from schemas.claim_v2 import ClaimV2
 from schemas.dead_letter import DeadLetter
 from schemas.decision import Decision
 from schemas.label import Label
+from schemas.shadow import ShadowScore
 
 JSON_DIR = Path(__file__).parent / "json"
 SCHEMA_FILES: dict[str, type[BaseModel]] = {
@@ -20,6 +21,7 @@ SCHEMA_FILES: dict[str, type[BaseModel]] = {
     "decision.schema.json": Decision,
     "dead_letter.schema.json": DeadLetter,
     "label.schema.json": Label,
+    "shadow_score.schema.json": ShadowScore,
 }
 
 

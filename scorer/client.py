@@ -23,15 +23,16 @@ import ssl
 import threading
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Final
+from typing import Final, NamedTuple
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from features.member import MemberFeatures
 from schemas import Claim, ClaimV2, ScoreAnswer
 from scorer.http11 import Http11Connection
+from scorer.shadow import ChallengerVerdict, ShadowAnswerItem
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,19 @@ logger = logging.getLogger(__name__)
 TRANSPORT_ERRORS: Final = (OSError, http.client.HTTPException)
 _RESULTS: Final = TypeAdapter(list[ScoreAnswer])
 _ANSWER: Final = TypeAdapter(ScoreAnswer)
+
+
+class _ShadowBody(BaseModel):
+    results: list[ScoreAnswer]
+    shadow: list[ChallengerVerdict] | None  # read leniently: reasons are not needed
+
+
+class ShadowAnswer(NamedTuple):
+    """The champion's answers (they route) and the challenger's to the same claims (None:
+    the service has no challenger, or it failed on this batch)."""
+
+    results: list[ScoreAnswer]
+    shadow: Sequence[ShadowAnswerItem] | None
 
 
 class ModelUnavailable(Exception):  # noqa: N818 - the agreed public name
@@ -50,12 +64,15 @@ class ModelServiceError(Exception):
 
 
 def encode_batch(claims: Sequence[Claim | ClaimV2],
-                 members: Sequence[MemberFeatures] | None = None) -> bytes:
+                 members: Sequence[MemberFeatures] | None = None, shadow: bool = False) -> bytes:
     """``{"claims": [...]}`` built from each claim's own serializer (no dict round trip),
-    with ``"members"`` (one context per claim) when given."""
+    with ``"members"`` (one context per claim) when given, and ``"shadow": true`` to ask
+    for the challenger's answers too."""
     body = b'{"claims":[' + b",".join(claim.to_json() for claim in claims) + b"]"
     if members is not None:
         body += b',"members":' + orjson.dumps([m._asdict() for m in members])
+    if shadow:
+        body += b',"shadow":true'
     return body + b"}"
 
 
@@ -95,6 +112,25 @@ class ModelClient:
                 f"model service returned {len(results)} results for {len(claims)} claims"
             )
         return results
+
+    def score_batch_shadow(self, claims: Sequence[Claim | ClaimV2],
+                           members: Sequence[MemberFeatures] | None = None) -> ShadowAnswer:
+        """``score_batch``, plus the challenger's answers to the same claims and contexts
+        when the service scores one in shadow. Only the champion's answers are checked
+        here; the caller decides what an unfit shadow answer means (never a routing
+        failure)."""
+        if not claims:
+            return ShadowAnswer([], None)
+        body = self._post("/score_batch", encode_batch(claims, members, shadow=True))
+        try:
+            answer = _ShadowBody.model_validate_json(body)
+        except ValidationError as exc:
+            raise ModelServiceError(f"unexpected /score_batch shadow answer: {exc}") from exc
+        if len(answer.results) != len(claims):
+            raise ModelServiceError(
+                f"model service returned {len(answer.results)} results for {len(claims)} claims"
+            )
+        return ShadowAnswer(answer.results, answer.shadow)
 
     def score(self, claim: Claim | ClaimV2) -> ScoreAnswer:
         body = self._post("/score", encode_single(claim))

@@ -10,8 +10,10 @@ One loop iteration is one batch and one Kafka transaction:
    features from its member's history, and the batch's new histories, kept apart from the
    store;
 4. one model-service call for all claims of the batch, with their member features;
-5. produce decisions, dead letters and the changed members' changelog records, add the
-   batch's offsets to the transaction, commit; only then the store takes the new histories.
+5. produce decisions, dead letters, shadow records (one ``ShadowScore`` per decided claim
+   when the model service scores a challenger in shadow: :mod:`scorer.shadow`) and the
+   changed members' changelog records, add the batch's offsets to the transaction, commit;
+   only then the store takes the new histories.
 
 On assignment a partition's member state is restored from the changelog; on revocation
 (or loss) it is dropped.
@@ -78,7 +80,7 @@ from scorer.calls import (
     fencing_hint,
     kafka_error,
 )
-from scorer.client import ModelClient, ModelServiceError, ModelUnavailable
+from scorer.client import ModelClient, ModelServiceError, ModelUnavailable, ShadowAnswer
 from scorer.kafka_config import ClusterCalls, outcome_topics
 from scorer.member_state import (
     MemberStore,
@@ -96,6 +98,7 @@ from scorer.routing import (
     route_batch,
     split_batch,
 )
+from scorer.shadow import ShadowMismatchError, shadow_records
 from scorer.worker_metrics import WorkerMetrics
 from scorer.worker_settings import ScorerSettings
 
@@ -246,14 +249,16 @@ class ScoringLoop:
             messages, max_bytes=self.settings.max_claim_bytes, now=datetime.now(UTC)
         )
         step = member_step(self.members, batch.claims, batch.positions)
-        results = self.score(batch, step.features if step.any_history() else None)
-        if results is None:
+        answer = self.score(batch, step.features if step.any_history() else None)
+        if answer is None:
             return
+        results = answer.results
+        decided_at = datetime.now(UTC)
         try:
             routed = route_batch(
                 batch,
                 results,
-                decided_at=datetime.now(UTC),
+                decided_at=decided_at,
                 topics=self.topics,
                 max_bytes=self.settings.max_claim_bytes,
             )
@@ -261,22 +266,49 @@ class ScoringLoop:
             raise FatalWorkerError(f"batch {describe_batch(batch)}: {exc}") from exc
         rejected = [*batch.rejected, *routed.refused]
         outgoing = routed.outgoing
+        decided = len(outgoing)
         outgoing.extend(letter.outgoing(self.topics.deadletter) for letter in rejected)
+        shadows, missing = self.shadow_outgoing(batch, answer, decided_at, decided)
+        outgoing.extend(shadows)
         outgoing.extend(step.changelog(self.changelog))
         if self.commit(outgoing, batch):
             self.members.apply(step.updates)
             self.metrics.committed(batch, results, len(rejected), started)
+            self.metrics.shadow_committed(len(shadows), missing)
             self.log_rejected(rejected)
             self.log_committed(batch, results)
 
+    def shadow_outgoing(self, batch: Batch, answer: ShadowAnswer, decided_at: datetime,
+                        decided: int) -> tuple[list[Outgoing], dict[str, int]]:
+        """The batch's ShadowScore records, and the decided claims left without one by
+        reason (counted once the batch commits). The challenger never holds routing back:
+        when its answers are missing or do not fit, the champion decides alone."""
+        if not self.settings.shadow or not decided:
+            return [], {}
+        if answer.shadow is None:
+            return [], {"no_challenger": decided}
+        try:
+            records = shadow_records(batch.claims, batch.positions, answer.results,
+                                     answer.shadow, decided_at=decided_at,
+                                     topic=self.settings.shadow_topic)
+        except ShadowMismatchError as exc:
+            logger.warning("batch %s: no shadow records: %s", describe_batch(batch), exc)
+            return [], {"mismatch": decided}
+        refused = {"challenger_refused": records.refused} if records.refused else {}
+        return records.outgoing, refused
+
     def score(self, batch: Batch, members: list[MemberFeatures] | None
-              ) -> list[ScoreAnswer] | None:
-        """The model's verdicts, or None when the batch was rewound to be retried."""
+              ) -> ShadowAnswer | None:
+        """The model's verdicts (and the challenger's, when shadow answers are asked for),
+        or None when the batch was rewound to be retried."""
         if not batch.claims:
-            return []
+            return ShadowAnswer([], None)
         started = time.perf_counter()
         try:
-            results = self.client.score_batch(batch.claims, members)
+            if self.settings.shadow:
+                results = self.client.score_batch_shadow(batch.claims, members)
+            else:
+                results = ShadowAnswer(self.client.score_batch(batch.claims, members), None)
         except ModelUnavailable as exc:
             self.hold(batch, exc)
             return None

@@ -58,6 +58,10 @@ class ModelLoadError(RuntimeError):
     """No model can be served (no champion yet, missing export, inconsistent labels)."""
 
 
+class AliasMissing(ModelLoadError):  # noqa: N818 - reads as what it says
+    """No version carries the alias (e.g. no challenger now)."""
+
+
 class MissingHistoryError(ValueError):
     """A model that reads member history was asked without it (one context per claim)."""
 
@@ -352,8 +356,8 @@ class RegistrySource:
             self._client = client_for(self.tracking_uri)
         try:
             version, run_id = version_for_alias(self._client, self.alias, self.name)
-        except RegistryError as exc:
-            raise ModelLoadError(str(exc)) from exc
+        except RegistryError as exc:  # the only error of version_for_alias
+            raise AliasMissing(str(exc)) from exc
         return Wanted(tag=bento_tag(version, self.name), version=version, run_id=run_id or None)
 
 
@@ -371,6 +375,16 @@ def source_from(settings: ModelSettings) -> ModelSource:
     if settings.tag:
         return PinnedSource(settings.tag)
     return RegistrySource(settings.tracking_uri, settings.registered_model, settings.alias)
+
+
+def shadow_source_from(settings: ModelSettings) -> ModelSource | None:
+    """The challenger scored in shadow: a pinned tag, or the registry's shadow alias (only
+    when the champion comes from the registry too); None: no shadow model."""
+    if settings.shadow_tag:
+        return PinnedSource(settings.shadow_tag)
+    if settings.tag or not settings.shadow_alias:
+        return None
+    return RegistrySource(settings.tracking_uri, settings.registered_model, settings.shadow_alias)
 
 
 def load_served_model(wanted: Wanted, bentoml_home: Path, settings: ModelSettings) -> ServedModel:
@@ -418,6 +432,12 @@ class ModelHolder:
         self._refresh_lock = threading.Lock()
         # Read without a lock: one attribute read is atomic, and the object is immutable.
         self.current: ServedModel | None = None
+
+    def clear(self) -> ServedModel | None:
+        """Stop serving (a shadow alias that was removed); returns what was served."""
+        with self._refresh_lock:
+            current, self.current = self.current, None
+            return current
 
     def refresh(self) -> ServedModel:
         """Serve what the source wants now; loads only when it changed.

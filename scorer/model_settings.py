@@ -29,6 +29,16 @@ class ModelSettings(CommonSettings):
         description="Serve this BentoML model tag (e.g. claim-anomaly:v3) instead of asking "
         "the registry: for a Bento deployed without MLflow.",
     )
+    shadow_alias: str = Field(
+        default="challenger",
+        description="Registry alias scored in shadow beside the champion while it exists "
+        "(`/score_batch` with shadow=true); empty: no shadow model.",
+    )
+    shadow_tag: str | None = Field(
+        default=None,
+        description="Score this BentoML model tag in shadow instead of the registry alias "
+        "(deployments without MLflow). With MODEL_TAG set and this unset: no shadow model.",
+    )
     poll_interval_s: float = Field(
         default=10.0, ge=0, description="How often the registry alias is checked; 0 = only /reload."
     )

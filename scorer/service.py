@@ -4,6 +4,10 @@ Started by ``claimflow serve-model``. APIs (JSON):
 
 * ``POST /score_batch`` ``{"claims": [Claim, ...], "members": [MemberContext, ...]}`` ->
   ``[ScoreResult, ...]`` (input order)
+* ``POST /score_batch`` with ``"shadow": true`` -> ``{"results": [...], "shadow": [...] | null}``:
+  the same champion answers, and the challenger's answers to the same claims and member
+  contexts (null when no challenger is loaded or it failed: logged and counted, never an
+  error of the request)
 * ``POST /score`` ``{"claim": Claim, "member": MemberContext}`` -> ``ScoreResult``
 
 ``members``/``member`` (the claim's member history, computed by the stream's member stage)
@@ -34,16 +38,20 @@ from typing import Annotated, Final
 
 import bentoml
 from bentoml.exceptions import BadInput, ServiceUnavailable
+from prometheus_client import Counter
 from pydantic import BaseModel, Field, RootModel
 from starlette.responses import Response
 
+from features.member import MemberFeatures
 from schemas import AnyClaim, MemberContext, ScoreResult
 from scorer.model import (
+    AliasMissing,
     MissingHistoryError,
     ModelHolder,
     ModelLoadError,
     ServedModel,
     member_features,
+    shadow_source_from,
 )
 from scorer.model_settings import ModelSettings
 
@@ -51,6 +59,13 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH: Final = 10_000
 JSON: Final = "application/json"
+# Shadow scoring never fails a request: what goes wrong is logged and counted here.
+SHADOW_FAILURES: Final = Counter(
+    "claimflow_shadow_failures",
+    "Challenger failures: stage=load (it could not be loaded; served without it), "
+    "stage=score (a batch answered without shadow results).",
+    ["stage"],
+)
 
 
 class ClaimList(RootModel[Annotated[list[AnyClaim], Field(min_length=1, max_length=MAX_BATCH)]]):
@@ -124,6 +139,9 @@ class ClaimAnomalyService:
         _log_like_bentoml("scorer", "trainer")
         self.settings = ModelSettings()
         self.holder = ModelHolder(self.settings)
+        shadow_source = shadow_source_from(self.settings)
+        self.shadow = None if shadow_source is None else ModelHolder(self.settings,
+                                                                     shadow_source)
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         try:
@@ -133,6 +151,7 @@ class ClaimAnomalyService:
             logger.warning("no model to serve yet: %s", exc)
         except Exception:  # e.g. the registry is unreachable: same, but with the traceback
             logger.exception("no model to serve yet")
+        self._refresh_shadow()
 
     def __is_ready__(self) -> bool:
         return self.holder.current is not None
@@ -164,6 +183,26 @@ class ClaimAnomalyService:
                 logger.warning("champion check: %s", exc)
             except Exception as exc:  # keep polling whatever a registry outage raises
                 logger.warning("champion check failed (keeping the current model): %r", exc)
+            if self._refresh_shadow():
+                _freeze_heap()
+
+    def _refresh_shadow(self) -> bool:
+        """Load the challenger when it changed, drop it when it is gone or cannot be loaded
+        (the champion goes on alone); True when a new one was loaded."""
+        if self.shadow is None:
+            return False
+        before = self.shadow.current
+        try:
+            return self.shadow.refresh() is not before
+        except Exception as exc:
+            dropped = self.shadow.clear()
+            if isinstance(exc, AliasMissing):
+                if dropped is not None:  # the alias was removed: shadowing ends
+                    logger.info("no challenger any more (%s); scoring without shadow", exc)
+                return False
+            SHADOW_FAILURES.labels("load").inc()
+            logger.warning("challenger not loaded, scoring without shadow: %r", exc)
+            return False
 
     def _model(self) -> ServedModel:
         # One read: this request finishes on this model even if a reload swaps it meanwhile.
@@ -174,14 +213,38 @@ class ClaimAnomalyService:
 
     @bentoml.api(route="/score_batch", output_spec=ScoreResults)  # type: ignore[untyped-decorator]
     async def score_batch(
-        self, claims: ClaimList, members: MemberList | None = None
+        self, claims: ClaimList, members: MemberList | None = None, shadow: bool = False
     ) -> Response:
-        """Score a batch of claims; results come back in input order."""
+        """Score a batch of claims; results come back in input order. With ``shadow``:
+        ``{"results": [...], "shadow": [...] | null}``, the challenger's answers to the same
+        claims and member contexts (null: no challenger loaded, or it failed)."""
         contexts = None if members is None else [member_features(m) for m in members.root]
+        model = self._model()
         try:
-            return Response(self._model().score_json(claims.root, contexts), media_type=JSON)
+            results = model.score_json(claims.root, contexts)
         except MissingHistoryError as exc:
             raise BadInput(str(exc)) from exc
+        if not shadow:
+            return Response(results, media_type=JSON)
+        return Response(b'{"results":' + results + b',"shadow":'
+                        + self._shadow_json(model, claims.root, contexts) + b"}",
+                        media_type=JSON)
+
+    def _shadow_json(self, champion: ServedModel, claims: list[AnyClaim],
+                     contexts: list[MemberFeatures] | None) -> bytes:
+        """The challenger's answers to the same claims and contexts, or ``null``."""
+        challenger = None if self.shadow is None else self.shadow.current
+        # The trainer leaves the challenger alias on a version it promotes: scoring the
+        # champion twice would cost as much as a real challenger and tell nothing.
+        if challenger is None or challenger.tag == champion.tag:
+            return b"null"
+        try:
+            return challenger.score_json(claims, contexts)
+        except Exception:  # whatever the challenger does, the champion's answer stands
+            SHADOW_FAILURES.labels("score").inc()
+            logger.exception("challenger %s failed on a batch of %d claims; answering "
+                             "without shadow", challenger.tag, len(claims))
+            return b"null"
 
     @bentoml.api(route="/score", output_spec=ScoreResult)  # type: ignore[untyped-decorator]
     async def score(self, claim: OneClaim, member: MemberContext | None = None) -> Response:
@@ -198,7 +261,8 @@ class ClaimAnomalyService:
         before = self.holder.current
         try:
             model = await asyncio.to_thread(self.holder.refresh)
-            if model is not before:
+            shadow_changed = await asyncio.to_thread(self._refresh_shadow)
+            if model is not before or shadow_changed:
                 _freeze_heap()
         except Exception as exc:
             logger.warning("reload: %s", exc)

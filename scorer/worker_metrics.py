@@ -45,6 +45,15 @@ class WorkerMetrics:
             f"{prefix}_model_call_seconds", "Model-service call.", buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.shadow_written = Counter(
+            f"{prefix}_shadow_scores", "ShadowScore records committed (champion beside "
+            "challenger).", registry=r,
+        )
+        self.shadow_missing = Counter(
+            f"{prefix}_shadow_missing", "Decided claims without a ShadowScore although shadow "
+            "answers were asked for, by reason (no_challenger is not a failure).", ["reason"],
+            registry=r,
+        )
         self.lag = Gauge(
             f"{prefix}_consumer_lag", "Messages not yet processed.", ["topic", "partition"],
             registry=r,
@@ -61,6 +70,11 @@ class WorkerMetrics:
         self.dead_lettered.inc(dead_lettered)
         self.batch_size.observe(batch.consumed)
         self.batch_latency.observe(time.perf_counter() - started)
+
+    def shadow_committed(self, written: int, missing: dict[str, int]) -> None:
+        self.shadow_written.inc(written)
+        for reason, n in missing.items():
+            self.shadow_missing.labels(reason).inc(n)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

@@ -28,6 +28,16 @@ class ScorerSettings(CommonSettings):
     deadletter_topic: str = Field(
         default="claims.deadletter", description="Input that could not be processed."
     )
+    shadow_topic: str = Field(
+        default="claims.shadow",
+        description="One ShadowScore per decided claim while the model service scores a "
+        "challenger in shadow, in the batch's transaction.",
+    )
+    shadow: bool = Field(
+        default=True,
+        description="Ask the model service for shadow answers (only a served challenger "
+        "costs anything); false: never write shadow records.",
+    )
     member_state_topic: str = Field(
         default="",
         description="Compacted changelog of the member stage's state, created with the claims "

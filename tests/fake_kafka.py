@@ -29,7 +29,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 
 from features.member import MemberFeatures
 from schemas import Claim, ClaimV2, ModelRef, ScoreAnswer, ScoreRefusal, ScoreResult
-from scorer.client import ModelClient, ModelServiceError, ModelUnavailable
+from scorer.client import ModelClient, ModelServiceError, ModelUnavailable, ShadowAnswer
 from scorer.kafka_config import ClusterCalls
 from scorer.loop import ScoringLoop
 from scorer.worker_metrics import WorkerMetrics
@@ -339,6 +339,17 @@ class FakeModelClient:
     reads: int | None = None  # the contract version the model reads (None: every one)
     calls: list[tuple[list[Claim | ClaimV2], list[MemberFeatures] | None]] = field(
         default_factory=list)
+    model: ModelRef = MODEL
+    challenger: FakeModelClient | None = None  # scored in shadow when asked
+    shadow_calls: int = 0
+
+    def score_batch_shadow(self, claims: Sequence[Claim | ClaimV2],
+                           members: Sequence[MemberFeatures] | None = None) -> ShadowAnswer:
+        results = self.score_batch(claims, members)
+        self.shadow_calls += 1
+        if self.challenger is None:
+            return ShadowAnswer(results, None)
+        return ShadowAnswer(results, self.challenger.score_batch(claims, members))
 
     def score_batch(self, claims: Sequence[Claim | ClaimV2],
                     members: Sequence[MemberFeatures] | None = None) -> list[ScoreAnswer]:
@@ -354,10 +365,10 @@ class FakeModelClient:
         if self.reads is not None and claim.schema_version != self.reads:
             return ScoreRefusal(claim_id=claim.claim_id, error_kind="unsupported_version",
                                 error=f"model reads v{self.reads} claims, this one is "
-                                      f"v{claim.schema_version}", model=MODEL)
+                                      f"v{claim.schema_version}", model=self.model)
         amount = float(claim.claim_amount)
         return ScoreResult(claim_id=claim.claim_id, anomaly_score=min(1.0, amount / 10_000),
-                           threshold=self.threshold / 10_000, model=MODEL,
+                           threshold=self.threshold / 10_000, model=self.model,
                            decision="investigate" if amount > self.threshold else "approve")
 
     def close(self) -> None:

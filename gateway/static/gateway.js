@@ -148,6 +148,33 @@
     }
   }
 
+  // -- shadow scoring --------------------------------------------------------------------
+
+  function precisionText(model) {
+    if (model.precision === null) return `- (${fmtInt(model.investigate)} flagged, none labelled)`;
+    return `${fmtRate(model.precision)} (${fmtInt(model.fraud)} / ${fmtInt(model.labelled)})`;
+  }
+
+  function renderShadow(body) {
+    const table = $("shadow");
+    const tbody = table.querySelector("tbody");
+    clear(tbody);
+    table.hidden = body.pairs.length === 0;
+    $("shadow-none").hidden = body.pairs.length !== 0;
+    for (const pair of body.pairs) {
+      const tr = el("tr");
+      tr.appendChild(el("td", `${pair.champion.name} v${pair.champion.version}`));
+      tr.appendChild(el("td", `${pair.challenger.name} v${pair.challenger.version}`));
+      tr.appendChild(el("td", fmtInt(pair.claims), "num"));
+      tr.appendChild(el("td", fmtRate(pair.agreement), "num shadow-agreement"));
+      tr.appendChild(el("td", precisionText(pair.champion), "num"));
+      tr.appendChild(el("td", precisionText(pair.challenger), "num"));
+      tr.appendChild(el("td", fmtInt(pair.challenger.investigate_unlabelled), "num"));
+      tr.appendChild(el("td", `${fmtTime(pair.first_decided_at)} - ${fmtTime(pair.last_decided_at)}`));
+      tbody.appendChild(tr);
+    }
+  }
+
   // -- investigation queue ---------------------------------------------------------------
 
   function queueRow(item) {
@@ -277,10 +304,12 @@
   // -- refresh loop ----------------------------------------------------------------------
 
   async function refresh() {
-    const [stats, queue] = await Promise.all([
+    const [stats, queue, shadow] = await Promise.all([
       api("/api/v1/stats?bucket_s=10&buckets=36"),
       api(`/api/v1/outcomes?${queueQuery()}`),
+      api("/api/v1/shadow"),
     ]);
+    if (shadow.ok) renderShadow(shadow.body);
     if (stats.ok && queue.ok) {
       renderTotals(stats.body.totals);
       renderChart(stats.body);

@@ -28,7 +28,17 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from schemas import Claim, Decision, Label, ModelRef, Reason, StreamSource
+from schemas import (
+    Claim,
+    Decision,
+    Label,
+    ModelRef,
+    Reason,
+    ShadowScore,
+    ShadowVerdict,
+    StreamSource,
+)
+from schemas.label import Disposition
 from tests.integration.kafka_helpers import consume_until
 from tests.integration.model_service_fixture import ModelServiceProcess
 from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixtures
@@ -277,3 +287,62 @@ def test_an_investigator_marks_a_queued_claim_with_a_note(
     assert row.find_elements(By.TAG_NAME, "img") == []
     assert pwned(browser) is None
     assert severe_logs(browser) == []
+
+
+def verdict(model: ModelRef, flagged: bool) -> ShadowVerdict:
+    return ShadowVerdict(model=model, anomaly_score=0.6 if flagged else 0.4, threshold=0.5,
+                         decision="investigate" if flagged else "approve")
+
+
+def test_the_shadow_table_shows_agreement_and_precision_of_both_models(
+    browser: WebDriver, gateway_factory: Callable[..., GatewayServer], kafka_bootstrap: str,
+    gateway_topics: GatewayTopics, labels_topic: str, group_id: str,
+    make_topic: Callable[..., str],
+) -> None:
+    shadow_topic = make_topic(partitions=1, prefix="shadow")
+    gateway = gateway_factory(gateway_env(kafka_bootstrap, gateway_topics, group_id,
+                                          GATEWAY_LABELS_TOPIC=labels_topic,
+                                          GATEWAY_SHADOW_TOPIC=shadow_topic))
+    browser.get(gateway.url + "/")
+    WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(
+        lambda d: d.find_element(By.ID, "live-status").text.startswith("updated"))
+    assert browser.find_element(By.ID, "shadow-none").is_displayed()
+
+    champion = ModelRef(name="claim-anomaly", version="3")
+    challenger = ModelRef(name="claim-anomaly", version=PAYLOADS["version"])
+    prefix = uuid.uuid4().hex[:6]
+    # (champion flags, challenger flags, disposition): agreement 2/3; champion 1 fraud of 2
+    # labelled, challenger 1 of 1.
+    cases: list[tuple[bool, bool, Disposition | None]] = [
+        (True, True, "fraud"), (True, False, "legitimate"), (False, False, None)]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+    for i, (champ, chall, disposition) in enumerate(cases):
+        claim_id = f"{prefix}-{i}"
+        record = ShadowScore(claim_id=claim_id, champion=verdict(champion, champ),
+                             challenger=verdict(challenger, chall), agree=champ == chall,
+                             decided_at=datetime.now(UTC),
+                             source=StreamSource(topic="claims", partition=0, offset=i))
+        producer.produce(shadow_topic, key=claim_id.encode(), value=record.to_json())
+        if disposition is not None:
+            decision = hostile_decision(claim_id)
+            label = Label.answering(decision, disposition, investigator="tester",
+                                    decided_at=datetime.now(UTC))
+            producer.produce(labels_topic, key=claim_id.encode(), value=label.to_json())
+    assert producer.flush(30) == 0
+
+    row = WebDriverWait(browser, WAIT_S, poll_frequency=0.2,
+                        ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: "66.7%" in d.find_element(By.CSS_SELECTOR, "#shadow tbody tr").text
+        and d.find_element(By.CSS_SELECTOR, "#shadow tbody tr"))
+    text = row.text
+    assert "claim-anomaly v3" in text
+    assert PAYLOADS["version"] in text  # markup in a model version is shown as text
+    assert "50.0% (1 / 2)" in text
+    assert "100.0% (1 / 1)" in text
+    assert row.find_elements(By.TAG_NAME, "svg") == []
+    assert pwned(browser) is None
+    assert not browser.find_element(By.ID, "shadow-none").is_displayed()
+    assert severe_logs(browser) == []
+    api = httpx.get(f"{gateway.url}/api/v1/shadow", timeout=10).json()
+    [pair] = api["pairs"]
+    assert (pair["claims"], pair["agree"]) == (3, 2)

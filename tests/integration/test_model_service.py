@@ -23,6 +23,7 @@ from producer.profiles import generate
 from schemas import Claim, ScoreResult
 from schemas.score import only_results
 from scorer.client import ModelClient, ModelServiceError, ModelUnavailable
+from scorer.shadow import ChallengerVerdict
 from tests.integration.model_service_fixture import (
     CLAIMFLOW,
     Champion,
@@ -176,8 +177,8 @@ def make_claims(n: int, seed: int) -> list[Claim]:
     return claims + odd
 
 
-def assert_matches(results: list[ScoreResult], claims: list[Claim], model: Champion,
-                   version: str) -> None:
+def assert_matches(results: list[ScoreResult] | list[ChallengerVerdict],
+                   claims: list[Claim], model: Champion, version: str) -> None:
     scores, decisions = model.offline(claims)
     assert [r.claim_id for r in results] == [c.claim_id for c in claims]
     assert {r.model.version for r in results} == {version}
@@ -282,6 +283,37 @@ def test_new_champion_is_served_without_restart(
         assert model is not None
         assert_matches(results, claims, model, version)
     assert versions <= {"1", "2"}
+
+
+def test_the_challenger_alias_is_scored_in_shadow_until_it_is_removed(
+    client: ModelClient, registry: Registry
+) -> None:
+    claims = make_claims(200, seed=16)
+    registry_client = client_for(registry.settings.tracking_uri)
+    try:
+        promote(registry.settings, "2")  # exports v2 to the BentoML store
+        registry.set_champion("1")
+        # The trainer put the challenger alias on the newest version; here on the champion:
+        # the champion is not scored twice.
+        registry_client.set_registered_model_alias(REGISTERED_MODEL, "challenger", "1")
+        assert client.reload() == "1"
+        assert client.score_batch_shadow(claims).shadow is None
+        registry_client.set_registered_model_alias(REGISTERED_MODEL, "challenger", "2")
+        assert client.reload() == "1"  # /reload checks the challenger alias too
+        answer = client.score_batch_shadow(claims)
+        assert_matches(only_results(answer.results), claims, registry.offline("1"), "1")
+        assert answer.shadow is not None
+        shadow = [v for v in answer.shadow if isinstance(v, ChallengerVerdict)]
+        assert_matches(shadow, claims, registry.offline("2"), "2")
+        # The plain API is unchanged for existing clients.
+        assert_matches(only_results(client.score_batch(claims)), claims,
+                       registry.offline("1"), "1")
+        registry_client.delete_registered_model_alias(REGISTERED_MODEL, "challenger")
+        assert client.reload() == "1"
+        assert client.score_batch_shadow(claims).shadow is None
+    finally:  # as the trainer left it: the challenger alias on the newest version
+        registry_client.set_registered_model_alias(REGISTERED_MODEL, "challenger", "2")
+        registry.set_champion("1")
 
 
 def test_not_ready_and_unavailable_until_a_champion_exists(

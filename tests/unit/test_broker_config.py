@@ -134,7 +134,8 @@ def test_claimflow_topics_follow_settings(monkeypatch: pytest.MonkeyPatch) -> No
     assert claimflow_topics(settings) == [
         TopicSpec("team.claims", 6), TopicSpec("claims.approved", 6),
         TopicSpec("claims.investigate", 6), TopicSpec("claims.deadletter", 6),
-        TopicSpec("claims.labels", 6, config={"cleanup.policy": "compact"})]
+        TopicSpec("claims.labels", 6, config={"cleanup.policy": "compact"}),
+        TopicSpec("claims.shadow", 6)]
     assert {spec.partitions for spec in claimflow_topics(settings, partitions=2)} == {2}
 
 

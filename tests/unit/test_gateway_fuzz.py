@@ -85,7 +85,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(app: Gateway
             except Unsatisfiable:
                 # Operations without parameters or body have no negative cases.
                 assert mode is GenerationMode.NEGATIVE
-    assert len(operations) == 10
+    assert len(operations) == 11
     assert requests >= 150
     assert {200, 201, 422} <= statuses
     assert max(statuses) < 500
