@@ -56,9 +56,10 @@ def test_local_broker_lifecycle_keeps_data(broker_env: dict[str, str], tmp_path:
 
     created = _run(broker_env, "topics", "create", "--partitions", "2")
     assert created.returncode == 0, created.stderr
-    assert created.stdout.count("created") == 5
+    topics = 6  # claims, approved, investigate, deadletter, labels, shadow
+    assert created.stdout.count("created") == topics
     again = _run(broker_env, "topics", "create", "--partitions", "2")
-    assert again.stdout.count("exists") == 5, again.stdout
+    assert again.stdout.count("exists") == topics, again.stdout
     # Labels are compacted (the latest per claim_id stays); the other topics are not.
     assert cleanup_policy(bootstrap, "claims.labels") == "compact"
     assert cleanup_policy(bootstrap, "claims.investigate") == "delete"
