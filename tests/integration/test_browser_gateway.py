@@ -129,6 +129,21 @@ def queue_row(driver: WebDriver, claim_id: str) -> Any:
     return WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(find)
 
 
+def row_view(driver: WebDriver, claim_id: str, tags: tuple[str, ...] = ()
+             ) -> tuple[str, dict[str, int]]:
+    """The claim's row text and how many elements of each tag it holds, read in one retried
+    step: the page rebuilds its rows on every refresh, so a row found a moment ago may be
+    stale by the time it is read."""
+    def read(d: WebDriver) -> tuple[str, dict[str, int]]:
+        row = queue_row(d, claim_id)
+        return row.text, {tag: len(row.find_elements(By.TAG_NAME, tag)) for tag in tags}
+
+    view: tuple[str, dict[str, int]] = WebDriverWait(
+        driver, WAIT_S, poll_frequency=0.2,
+        ignored_exceptions=[StaleElementReferenceException]).until(read)
+    return view
+
+
 def in_row(driver: WebDriver, claim_id: str, css: str, action: Callable[[Any], None]) -> None:
     """Act on an element of the claim's queue row; the page rebuilds the rows on every
     refresh, so an element found a moment ago may be gone: find it again until it works."""
@@ -164,20 +179,18 @@ def test_page_shows_new_claims_and_renders_markup_as_inert_text(
     posted = httpx.post(f"{gateway.url}/api/v1/claims", json=unusual, timeout=30)
     assert posted.status_code == 201
     assert posted.json()["decision"] == "investigate"
-    row = queue_row(browser, f"{prefix}-odd")
-    assert f"{prefix}-odd" in row.text
-    assert "v1" in row.text  # model version
+    text, _ = row_view(browser, f"{prefix}-odd")
+    assert f"{prefix}-odd" in text
+    assert "v1" in text  # model version
 
     # A decision with markup in every free-text field, from another producer on the topic.
     hostile = hostile_decision(f"{prefix}-xss")
     publish(kafka_bootstrap, gateway_topics.investigate, hostile)
-    row = queue_row(browser, f"{prefix}-xss")
-    text = row.text
+    text, tags = row_view(browser, f"{prefix}-xss", ("img", "script", "svg", "b"))
     assert PAYLOADS["message"] in text
     assert PAYLOADS["model"] in text
     assert PAYLOADS["version"] in text
-    for tag in ("img", "script", "svg", "b"):
-        assert row.find_elements(By.TAG_NAME, tag) == [], tag
+    assert tags == {"img": 0, "script": 0, "svg": 0, "b": 0}
     assert browser.find_elements(By.ID, "pwned-model") == []
     assert pwned(browser) is None
 
@@ -282,9 +295,9 @@ def test_an_investigator_marks_a_queued_claim_with_a_note(
     WebDriverWait(browser, WAIT_S, poll_frequency=0.2,
                   ignored_exceptions=[StaleElementReferenceException]).until(
         lambda d: f"fraud by tester: {note}" in queue_row(d, claim_id).text)
-    row = queue_row(browser, claim_id)
-    assert "enter your name" not in row.text
-    assert row.find_elements(By.TAG_NAME, "img") == []
+    text, tags = row_view(browser, claim_id, ("img",))
+    assert "enter your name" not in text
+    assert tags == {"img": 0}
     assert pwned(browser) is None
     assert severe_logs(browser) == []
 
