@@ -17,10 +17,10 @@ from features.sets import V2_HISTORY, FeatureSetError
 from features.vector import HISTORY_FEATURES, is_resubmission, replay
 from schemas import ClaimV2, ModelRef
 from scorer.member_state import NO_HISTORY, MemberStore, member_step
-from scorer.model import MissingHistoryError, ServedModel, build_served_model
 from scorer.model_settings import ModelSettings
 from scorer.routing import Position
-from scorer.score_file import score_claims
+from scoring.model import MissingHistoryError, ServedModel, build_served_model
+from scoring.score_file import score_claims
 from tests.v2_factory import as_contract, v2_claim, v2_claims, write_jsonl
 from trainer.jsonl import load_jsonl
 from trainer.model import TrainParams, train
