@@ -94,7 +94,7 @@ def test_score_files_history_equals_the_streams_member_step_batch_by_batch() -> 
     from tests.unit.test_routing import claim_bytes
 
     v1 = Claim.from_json(claim_bytes())
-    claims = [*as_contract(v2_claims(120, seed=9)), v1]
+    claims: list[Claim | ClaimV2] = [*as_contract(v2_claims(120, seed=9)), v1]
     claims.insert(30, v1)
     store, histories = MemberStore(), dict[str, MemberHistory]()
     offset = 0
