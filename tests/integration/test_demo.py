@@ -23,7 +23,7 @@ import httpx
 import psutil
 import pytest
 
-from claimflow import stack
+from claimflow import stack, stack_plan
 from claimflow.procs import free_ports, wait_until
 
 pytestmark = pytest.mark.integration
@@ -101,8 +101,8 @@ class Demo:
         state = stack.read_state(self.settings())
         return state.stack_id if state else None
 
-    def settings(self) -> stack.StackSettings:
-        return stack.StackSettings(claimflow_home=self.home)
+    def settings(self) -> stack_plan.StackSettings:
+        return stack_plan.StackSettings(claimflow_home=self.home)
 
     def kill_everything(self) -> None:
         """Last resort after a failed test: nothing may outlive it."""
@@ -213,5 +213,5 @@ def test_make_demo_streams_decisions_and_ctrl_c_leaves_nothing_behind(demo: Demo
                             env=demo.env, capture_output=True, text=True, timeout=120,
                             check=False)
     assert status.returncode == 0, status.stderr
-    assert stack.plan_model(stack.ModelStatus.from_json(status.stdout.strip())) is (
-        stack.ModelAction.READY)
+    assert stack_plan.plan_model(stack_plan.ModelStatus.from_json(status.stdout.strip())) is (
+        stack_plan.ModelAction.READY)
