@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from honcho.environ import parse_procfile
 
-from claimflow import stack, stack_plan
+from claimflow import stack, stack_plan, stack_procs
 from claimflow.cli import COMMANDS, cli
 from claimflow.procs import free_port
 from claimflow.settings import CommonSettings
@@ -264,13 +264,13 @@ def test_taken_port_is_a_clear_error(busy_port: int) -> None:
 
 def test_state_file_round_trip() -> None:
     settings = StackSettings()
-    assert stack.read_state(settings) is None
+    assert stack_procs.read_state(settings) is None
     state = StackState(pid=123, stack_id="s", started_at=1.0, bootstrap="b:1",
                        urls={"dashboard": "http://x/"})
-    stack.write_state(settings, state)
-    assert stack.read_state(settings) == state
+    stack_procs.write_state(settings, state)
+    assert stack_procs.read_state(settings) == state
     settings.state_file.write_text("not json", encoding="utf-8")
-    assert stack.read_state(settings) is None
+    assert stack_procs.read_state(settings) is None
 
 
 def test_down_without_a_stack_says_so() -> None:
@@ -298,10 +298,10 @@ def test_down_stops_stragglers_of_a_dead_stack(
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     settings = StackSettings()
-    stack.write_state(settings, StackState(pid=dead.pid, stack_id=stack_id, started_at=1.0,
+    stack_procs.write_state(settings, StackState(pid=dead.pid, stack_id=stack_id, started_at=1.0,
                                            bootstrap="127.0.0.1:1"))
     deadline = time.monotonic() + 10
-    while not stack.marked_processes(stack_id) and time.monotonic() < deadline:
+    while not stack_procs.marked_processes(stack_id) and time.monotonic() < deadline:
         time.sleep(0.05)  # the child may not have exec'd yet
     result = CliRunner().invoke(stack.down, [])
     assert result.exit_code == 0, result.output
@@ -309,11 +309,11 @@ def test_down_stops_stragglers_of_a_dead_stack(
     proc.wait(timeout=10)  # psutil reaped it already; this only proves it ended
     assert not psutil.pid_exists(proc.pid)
     assert not settings.state_file.exists()
-    assert stack.marked_processes(stack_id) == []
+    assert stack_procs.marked_processes(stack_id) == []
 
 
 def test_a_reused_pid_is_not_mistaken_for_a_stack() -> None:
-    assert not stack.is_stack_process(os.getpid())  # pytest, not `claimflow up`
+    assert not stack_procs.is_stack_process(os.getpid())  # pytest, not `claimflow up`
 
 
 def test_up_help_lists_the_options() -> None:
