@@ -19,13 +19,10 @@ import pytest
 from click.testing import CliRunner
 from honcho.environ import parse_procfile
 
-from claimflow import stack, stack_plan, stack_procs
+from claimflow import stack, stack_plan, stack_procs, stack_summary
 from claimflow.cli import COMMANDS, cli
 from claimflow.procs import free_port
 from claimflow.settings import CommonSettings
-from claimflow.stack import (
-    Counts,
-)
 from claimflow.stack_plan import (
     BrokerPlan,
     ModelAction,
@@ -34,6 +31,9 @@ from claimflow.stack_plan import (
     StackError,
     StackSettings,
     StackState,
+)
+from claimflow.stack_summary import (
+    Counts,
 )
 from features.sets import for_claim_version
 
@@ -239,7 +239,7 @@ def test_exit_code(honcho_rc: int | None, code: int) -> None:
 
 
 def test_summary_line() -> None:
-    line = stack.summary_line(Counts(1000, 50, 2), Counts(190, 10, 1), 1.0 * 5)
+    line = stack_summary.summary_line(Counts(1000, 50, 2), Counts(190, 10, 1), 1.0 * 5)
     assert line == ("approved 38.0/s  investigated 2.0/s  dead-lettered 0.2/s  |  "
                     "totals 1,000 / 50 / 2")
 
@@ -351,9 +351,9 @@ def test_an_external_tracking_server_replaces_the_local_mlflow_ui(
 
 def test_waiting_line_names_what_is_not_ready() -> None:
     pending = stack_plan.endpoints(StackSettings())[2:]
-    assert stack.waiting_line(pending, 12.3) == (
+    assert stack_summary.waiting_line(pending, 12.3) == (
         "waiting for the first decision (12 s since start); not answering yet: model service")
-    assert stack.waiting_line([], 5) == "waiting for the first decision (5 s since start)"
+    assert stack_summary.waiting_line([], 5) == "waiting for the first decision (5 s since start)"
 
 
 def test_tail_hint_names_a_moved_broker() -> None:
