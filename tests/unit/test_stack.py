@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from honcho.environ import parse_procfile
 
-from claimflow import stack, stack_plan, stack_procs, stack_summary
+from claimflow import stack, stack_plan, stack_prepare, stack_procs, stack_summary
 from claimflow.cli import COMMANDS, cli
 from claimflow.procs import free_port
 from claimflow.settings import CommonSettings
@@ -258,7 +258,7 @@ def busy_port() -> Iterator[int]:
 
 def test_taken_port_is_a_clear_error(busy_port: int) -> None:
     with pytest.raises(StackError, match=rf"port {busy_port} \(gateway\).*STACK_GATEWAY_PORT"):
-        stack.check_ports(StackSettings(gateway_port=busy_port, model_port=free_port(),
+        stack_prepare.check_ports(StackSettings(gateway_port=busy_port, model_port=free_port(),
                                         mlflow_port=free_port()))
 
 
