@@ -1,7 +1,8 @@
 """The rooms of the house, and which way imports may point.
 
 * floor: ``schemas`` (the contracts), then ``claimflow``'s base modules (settings, logging,
-  the Maven/Java helpers): they import no other package of ours but the contracts;
+  the Maven/Java helpers, the
+  port and polling helpers): they import no other package of ours but the contracts;
 * shared: ``features`` (one feature code offline and online), then ``modelstore`` (where
   models live), then ``scoring`` (a model loaded and scoring claims, for the model service
   and the trainer alike): they import the floor and what is below them;
@@ -23,7 +24,8 @@ import pytest
 
 from tests.layout import ROOT
 
-FLOOR_BASE = {"claimflow", "claimflow.settings", "claimflow.logging_setup", "claimflow.maven"}
+FLOOR_BASE = {"claimflow", "claimflow.settings", "claimflow.logging_setup", "claimflow.maven",
+              "claimflow.procs"}
 SERVICES = ("producer", "trainer", "scorer", "gateway", "broker")
 # What each room may import from our packages (a module of claimflow counts by its full name).
 ALLOWED: dict[str, set[str]] = {
@@ -95,7 +97,8 @@ def test_imports_point_down_only() -> None:
 @pytest.mark.parametrize(("module", "room"), [
     ("claimflow.settings", "claimflow-base"), ("claimflow.stack", "roof"),
     ("scorer.loop", "scorer"), ("bench.run", "roof"), ("features.member", "features"),
-    ("scoring.model", "scoring"),
+    ("scoring.model", "scoring"), ("claimflow.procs", "claimflow-base"),
+    ("claimflow.stack_plan", "roof"),
 ])
 def test_rooms(module: str, room: str) -> None:
     assert room_of(module) == room
@@ -108,3 +111,12 @@ def test_a_service_importing_another_is_caught(tmp_path: Path) -> None:
     assert line == 1
     assert our(imported) == "scorer"
     assert our(imported) not in ALLOWED["gateway"]
+
+
+@pytest.mark.parametrize("roof", ["claimflow.stack", "claimflow.cli", "scoring.model"])
+def test_the_base_importing_anything_above_it_is_caught(tmp_path: Path, roof: str) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(f"def later() -> None:\n    import {roof}\n", encoding="utf-8")
+    [(line, imported)] = list(imports_of(bad))
+    assert line == 2
+    assert our(imported) not in ALLOWED[room_of("claimflow.settings")]
