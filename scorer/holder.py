@@ -38,7 +38,6 @@ def shadow_source_from(settings: ModelSettings) -> ModelSource | None:
     return RegistrySource(settings.tracking_uri, settings.registered_model, settings.shadow_alias)
 
 
-
 class ModelHolder:
     """The current :class:`ServedModel` (or None) and how to refresh it."""
 
