@@ -20,6 +20,7 @@ COPY claimflow ./claimflow
 COPY schemas ./schemas
 COPY features ./features
 COPY modelstore ./modelstore
+COPY scoring ./scoring
 COPY producer ./producer
 COPY trainer ./trainer
 COPY scorer ./scorer

@@ -58,7 +58,7 @@ lock: ## Re-resolve requirements.lock from pyproject.toml
 .PHONY: lint
 lint: setup-python ## ruff + mypy
 	$(BIN)/ruff check .
-	$(BIN)/mypy claimflow schemas features modelstore producer trainer scorer gateway broker bench tests
+	$(BIN)/mypy claimflow schemas features modelstore scoring producer trainer scorer gateway broker bench tests
 
 .PHONY: unit
 unit: setup-python ## Unit tests only (no services)

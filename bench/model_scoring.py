@@ -53,9 +53,9 @@ from modelstore.bento import export_to_bentoml
 from producer.profiles import generate
 from schemas import Claim, ModelRef
 from scorer.client import ModelClient
-from scorer.forest import CompiledForest, compile_forest
-from scorer.model import ServedModel, build_served_model
 from scorer.model_settings import ModelSettings
+from scoring.forest import CompiledForest, compile_forest
+from scoring.model import ServedModel, build_served_model
 
 GOAL_SINGLE_MS = 0.1
 GOAL_BATCH_PER_S = 200_000

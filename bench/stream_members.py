@@ -221,8 +221,8 @@ def throughput_run(bootstrap: str, home: Path, admin: AdminClient, service: Any,
 
 def run(smoke: bool = False) -> dict[str, Any]:
     from schemas import ModelRef
-    from scorer.model import build_served_model
     from scorer.model_settings import ModelSettings
+    from scoring.model import build_served_model
 
     sizes = SMOKE if smoke else FULL
     load_at_start = os.getloadavg()

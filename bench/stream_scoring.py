@@ -287,8 +287,8 @@ def in_process(values: Sequence[bytes], estimator: Any, reference: Any, repeats:
                ) -> dict[str, float]:
     """Decode + score + encode on one core with the service's own model objects."""
     from schemas import ModelRef
-    from scorer.model import build_served_model
     from scorer.model_settings import ModelSettings
+    from scoring.model import build_served_model
 
     model = build_served_model(estimator, reference, ModelRef(name="claim-anomaly", version="1"),
                                "claim-anomaly:v1", ModelSettings())

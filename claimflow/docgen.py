@@ -33,7 +33,7 @@ SETTINGS_CLASSES: tuple[tuple[str, str], ...] = (
     ("Gateway (`claimflow gateway`)", "gateway.settings:GatewaySettings"),
     ("Simulated investigators (`claimflow investigate`)",
      "claimflow.investigate_run:InvestigateSettings"),
-    ("Demo stack (`claimflow up`, `down`)", "claimflow.stack:StackSettings"),
+    ("Demo stack (`claimflow up`, `down`)", "claimflow.stack_plan:StackSettings"),
 )
 
 

@@ -1,6 +1,6 @@
 """Reasons in an investigator's words for the ``v2-history`` features.
 
-The explainer (``scorer.explain``) decides WHICH features are unusual (a tail of the training
+The explainer (``scoring.explain``) decides WHICH features are unusual (a tail of the training
 data); this module says what that means for the claim at hand, with the evidence the
 feature vector kept (the code behind a charge, the claim a duplicate repeats):
 

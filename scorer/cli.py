@@ -185,10 +185,11 @@ def score_file(data_path: Path, out_path: Path, tag: str | None) -> None:
     Example:
       claimflow score-file --data data/claims.jsonl --out scored.jsonl
     """
-    from scorer.model import ModelHolder, ModelLoadError, PinnedSource
+    from scorer.holder import ModelHolder
     from scorer.model_settings import ModelSettings
-    from scorer.score_file import ScoreFileError
-    from scorer.score_file import score_file as run
+    from scoring.model import ModelLoadError, PinnedSource
+    from scoring.score_file import ScoreFileError
+    from scoring.score_file import score_file as run
 
     configure_logging("WARNING")
     settings = ModelSettings()

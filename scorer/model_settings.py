@@ -8,6 +8,7 @@ from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from claimflow.settings import CommonSettings
+from scoring.model import DefaultReasons
 
 
 class ModelSettings(CommonSettings):
@@ -50,12 +51,15 @@ class ModelSettings(CommonSettings):
         description="BentoML's access log line per request (costs ~0.1 ms, a tenth of a "
         "/score call; requests are counted in /metrics either way).",
     )
-    max_reasons: int = Field(default=3, ge=0, le=5, description="Most reasons per claim.")
+    max_reasons: int = Field(default=DefaultReasons.max_reasons, ge=0, le=5,
+                             description="Most reasons per claim.")
     reason_high_percentile: float = Field(
-        default=99.0, gt=0, le=100, description="A feature above this percentile is a reason."
+        default=DefaultReasons.reason_high_percentile, gt=0, le=100,
+        description="A feature above this percentile is a reason.",
     )
     reason_low_percentile: float = Field(
-        default=1.0, ge=0, lt=100, description="A feature below this percentile is a reason."
+        default=DefaultReasons.reason_low_percentile, ge=0, lt=100,
+        description="A feature below this percentile is a reason.",
     )
 
     @model_validator(mode="after")

@@ -21,11 +21,11 @@ Claims may be of any contract version (``schemas.AnyClaim``); the model reads on
 
 Claims are validated by BentoML from the request bytes in pydantic's JSON mode, which is
 what lets the strict ``Claim`` accept ISO datetimes. Answers are encoded in one pass (see
-:meth:`scorer.model.ServedModel.score_json`) and returned as a ready response: BentoML's
+:meth:`scoring.model.ServedModel.score_json`) and returned as a ready response: BentoML's
 generic path would dump every result to Python objects and through ``json.dumps``.
 
 The champion is polled every ``MODEL_POLL_INTERVAL_S`` and ``/reload`` checks at once; a new
-version is loaded beside the old one and swapped in atomically (see :mod:`scorer.model`).
+version is loaded beside the old one and swapped in atomically (see :mod:`scorer.holder`).
 """
 
 from __future__ import annotations
@@ -44,16 +44,15 @@ from starlette.responses import Response
 
 from features.member import MemberFeatures
 from schemas import AnyClaim, MemberContext, ScoreResult
-from scorer.model import (
+from scorer.holder import ModelHolder, shadow_source_from
+from scorer.model_settings import ModelSettings
+from scoring.model import (
     AliasMissing,
     MissingHistoryError,
-    ModelHolder,
     ModelLoadError,
     ServedModel,
     member_features,
-    shadow_source_from,
 )
-from scorer.model_settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 

@@ -326,9 +326,8 @@ def champion_on_holdout(settings: TrainerSettings, dataset: Dataset, model: Supe
     claims (a warning says why)."""
     import numpy as np
 
-    from scorer.model import ModelLoadError, Wanted, load_served_model
-    from scorer.model_settings import ModelSettings
-    from scorer.score_file import score_claims
+    from scoring.model import DefaultReasons, ModelLoadError, Wanted, load_served_model
+    from scoring.score_file import score_claims
 
     client = client_for(settings.tracking_uri)
     try:
@@ -339,12 +338,10 @@ def champion_on_holdout(settings: TrainerSettings, dataset: Dataset, model: Supe
     if not dataset.claims:
         log.warning("the champion is compared on claims of a JSON Lines file only")
         return None
-    model_settings = ModelSettings(claimflow_home=settings.claimflow_home,
-                                   mlflow_tracking_uri=settings.tracking_uri)
     wanted = Wanted(tag=bento_tag(version, settings.registered_model), version=version,
                     run_id=run_id or None)
     try:
-        served = load_served_model(wanted, settings.bentoml_home, model_settings)
+        served = load_served_model(wanted, settings.bentoml_home, DefaultReasons())
     except ModelLoadError as exc:
         log.warning("champion version %s cannot be loaded (%s): no comparison", version, exc)
         return None

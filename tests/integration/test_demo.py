@@ -23,7 +23,7 @@ import httpx
 import psutil
 import pytest
 
-from claimflow import stack
+from claimflow import stack_plan, stack_procs
 from claimflow.procs import free_ports, wait_until
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,7 @@ class Demo:
         except psutil.NoSuchProcess:
             procs = []
         if stack_id:
-            procs += stack.marked_processes(stack_id)
+            procs += stack_procs.marked_processes(stack_id)
         for p in procs:
             try:
                 self.seen[p.pid] = p.create_time()
@@ -98,11 +98,11 @@ class Demo:
         return alive
 
     def stack_id(self) -> str | None:
-        state = stack.read_state(self.settings())
+        state = stack_procs.read_state(self.settings())
         return state.stack_id if state else None
 
-    def settings(self) -> stack.StackSettings:
-        return stack.StackSettings(claimflow_home=self.home)
+    def settings(self) -> stack_plan.StackSettings:
+        return stack_plan.StackSettings(claimflow_home=self.home)
 
     def kill_everything(self) -> None:
         """Last resort after a failed test: nothing may outlive it."""
@@ -115,8 +115,8 @@ class Demo:
                 self.proc.kill()
         leftovers = [psutil.Process(pid) for pid in self.seen if psutil.pid_exists(pid)]
         if stack_id:
-            leftovers += stack.marked_processes(stack_id)
-        stack.terminate_all(leftovers, timeout_s=10)
+            leftovers += stack_procs.marked_processes(stack_id)
+        stack_procs.terminate_all(leftovers, timeout_s=10)
         subprocess.run([CLAIMFLOW, "kafka", "stop"], env=self.env, check=False,
                        capture_output=True, timeout=90)
         if self.reader is not None:
@@ -201,7 +201,7 @@ def test_make_demo_streams_decisions_and_ctrl_c_leaves_nothing_behind(demo: Demo
     demo.proc.send_signal(signal.SIGINT)  # what Ctrl-C does
     assert demo.proc.wait(timeout=90) == 0, demo.output[-4000:]
     assert demo.survivors() == []
-    assert stack.marked_processes(stack_id) == []
+    assert stack_procs.marked_processes(stack_id) == []
     assert not demo.settings().state_file.exists()
     assert "stopping the local Kafka broker" in demo.output
     print(f"\ndecisions flowing {flowing_after:.1f} s after `claimflow up` ({totals}); "
@@ -213,5 +213,5 @@ def test_make_demo_streams_decisions_and_ctrl_c_leaves_nothing_behind(demo: Demo
                             env=demo.env, capture_output=True, text=True, timeout=120,
                             check=False)
     assert status.returncode == 0, status.stderr
-    assert stack.plan_model(stack.ModelStatus.from_json(status.stdout.strip())) is (
-        stack.ModelAction.READY)
+    assert stack_plan.plan_model(stack_plan.ModelStatus.from_json(status.stdout.strip())) is (
+        stack_plan.ModelAction.READY)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from schemas import CLAIM_FEATURES, ShadowScore
-from scorer.model import ServedModel, Wanted, load_served_model
 from scorer.model_settings import ModelSettings
-from scorer.score_file import score_claims
+from scoring.model import ServedModel, Wanted, load_served_model
+from scoring.score_file import score_claims
 from tests.integration import model_service_fixture, test_worker
 from tests.integration.model_service_fixture import (
     Champion,

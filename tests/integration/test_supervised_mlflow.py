@@ -21,9 +21,9 @@ from claimflow.cli import cli
 from modelstore.registry import aliases_of, client_for
 from schemas import ModelRef
 from schemas.label import AnsweredDecision, Label
-from scorer.model import RegistrySource, load_served_model
 from scorer.model_settings import ModelSettings
-from scorer.score_file import read_claims, score_claims
+from scoring.model import RegistrySource, load_served_model
+from scoring.score_file import read_claims, score_claims
 from trainer.settings import TrainerSettings
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from schemas import ModelRef
-from scorer.classifier import GRADIENT_BOOSTING, classifier_scorer, family_of
-from scorer.model import ModelLoadError, ServedModel, build_served_model
 from scorer.model_settings import ModelSettings
-from scorer.score_file import score_claims
+from scoring.classifier import GRADIENT_BOOSTING, classifier_scorer, family_of
+from scoring.model import ModelLoadError, ServedModel, build_served_model
+from scoring.score_file import score_claims
 from tests.v2_factory import as_contract, v2_claims, write_jsonl
 from trainer.jsonl import load_jsonl
 from trainer.supervised import SupervisedModel, SupervisedParams, train_supervised

@@ -8,7 +8,7 @@ import pytest
 
 from features.reference import FeatureReference, build_reference
 from schemas import CLAIM_FEATURES, Reason
-from scorer.explain import Explainer, explain, format_value, ordinal
+from scoring.explain import Explainer, explain, format_value, ordinal
 
 
 def training_matrix(n: int = 50_000, seed: int = 11) -> npt.NDArray[np.float64]:

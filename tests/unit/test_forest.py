@@ -10,7 +10,7 @@ import pytest
 from sklearn.ensemble import IsolationForest
 from sklearn.ensemble._iforest import _average_path_length
 
-from scorer.forest import CompiledForest, average_path_length, compile_forest
+from scoring.forest import CompiledForest, average_path_length, compile_forest
 
 FloatArray = npt.NDArray[np.float64]
 

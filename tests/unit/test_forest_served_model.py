@@ -12,8 +12,9 @@ from sklearn.ensemble import IsolationForest
 from features.reference import build_reference
 from schemas import Claim, ModelRef, ScoreResult
 from schemas.score import only_results
-from scorer.model import ModelHolder, ModelLoadError, ServedModel, Wanted, build_served_model
+from scorer.holder import ModelHolder
 from scorer.model_settings import ModelSettings
+from scoring.model import ModelLoadError, ServedModel, Wanted, build_served_model
 
 REF = ModelRef(name="claim-anomaly", version="7", run_id="run-7")
 

@@ -1,9 +1,11 @@
 """The rooms of the house, and which way imports may point.
 
 * floor: ``schemas`` (the contracts), then ``claimflow``'s base modules (settings, logging,
-  the Maven/Java helpers): they import no other package of ours but the contracts;
+  the Maven/Java helpers, the
+  port and polling helpers): they import no other package of ours but the contracts;
 * shared: ``features`` (one feature code offline and online), then ``modelstore`` (where
-  models live): they import the floor and what is below them;
+  models live), then ``scoring`` (a model loaded and scoring claims, for the model service
+  and the trainer alike): they import the floor and what is below them;
 * services: ``producer``, ``trainer``, ``scorer``, ``gateway``, ``broker``: they import the
   floor and the shared packages, never each other and never the roof;
 * roof: the rest of ``claimflow`` (the CLI, the demo stack, the investigators' simulator,
@@ -22,7 +24,8 @@ import pytest
 
 from tests.layout import ROOT
 
-FLOOR_BASE = {"claimflow", "claimflow.settings", "claimflow.logging_setup", "claimflow.maven"}
+FLOOR_BASE = {"claimflow", "claimflow.settings", "claimflow.logging_setup", "claimflow.maven",
+              "claimflow.procs"}
 SERVICES = ("producer", "trainer", "scorer", "gateway", "broker")
 # What each room may import from our packages (a module of claimflow counts by its full name).
 ALLOWED: dict[str, set[str]] = {
@@ -30,19 +33,11 @@ ALLOWED: dict[str, set[str]] = {
     "claimflow-base": {"schemas", *FLOOR_BASE},
     "features": {"schemas", "features"},
     "modelstore": {"schemas", "features", "modelstore"},
-    **{service: {"schemas", "features", "modelstore", *FLOOR_BASE, service}
+    "scoring": {"schemas", "features", "modelstore", "scoring"},
+    **{service: {"schemas", "features", "modelstore", "scoring", *FLOOR_BASE, service}
        for service in SERVICES},
 }
 
-
-# Known debt, named import by import so nothing else slips through: the trainer judges the
-# champion on a challenger's holdout by loading and scoring it exactly as serving does. The
-# scoring core (ServedModel, its loader, score-file's loop) belongs in a shared package.
-KNOWN_DEBT: set[tuple[str, str]] = {
-    ("trainer/pipeline.py", "scorer.model"),
-    ("trainer/pipeline.py", "scorer.model_settings"),
-    ("trainer/pipeline.py", "scorer.score_file"),
-}
 
 
 def room_of(module: str) -> str:
@@ -58,11 +53,12 @@ def our(imported: str) -> str | None:
     if top == "claimflow":
         parts = imported.split(".")
         return ".".join(parts[:2]) if len(parts) > 1 else "claimflow"
-    return top if top in {"schemas", "features", "modelstore", *SERVICES, "bench"} else None
+    return top if top in {"schemas", "features", "modelstore", "scoring", *SERVICES, "bench"} \
+        else None
 
 
 def modules() -> Iterator[tuple[str, Path]]:
-    for package in ("schemas", "claimflow", "features", "modelstore", *SERVICES):
+    for package in ("schemas", "claimflow", "features", "modelstore", "scoring", *SERVICES):
         for path in sorted((ROOT / package).rglob("*.py")):
             relative = path.relative_to(ROOT).with_suffix("")
             name = ".".join(relative.parts).removesuffix(".__init__")
@@ -90,8 +86,6 @@ def violations() -> list[str]:
             target = our(imported)
             if target is None or target in ALLOWED[room]:
                 continue
-            if (str(path.relative_to(ROOT)), imported) in KNOWN_DEBT:
-                continue
             found.append(f"{path.relative_to(ROOT)}:{line} ({room}) imports {imported}")
     return found
 
@@ -103,6 +97,8 @@ def test_imports_point_down_only() -> None:
 @pytest.mark.parametrize(("module", "room"), [
     ("claimflow.settings", "claimflow-base"), ("claimflow.stack", "roof"),
     ("scorer.loop", "scorer"), ("bench.run", "roof"), ("features.member", "features"),
+    ("scoring.model", "scoring"), ("claimflow.procs", "claimflow-base"),
+    ("claimflow.stack_plan", "roof"),
 ])
 def test_rooms(module: str, room: str) -> None:
     assert room_of(module) == room
@@ -115,3 +111,12 @@ def test_a_service_importing_another_is_caught(tmp_path: Path) -> None:
     assert line == 1
     assert our(imported) == "scorer"
     assert our(imported) not in ALLOWED["gateway"]
+
+
+@pytest.mark.parametrize("roof", ["claimflow.stack", "claimflow.cli", "scoring.model"])
+def test_the_base_importing_anything_above_it_is_caught(tmp_path: Path, roof: str) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(f"def later() -> None:\n    import {roof}\n", encoding="utf-8")
+    [(line, imported)] = list(imports_of(bad))
+    assert line == 2
+    assert our(imported) not in ALLOWED[room_of("claimflow.settings")]

@@ -17,10 +17,11 @@ from features.sets import V2_HISTORY, FeatureSetError
 from features.vector import HISTORY_FEATURES, is_resubmission, replay
 from schemas import ClaimV2, ModelRef
 from scorer.member_state import NO_HISTORY, MemberStore, member_step
-from scorer.model import MissingHistoryError, ServedModel, build_served_model
 from scorer.model_settings import ModelSettings
 from scorer.routing import Position
-from scorer.score_file import score_claims
+from scoring.model import MissingHistoryError, ServedModel, build_served_model
+from scoring.score_file import NO_HISTORY as FILE_NO_HISTORY
+from scoring.score_file import member_contexts, score_claims
 from tests.v2_factory import as_contract, v2_claim, v2_claims, write_jsonl
 from trainer.jsonl import load_jsonl
 from trainer.model import TrainParams, train
@@ -83,6 +84,28 @@ def test_a_v1_claim_has_no_member_history() -> None:
     assert step.features == [NO_HISTORY]
     assert not step.any_history()
 
+
+
+def test_score_files_history_equals_the_streams_member_step_batch_by_batch() -> None:
+    """score-file replays history with features.member directly; the stream's member_step
+    must give every claim the same member features (one partition, batches split mid-member,
+    v1 claims mixed in)."""
+    from schemas import Claim
+    from tests.unit.test_routing import claim_bytes
+
+    v1 = Claim.from_json(claim_bytes())
+    claims: list[Claim | ClaimV2] = [*as_contract(v2_claims(120, seed=9)), v1]
+    claims.insert(30, v1)
+    store, histories = MemberStore(), dict[str, MemberHistory]()
+    offset = 0
+    for start in range(0, len(claims), 17):
+        batch = claims[start:start + 17]
+        step = member_step(store, batch, [at(0, offset + i) for i in range(len(batch))])
+        offset += len(batch)
+        assert member_contexts(histories, batch) == step.features
+        store.apply(step.updates)
+    assert FILE_NO_HISTORY == NO_HISTORY
+    assert member_contexts(histories, [v1]) is None  # no v2 claim: no member contexts
 
 # -- the v2-history model ---------------------------------------------------------------
 

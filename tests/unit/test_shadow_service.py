@@ -15,19 +15,18 @@ from sklearn.ensemble import IsolationForest
 
 from features.reference import build_reference
 from schemas import ModelRef
-from scorer.model import (
+from scorer.holder import ModelHolder, shadow_source_from
+from scorer.model_settings import ModelSettings
+from scorer.service import SHADOW_FAILURES, ClaimAnomalyService, ClaimList
+from scoring.model import (
     AliasMissing,
-    ModelHolder,
     ModelLoadError,
     PinnedSource,
     RegistrySource,
     ServedModel,
     Wanted,
     build_served_model,
-    shadow_source_from,
 )
-from scorer.model_settings import ModelSettings
-from scorer.service import SHADOW_FAILURES, ClaimAnomalyService, ClaimList
 from tests.unit.test_forest_served_model import claims_for
 
 SETTINGS = ModelSettings(claimflow_home="/nonexistent")

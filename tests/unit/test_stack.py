@@ -19,19 +19,21 @@ import pytest
 from click.testing import CliRunner
 from honcho.environ import parse_procfile
 
-from claimflow import stack
+from claimflow import stack, stack_plan, stack_prepare, stack_procs, stack_summary
 from claimflow.cli import COMMANDS, cli
 from claimflow.procs import free_port
 from claimflow.settings import CommonSettings
-from claimflow.stack import (
+from claimflow.stack_plan import (
     BrokerPlan,
-    Counts,
     ModelAction,
     ModelStatus,
     Proc,
     StackError,
     StackSettings,
     StackState,
+)
+from claimflow.stack_summary import (
+    Counts,
 )
 from features.sets import for_claim_version
 
@@ -74,9 +76,10 @@ def test_state_paths_live_under_claimflow_home(tmp_path: Path) -> None:
 
 
 def test_bootstrap_is_the_local_broker_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert stack.resolve_bootstrap(CommonSettings(), "127.0.0.1:19092") == "127.0.0.1:19092"
+    assert stack_plan.resolve_bootstrap(CommonSettings(), "127.0.0.1:19092") == "127.0.0.1:19092"
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker.example:9092")
-    assert stack.resolve_bootstrap(CommonSettings(), "127.0.0.1:19092") == "broker.example:9092"
+    assert stack_plan.resolve_bootstrap(CommonSettings(), "127.0.0.1:19092") == (
+        "broker.example:9092")
 
 
 @pytest.mark.parametrize(
@@ -92,7 +95,7 @@ def test_bootstrap_is_the_local_broker_unless_set(monkeypatch: pytest.MonkeyPatc
     ],
 )
 def test_broker_plan(answers: bool, bootstrap: str, plan: BrokerPlan) -> None:
-    assert stack.plan_broker(answers, bootstrap, "127.0.0.1:9092") is plan
+    assert stack_plan.plan_broker(answers, bootstrap, "127.0.0.1:9092") is plan
 
 
 @pytest.mark.parametrize(
@@ -112,7 +115,7 @@ def test_broker_plan(answers: bool, bootstrap: str, plan: BrokerPlan) -> None:
 )
 def test_model_plan_trains_without_a_champion_of_the_streamed_version(
         status: ModelStatus, action: ModelAction) -> None:
-    assert stack.plan_model(status) is action
+    assert stack_plan.plan_model(status) is action
     assert ModelStatus.from_json(status.to_json()) == status
 
 
@@ -121,7 +124,7 @@ def test_model_status_reads_the_last_line_of_the_helper_output() -> None:
 
 
 def processes(**kwargs: object) -> dict[str, Proc]:
-    procs = stack.stack_processes(StackSettings(), "/venv/bin/claimflow", "/venv/bin/python",
+    procs = stack_plan.stack_processes(StackSettings(), "/venv/bin/claimflow", "/venv/bin/python",
                                   **kwargs)  # type: ignore[arg-type]
     return {p.name: p for p in procs}
 
@@ -139,7 +142,7 @@ def test_the_stack_runs_every_long_lived_part() -> None:
 
 def test_simulated_investigators_run_only_when_asked_for() -> None:
     settings = StackSettings(investigators_per_day=30)
-    procs = {p.name: p for p in stack.stack_processes(settings, "claimflow", "python")}
+    procs = {p.name: p for p in stack_plan.stack_processes(settings, "claimflow", "python")}
     argv = procs["investigate"].argv
     assert argv[1:4] == ("investigate", "--per-day", "30")
     with click.Context(cli) as ctx:
@@ -173,7 +176,7 @@ def test_the_producer_streams_chunk_after_chunk_with_fresh_seeds(tmp_path: Path)
 
 def test_procfile_round_trips_through_honchos_parser() -> None:
     procs = list(processes(stream_seed=5).values())
-    parsed = parse_procfile(stack.render_procfile(procs))
+    parsed = parse_procfile(stack_plan.render_procfile(procs))
     assert dict(parsed.processes) == {p.name: p.command for p in procs}
 
 
@@ -183,7 +186,8 @@ def test_commands_are_shell_quoted() -> None:
 
 
 def test_committed_procfile_matches_the_defaults() -> None:
-    expected = stack.render_procfile(stack.stack_processes(StackSettings(), "claimflow", "python"))
+    expected = stack_plan.render_procfile(
+        stack_plan.stack_processes(StackSettings(), "claimflow", "python"))
     assert (ROOT / "Procfile").read_text(encoding="utf-8") == expected
 
 
@@ -206,10 +210,10 @@ def test_every_procfile_command_parses_with_the_real_cli(name: str) -> None:
 
 def test_child_env_carries_the_shared_settings_and_the_marker() -> None:
     settings = StackSettings(model_port=3999, gateway_port=5999)
-    env = stack.child_env({"PATH": "/bin", "HOME": "/root"}, settings,
+    env = stack_plan.child_env({"PATH": "/bin", "HOME": "/root"}, settings,
                           bootstrap="127.0.0.1:19092", stack_id="abc")
     assert env["PATH"] == "/bin"
-    assert env[stack.STACK_ID_ENV] == "abc"
+    assert env[stack_plan.STACK_ID_ENV] == "abc"
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092"
     assert env["CLAIMFLOW_HOME"] == str(settings.home)
     assert env["SCORER_MODEL_URL"] == "http://127.0.0.1:3999"
@@ -220,7 +224,7 @@ def test_child_env_carries_the_shared_settings_and_the_marker() -> None:
 
 
 def test_endpoints_follow_the_ports() -> None:
-    urls = {e.name: e.probe_url for e in stack.endpoints(StackSettings(model_port=3999))}
+    urls = {e.name: e.probe_url for e in stack_plan.endpoints(StackSettings(model_port=3999))}
     assert urls["model service"] == "http://127.0.0.1:3999/readyz"
     assert urls["dashboard"] == "http://127.0.0.1:5005/readyz"
     assert urls["MLflow UI"] == "http://127.0.0.1:5000/health"
@@ -231,17 +235,17 @@ def test_endpoints_follow_the_ports() -> None:
     [(None, 0), (0, 0), (130, 0), (143, 0), (1, 1), (2, 2), (-9, 1)],
 )
 def test_exit_code(honcho_rc: int | None, code: int) -> None:
-    assert stack.exit_code(honcho_rc) == code
+    assert stack_plan.exit_code(honcho_rc) == code
 
 
 def test_summary_line() -> None:
-    line = stack.summary_line(Counts(1000, 50, 2), Counts(190, 10, 1), 1.0 * 5)
+    line = stack_summary.summary_line(Counts(1000, 50, 2), Counts(190, 10, 1), 1.0 * 5)
     assert line == ("approved 38.0/s  investigated 2.0/s  dead-lettered 0.2/s  |  "
                     "totals 1,000 / 50 / 2")
 
 
 def test_option_name() -> None:
-    assert stack.option_name("STACK_GATEWAY_PORT") == "--gateway-port"
+    assert stack_plan.option_name("STACK_GATEWAY_PORT") == "--gateway-port"
 
 
 @pytest.fixture
@@ -254,19 +258,19 @@ def busy_port() -> Iterator[int]:
 
 def test_taken_port_is_a_clear_error(busy_port: int) -> None:
     with pytest.raises(StackError, match=rf"port {busy_port} \(gateway\).*STACK_GATEWAY_PORT"):
-        stack.check_ports(StackSettings(gateway_port=busy_port, model_port=free_port(),
+        stack_prepare.check_ports(StackSettings(gateway_port=busy_port, model_port=free_port(),
                                         mlflow_port=free_port()))
 
 
 def test_state_file_round_trip() -> None:
     settings = StackSettings()
-    assert stack.read_state(settings) is None
+    assert stack_procs.read_state(settings) is None
     state = StackState(pid=123, stack_id="s", started_at=1.0, bootstrap="b:1",
                        urls={"dashboard": "http://x/"})
-    stack.write_state(settings, state)
-    assert stack.read_state(settings) == state
+    stack_procs.write_state(settings, state)
+    assert stack_procs.read_state(settings) == state
     settings.state_file.write_text("not json", encoding="utf-8")
-    assert stack.read_state(settings) is None
+    assert stack_procs.read_state(settings) is None
 
 
 def test_down_without_a_stack_says_so() -> None:
@@ -278,7 +282,7 @@ def test_down_without_a_stack_says_so() -> None:
 @pytest.fixture
 def marked_sleeper() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     stack_id = uuid.uuid4().hex
-    env = {**os.environ, stack.STACK_ID_ENV: stack_id}
+    env = {**os.environ, stack_plan.STACK_ID_ENV: stack_id}
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
     yield proc, stack_id
     if proc.poll() is None:
@@ -294,10 +298,10 @@ def test_down_stops_stragglers_of_a_dead_stack(
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     settings = StackSettings()
-    stack.write_state(settings, StackState(pid=dead.pid, stack_id=stack_id, started_at=1.0,
+    stack_procs.write_state(settings, StackState(pid=dead.pid, stack_id=stack_id, started_at=1.0,
                                            bootstrap="127.0.0.1:1"))
     deadline = time.monotonic() + 10
-    while not stack.marked_processes(stack_id) and time.monotonic() < deadline:
+    while not stack_procs.marked_processes(stack_id) and time.monotonic() < deadline:
         time.sleep(0.05)  # the child may not have exec'd yet
     result = CliRunner().invoke(stack.down, [])
     assert result.exit_code == 0, result.output
@@ -305,11 +309,11 @@ def test_down_stops_stragglers_of_a_dead_stack(
     proc.wait(timeout=10)  # psutil reaped it already; this only proves it ended
     assert not psutil.pid_exists(proc.pid)
     assert not settings.state_file.exists()
-    assert stack.marked_processes(stack_id) == []
+    assert stack_procs.marked_processes(stack_id) == []
 
 
 def test_a_reused_pid_is_not_mistaken_for_a_stack() -> None:
-    assert not stack.is_stack_process(os.getpid())  # pytest, not `claimflow up`
+    assert not stack_procs.is_stack_process(os.getpid())  # pytest, not `claimflow up`
 
 
 def test_up_help_lists_the_options() -> None:
@@ -338,32 +342,32 @@ def test_model_status_json_is_one_line() -> None:
 def test_an_external_tracking_server_replaces_the_local_mlflow_ui(
     uri: str | None, server: str | None
 ) -> None:
-    assert stack.tracking_server(uri) == server
-    names = [p.name for p in stack.stack_processes(StackSettings(), mlflow_ui=server is None)]
+    assert stack_plan.tracking_server(uri) == server
+    names = [p.name for p in stack_plan.stack_processes(StackSettings(), mlflow_ui=server is None)]
     assert ("mlflow" in names) is (server is None)
-    urls = {e.name: e.url for e in stack.endpoints(StackSettings(), server)}
+    urls = {e.name: e.url for e in stack_plan.endpoints(StackSettings(), server)}
     assert urls["MLflow UI"] == (server + "/" if server else "http://127.0.0.1:5000/")
 
 
 def test_waiting_line_names_what_is_not_ready() -> None:
-    pending = stack.endpoints(StackSettings())[2:]
-    assert stack.waiting_line(pending, 12.3) == (
+    pending = stack_plan.endpoints(StackSettings())[2:]
+    assert stack_summary.waiting_line(pending, 12.3) == (
         "waiting for the first decision (12 s since start); not answering yet: model service")
-    assert stack.waiting_line([], 5) == "waiting for the first decision (5 s since start)"
+    assert stack_summary.waiting_line([], 5) == "waiting for the first decision (5 s since start)"
 
 
 def test_tail_hint_names_a_moved_broker() -> None:
-    assert stack.tail_hint("127.0.0.1:9092") == "claimflow tail investigate"
-    assert stack.tail_hint("127.0.0.1:19092") == (
+    assert stack_plan.tail_hint("127.0.0.1:9092") == "claimflow tail investigate"
+    assert stack_plan.tail_hint("127.0.0.1:19092") == (
         "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 claimflow tail investigate")
 
 
 def test_a_missing_sqlite_store_has_no_champion(tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
-    assert stack.store_is_missing(f"sqlite:///{db}")
+    assert stack_plan.store_is_missing(f"sqlite:///{db}")
     db.write_bytes(b"")
-    assert not stack.store_is_missing(f"sqlite:///{db}")
-    assert not stack.store_is_missing("http://mlflow:5000")
+    assert not stack_plan.store_is_missing(f"sqlite:///{db}")
+    assert not stack_plan.store_is_missing("http://mlflow:5000")
 
 
 def test_model_status_helper_on_a_fresh_home(tmp_path: Path) -> None:
@@ -375,4 +379,4 @@ def test_model_status_helper_on_a_fresh_home(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     status = ModelStatus.from_json(result.stdout)
     assert status == ModelStatus(champion=None, exported=False)
-    assert stack.plan_model(status) is ModelAction.TRAIN
+    assert stack_plan.plan_model(status) is ModelAction.TRAIN

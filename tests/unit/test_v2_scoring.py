@@ -14,9 +14,9 @@ import pytest
 from features.reference import build_reference
 from features.sets import V1, V2_CLAIM, V2_HISTORY, FeatureSetError, feature_set, for_claim_version
 from schemas import Claim, ClaimV2, DeadLetter, Decision, ModelRef, ScoreRefusal, ScoreResult
-from scorer.model import ModelLoadError, ServedModel, build_served_model
 from scorer.model_settings import ModelSettings
 from scorer.routing import route_batch, split_batch
+from scoring.model import ModelLoadError, ServedModel, build_served_model
 from tests.unit.test_routing import MAX_BYTES, TOPICS, FakeMessage, claim_bytes
 from tests.v2_factory import as_contract, v2_claim, v2_claims, without_labels, write_jsonl
 from trainer.data import DataError

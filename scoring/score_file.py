@@ -3,8 +3,8 @@
 The claims of a JSON Lines file are read in order (the file is the stream: each member's
 claims in the order the member stage would see them), each v2 claim gets its member's
 history before it from the same functions the stream's member stage calls
-(:func:`scorer.member_state.member_step`), and the same :class:`scorer.model.ServedModel`
-scores them in batches. So a claim's score here equals the stream's for the same claim,
+(:mod:`features.member`), and the same :class:`scoring.model.ServedModel` scores them in
+batches. So a claim's score here equals the stream's for the same claim,
 model and history: offline = online.
 """
 
@@ -17,15 +17,17 @@ from typing import IO, Any, Final
 
 import orjson
 
+from features.member import MemberFeatures, MemberHistory, fingerprint, member_features, remember
 from schemas import Claim, ClaimV2, ContractError, parse_claim
-from scorer.member_state import MemberStore, member_step
-from scorer.model import ServedModel
-from scorer.routing import Position
+from scoring.model import ServedModel
 
 logger = logging.getLogger(__name__)
 
 BATCH: Final = 1_000
 LABEL_KEYS: Final = ("is_anomaly", "pattern")  # evaluation columns of generated files
+# What a claim without member history (a v1 claim) sends in a stateful batch: the model
+# refuses such claims, it never scores with this.
+NO_HISTORY: Final = MemberFeatures(1.0, 1.0, 1.0, 1.0, -1.0, 0.0, 0.0, None, 0.0)
 
 
 class ScoreFileError(ValueError):
@@ -52,27 +54,41 @@ def score_claims(model: ServedModel, claims: Iterable[Claim | ClaimV2], batch: i
                  ) -> Iterator[dict[str, Any]]:
     """One answer per claim, in order: the model's ``ScoreResult`` (or ``ScoreRefusal``)
     fields, with the member history the stream would have given it."""
-    store = MemberStore()
+    histories: dict[str, MemberHistory] = {}
     chunk: list[Claim | ClaimV2] = []
     for claim in claims:
         chunk.append(claim)
         if len(chunk) >= batch:
-            yield from _score_chunk(model, store, chunk)
+            yield from _score_chunk(model, histories, chunk)
             chunk = []
     if chunk:
-        yield from _score_chunk(model, store, chunk)
+        yield from _score_chunk(model, histories, chunk)
 
 
-def _score_chunk(model: ServedModel, store: MemberStore, claims: Sequence[Claim | ClaimV2]
-                 ) -> list[dict[str, Any]]:
-    # One partition: in a file every member's claims are in one sequence, as on the stream
-    # where a member's claims share a partition.
-    positions = [Position("file", 0, 0)] * len(claims)
-    step = member_step(store, claims, positions)
+def _score_chunk(model: ServedModel, histories: dict[str, MemberHistory],
+                 claims: Sequence[Claim | ClaimV2]) -> list[dict[str, Any]]:
     answers: list[dict[str, Any]] = orjson.loads(
-        model.score_json(claims, step.features if step.any_history() else None))
-    store.apply(step.updates)
+        model.score_json(claims, member_contexts(histories, claims)))
     return answers
+
+
+def member_contexts(histories: dict[str, MemberHistory], claims: Sequence[Claim | ClaimV2]
+                    ) -> list[MemberFeatures] | None:
+    """Each claim's member features from its member's history before it, moving
+    ``histories`` on (what the stream's member stage computes for one partition: in a file
+    every member's claims are in one sequence). None when no claim has a member (v1)."""
+    if not any(isinstance(claim, ClaimV2) for claim in claims):
+        return None
+    features: list[MemberFeatures] = []
+    for claim in claims:
+        if not isinstance(claim, ClaimV2):
+            features.append(NO_HISTORY)
+            continue
+        history = histories.get(claim.member_id, MemberHistory())
+        digest = fingerprint(claim)
+        features.append(member_features(claim, history, digest))
+        histories[claim.member_id] = remember(history, claim, digest)
+    return features
 
 
 def score_file(model: ServedModel, data: Path, out: IO[bytes]) -> dict[str, int]:

@@ -3,8 +3,8 @@
 with the threshold chosen at training time (``trainer.supervised.budget_threshold``: the
 investigation budget's share of training claims scores above it) and stored with the model.
 
-:class:`Scorer` is what :class:`scorer.model.ServedModel` needs of either family; the
-Isolation Forest's :class:`scorer.forest.CompiledForest` has the same four members.
+:class:`Scorer` is what :class:`scoring.model.ServedModel` needs of either family; the
+Isolation Forest's :class:`scoring.forest.CompiledForest` has the same four members.
 """
 
 from __future__ import annotations

@@ -1,20 +1,19 @@
-"""The served model: the registry champion, loaded from the BentoML store and compiled.
+"""The scoring core: a model version from the BentoML store, compiled, and scoring claims.
 
 * :class:`ServedModel` is immutable: the family's scorer (the compiled Isolation Forest or
   a classifier scoring its fraud probability), the explainer and the
   :class:`schemas.ModelRef` that every answer carries. Scoring is pure.
-* :class:`ModelHolder` owns the reference to the current one. A new champion is loaded
-  beside the old one and swapped in with a single assignment, so a request that already
-  took the old model finishes on it, and every answer names the version that scored it.
-* Which model to serve comes from a :class:`ModelSource`: the registry alias
+* Which model: a :class:`ModelSource` says what is :class:`Wanted`: the registry alias
   (``claim-anomaly@champion`` -> version N -> BentoML tag ``claim-anomaly:vN``; never
-  "latest"), or a pinned tag for deployments without MLflow.
+  "latest"), or a pinned tag for deployments without MLflow; :func:`load_served_model`
+  loads and compiles it.
+
+The model service (``scorer``) serves it and the trainer judges the champion with it, so
+both score exactly alike.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -32,22 +31,18 @@ from features.reference import FeatureReference
 from features.sets import FeatureSet, FeatureSetError, feature_set, mismatch_message
 from features.vector import Evidence, feature_vector, is_resubmission
 from schemas import SCHEMA_VERSION, Claim, ClaimV2, MemberContext, ModelRef, ScoreAnswer
-from scorer.classifier import (
+from scoring.classifier import (
     GRADIENT_BOOSTING,
     ISOLATION_FOREST,
     Scorer,
     classifier_scorer,
     family_of,
 )
-from scorer.explain import Explainer, ordinal
-from scorer.forest import compile_forest
+from scoring.explain import Explainer, ordinal
+from scoring.forest import compile_forest
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-
-    from scorer.model_settings import ModelSettings
-
-logger = logging.getLogger(__name__)
 
 _RESULTS: Final = TypeAdapter(list[ScoreAnswer])
 _ANSWER: Final = TypeAdapter(ScoreAnswer)
@@ -60,6 +55,29 @@ class ModelLoadError(RuntimeError):
 
 class AliasMissing(ModelLoadError):  # noqa: N818 - reads as what it says
     """No version carries the alias (e.g. no challenger now)."""
+
+
+class ReasonSettings(Protocol):
+    """How a model explains: the tails a feature must fall in to be a reason, and how many
+    reasons a claim gets (the model service's ``MODEL_*`` settings have these)."""
+
+    @property
+    def max_reasons(self) -> int: ...
+
+    @property
+    def reason_high_percentile(self) -> float: ...
+
+    @property
+    def reason_low_percentile(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class DefaultReasons:
+    """The model service's default reason settings, for scoring outside it (the trainer)."""
+
+    max_reasons: int = 3
+    reason_high_percentile: float = 99.0
+    reason_low_percentile: float = 1.0
 
 
 class MissingHistoryError(ValueError):
@@ -76,8 +94,8 @@ class ServedModel:
 
     ref: ModelRef
     tag: str
-    # The family's scorer: a compiled Isolation Forest (``scorer.forest``) or a classifier
-    # whose score is its fraud probability (``scorer.classifier``). The name predates the
+    # The family's scorer: a compiled Isolation Forest (``scoring.forest``) or a classifier
+    # whose score is its fraud probability (``scoring.classifier``). The name predates the
     # second family.
     forest: Scorer
     explainer: Explainer
@@ -270,7 +288,7 @@ def build_served_model(
     reference: FeatureReference,
     ref: ModelRef,
     tag: str,
-    settings: ModelSettings,
+    settings: ReasonSettings,
     threshold: float | None = None,
 ) -> ServedModel:
     """Compile a fitted model of either family and its feature reference (pure, no I/O).
@@ -371,23 +389,8 @@ class PinnedSource:
         return Wanted(tag=self.tag, version=None, run_id=None)
 
 
-def source_from(settings: ModelSettings) -> ModelSource:
-    if settings.tag:
-        return PinnedSource(settings.tag)
-    return RegistrySource(settings.tracking_uri, settings.registered_model, settings.alias)
-
-
-def shadow_source_from(settings: ModelSettings) -> ModelSource | None:
-    """The challenger scored in shadow: a pinned tag, or the registry's shadow alias (only
-    when the champion comes from the registry too); None: no shadow model."""
-    if settings.shadow_tag:
-        return PinnedSource(settings.shadow_tag)
-    if settings.tag or not settings.shadow_alias:
-        return None
-    return RegistrySource(settings.tracking_uri, settings.registered_model, settings.shadow_alias)
-
-
-def load_served_model(wanted: Wanted, bentoml_home: Path, settings: ModelSettings) -> ServedModel:
+def load_served_model(wanted: Wanted, bentoml_home: Path, settings: ReasonSettings
+                      ) -> ServedModel:
     """Load ``wanted.tag`` from the BentoML store and compile it."""
     from bentoml.exceptions import NotFound
 
@@ -421,43 +424,3 @@ def load_served_model(wanted: Wanted, bentoml_home: Path, settings: ModelSetting
     threshold = exported.metadata.get("threshold")
     return build_served_model(exported.estimator, exported.reference, ref, exported.tag, settings,
                               None if threshold is None else float(threshold))
-
-
-class ModelHolder:
-    """The current :class:`ServedModel` (or None) and how to refresh it."""
-
-    def __init__(self, settings: ModelSettings, source: ModelSource | None = None) -> None:
-        self._settings = settings
-        self._source = source or source_from(settings)
-        self._refresh_lock = threading.Lock()
-        # Read without a lock: one attribute read is atomic, and the object is immutable.
-        self.current: ServedModel | None = None
-
-    def clear(self) -> ServedModel | None:
-        """Stop serving (a shadow alias that was removed); returns what was served."""
-        with self._refresh_lock:
-            current, self.current = self.current, None
-            return current
-
-    def refresh(self) -> ServedModel:
-        """Serve what the source wants now; loads only when it changed.
-
-        Raises :class:`ModelLoadError` when nothing can be served; the current model (if
-        any) stays in place then.
-        """
-        with self._refresh_lock:  # one load at a time; a second caller reuses its result
-            wanted = self._source.wanted()
-            current = self.current
-            if current is not None and current.tag == wanted.tag and (
-                wanted.run_id is None or current.ref.run_id == wanted.run_id
-            ):
-                return current
-            model = load_served_model(wanted, self._settings.bentoml_home, self._settings)
-            self.current = model
-            logger.info(
-                "serving %s version %s (%s, run %s, %d trees, threshold %.6f)%s",
-                model.ref.name, model.ref.version, model.tag, model.ref.run_id,
-                model.forest.n_trees, model.threshold,
-                f"; was version {current.ref.version}" if current else "",
-            )
-            return model
