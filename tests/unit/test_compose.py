@@ -200,10 +200,10 @@ def test_resolved_volumes_are_named_volumes(project: dict[str, Any]) -> None:
         v: f"claimflow_{v}" for v in ("kafka-data", "mlflow-data", "models", "gateway-data")}
 
 
-def podman_compose(*args: str) -> subprocess.CompletedProcess[str]:
+def podman_compose(*args: str, file: Path = COMPOSE) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("podman-compose")
-    return subprocess.run([str(exe), "-f", str(COMPOSE), *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60, check=False)
+    return subprocess.run([str(exe), "-f", str(file), *args], capture_output=True,
+                          text=True, cwd=file.parent, timeout=60, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +221,59 @@ def test_podman_compose_resolves_the_file(resolved: dict[str, Any]) -> None:
                                          "gateway", "producer"}
     # Every ${VAR:-default} was interpolated.
     assert "${" not in json.dumps(resolved)
+
+
+# Mistakes and whether `podman-compose config` (1.6.0) rejects them: it parses YAML and
+# interpolates, but has no schema and no cross-service check, so most of these pass it.
+# composecheck must reject every one; this table is why it stays (docs/compose.md).
+CHECKER_COMPARISON: list[tuple[str, tuple[str, ...], object, bool]] = [
+    ("unknown service key", ("services", "scorer", "unknown_key"), True, False),
+    ("unknown top-level key", ("servics",), {}, False),
+    ("missing depends_on target", ("services", "producer", "depends_on", "broker"),
+     {"condition": "service_started"}, False),
+    ("ports as a string", ("services", "gateway", "ports"), "127.0.0.1:5005:5005", False),
+    ("non-numeric host port", ("services", "gateway", "ports"), ["127.0.0.1:abc:5005"], False),
+    ("container port out of range", ("services", "gateway", "ports"),
+     ["127.0.0.1:5005:99999"], False),
+    ("numeric interval", ("services", "kafka", "healthcheck", "interval"), 10, False),
+    ("numeric restart policy", ("services", "trainer", "restart"), 5, False),
+    ("environment as a number", ("services", "kafka", "environment"), 5, True),
+    ("unknown depends_on condition", ("services", "model", "depends_on", "trainer",
+                                      "condition"), "service_done", True),
+    ("undeclared volume", ("services", "gateway", "volumes"),
+     ["gateway-state:/data/gateway"], True),
+]
+
+
+def broken_indentation() -> str:
+    """The real file with one mis-indented line: a YAML error, not a compose one."""
+    text = COMPOSE.read_text(encoding="utf-8")
+    assert "\n  kafka:\n" in text
+    return text.replace("\n  kafka:\n", "\n  kafka:\n    image: x\n     bad: 1\n", 1)
+
+
+@pytest.mark.parametrize(("name", "path", "bad_value", "podman_compose_rejects"),
+                         CHECKER_COMPARISON, ids=[c[0] for c in CHECKER_COMPARISON])
+def test_composecheck_catches_what_podman_compose_config_misses(
+    compose: dict[str, Any], tmp_path: Path, name: str,
+    path: tuple[str, ...], bad_value: object, podman_compose_rejects: bool,
+) -> None:
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(yaml.safe_dump(broken_copy(compose, path, bad_value)), encoding="utf-8")
+    assert composecheck(broken, "-profile", "*").returncode == 1, name
+    rejected = podman_compose("--profile", "demo", "config", file=broken).returncode != 0
+    assert rejected == podman_compose_rejects, (
+        f"podman-compose config now {'rejects' if rejected else 'accepts'} {name}: "
+        "update the table and docs/compose.md (could it replace composecheck?)")
+
+
+def test_both_checkers_reject_a_yaml_error(tmp_path: Path) -> None:
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(broken_indentation(), encoding="utf-8")
+    result = composecheck(broken, "-profile", "*")
+    assert result.returncode == 1
+    assert "mapping values are not allowed" in result.stderr
+    assert podman_compose("config", file=broken).returncode != 0
 
 
 def test_without_the_demo_profile_there_is_no_producer() -> None:

@@ -1,5 +1,6 @@
 """The model client's HTTP/1.1 transport against scripted answers on a real loopback socket:
-each way of framing a body, keep-alive and close, and answers that are not HTTP."""
+each way of framing a body, keep-alive and close, answers cut short, and answers that are
+not HTTP."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from scorer.http11 import Http11Connection, ProtocolError, parse_headers, parse_status_line
+from scorer.http11 import MAX_HEAD_BYTES, Http11Connection, ProtocolError
 
 
 class ScriptedServer:
@@ -134,14 +135,46 @@ def test_a_peer_that_closes_or_garbles_raises_http_client_errors(
         conn.close()
 
 
-def test_status_line_and_header_parsing() -> None:
-    assert parse_status_line(b"HTTP/1.1 404 Not Found") == ("HTTP/1.1", 404)
-    assert parse_status_line(b"HTTP/1.0 200") == ("HTTP/1.0", 200)
-    for bad in (b"HTTP/2 200 OK", b"HTTP/1.1 20 OK", b"HTTP/1.1 abc OK", b"hello"):
-        with pytest.raises(ProtocolError):
-            parse_status_line(bad)
-    assert parse_headers([b"Content-Type: application/json", b"X-A:b "]) == {
-        "content-type": "application/json", "x-a": "b"}
-    for bad_line in (b"no colon", b": empty name", b"Space Before : x"):
-        with pytest.raises(ProtocolError):
-            parse_headers([bad_line])
+def test_a_head_answer_has_no_body_whatever_its_content_length(
+    scripted: list[ScriptedServer],
+) -> None:
+    conn = connect(scripted, [b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"],
+                   [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+    assert conn.request("HEAD", "/readyz", None) == (200, b"")
+    assert conn.request("GET", "/readyz", None) == (200, b"ok")
+    conn.close()
+
+
+def test_an_answer_cut_short_raises_a_reset(scripted: list[ScriptedServer]) -> None:
+    cut_head = connect(scripted, [b"HTTP/1.1 200 OK\r\nContent-Le"])
+    cut_chunks = connect(scripted, [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                    b"4\r\n[1,2\r\n"])
+    said_close = connect(scripted, [b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+                                    b"Content-Length: 10\r\n\r\nshort"])
+    for conn in (cut_head, cut_chunks, said_close):
+        with pytest.raises(http.client.RemoteDisconnected):
+            conn.request("GET", "/", None)
+        conn.close()
+
+
+def test_a_head_without_end_is_refused(scripted: list[ScriptedServer]) -> None:
+    endless = b"HTTP/1.1 200 OK\r\n" + b"X-Filler: " + b"a" * (MAX_HEAD_BYTES + 10)
+    conn = connect(scripted, [endless])
+    with pytest.raises(ProtocolError, match="headers"):
+        conn.request("GET", "/", None)
+    conn.close()
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/2 200 OK", b"HTTP/1.1 20 OK", b"HTTP/1.1 abc OK", b"hello",
+    b"HTTP/1.1 200 OK\r\nno colon", b"HTTP/1.1 200 OK\r\n: empty name",
+    b"HTTP/1.1 200 OK\r\nSpace Before : x",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3",
+])
+def test_bad_status_and_header_lines_are_protocol_errors(
+    scripted: list[ScriptedServer], head: bytes,
+) -> None:
+    conn = connect(scripted, [head + b"\r\n\r\nok"])
+    with pytest.raises(ProtocolError):
+        conn.request("GET", "/", None)
+    conn.close()
