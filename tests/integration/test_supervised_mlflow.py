@@ -122,14 +122,14 @@ def test_the_gate_refuses_a_worse_candidate_force_overrides_rollback_restores(
         "this test needs the classifier to beat the forest on this file"
     passed = invoke("promote")
     assert passed.exit_code == 0, passed.output
-    assert "gate: passed: better: precision_at_budget" in passed.output
+    assert "gate: passed: holdout: better: precision_at_budget" in passed.output
     assert aliases_of(client, NAME) == {"champion": "2", "challenger": "2",
                                         "previous-champion": "1"}
 
     train_json("--data", str(labelled), "--n-estimators", "20")  # v3: a forest again
     refused = invoke("promote")
     assert refused.exit_code == 1
-    assert "version 3 is not promoted: worse: precision_at_budget" in refused.output
+    assert "version 3 is not promoted: holdout: worse: precision_at_budget" in refused.output
     assert "--force" in refused.output
     assert aliases_of(client, NAME)["champion"] == "2"
 
