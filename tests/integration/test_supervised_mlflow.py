@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +20,9 @@ from mlflow import MlflowClient
 
 from claimflow.cli import cli
 from modelstore.registry import aliases_of, client_for
-from schemas import ModelRef
+from schemas import ModelRef, ShadowScore, StreamSource
 from schemas.label import AnsweredDecision, Label
+from schemas.shadow import ShadowVerdict
 from scorer.model import RegistrySource, load_served_model
 from scorer.model_settings import ModelSettings
 from scorer.score_file import read_claims, score_claims
@@ -213,3 +215,89 @@ def test_labels_from_the_topic_train_on_the_labelled_claims_only(
     params = client.get_run(outcome["run_id"]).data.params
     assert params["labels_source"] == f"topic:{topic}"
     assert params["labels_on_topic"] == str(sent)
+
+
+def shadow_record(claim_id: str, champion_investigates: bool, challenger_investigates: bool,
+                  challenger_version: str, offset: int) -> bytes:
+    def verdict(version: str, investigate: bool) -> ShadowVerdict:
+        return ShadowVerdict(model=ModelRef(name=NAME, version=version), anomaly_score=0.5,
+                             threshold=0.4, decision="investigate" if investigate else "approve")
+    return ShadowScore(
+        claim_id=claim_id, champion=verdict("1", champion_investigates),
+        challenger=verdict(challenger_version, challenger_investigates),
+        agree=champion_investigates == challenger_investigates,
+        decided_at=datetime(2026, 12, 1, tzinfo=UTC),
+        source=StreamSource(topic="claims", partition=0, offset=offset)).to_json()
+
+
+def write_shadow_period(bootstrap: str, shadow_topic: str, labels_topic: str) -> None:
+    """Champion v1 flagged S-0..S-39 (S-0..S-29 fraud, S-30..S-39 legitimate), S-40..S-99
+    approved. Candidate v2 flagged S-10..S-39 (precision 20/30, worse than 30/40); candidate
+    v3 flagged S-0..S-24 (25/25, better). Written in transactions like the stream's, with an
+    aborted one that would make v2 look perfect if it were read."""
+    producer = Producer({"bootstrap.servers": bootstrap,
+                         "transactional.id": f"shadow-{uuid.uuid4().hex[:8]}"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(100):
+        for version, flagged in (("2", 10 <= i < 40), ("3", i < 25)):
+            producer.produce(shadow_topic, key=f"S-{i}-{version}".encode(),
+                             value=shadow_record(f"S-{i}", i < 40, flagged, version, i))
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    for i in range(100, 160):
+        producer.produce(shadow_topic, key=f"S-{i}".encode(),
+                         value=shadow_record(f"S-{i}", True, True, "2", i))
+    producer.abort_transaction(30)
+    labels = Producer({"bootstrap.servers": bootstrap})
+    when = datetime(2026, 12, 2, tzinfo=UTC)
+    answered = AnsweredDecision(decision="investigate", model=ModelRef(name=NAME, version="1"),
+                                anomaly_score=0.7, threshold=0.6, decided_at=when)
+    for i in range(160):
+        disposition = "fraud" if i < 30 or i >= 100 else "legitimate"
+        if i < 40 or i >= 100:
+            label = Label(claim_id=f"S-{i}", disposition=disposition,  # type: ignore[arg-type]
+                          investigator="ana", decided_at=when, answers=answered)
+            labels.produce(labels_topic, key=f"S-{i}".encode(), value=label.to_json())
+    assert labels.flush(30) == 0
+
+
+def test_the_gate_reads_the_shadow_period_and_strict_wants_evidence(
+        home: Path, labelled: Path, client: MlflowClient, kafka_bootstrap: str,
+        make_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch) -> None:
+    shadow_topic, labels_topic = make_topic(2, "shadow"), make_topic(2, "labels")
+    write_shadow_period(kafka_bootstrap, shadow_topic, labels_topic)
+    for key, value in {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                       "TRAINER_PROMOTE_SHADOW_TOPIC": shadow_topic,
+                       "TRAINER_PROMOTE_LABELS_TOPIC": labels_topic}.items():
+        monkeypatch.setenv(key, value)
+    train_json("--data", str(labelled), "--promote", "--n-estimators", "20")
+    # Other split seeds: no holdout compares v2 or v3 with v1; only the shadow period does.
+    train_json("--data", str(labelled), "--n-estimators", "20", "--seed", "5")
+    train_json("--data", str(labelled), "--n-estimators", "20", "--seed", "6")
+
+    worse = invoke("promote", "--version", "2")
+    assert worse.exit_code == 1
+    assert ("shadow: worse: shadow precision 0.6667 (30 labelled) vs champion v1's 0.7500 "
+            "(40), agreement 0.9000 on 100 claims") in worse.output
+    assert aliases_of(client, NAME)["champion"] == "1"
+
+    strict = invoke("promote", "--version", "2", "--strict", "--no-shadow-period")
+    assert strict.exit_code == 1
+    assert "strict: no comparable evidence" in strict.output
+    assert aliases_of(client, NAME)["champion"] == "1"
+
+    better = invoke("promote", "--version", "3", "--strict")
+    assert better.exit_code == 0, better.output
+    assert "shadow: not worse: shadow precision 1.0000 (25 labelled)" in better.output
+    assert aliases_of(client, NAME)["champion"] == "3"
+    tags = client.get_model_version(NAME, "3").tags
+    assert tags["claimflow.gate"] == "passed"
+    experiment = client.get_experiment_by_name(f"{NAME}-promotions")
+    assert experiment is not None
+    last = client.search_runs([experiment.experiment_id],
+                              order_by=["attributes.start_time DESC"])[0]
+    assert last.data.metrics["shadow_challenger_precision"] == 1.0
+    assert last.data.metrics["shadow_champion_precision"] == 0.75
+    assert last.data.metrics["shadow_agreement"] == pytest.approx(0.85)
+    assert last.data.metrics["shadow_claims"] == 100
