@@ -20,12 +20,16 @@ from mlflow import MlflowClient
 
 from claimflow.cli import cli
 from modelstore.registry import aliases_of, client_for
-from schemas import ModelRef, ShadowScore, StreamSource
+from schemas import ModelRef, ScoreResult, ShadowScore, StreamSource
 from schemas.label import AnsweredDecision, Label
 from schemas.shadow import ShadowVerdict
+from scorer.client import ModelClient
+from scorer.member_state import MemberStore, member_step
 from scorer.model import RegistrySource, load_served_model
 from scorer.model_settings import ModelSettings
+from scorer.routing import Position
 from scorer.score_file import read_claims, score_claims
+from tests.integration.model_service_fixture import Champion, ModelServiceProcess, clean_env
 from trainer.settings import TrainerSettings
 
 pytestmark = pytest.mark.integration
@@ -301,3 +305,49 @@ def test_the_gate_reads_the_shadow_period_and_strict_wants_evidence(
     assert last.data.metrics["shadow_champion_precision"] == 0.75
     assert last.data.metrics["shadow_agreement"] == pytest.approx(0.85)
     assert last.data.metrics["shadow_claims"] == 100
+
+
+def test_serve_model_answers_with_the_classifier_champion_over_http(
+        home: Path, labelled: Path, tmp_path: Path) -> None:
+    """A real BentoML server (`claimflow serve-model`) resolving the registry's champion, a
+    supervised one: /score_batch answers its probabilities, its stored threshold and worded
+    reasons, equal to the same model scored offline."""
+    outcome = train_json("--data", str(labelled), "--supervised", "--promote")
+    with labelled.open("rb") as handle:
+        claims = list(read_claims(handle, str(labelled)))[:600]
+    settings = ModelSettings()
+    offline = load_served_model(RegistrySource(settings.tracking_uri, NAME, "champion").wanted(),
+                                settings.bentoml_home, settings)
+    expected = list(score_claims(offline, claims, batch=len(claims)))
+    step = member_step(MemberStore(), claims, [Position("file", 0, 0)] * len(claims))
+    service = RegistryModelService(home, tmp_path / "model.log")
+    service.start()
+    try:
+        answers = ModelClient(service.url, timeout_s=60).score_batch(claims, step.features)
+    finally:
+        service.stop()
+    results = [a for a in answers if isinstance(a, ScoreResult)]
+    assert len(results) == len(claims)
+    assert {r.model.version for r in results} == {"1"}
+    assert {r.model.run_id for r in results} == {outcome["run_id"]}
+    assert {r.threshold for r in results} == {outcome["metrics"]["threshold"]}
+    assert all(0.0 <= r.anomaly_score <= 1.0 for r in results)
+    assert [r.anomaly_score for r in results] == pytest.approx(
+        [e["anomaly_score"] for e in expected], abs=1e-12)
+    assert [r.decision for r in results] == [e["decision"] for e in expected]
+    flagged = [r for r in results if r.decision == "investigate"]
+    assert flagged
+    for result in flagged:
+        assert result.reasons
+        # Investigator's words, not "claims_7d 9 is above the 99th percentile".
+        assert any(not reason.message.startswith(reason.feature) for reason in result.reasons)
+
+
+class RegistryModelService(ModelServiceProcess):
+    """`claimflow serve-model` resolving the registry's champion (no pinned tag)."""
+
+    def __init__(self, home: Path, log_path: Path) -> None:
+        super().__init__(Champion(home=home, tag="", estimator=None), log_path)
+
+    def env(self) -> dict[str, str]:
+        return clean_env(CLAIMFLOW_HOME=str(self.champion.home), MODEL_POLL_INTERVAL_S="0")
