@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -234,24 +235,25 @@ def shadow_record(claim_id: str, champion_investigates: bool, challenger_investi
         source=StreamSource(topic="claims", partition=0, offset=offset)).to_json()
 
 
-def write_shadow_period(bootstrap: str, shadow_topic: str, labels_topic: str) -> None:
+def write_shadow_period(bootstrap: str, shadow_topic: str, labels_topic: str,
+                        worse: str = "2", better: str = "3") -> None:
     """Champion v1 flagged S-0..S-39 (S-0..S-29 fraud, S-30..S-39 legitimate), S-40..S-99
-    approved. Candidate v2 flagged S-10..S-39 (precision 20/30, worse than 30/40); candidate
-    v3 flagged S-0..S-24 (25/25, better). Written in transactions like the stream's, with an
-    aborted one that would make v2 look perfect if it were read."""
+    approved. Candidate ``worse`` flagged S-10..S-39 (precision 20/30, worse than 30/40);
+    candidate ``better`` flagged S-0..S-24 (25/25). Written in transactions like the
+    stream's, with an aborted one that would make ``worse`` look perfect if it were read."""
     producer = Producer({"bootstrap.servers": bootstrap,
                          "transactional.id": f"shadow-{uuid.uuid4().hex[:8]}"})
     producer.init_transactions(30)
     producer.begin_transaction()
     for i in range(100):
-        for version, flagged in (("2", 10 <= i < 40), ("3", i < 25)):
+        for version, flagged in ((worse, 10 <= i < 40), (better, i < 25)):
             producer.produce(shadow_topic, key=f"S-{i}-{version}".encode(),
                              value=shadow_record(f"S-{i}", i < 40, flagged, version, i))
     producer.commit_transaction(30)
     producer.begin_transaction()
     for i in range(100, 160):
         producer.produce(shadow_topic, key=f"S-{i}".encode(),
-                         value=shadow_record(f"S-{i}", True, True, "2", i))
+                         value=shadow_record(f"S-{i}", True, True, worse, i))
     producer.abort_transaction(30)
     labels = Producer({"bootstrap.servers": bootstrap})
     when = datetime(2026, 12, 2, tzinfo=UTC)
@@ -351,3 +353,65 @@ class RegistryModelService(ModelServiceProcess):
 
     def env(self) -> dict[str, str]:
         return clean_env(CLAIMFLOW_HOME=str(self.champion.home), MODEL_POLL_INTERVAL_S="0")
+
+
+def test_the_learning_loop_trains_shadows_and_promotes_through_the_gate(
+        home: Path, labelled: Path, client: MlflowClient, kafka_bootstrap: str,
+        make_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`claimflow learn` against a real broker and MLflow store: it waits for labels, trains
+    the challenger from the claims topic and claims.labels, waits for the shadow period
+    (written here as the stream would, once the challenger exists) and promotes it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from claimflow.learning_loop import LearningLoop, LearnSettings
+
+    claims_topic, labels_topic = make_topic(2, "claims"), make_topic(2, "labels")
+    shadow_topic = make_topic(2, "shadow")
+    for key, value in {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                       "TRAINER_PROMOTE_SHADOW_TOPIC": shadow_topic,
+                       "TRAINER_PROMOTE_LABELS_TOPIC": labels_topic}.items():
+        monkeypatch.setenv(key, value)
+    train_json("--data", str(labelled), "--promote", "--n-estimators", "20")
+    settings = LearnSettings(min_labels=ROWS // 2, poll_s=0.2, timeout_s=240,
+                             claims_topic=claims_topic, labels_topic=labels_topic)
+    lines: list[str] = []
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(LearningLoop(settings, lines.append).run)
+        # The stream's claims (ground truth stays out of the value, as in the stream) ...
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        rows = [orjson.loads(line) for line in labelled.read_bytes().splitlines()]
+        for row in rows:
+            truth = {k: row.pop(k) for k in ("is_anomaly", "pattern")}
+            row["_truth"] = truth["is_anomaly"]
+            body = orjson.dumps({k: v for k, v in row.items() if k != "_truth"})
+            producer.produce(claims_topic, key=row["member_id"].encode(), value=body)
+        assert producer.flush(30) == 0
+        # ... and investigators' answers.
+        when = datetime(2026, 12, 1, tzinfo=UTC)
+        answered = AnsweredDecision(decision="investigate",
+                                    model=ModelRef(name=NAME, version="1"),
+                                    anomaly_score=0.7, threshold=0.6, decided_at=when)
+        for row in rows:
+            label = Label(claim_id=row["claim_id"], investigator="sim", decided_at=when,
+                          disposition="fraud" if row["_truth"] else "legitimate",
+                          answers=answered)
+            producer.produce(labels_topic, key=row["claim_id"].encode(), value=label.to_json())
+        assert producer.flush(30) == 0
+        deadline = time.monotonic() + 240
+        while aliases_of(client, NAME).get("challenger") != "2":
+            assert not running.done(), running.result()
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.2)  # polling interval, bounded by the deadline
+        assert aliases_of(client, NAME)["champion"] == "1"
+        write_shadow_period(kafka_bootstrap, shadow_topic, labels_topic, worse="9", better="2")
+        result = running.result(timeout=240)
+    assert result.promoted, (result.message, lines)
+    assert result.challenger == "2"
+    assert aliases_of(client, NAME)["champion"] == "2"
+    text = "\n".join(lines)
+    for step in ("wait for labels", f"read {ROWS:,} claims from {claims_topic}",
+                 "training the supervised challenger", "challenger: claim-anomaly version 2",
+                 "wait for the shadow period", "promoting version 2 through the gate",
+                 "version 2 is the champion now"):
+        assert step in text, text
+    assert "shadow: not worse: shadow precision 1.0000 (25 labelled)" in text
