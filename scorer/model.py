@@ -105,8 +105,9 @@ class ServedModel:
                    explain: bool = True) -> bytes:
         """``score`` encoded as a JSON array (what ``/score_batch`` sends). Without
         ``explain`` the results carry no reasons (the field is left out): the same scores
-        and decisions for a fraction of the cost, as explaining is most of a batch's work.
-        Shadow answers are built this way, since a shadow record never reads reasons."""
+        and decisions, without the explainer's share of the work (measured in process: about
+        15 % of a v1 forest's scoring, 10 % of a v2-history classifier's). Shadow answers
+        are built this way, since a shadow record never reads reasons."""
         if self.feature_set.stateful and (members is None or len(members) != len(claims)):
             raise MissingHistoryError(
                 f"model {self.ref.name} v{self.ref.version} (feature set "

@@ -6,8 +6,8 @@ Started by ``claimflow serve-model``. APIs (JSON):
   ``[ScoreResult, ...]`` (input order)
 * ``POST /score_batch`` with ``"shadow": true`` -> ``{"results": [...], "shadow": [...] | null}``:
   the same champion answers, and the challenger's answers to the same claims and member
-  contexts without reasons (a shadow record reads only score, threshold and decision, and
-  explaining is most of a batch's cost); null when no challenger is loaded or it failed
+  contexts without reasons (a shadow record reads only score, threshold and decision);
+  null when no challenger is loaded or it failed
   (logged and counted, never an error of the request)
 * ``POST /score`` ``{"claim": Claim, "member": MemberContext}`` -> ``ScoreResult``
 
