@@ -47,6 +47,8 @@ COMMANDS: dict[str, LazyCommand] = {
     "gateway": LazyCommand("gateway.cli:gateway", "Run the HTTP gateway and outcome view."),
     "investigate": LazyCommand("claimflow.investigate_run:investigate",
                                "Simulated investigators: label queued claims from ground truth."),
+    "learn": LazyCommand("claimflow.learning_loop:learn",
+                         "Labels -> supervised challenger -> shadow -> gated promotion."),
     "up": LazyCommand("claimflow.stack:up", "Run the whole demo stack."),
     "down": LazyCommand("claimflow.stack:down", "Stop a stack left running in the background."),
 }

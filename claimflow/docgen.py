@@ -33,6 +33,7 @@ SETTINGS_CLASSES: tuple[tuple[str, str], ...] = (
     ("Gateway (`claimflow gateway`)", "gateway.settings:GatewaySettings"),
     ("Simulated investigators (`claimflow investigate`)",
      "claimflow.investigate_run:InvestigateSettings"),
+    ("Learning loop (`claimflow learn`)", "claimflow.learning_loop:LearnSettings"),
     ("Demo stack (`claimflow up`, `down`)", "claimflow.stack_plan:StackSettings"),
 )
 

@@ -81,6 +81,9 @@ class StackSettings(CommonSettings):
         description="Also run simulated investigators (`claimflow investigate`) answering this "
         "many claims per simulated day (INVESTIGATE_DAY_S, 60 s); 0 runs none.",
     )
+    learning_loop: bool = Field(
+        default=False, description="Also run `claimflow learn` (labels -> supervised challenger "
+        "-> shadow -> gated promotion; LEARN_* settings); needs investigators.")
     log_level: str = Field(default="INFO", description="Log level of the stack's processes.")
 
     @property
@@ -295,6 +298,8 @@ def stack_processes(
         procs.append(Proc("investigate", (claimflow, "investigate", "--per-day",
                                           str(settings.investigators_per_day),
                                           "--log-level", settings.log_level)))
+        if settings.learning_loop:
+            procs.append(Proc("learn", (claimflow, "learn", "--stay")))
     return [p for p in procs if mlflow_ui or p.name != "mlflow"]
 
 

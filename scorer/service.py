@@ -6,8 +6,9 @@ Started by ``claimflow serve-model``. APIs (JSON):
   ``[ScoreResult, ...]`` (input order)
 * ``POST /score_batch`` with ``"shadow": true`` -> ``{"results": [...], "shadow": [...] | null}``:
   the same champion answers, and the challenger's answers to the same claims and member
-  contexts (null when no challenger is loaded or it failed: logged and counted, never an
-  error of the request)
+  contexts without reasons (a shadow record reads only score, threshold and decision);
+  null when no challenger is loaded or it failed
+  (logged and counted, never an error of the request)
 * ``POST /score`` ``{"claim": Claim, "member": MemberContext}`` -> ``ScoreResult``
 
 ``members``/``member`` (the claim's member history, computed by the stream's member stage)
@@ -238,7 +239,7 @@ class ClaimAnomalyService:
         if challenger is None or challenger.tag == champion.tag:
             return b"null"
         try:
-            return challenger.score_json(claims, contexts)
+            return challenger.score_json(claims, contexts, explain=False)
         except Exception:  # whatever the challenger does, the champion's answer stands
             SHADOW_FAILURES.labels("score").inc()
             logger.exception("challenger %s failed on a batch of %d claims; answering "

@@ -119,8 +119,13 @@ class ServedModel:
         return _ANSWER.validate_json(self.score_one_json(claim, member))
 
     def score_json(self, claims: Sequence[AnyClaim],
-                   members: Sequence[MemberFeatures] | None = None) -> bytes:
-        """``score`` encoded as a JSON array (what ``/score_batch`` sends)."""
+                   members: Sequence[MemberFeatures] | None = None, *,
+                   explain: bool = True) -> bytes:
+        """``score`` encoded as a JSON array (what ``/score_batch`` sends). Without
+        ``explain`` the results carry no reasons (the field is left out): the same scores
+        and decisions, without the explainer's share of the work (measured in process: about
+        15 % of a v1 forest's scoring, 10 % of a v2-history classifier's). Shadow answers
+        are built this way, since a shadow record never reads reasons."""
         if self.feature_set.stateful and (members is None or len(members) != len(claims)):
             raise MissingHistoryError(
                 f"model {self.ref.name} v{self.ref.version} (feature set "
@@ -130,13 +135,14 @@ class ServedModel:
             )
         version = self.feature_set.claim_version
         if all(claim.schema_version == version for claim in claims):
-            return self._scored_json(claims, members)
+            return self._scored_json(claims, members, explain)
         # A batch mixing versions (a topic in migration): score the readable claims only and
         # answer a refusal for the others, never features read from the wrong contract.
         readable = [i for i, claim in enumerate(claims) if claim.schema_version == version]
         scored = iter(orjson.loads(self._scored_json(
             [claims[i] for i in readable],
             None if members is None else [members[i] for i in readable],
+            explain,
         )))
         return orjson.dumps([
             next(scored) if claim.schema_version == version else self._refusal(claim)
@@ -144,7 +150,8 @@ class ServedModel:
         ])
 
     def _scored_json(self, claims: Sequence[AnyClaim],
-                     members: Sequence[MemberFeatures] | None = None) -> bytes:
+                     members: Sequence[MemberFeatures] | None = None,
+                     explain: bool = True) -> bytes:
         """Results for claims the model reads, as a JSON array of ``ScoreResult``.
 
         Built from plain dicts and encoded by orjson: building validated pydantic objects
@@ -154,11 +161,19 @@ class ServedModel:
             return b"[]"
         if self.feature_set.stateful:
             assert members is not None
-            return orjson.dumps(self._history_rows(claims, members))  # type: ignore[arg-type]
+            return orjson.dumps(self._history_rows(claims, members,  # type: ignore[arg-type]
+                                                   explain))
         x = self.feature_set.matrix(claims)
         scores = self.forest.anomaly_scores(x).tolist()
-        reasons = self.explainer.reason_fields_batch(x)
         threshold, ref = self.forest.threshold, self._ref_dict
+        if not explain:
+            return orjson.dumps([
+                {"schema_version": SCHEMA_VERSION, "claim_id": claim.claim_id,
+                 "anomaly_score": score, "threshold": threshold,
+                 "decision": "investigate" if score > threshold else "approve", "model": ref}
+                for claim, score in zip(claims, scores, strict=True)
+            ])
+        reasons = self.explainer.reason_fields_batch(x)
         # One comprehension, no per-row calls: this loop is the service's hot path.
         return orjson.dumps(
             [
@@ -177,16 +192,25 @@ class ServedModel:
 
     # -- the v2-history path: features from the claim, its codes and its member's history
 
-    def _history_rows(self, claims: Sequence[ClaimV2], members: Sequence[MemberFeatures]
-                      ) -> list[dict[str, Any]]:
+    def _history_rows(self, claims: Sequence[ClaimV2], members: Sequence[MemberFeatures],
+                      explain: bool = True) -> list[dict[str, Any]]:
         codes = self.codes
         assert codes is not None, "a stateful model is built with its code references"
         vectors = [feature_vector(claim, member, codes)
                    for claim, member in zip(claims, members, strict=True)]
         x = np.asarray([values for values, _ in vectors], dtype=np.float64)
         scores = self.forest.anomaly_scores(x).tolist()
-        tails = self.explainer.reason_fields_batch(x)
         threshold, ref = self.forest.threshold, self._ref_dict
+        if not explain:
+            return [
+                {"schema_version": SCHEMA_VERSION, "claim_id": claim.claim_id,
+                 "anomaly_score": score, "threshold": threshold,
+                 "decision": ("investigate" if is_resubmission(evidence) or score > threshold
+                              else "approve"),
+                 "model": ref}
+                for claim, (_, evidence), score in zip(claims, vectors, scores, strict=True)
+            ]
+        tails = self.explainer.reason_fields_batch(x)
         rows = []
         for claim, (values, evidence), score, why in zip(claims, vectors, scores, tails,
                                                          strict=True):

@@ -227,14 +227,24 @@ def train_supervised_command(settings: TrainerSettings, data_path: Path,
               help="Promote even when the gate finds it worse than the champion.")
 @click.option("--rollback", is_flag=True,
               help="Move champion back to the previous champion (alias previous-champion).")
-def promote(version: str | None, force: bool, rollback: bool) -> None:
+@click.option("--strict", is_flag=True,
+              help="Refuse a candidate with no comparable evidence (neither a labelled holdout "
+                   "nor a labelled shadow period). [default: TRAINER_PROMOTE_STRICT]")
+@click.option("--shadow-period/--no-shadow-period", default=True, show_default=True,
+              help="Read the candidate's shadow period (claims.shadow joined with "
+                   "claims.labels) from the broker.")
+def promote(version: str | None, force: bool, rollback: bool, strict: bool,
+            shadow_period: bool) -> None:
     """Make a model version the champion and export it to the BentoML model store.
 
     Moves the alias `champion` of `claim-anomaly` and saves that version's scikit-learn
     estimator as BentoML model `claim-anomaly:v<N>`. The gate first compares it with the
-    current champion on labelled holdout metrics (precision at budget, then PR-AUC) and
-    refuses a worse one unless --force. The replaced champion keeps the alias
-    `previous-champion`; --rollback returns to it. Each promotion is recorded in MLflow.
+    current champion on labelled holdout metrics (precision at budget, then PR-AUC) and on
+    its shadow period (claims it scored in shadow that investigators then closed: each
+    model's precision, and agreement), and refuses a worse one unless --force; --strict also
+    refuses one with no comparable evidence. The replaced champion keeps the alias
+    `previous-champion`; --rollback returns to it. Each promotion is recorded in MLflow
+    with its evidence.
     Examples:
 
         claimflow promote --version 3
@@ -246,11 +256,11 @@ def promote(version: str | None, force: bool, rollback: bool) -> None:
     from trainer.pipeline import promote as promote_version
     from trainer.pipeline import rollback as roll_back
 
-    if rollback and (version or force):
-        raise click.UsageError("--rollback takes neither --version nor --force")
+    if rollback and (version or force or strict):
+        raise click.UsageError("--rollback takes neither --version nor --force nor --strict")
     with clear_errors():
-        promotion = roll_back(settings) if rollback else promote_version(settings, version,
-                                                                         force=force)
+        promotion = roll_back(settings) if rollback else promote_version(
+            settings, version, force=force, strict=strict, shadow=shadow_period)
     if promotion.verdict is not None:
         verdict = promotion.verdict
         click.echo(f"gate: {'FORCED past a refusal' if promotion.forced else 'passed'}: "

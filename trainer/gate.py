@@ -7,12 +7,22 @@ Pure functions of what the training runs logged. Evidence, best first:
    ``champion_*``): both models judged on the same claims with the same history;
 2. both runs logged labelled metrics on the same holdout: the same data (``data_sha256``),
    feature set, test size and seed (so the same split);
-3. otherwise nothing comparable: the candidate is not known to be worse, so the gate lets it
-   through and says so (recorded as "no comparable evidence").
+3. otherwise nothing comparable on a holdout.
 
-The comparison: precision at the investigation budget first (what an investigator's day
-yields), then PR-AUC on a tie. A candidate that is lower on the first differing one is
+The holdout comparison: precision at the investigation budget first (what an investigator's
+day yields), then PR-AUC on a tie. A candidate that is lower on the first differing one is
 refused.
+
+Beside the holdout, the shadow period (``ShadowPeriod``): the claims the stream scored with
+the candidate in shadow behind the current champion that investigators then closed
+(``fraud`` or ``legitimate``). Each model's precision there is confirmed fraud / labelled
+among its ``investigate`` decisions; investigators label what the champion sends them, so
+the candidate's precision is measured on the labelled claims both flagged. It counts as
+evidence once each model has at least ``min_labelled`` labelled investigate decisions.
+
+:func:`decide` combines both: refused if either comparable source finds the candidate worse;
+with no comparable source at all, let through and recorded as "no comparable evidence",
+or refused when ``strict``.
 """
 
 from __future__ import annotations
@@ -47,17 +57,52 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class ShadowPeriod:
+    """What the stream saw of one (champion, candidate) pair in shadow, joined with labels."""
+
+    claims: int = 0  # shadow records of the pair
+    agree: int = 0
+    champion_labelled: int = 0  # the champion's investigate decisions with a closing label
+    champion_fraud: int = 0
+    challenger_labelled: int = 0
+    challenger_fraud: int = 0
+
+    @property
+    def champion_precision(self) -> float | None:
+        return self.champion_fraud / self.champion_labelled if self.champion_labelled else None
+
+    @property
+    def challenger_precision(self) -> float | None:
+        return (self.challenger_fraud / self.challenger_labelled if self.challenger_labelled
+                else None)
+
+    def metrics(self) -> dict[str, float]:
+        numbers = {"shadow_claims": float(self.claims),
+                   "shadow_champion_labelled": float(self.champion_labelled),
+                   "shadow_challenger_labelled": float(self.challenger_labelled)}
+        if self.claims:
+            numbers["shadow_agreement"] = self.agree / self.claims
+        for side, value in (("champion", self.champion_precision),
+                            ("challenger", self.challenger_precision)):
+            if value is not None:
+                numbers[f"shadow_{side}_precision"] = value
+        return numbers
+
+
+@dataclass(frozen=True)
 class Verdict:
     passed: bool
     compared: bool
     reason: str
     evidence: Evidence | None = None
+    shadow: ShadowPeriod | None = None
 
     def metrics(self) -> dict[str, float]:
+        numbers = {} if self.shadow is None else self.shadow.metrics()
         if self.evidence is None:
-            return {}
+            return numbers
         return {**{f"candidate_{k}": v for k, v in self.evidence.candidate.items()},
-                **{f"champion_{k}": v for k, v in self.evidence.champion.items()}}
+                **{f"champion_{k}": v for k, v in self.evidence.champion.items()}, **numbers}
 
 
 def _pick(metrics: Mapping[str, float], prefix: str = "") -> dict[str, float] | None:
@@ -115,3 +160,48 @@ def gate(found: Evidence | None) -> Verdict:
     return Verdict(passed=True, compared=True,
                    reason=f"as good as champion v{found.champion_version} ({found.source})",
                    evidence=found)
+
+
+MIN_SHADOW_LABELLED: Final = 20
+
+
+def shadow_gate(period: ShadowPeriod | None, champion_version: str,
+                min_labelled: int = MIN_SHADOW_LABELLED) -> Verdict:
+    """Pass iff the candidate's precision on the labelled shadow period is not lower than
+    the champion's; not compared below ``min_labelled`` labelled decisions on either side."""
+    if period is None:
+        return Verdict(passed=True, compared=False, reason="no shadow period was read")
+    fewest = min(period.champion_labelled, period.challenger_labelled)
+    if period.claims == 0 or fewest < min_labelled:
+        return Verdict(passed=True, compared=False, shadow=period,
+                       reason=f"shadow period too small ({period.claims} claims shadowed, "
+                              f"{period.champion_labelled} champion / "
+                              f"{period.challenger_labelled} candidate investigate decisions "
+                              f"labelled; {min_labelled} each needed)")
+    mine, theirs = period.challenger_precision, period.champion_precision
+    assert mine is not None
+    assert theirs is not None
+    words = (f"shadow precision {mine:.4f} ({period.challenger_labelled} labelled) vs "
+             f"champion v{champion_version}'s {theirs:.4f} ({period.champion_labelled}), "
+             f"agreement {period.agree / period.claims:.4f} on {period.claims} claims")
+    if mine < theirs - TIE:
+        return Verdict(passed=False, compared=True, reason=f"worse: {words}", shadow=period)
+    return Verdict(passed=True, compared=True, reason=f"not worse: {words}", shadow=period)
+
+
+def decide(holdout: Verdict, shadow: Verdict, *, strict: bool = False) -> Verdict:
+    """The gate's answer from both sources: refused if a comparable one finds the candidate
+    worse; with neither comparable, let through unless ``strict``."""
+    reason = f"holdout: {holdout.reason}; shadow: {shadow.reason}"
+    evidence, period = holdout.evidence, shadow.shadow
+    worse = any(v.compared and not v.passed for v in (holdout, shadow))
+    if worse:
+        return Verdict(passed=False, compared=True, reason=reason, evidence=evidence,
+                       shadow=period)
+    if holdout.compared or shadow.compared:
+        return Verdict(passed=True, compared=True, reason=reason, evidence=evidence,
+                       shadow=period)
+    if strict:
+        return Verdict(passed=False, compared=False, shadow=period,
+                       reason=f"strict: no comparable evidence ({reason})")
+    return Verdict(passed=True, compared=False, reason=reason, shadow=period)

@@ -27,10 +27,19 @@ from modelstore.registry import (
 )
 from trainer import artifacts
 from trainer.data import DataError, Dataset, load_csv
-from trainer.gate import PromotionRefusedError, RunRecord, Verdict, evidence, gate
+from trainer.gate import (
+    PromotionRefusedError,
+    RunRecord,
+    Verdict,
+    decide,
+    evidence,
+    gate,
+    shadow_gate,
+)
 from trainer.jsonl import is_jsonl, load_jsonl
 from trainer.model import TrainParams, train
 from trainer.settings import TrainerSettings
+from trainer.shadow_period import read_shadow_period
 from trainer.supervised import (
     LabelledSplit,
     SupervisedModel,
@@ -128,9 +137,12 @@ def train_and_register(data_path: Path, params: TrainParams, config: StoreConfig
 
 
 def promote(settings: TrainerSettings, version: str | None = None, *,
-            force: bool = False) -> Promotion:
+            force: bool = False, strict: bool = False, shadow: bool = False) -> Promotion:
     """Export ``version`` (default: the newest) to BentoML, then move ``champion`` to it,
-    if the gate lets it (``trainer.gate``; ``force`` overrides a refusal).
+    if the gate lets it (``trainer.gate``; ``force`` overrides a refusal). The gate reads
+    the labelled holdout, and with ``shadow`` the pair's shadow period from the broker;
+    ``strict`` (or ``TRAINER_PROMOTE_STRICT``) refuses a candidate with no comparable
+    evidence.
 
     Export first: serving follows the alias, so the alias must never point at a version
     whose BentoML model does not exist yet. The champion it replaces keeps the alias
@@ -143,7 +155,10 @@ def promote(settings: TrainerSettings, version: str | None = None, *,
     previous = current_champion(client, name)
     verdict = None
     if previous is not None and previous[0] != chosen:
-        verdict = judge(client, run_id, previous[0], previous[1])
+        verdict = decide(judge(client, run_id, previous[0], previous[1]),
+                         judge_shadow(settings, previous[0], chosen) if shadow else
+                         Verdict(passed=True, compared=False, reason="not read"),
+                         strict=strict or settings.promote_strict)
         if not verdict.passed and not force:
             raise PromotionRefusedError(
                 f"{name} version {chosen} is not promoted: {verdict.reason}. "
@@ -214,6 +229,23 @@ def judge(client: MlflowClient, candidate_run: str, champion_version: str,
         None if champion is None else RunRecord(champion.metrics, champion.params,
                                                 champion.tags),
         champion_version))
+
+
+def judge_shadow(settings: TrainerSettings, champion_version: str, candidate_version: str
+                 ) -> Verdict:
+    """The shadow period's verdict (see :func:`trainer.gate.shadow_gate`); a topic that
+    cannot be read is no evidence, said in the reason."""
+    if not settings.promote_shadow_topic:
+        return Verdict(passed=True, compared=False, reason="not read (no shadow topic set)")
+    try:
+        period = read_shadow_period(
+            settings.kafka_bootstrap_servers, settings.promote_shadow_topic,
+            settings.promote_labels_topic, settings.registered_model, champion_version,
+            candidate_version, settings.promote_read_timeout_s)
+    except DataError as exc:
+        log.warning("no shadow evidence: %s", exc)
+        return Verdict(passed=True, compared=False, reason=f"not read: {exc}")
+    return shadow_gate(period, champion_version, settings.promote_min_shadow_labelled)
 
 
 def record_promotion(settings: TrainerSettings, client: MlflowClient, promotion: Promotion,

@@ -44,6 +44,29 @@ class TrainerSettings(CommonSettings):
         description="How MLflow stores the estimator: skops (restricted types) or cloudpickle "
         "(faster to save).",
     )
+    promote_strict: bool = Field(
+        default=False,
+        description="`claimflow promote` refuses a candidate with no comparable evidence "
+        "(neither a labelled holdout nor a labelled shadow period); `--strict` sets it too.",
+    )
+    promote_shadow_topic: str = Field(
+        default="claims.shadow",
+        description="Shadow scores `claimflow promote` reads for the shadow period; empty: "
+        "the gate does not read a shadow period.",
+    )
+    promote_labels_topic: str = Field(
+        default="claims.labels", description="Labels joined with the shadow period."
+    )
+    promote_min_shadow_labelled: int = Field(
+        default=20, ge=1,
+        description="Labelled investigate decisions each model needs in the shadow period "
+        "before the gate compares their precision.",
+    )
+    promote_read_timeout_s: float = Field(
+        default=30.0, gt=0.0,
+        description="Seconds to read the shadow period; an unreachable broker means no "
+        "shadow evidence (refused under strict).",
+    )
     ui_host: str = Field(default="127.0.0.1", description="Host of `claimflow mlflow-ui`.")
     ui_port: int = Field(default=5000, ge=1, le=65535, description="Port of `mlflow-ui`.")
 

@@ -6,13 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from schemas import ModelRef
+from scorer.member_state import MemberStore, member_step
 from scorer.model_settings import ModelSettings
+from scorer.routing import Position
 from scoring.classifier import GRADIENT_BOOSTING, classifier_scorer, family_of
 from scoring.model import ModelLoadError, ServedModel, build_served_model
 from scoring.score_file import score_claims
+from tests.unit.test_member_stage import claim as resubmission
 from tests.v2_factory import as_contract, v2_claims, write_jsonl
 from trainer.jsonl import load_jsonl
 from trainer.supervised import SupervisedModel, SupervisedParams, train_supervised
@@ -62,6 +66,23 @@ def test_decisions_follow_the_training_threshold_or_the_rule_and_give_reasons(
     assert 0.02 < len(flagged) / len(answers) < 0.10
     assert all(a["reasons"] for a in flagged)
     assert all(0.0 <= a["anomaly_score"] <= 1.0 for a in answers)
+
+
+def test_unexplained_answers_are_the_explained_ones_without_reasons(
+        trained: Trained, served: ServedModel) -> None:
+    """What shadow scoring asks of a challenger: same scores, thresholds and decisions (the
+    resubmission rule included), no reasons."""
+    _, claims = trained
+    resubmitted = [resubmission("C-R1", member="M-r", provider="P-r", charge=80.0),
+                   resubmission("C-R2", member="M-r", provider="P-r", charge=80.0,
+                                submitted_days=12)]
+    contract = [*as_contract(claims), *resubmitted]
+    store, positions = MemberStore(), [Position("file", 0, 0)] * len(contract)
+    step = member_step(store, contract, positions)
+    explained = orjson.loads(served.score_json(contract, step.features))
+    bare = orjson.loads(served.score_json(contract, step.features, explain=False))
+    assert bare == [{k: v for k, v in r.items() if k != "reasons"} for r in explained]
+    assert any(r["kind"] == "rule" for answer in explained for r in answer["reasons"])
 
 
 def test_a_classifier_without_its_threshold_is_not_served(

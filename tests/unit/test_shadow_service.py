@@ -100,7 +100,11 @@ def test_the_shadow_answer_is_both_models_on_the_same_claims(
     rows = training[:200]
     body = orjson.loads(score_batch(service(champion, challenger), rows, shadow=True))
     assert body["results"] == orjson.loads(champion.score_json(claims_for(rows)))
-    assert body["shadow"] == orjson.loads(challenger.score_json(claims_for(rows)))
+    assert body["shadow"] == orjson.loads(challenger.score_json(claims_for(rows), explain=False))
+    # The challenger is not explained (a shadow record never reads reasons): the same
+    # answers as the explained ones, reasons left out.
+    explained = orjson.loads(challenger.score_json(claims_for(rows)))
+    assert body["shadow"] == [{k: v for k, v in r.items() if k != "reasons"} for r in explained]
     assert {r["model"]["version"] for r in body["shadow"]} == {"2"}
     # Two different forests: their scores differ.
     assert [r["anomaly_score"] for r in body["results"]] != [
@@ -133,7 +137,7 @@ def test_no_challenger_answers_null(models: tuple[ServedModel, ServedModel],
 
 
 class BrokenModel(ServedModel):
-    def score_json(self, claims: Any, members: Any = None) -> bytes:
+    def score_json(self, claims: Any, members: Any = None, *, explain: bool = True) -> bytes:
         raise RuntimeError("challenger bug")
 
 

@@ -152,6 +152,21 @@ def test_simulated_investigators_run_only_when_asked_for() -> None:
     assert "investigate" not in processes()
 
 
+def test_the_learning_loop_runs_with_investigators_only_when_asked_for() -> None:
+    settings = StackSettings(investigators_per_day=30, learning_loop=True)
+    procs = {p.name: p for p in stack_plan.stack_processes(settings, "claimflow", "python")}
+    argv = procs["learn"].argv
+    assert argv[1:] == ("learn", "--stay")
+    with click.Context(cli) as ctx:
+        command = cli.get_command(ctx, argv[1])
+        assert command is not None
+        command.make_context(argv[1], list(argv[2:]))
+    no_team = StackSettings(learning_loop=True)
+    assert "learn" not in {p.name for p in stack_plan.stack_processes(no_team, "claimflow", "x")}
+    assert "learn" not in {p.name for p in stack_plan.stack_processes(
+        StackSettings(investigators_per_day=30), "claimflow", "x")}
+
+
 def test_run_options_reach_the_processes() -> None:
     procs = processes(started_at=1700000000.5, duration_s=42.0, stream_seed=7)
     summary = procs["summary"].argv

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
-from trainer.gate import RunRecord, evidence, gate
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas import DecisionKind, ModelRef, ShadowScore, StreamSource
+from schemas.label import AnsweredDecision, Disposition, Label
+from schemas.shadow import ShadowVerdict
+from trainer.gate import (
+    Evidence,
+    RunRecord,
+    ShadowPeriod,
+    Verdict,
+    decide,
+    evidence,
+    gate,
+    shadow_gate,
+)
+from trainer.shadow_period import pair_decisions, shadow_period
 
 SPLIT = {"feature_set": "v2-history", "test_size": "0.2", "seed": "42"}
 
@@ -67,3 +84,118 @@ def test_precision_at_budget_first_then_pr_auc_on_a_tie() -> None:
 
 def test_a_candidate_without_labelled_metrics_has_no_evidence() -> None:
     assert evidence(run({"threshold": 0.5}), run({"precision_at_budget": 0.7}), "1") is None
+
+
+# -- the shadow period and the combined decision ---------------------------------------------
+
+def period(champion: tuple[int, int], challenger: tuple[int, int], claims: int = 500,
+           agree: int = 450) -> ShadowPeriod:
+    """(labelled, fraud) of each side's investigate decisions."""
+    return ShadowPeriod(claims=claims, agree=agree, champion_labelled=champion[0],
+                        champion_fraud=champion[1], challenger_labelled=challenger[0],
+                        challenger_fraud=challenger[1])
+
+
+def test_the_shadow_gate_compares_precision_on_labelled_shadow_claims() -> None:
+    worse = shadow_gate(period((40, 30), (30, 15)), "1", min_labelled=20)
+    assert (worse.passed, worse.compared) == (False, True)
+    assert worse.reason.startswith("worse: shadow precision 0.5000 (30 labelled) vs "
+                                   "champion v1's 0.7500 (40)")
+    assert "agreement 0.9000 on 500 claims" in worse.reason
+    better = shadow_gate(period((40, 30), (25, 24)), "1", min_labelled=20)
+    assert (better.passed, better.compared) == (True, True)
+    same = shadow_gate(period((40, 20), (20, 10)), "1", min_labelled=20)
+    assert (same.passed, same.compared) == (True, True)
+    assert better.metrics() == {
+        "shadow_claims": 500.0, "shadow_agreement": 0.9,
+        "shadow_champion_labelled": 40.0, "shadow_challenger_labelled": 25.0,
+        "shadow_champion_precision": 0.75, "shadow_challenger_precision": 0.96}
+
+
+def test_a_small_or_missing_shadow_period_is_no_evidence() -> None:
+    # One side below the minimum: however bad the candidate looks, not compared.
+    for small in (period((19, 0), (40, 40)), period((40, 40), (19, 0)), ShadowPeriod()):
+        verdict = shadow_gate(small, "1", min_labelled=20)
+        assert (verdict.passed, verdict.compared) == (True, False)
+        assert verdict.reason.startswith("shadow period too small")
+        assert verdict.shadow == small
+    missing = shadow_gate(None, "1")
+    assert (missing.passed, missing.compared, missing.reason) == (
+        True, False, "no shadow period was read")
+
+
+HOLDOUT = {
+    "better": Verdict(passed=True, compared=True, reason="better: h"),
+    "worse": Verdict(passed=False, compared=True, reason="worse: h"),
+    "none": Verdict(passed=True, compared=False, reason="no holdout"),
+}
+SHADOW = {
+    "better": Verdict(passed=True, compared=True, reason="not worse: s",
+                      shadow=period((40, 30), (30, 29))),
+    "worse": Verdict(passed=False, compared=True, reason="worse: s",
+                     shadow=period((40, 30), (30, 10))),
+    "none": Verdict(passed=True, compared=False, reason="too small", shadow=ShadowPeriod()),
+}
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("shadow", SHADOW)
+@pytest.mark.parametrize("holdout", HOLDOUT)
+def test_decide_on_every_combination(holdout: str, shadow: str, strict: bool) -> None:
+    verdict = decide(HOLDOUT[holdout], SHADOW[shadow], strict=strict)
+    worse = "worse" in (holdout, shadow)
+    nothing = holdout == shadow == "none"
+    assert verdict.passed is (not worse and not (nothing and strict))
+    assert verdict.compared is (not nothing)
+    assert HOLDOUT[holdout].reason in verdict.reason
+    assert SHADOW[shadow].reason in verdict.reason
+    assert verdict.reason.startswith("strict: no comparable evidence" if nothing and strict
+                                     else "holdout: ")
+    # The evidence of both sources is kept for the promotion record.
+    assert verdict.shadow == SHADOW[shadow].shadow
+
+
+def test_the_combined_verdict_records_both_sources_metrics() -> None:
+    found = Evidence({"precision_at_budget": 0.9}, {"precision_at_budget": 0.8}, "holdout", "1")
+    holdout = gate(found)
+    verdict = decide(holdout, SHADOW["better"])
+    assert verdict.metrics()["candidate_precision_at_budget"] == 0.9
+    assert verdict.metrics()["shadow_challenger_precision"] == 29 / 30
+
+
+def shadow_score(claim_id: str, champion: DecisionKind, challenger: DecisionKind,
+                 versions: tuple[str, str] = ("1", "2")) -> ShadowScore:
+    def verdict(version: str, decision: DecisionKind) -> ShadowVerdict:
+        return ShadowVerdict(model=ModelRef(name="claim-anomaly", version=version),
+                             anomaly_score=0.5, threshold=0.4, decision=decision)
+    return ShadowScore(claim_id=claim_id, champion=verdict(versions[0], champion),
+                       challenger=verdict(versions[1], challenger),
+                       agree=champion == challenger, decided_at=datetime.now(UTC),
+                       source=StreamSource(topic="claims", partition=0, offset=1))
+
+
+def label(claim_id: str, disposition: Disposition) -> Label:
+    return Label(claim_id=claim_id, disposition=disposition, investigator="ana",
+                 decided_at=datetime.now(UTC),
+                 answers=AnsweredDecision(decision="investigate",
+                                          model=ModelRef(name="claim-anomaly", version="1"),
+                                          anomaly_score=0.5, threshold=0.4,
+                                          decided_at=datetime.now(UTC)))
+
+
+def test_the_shadow_period_joins_the_pairs_records_with_closing_labels() -> None:
+    records = [
+        shadow_score("A", "investigate", "investigate"),  # both flag, fraud
+        shadow_score("B", "investigate", "approve"),      # only the champion, legitimate
+        shadow_score("C", "investigate", "investigate"),  # both, legitimate
+        shadow_score("D", "approve", "approve"),          # unlabelled
+        shadow_score("E", "investigate", "investigate"),  # needs_info: not closing
+        shadow_score("F", "investigate", "investigate", versions=("1", "3")),  # other pair
+    ]
+    labels = [label("A", "fraud"), label("B", "legitimate"), label("C", "legitimate"),
+              label("E", "needs_info"), label("F", "fraud"), label("Z", "fraud")]
+    decisions = pair_decisions(records, "claim-anomaly", "1", "2")
+    assert set(decisions) == {"A", "B", "C", "D", "E"}
+    assert shadow_period(decisions, labels) == ShadowPeriod(
+        claims=5, agree=4, champion_labelled=3, champion_fraud=1, challenger_labelled=2,
+        challenger_fraud=1)

@@ -1,0 +1,153 @@
+"""The shadow period of a (champion, candidate) pair, for the promotion gate: the
+``ShadowScore`` records the stream wrote while the candidate ran in shadow behind the
+current champion, joined by claim_id with investigators' latest labels.
+
+``claims.shadow`` is written in the stream's transactions, so it is read ``read_committed``
+from the beginning of every partition to the end it had when reading started (an aborted
+batch's records are never counted). No consumer group commits anything: promotion takes a
+snapshot. Records of other pairs and messages that are not a ``ShadowScore`` are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from schemas import ContractError, ShadowScore
+from schemas.label import Label
+from trainer.data import DataError
+from trainer.gate import ShadowPeriod
+from trainer.label_topic import read_labels
+
+log = logging.getLogger(__name__)
+
+POLL_S: Final = 0.5
+INVESTIGATE: Final = "investigate"
+
+
+@dataclass(frozen=True)
+class PairDecisions:
+    """The champion's and the candidate's decision on one shadowed claim."""
+
+    champion: str
+    challenger: str
+
+
+def pair_decisions(records: Iterable[ShadowScore], name: str, champion_version: str,
+                   candidate_version: str) -> dict[str, PairDecisions]:
+    """Both decisions per claim_id, for records of this pair only (pure)."""
+    found: dict[str, PairDecisions] = {}
+    for record in records:
+        champion, challenger = record.champion.model, record.challenger.model
+        if (champion.name, champion.version, challenger.name, challenger.version) == (
+                name, champion_version, name, candidate_version):
+            found[record.claim_id] = PairDecisions(record.champion.decision,
+                                                   record.challenger.decision)
+    return found
+
+
+def shadow_period(decisions: dict[str, PairDecisions], labels: Iterable[Label]
+                  ) -> ShadowPeriod:
+    """Agreement, and each model's investigate decisions with a closing label (pure)."""
+    closing = {label.claim_id: label.disposition == "fraud" for label in labels
+               if label.closes}
+    counts = dict.fromkeys(("agree", "champion_labelled", "champion_fraud",
+                            "challenger_labelled", "challenger_fraud"), 0)
+    for claim_id, pair in decisions.items():
+        counts["agree"] += pair.champion == pair.challenger
+        fraud = closing.get(claim_id)
+        if fraud is None:
+            continue
+        for side, decision in (("champion", pair.champion), ("challenger", pair.challenger)):
+            if decision == INVESTIGATE:
+                counts[f"{side}_labelled"] += 1
+                counts[f"{side}_fraud"] += fraud
+    return ShadowPeriod(claims=len(decisions), **counts)
+
+
+def read_shadow_period(bootstrap: str, shadow_topic: str, labels_topic: str, name: str,
+                       champion_version: str, candidate_version: str,
+                       timeout_s: float = 30.0) -> ShadowPeriod:
+    """The pair's shadow period from the broker; raises ``DataError`` when a topic cannot
+    be read."""
+    _check_reachable(bootstrap)
+    decisions = pair_decisions(_read_committed(bootstrap, shadow_topic, timeout_s), name,
+                               champion_version, candidate_version)
+    labels = read_labels(bootstrap, labels_topic, timeout_s).labels
+    period = shadow_period(decisions, labels)
+    log.info("shadow period of v%s behind v%s: %s", candidate_version, champion_version,
+             period)
+    return period
+
+
+def _check_reachable(bootstrap: str, timeout_s: float = 2.0) -> None:
+    """Fail fast when no bootstrap server accepts a connection: the Kafka client would wait
+    out its whole timeout, and a promotion without a broker is the common offline case."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]") or "localhost", int(port)),
+                                     timeout=timeout_s).close()
+            return
+        except (OSError, ValueError):
+            continue
+    raise DataError(f"no broker answers at {bootstrap}")
+
+
+def _read_committed(bootstrap: str, topic: str, timeout_s: float) -> Iterator[ShadowScore]:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "claimflow-promote",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed",
+                         "enable.partition.eof": True})
+    try:
+        info = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise DataError(f"shadow topic {topic!r} does not exist on {bootstrap}")
+        ends = {}
+        for partition in info.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                       timeout=timeout_s)
+            if high > low:
+                ends[partition] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        yield from _until_ends(consumer, ends, time.monotonic() + timeout_s, topic)
+    except KafkaException as exc:
+        raise DataError(f"cannot read {topic!r} on {bootstrap}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def _until_ends(consumer: object, pending: dict[int, int], deadline: float, topic: str
+                ) -> Iterator[ShadowScore]:
+    """Records until every partition reports its end (partition EOF), not until a record at
+    the last offset: a transaction's commit marker takes the last offset of a partition and
+    is never delivered."""
+    from confluent_kafka import KafkaError
+
+    invalid = 0
+    while pending:
+        if time.monotonic() > deadline:
+            raise DataError(f"reading {topic!r} timed out with partitions {sorted(pending)} "
+                            "unfinished")
+        message = consumer.poll(POLL_S)  # type: ignore[attr-defined]
+        if message is None:
+            continue
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                pending.pop(message.partition(), None)
+            continue
+        if message.value() is None:
+            continue
+        try:
+            yield ShadowScore.model_validate_json(message.value())
+        except (ValueError, ContractError):
+            invalid += 1
+    if invalid:
+        log.warning("%d message(s) on %s are not shadow scores; skipped", invalid, topic)
