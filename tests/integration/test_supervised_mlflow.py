@@ -328,7 +328,8 @@ def test_serve_model_answers_with_the_classifier_champion_over_http(
     service = RegistryModelService(home, tmp_path / "model.log")
     service.start()
     try:
-        answers = ModelClient(service.url, timeout_s=60).score_batch(claims, step.features)
+        with ModelClient(service.url, timeout_s=60) as model_client:
+            answers = model_client.score_batch(claims, step.features)
     finally:
         service.stop()
     results = [a for a in answers if isinstance(a, ScoreResult)]
