@@ -46,6 +46,7 @@ from bench.drills import render_markdown as render_drills_markdown
 from bench.stack_harness import ManagedProcess, Stack, Topics, free_port
 from schemas import DeadLetter, StreamSource
 from scorer.routing import split_batch
+from tests.fake_message import FakeMessage
 
 # --------------------------------------------------------------------------- exactly once
 
@@ -105,26 +106,6 @@ def test_throughput_windows_use_the_sample_a_window_back() -> None:
 # --------------------------------------------------------------------------- poison
 
 
-class FakeMessage:
-    def __init__(self, value: bytes | None, key: bytes | None, offset: int) -> None:
-        self._value, self._key, self._offset = value, key, offset
-
-    def topic(self) -> str:
-        return "claims"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-
 def test_poison_catalogue_has_at_least_twelve_kinds() -> None:
     assert len(POISON_KINDS) >= 12
     for required in ("not_json_text", "binary_junk", "empty_value", "amount_as_string",
@@ -147,7 +128,7 @@ def test_flood_is_deterministic_and_interleaved() -> None:
 def test_scorer_routing_accepts_every_good_claim_and_classifies_every_poison() -> None:
     """The drill's expectations hold against the scorer's real routing core."""
     messages, good = build_flood(rounds=1, good_per_round=20, seed=11, run_id="u")
-    fakes = [FakeMessage(m.value, m.key, offset) for offset, m in enumerate(messages)]
+    fakes = [FakeMessage(m.value, _offset=offset, _key=m.key) for offset, m in enumerate(messages)]
     batch = split_batch(fakes, max_bytes=16_384, now=datetime.now(UTC))
     assert [c.claim_id for c in batch.claims] == [m.key.decode() for m in messages
                                                   if m.kind == "good" and m.key]
