@@ -16,17 +16,15 @@ ShadowScore) is logged with its
 position and skipped (this is a view; the topics' producers own their dead letters).
 
 Any other failure (the store, librdkafka, a bug) closes the consumer and starts a new one
-after a backoff that doubles up to ``backoff_max_s``: the thread used to die for good on the
-first exception, leaving a view that silently stopped. Nothing is lost by restarting, since
-the store's positions say where to resume. :meth:`OutcomeConsumer.fresh` tells readiness
-whether the view has completed a poll recently.
+after a backoff that doubles up to ``backoff_max_s`` (``gateway.restarting.RestartingThread``),
+so the view never stops silently. Nothing is lost by restarting, since the store's positions
+say where to resume. :meth:`OutcomeConsumer.fresh` tells readiness whether the view has
+completed a poll recently.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,6 +39,7 @@ from confluent_kafka import (
 
 from gateway.label_view import to_labels
 from gateway.outcome_store import Outcome, OutcomeStore
+from gateway.restarting import RestartingThread, close_quietly
 from gateway.shadow_view import decode_shadows
 from schemas import ContractError, Decision
 
@@ -74,7 +73,7 @@ def to_outcomes(
     return outcomes, positions, invalid
 
 
-class OutcomeConsumer:
+class OutcomeConsumer(RestartingThread):
     """Runs in its own thread between :meth:`start` and :meth:`stop`."""
 
     def __init__(
@@ -92,11 +91,10 @@ class OutcomeConsumer:
         labels_topic: str | None = None,
         shadow_topic: str | None = None,
     ) -> None:
+        super().__init__("gateway-view", "outcome view consumer", backoff_s, stale_after_s)
         self._store = store
         self._labels_topic = labels_topic
         self._shadow_topic = shadow_topic
-        self._stale_after_s = stale_after_s
-        self._backoff_min_s, self._backoff_max_s = backoff_s
         self._consumer_factory = consumer_factory
         self._topics = [*topics, *(t for t in (labels_topic, shadow_topic) if t)]
         self._batch_size = batch_size
@@ -118,39 +116,7 @@ class OutcomeConsumer:
             "auto.commit.interval.ms": 5000,
             "error_cb": self._on_error,
         }
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last_poll: float | None = None  # time.monotonic() of the last completed poll
-        self.restarts = 0
         self.last_error: str | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="gateway-view", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def fresh(self) -> bool:
-        """The thread runs and completed a poll within ``stale_after_s``."""
-        last = self._last_poll
-        return (self._thread is not None and self._thread.is_alive() and last is not None
-                and time.monotonic() - last < self._stale_after_s)
-
-    def _run(self) -> None:
-        backoff = self._backoff_min_s
-        while not self._stop.is_set():
-            try:
-                self._session()
-            except Exception:  # any failure: restart, never die silently
-                self.restarts += 1
-                logger.exception("outcome view consumer failed; restarting in %.1f s", backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self._backoff_max_s)
-            else:
-                return
 
     def _session(self) -> None:
         """One consumer from subscribe to close; returns when stopped, raises on failure."""
@@ -158,15 +124,12 @@ class OutcomeConsumer:
         try:
             consumer.subscribe(self._topics, on_assign=self._on_assign)
             logger.info("outcome view reading %s", ", ".join(self._topics))
-            while not self._stop.is_set():
+            while not self.stopping.is_set():
                 messages = consumer.consume(num_messages=self._batch_size, timeout=0.2)
                 self._handle(consumer, messages)
-                self._last_poll = time.monotonic()
+                self.polled()
         finally:
-            try:
-                consumer.close()
-            except Exception:  # closing a failed consumer may fail too
-                logger.warning("outcome view: closing the consumer failed", exc_info=True)
+            close_quietly(consumer, "outcome view")
 
     def _handle(self, consumer: Consumer, messages: list[Message]) -> None:
         good = []

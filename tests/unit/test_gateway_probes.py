@@ -122,7 +122,7 @@ def decision_json(claim_id: str) -> bytes:
 def test_the_view_consumer_restarts_after_a_failure_and_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """It used to die for good on the first exception, leaving a view that silently stopped."""
+    """A failed session is followed by a new one that resumes where the store left off."""
     store = OutcomeStore(tmp_path / "o.db")
     real_add, failures = store.add, [1]
 
