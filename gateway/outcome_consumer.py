@@ -37,10 +37,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from gateway.label_view import to_labels
+from gateway.label_view import decode_label
 from gateway.outcome_store import Outcome, OutcomeStore
+from gateway.polled import Where, decode_poll
 from gateway.restarting import RestartingThread, close_quietly
-from gateway.shadow_view import decode_shadows
+from gateway.shadow_view import decode_shadow
 from schemas import ContractError, Decision
 
 logger = logging.getLogger(__name__)
@@ -49,28 +50,14 @@ logger = logging.getLogger(__name__)
 OnStored = Callable[[int, int, int], None]
 
 
-def to_outcomes(
-    messages: Sequence[Message],
-) -> tuple[list[Outcome], dict[tuple[str, int], int], int]:
-    """Decode a poll's messages; returns outcomes, next offsets, and how many were invalid."""
-    outcomes: list[Outcome] = []
-    positions: dict[tuple[str, int], int] = {}
-    invalid = 0
-    for msg in messages:
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        assert topic is not None
-        assert partition is not None
-        assert offset is not None
-        positions[(topic, partition)] = offset + 1
-        value = msg.value() or b""
-        try:
-            decision = Decision.from_json(value)
-        except ContractError as exc:
-            invalid += 1
-            logger.warning("skipping %s[%d]@%d: %s", topic, partition, offset, exc)
-            continue
-        outcomes.append(Outcome(decision, topic, partition, offset, value))
-    return outcomes, positions, invalid
+def decode_outcome(value: bytes, where: Where) -> Outcome | None:
+    """The decision in ``value`` as an outcome, or None (logged) when it is not a valid one."""
+    try:
+        decision = Decision.from_json(value)
+    except ContractError as exc:
+        logger.warning("skipping %s: %s", where, exc)
+        return None
+    return Outcome(decision, where.topic, where.partition, where.offset, value)
 
 
 class OutcomeConsumer(RestartingThread):
@@ -142,17 +129,15 @@ class OutcomeConsumer(RestartingThread):
         if not good:
             return
         side = (self._labels_topic, self._shadow_topic)
-        outcomes, positions, invalid = to_outcomes([m for m in good if m.topic() not in side])
-        labels, label_positions, bad_labels = to_labels(
-            [m for m in good if m.topic() == self._labels_topic])
-        shadows, shadow_positions, bad_shadows = decode_shadows(
-            [m for m in good if m.topic() == self._shadow_topic])
-        positions.update(label_positions)
-        positions.update(shadow_positions)
-        invalid += bad_labels + bad_shadows
-        inserted = self._store.add(outcomes, positions, labels, shadows)
+        outcomes = decode_poll([m for m in good if m.topic() not in side], decode_outcome)
+        labels = decode_poll([m for m in good if m.topic() == self._labels_topic], decode_label)
+        shadows = decode_poll([m for m in good if m.topic() == self._shadow_topic],
+                              decode_shadow)
+        positions = {**outcomes.positions, **labels.positions, **shadows.positions}
+        invalid = outcomes.invalid + labels.invalid + shadows.invalid
+        inserted = self._store.add(outcomes.items, positions, labels.items, shadows.items)
         if self._on_stored is not None:
-            self._on_stored(inserted, len(outcomes) - inserted, invalid)
+            self._on_stored(inserted, len(outcomes.items) - inserted, invalid)
         try:
             consumer.store_offsets(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()])
