@@ -4,58 +4,29 @@ champion judged on the same holdout, the gate, --force, --rollback, serving the 
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from confluent_kafka import Producer
 from mlflow import MlflowClient
 
 from claimflow.cli import cli
-from modelstore.registry import aliases_of, client_for
+from modelstore.registry import aliases_of
 from schemas import ModelRef
 from schemas.label import AnsweredDecision, Label
 from scorer.model import RegistrySource, load_served_model
 from scorer.model_settings import ModelSettings
 from scorer.score_file import read_claims, score_claims
-from trainer.settings import TrainerSettings
+from tests.integration.cli_run import invoke, train_json
 
 pytestmark = pytest.mark.integration
 
-QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-         "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 NAME = "claim-anomaly"
 ROWS = 3_000
-
-
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def home(tmp_path: Path, migrated_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    (home / "mlflow").mkdir(parents=True)
-    shutil.copyfile(migrated_db, home / "mlflow" / "mlflow.db")
-    monkeypatch.setenv("CLAIMFLOW_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    for key, value in QUIET.items():
-        monkeypatch.setenv(key, value)
-    return home
-
-
-@pytest.fixture
-def client(home: Path) -> MlflowClient:
-    return client_for(TrainerSettings().tracking_uri)
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +38,6 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return path
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-def train_json(*args: str) -> dict[str, Any]:
-    result = invoke("train", *args, "--json")
-    assert result.exit_code == 0, result.output
-    outcome: dict[str, Any] = json.loads(result.stdout)
-    return outcome
 
 
 def test_supervised_training_judges_itself_and_the_champion_on_one_holdout(
