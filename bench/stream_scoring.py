@@ -348,9 +348,13 @@ def wait_joined(admin: AdminClient, group: str, members: int, workers: ManagedPr
 
 
 def throughput_run(bootstrap: str, home: Path, admin: AdminClient, service: ModelService,
-                   claims_csv: Path, claims: int, setup: Setup) -> dict[str, Any]:
-    """First produced claim to last committed claim offset, claims produced meanwhile."""
-    topics = Topics.create(admin, "tput")
+                   claims_file: Path, claims: int, setup: Setup, prefix: str = "tput",
+                   count_changelog: bool = False) -> dict[str, Any]:
+    """First produced claim to last committed claim offset, claims produced meanwhile, from
+    ``claims_file`` (CSV or JSON Lines: ``claimflow produce --from-file`` reads both) on
+    topics named ``prefix``-something; with ``count_changelog``, the member-state changelog
+    records the run committed too."""
+    topics = Topics.create(admin, prefix)
     group = f"bench-{uuid.uuid4().hex[:8]}"
     try:
         partitions = [TopicPartition(topics.claims, p) for p in range(CLAIM_PARTITIONS)]
@@ -359,18 +363,20 @@ def throughput_run(bootstrap: str, home: Path, admin: AdminClient, service: Mode
                                 setup.batch_max_size)
         try:
             joined_s = wait_joined(admin, group, setup.instances, workers)
-            producer = start_produce(bootstrap, home, topics.claims, claims_csv)
+            producer = start_produce(bootstrap, home, topics.claims, claims_file)
             window = follow_whole_path(probe, partitions, claims, workers, service, producer)
             produce_exit = producer.stop(60)
         finally:
             exit_code = workers.stop(60)
             probe.close()
         decisions = count_committed(bootstrap, [topics.approved, topics.investigate])
+        changelog = ({"changelog_records": count_committed(bootstrap, [changelog_of(group)])}
+                     if count_changelog else {})
     finally:
         delete_topics(admin, [*topics.all, changelog_of(group)])
     return {"setup": setup.name, "instances": setup.instances,
             "batch_max_size": setup.batch_max_size, "claims": claims, **window,
-            "group_join_s": joined_s, "decisions": decisions,
+            "group_join_s": joined_s, "decisions": decisions, **changelog,
             "exactly_once": decisions == claims, "produce_exit_code": produce_exit,
             "worker_exit_code": exit_code}
 
