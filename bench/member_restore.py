@@ -66,7 +66,7 @@ from bench.stream_scoring import (
     count_committed,
     model_service,
 )
-from claimflow.settings import CommonSettings
+from claimflow.settings import TOPICS, CommonSettings
 from schemas import ClaimV2
 from scorer.member_state import restore_partitions
 
@@ -210,7 +210,7 @@ def run(smoke: bool = False) -> dict[str, Any]:
         champion = history_champion(home, sizes.train_rows, n_estimators=sizes.trees)
         topics = Topics.create(admin, "restore")
         group = f"bench-restore-{uuid.uuid4().hex[:8]}"
-        changelog = f"{group}.member-state"
+        changelog = TOPICS.changelog(group)
         try:
             state, stream, keys = populate(bootstrap, home, sizes, changelog)
             load_before_restore = os.getloadavg()

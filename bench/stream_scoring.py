@@ -61,7 +61,7 @@ from bench.stack_harness import (
     ModelService,
     free_port,
 )
-from claimflow.settings import CommonSettings
+from claimflow.settings import TOPICS, CommonSettings
 from producer.csvio import write_claims_csv
 from producer.profiles import generate
 from schemas import CLAIM_FEATURES, Claim, ClaimV2
@@ -188,11 +188,6 @@ class Topics:
     @property
     def all(self) -> list[str]:
         return [self.claims, self.approved, self.investigate, self.deadletter]
-
-
-def changelog_of(group: str) -> str:
-    """The member-state changelog a worker of ``group`` creates (worker default)."""
-    return f"{group}.member-state"
 
 
 def delete_topics(admin: AdminClient, names: Sequence[str]) -> None:
@@ -370,10 +365,10 @@ def throughput_run(bootstrap: str, home: Path, admin: AdminClient, service: Mode
             exit_code = workers.stop(60)
             probe.close()
         decisions = count_committed(bootstrap, [topics.approved, topics.investigate])
-        changelog = ({"changelog_records": count_committed(bootstrap, [changelog_of(group)])}
+        changelog = ({"changelog_records": count_committed(bootstrap, [TOPICS.changelog(group)])}
                      if count_changelog else {})
     finally:
-        delete_topics(admin, [*topics.all, changelog_of(group)])
+        delete_topics(admin, [*topics.all, TOPICS.changelog(group)])
     return {"setup": setup.name, "instances": setup.instances,
             "batch_max_size": setup.batch_max_size, "claims": claims, **window,
             "group_join_s": joined_s, "decisions": decisions, **changelog,
@@ -491,7 +486,7 @@ def latency_run(bootstrap: str, home: Path, admin: AdminClient, model_url: str,
         reader.stop.set()
         reader.join(10)
         exit_code = workers.stop(60)
-        delete_topics(admin, [*topics.all, changelog_of(group)])
+        delete_topics(admin, [*topics.all, TOPICS.changelog(group)])
     latencies = sorted((reader.arrived[k] - t) * 1000 for k, t in sent.items()
                        if k in reader.arrived)
     if not latencies:
