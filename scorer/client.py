@@ -1,12 +1,11 @@
 """HTTP client of the model service, shared by the stream worker and the gateway.
 
-One keep-alive connection per calling thread (:class:`scorer.http11.Http11Connection`).
-Requests are encoded by joining each claim's own JSON bytes and answers are decoded in one
-pydantic JSON pass. Not httpx: measured here, an httpx call to ``/score`` cost 0.9-1.0 ms of
-CPU against 0.25 ms for ``http.client`` (and 1.6 ms against 1.1-1.5 ms of latency), and
-``http.client`` spent half of that parsing headers (see :mod:`scorer.http11`); the gateway
-makes about one call per request. Scoring is a pure function, so a call that fails on a
-reused connection (the server closed it while idle) is retried once on a fresh one.
+One keep-alive connection per calling thread (:class:`scorer.http11.Http11Connection`), kept
+lean because the gateway makes about one call per request (the client's CPU per call,
+measured against httpx and ``http.client``: docs/model-service.md, "Client"). Requests are
+encoded by joining each claim's own JSON bytes and answers are decoded in one pydantic JSON
+pass. Scoring is a pure function, so a call that fails on a reused connection (the server
+closed it while idle) is retried once on a fresh one.
 
 Errors: anything that means "the service cannot answer right now" (connection refused,
 timeouts, 5xx including BentoML's 503 when its batching queue is full, 429) raises

@@ -453,7 +453,7 @@ def test_slow_headers_pin_no_request_thread_and_are_cut_off(
 ) -> None:
     """More trickling connections than the gateway has request threads (2 workers x 8):
     another client is still served, and the server closes them after
-    GATEWAY_HEADER_READ_TIMEOUT_S (granian's default was 30 s, and nothing set it)."""
+    GATEWAY_HEADER_READ_TIMEOUT_S, which the gateway passes to granian."""
     env = gateway_env(kafka_bootstrap, gateway_topics, group_id,
                       GATEWAY_HEADER_READ_TIMEOUT_S="2", GATEWAY_THREADS="8")
     server = gateway_factory(env, wait_ready=False)
