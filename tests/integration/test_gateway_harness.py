@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -98,6 +98,21 @@ class GatewayServer:
         except OSError:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def claim(claim_id: str, amount: float = 1_250.0, **overrides: Any) -> dict[str, Any]:
+    """A v1 claim body for the gateway's API (a usual one unless ``overrides`` say else)."""
+    body = {"claim_id": claim_id, "claim_amount": amount, "num_services": 3,
+            "patient_age": 47, "provider_id": 14_210, "days_since_last_claim": 32,
+            "submitted_at": "2026-11-26T18:00:00Z"}
+    body.update(overrides)
+    return body
+
+
+def unusual(claim_id: str) -> dict[str, Any]:
+    """An unusual claim: a huge amount, many services, a toddler, no gap since the last."""
+    return claim(claim_id, amount=480_000.0, num_services=60, patient_age=2,
+                 days_since_last_claim=0)
 
 
 @dataclass(frozen=True)
