@@ -71,8 +71,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
     return DrillResult(
         number=NUMBER, name=NAME, passed=verdict(checks),
         summary=(f"{len(moments)} SIGKILLs while {len(sent)} claims streamed -> "
-                 f"{exactly.decided} decisions, {exactly.unique} unique, "
-                 f"{len(exactly.duplicates)} duplicated, {len(exactly.missing)} missing"),
+                 f"{exactly.full_tally()}"),
         counts={**exactly.counts(), "sent": len(sent), "kills": len(moments),
                 "dead_letters": len(outcomes.dead_letters)},
         figures={"seconds": round(elapsed, 1), "input_rate": round(stream.rate),

@@ -174,8 +174,7 @@ def kill_and_check(ctx: DrillContext, data: Path, rows: int, kills: int, seconds
     return DrillResult(
         number=NUMBER, name=NAME, passed=verdict(checks),
         summary=(f"{len(moments)} SIGKILLs while {len(sent)} v2 claims streamed through the "
-                 f"member stage -> {exactly.decided} decisions, {exactly.unique} unique, "
-                 f"{len(exactly.duplicates)} duplicated, {len(exactly.missing)} missing; "
+                 f"member stage -> {exactly.full_tally()}; "
                  f"{same['score_mismatches']} scores and {same['decision_mismatches']} "
                  f"decisions differ from score-file (max |diff| "
                  f"{same['max_abs_score_diff']:.1e})"),

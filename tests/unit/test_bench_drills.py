@@ -66,6 +66,8 @@ def test_exactly_once_names_duplicates_missing_and_unexpected() -> None:
     counts = report.counts()
     assert (counts["expected"], counts["decided"], counts["unique"]) == (4, 4, 3)
     assert counts["missing_sample"] == ["c", "d"]
+    assert report.tally() == "4 decisions (3 unique)"
+    assert report.full_tally() == "4 decisions, 3 unique, 1 duplicated, 2 missing"
 
 
 def test_same_count_is_not_enough_for_exactly_once() -> None:
