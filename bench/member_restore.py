@@ -58,12 +58,12 @@ from bench.member_common import (
     state_records,
     write_changelog,
 )
-from bench.stack_harness import CLAIMFLOW, ManagedProcess
+from bench.stack_harness import CLAIMFLOW, ManagedProcess, Topics
 from bench.stream_scoring import (
     CLAIM_PARTITIONS,
-    Topics,
     committed_total,
     count_committed,
+    create_topics,
     model_service,
 )
 from claimflow.settings import TOPICS, CommonSettings
@@ -208,7 +208,7 @@ def run(smoke: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="claimflow-bench-restore-") as tmp:
         home = Path(tmp)
         champion = history_champion(home, sizes.train_rows, n_estimators=sizes.trees)
-        topics = Topics.create(admin, "restore")
+        topics = create_topics(admin, "restore")
         group = f"bench-restore-{uuid.uuid4().hex[:8]}"
         changelog = TOPICS.changelog(group)
         try:

@@ -176,7 +176,8 @@ class ManagedProcess:
 
 @dataclass(frozen=True)
 class Topics:
-    """One drill's topic set (uuid-prefixed, so drills on one broker never share data)."""
+    """One run's topic set (uuid-prefixed by :meth:`fresh`, so drills and benchmarks on one
+    broker never share data)."""
 
     claims: str
     approved: str
@@ -192,6 +193,10 @@ class Topics:
     @property
     def decisions(self) -> list[str]:
         return [self.approved, self.investigate]
+
+    @property
+    def outcomes(self) -> list[str]:
+        return [self.approved, self.investigate, self.deadletter]
 
     @property
     def all(self) -> list[str]:

@@ -59,6 +59,7 @@ from bench.stack_harness import (
     QUIET_ENV,
     ManagedProcess,
     ModelService,
+    Topics,
     free_port,
 )
 from claimflow.settings import TOPICS, CommonSettings
@@ -166,28 +167,15 @@ def model_service(home: Path, tag: str, **settings: str) -> Iterator[ModelServic
         process.stop()
 
 
-@dataclass(frozen=True)
-class Topics:
-    claims: str
-    approved: str
-    investigate: str
-    deadletter: str
-
-    @classmethod
-    def create(cls, admin: AdminClient, label: str) -> Topics:
-        prefix = f"bench-{label}-{uuid.uuid4().hex[:8]}"
-        topics = cls(f"{prefix}.claims", f"{prefix}.approved", f"{prefix}.investigate",
-                     f"{prefix}.deadletter")
-        specs = [NewTopic(topics.claims, num_partitions=CLAIM_PARTITIONS, replication_factor=1)]
-        specs += [NewTopic(name, num_partitions=3, replication_factor=1)
-                  for name in (topics.approved, topics.investigate, topics.deadletter)]
-        for future in admin.create_topics(specs).values():
-            future.result(30)
-        return topics
-
-    @property
-    def all(self) -> list[str]:
-        return [self.claims, self.approved, self.investigate, self.deadletter]
+def create_topics(admin: AdminClient, label: str) -> Topics:
+    """A fresh topic set named ``bench-<label>-<uuid>``: the claims topic with
+    ``CLAIM_PARTITIONS`` partitions, the outcome topics with 3."""
+    topics = Topics.fresh(f"bench-{label}")
+    specs = [NewTopic(topics.claims, num_partitions=CLAIM_PARTITIONS, replication_factor=1)]
+    specs += [NewTopic(name, num_partitions=3, replication_factor=1) for name in topics.outcomes]
+    for future in admin.create_topics(specs).values():
+        future.result(30)
+    return topics
 
 
 def delete_topics(admin: AdminClient, names: Sequence[str]) -> None:
@@ -349,7 +337,7 @@ def throughput_run(bootstrap: str, home: Path, admin: AdminClient, service: Mode
     ``claims_file`` (CSV or JSON Lines: ``claimflow produce --from-file`` reads both) on
     topics named ``prefix``-something; with ``count_changelog``, the member-state changelog
     records the run committed too."""
-    topics = Topics.create(admin, prefix)
+    topics = create_topics(admin, prefix)
     group = f"bench-{uuid.uuid4().hex[:8]}"
     try:
         partitions = [TopicPartition(topics.claims, p) for p in range(CLAIM_PARTITIONS)]
@@ -453,7 +441,7 @@ def latency_run(bootstrap: str, home: Path, admin: AdminClient, model_url: str,
                 key_of: Callable[[Any], bytes] | None = None) -> dict[str, Any]:
     """``key_of`` gives a claim's message key (default: its claim_id; v2 claims are keyed by
     member_id, which the member stage needs). Latencies are matched by claim_id."""
-    topics = Topics.create(admin, "lat")
+    topics = create_topics(admin, "lat")
     group = f"bench-{uuid.uuid4().hex[:8]}"
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
     reader = LatencyReader(bootstrap, [topics.approved, topics.investigate])
