@@ -29,8 +29,8 @@ CREATE TABLE IF NOT EXISTS labels (
 
 
 # The open queue, kept as rows rather than computed by the page's query: with every one of
-# 100k investigated claims labelled, finding 25 open ones by scanning the decisions took
-# ~250 ms per poll (measured); this table answers from its own index.
+# 100k investigated claims labelled, finding 25 open ones by scanning the decisions takes
+# ~250 ms per poll (docs/gateway.md, "Outcome view"); this table answers from its own index.
 OPEN_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS open_queue (
     seq      INTEGER PRIMARY KEY,  -- the decision's seq in outcomes

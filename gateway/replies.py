@@ -214,8 +214,8 @@ class ReplyConsumer(RestartingThread):
 
     @staticmethod
     def _poll(consumer: Consumer) -> list[Message]:
-        """What arrived, as soon as something did. (``consume(n, timeout)`` waits for ``n``
-        messages or the timeout: measured, every answer then waited the full 200 ms.)"""
+        """What arrived, as soon as something did. (``consume(n, timeout)`` alone waits for
+        ``n`` messages or the timeout, so every answer would wait the full 200 ms.)"""
         first = consumer.poll(0.2)
         if first is None:
             return []
