@@ -23,7 +23,7 @@ from bench.drill_common import (
     verdict,
     wait_until,
 )
-from bench.drill_kill_scorer import kill_plan
+from bench.drill_kill_scorer import kill_along, kill_plan, mark_resumed
 from bench.drill_poison import (
     POISON_KINDS,
     Sent,
@@ -340,6 +340,48 @@ def test_kill_plan_is_seeded_ordered_and_inside_the_stream() -> None:
     assert targets == sorted(targets)
     assert all(10_000 <= t <= 170_000 for t in targets)
     assert all(0 <= delay <= 0.6 for _, delay in plan)
+
+
+class KillableStream:
+    """The stream calls of the kill loop: committed progress jumps to each target at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.started: list[FakeScorer] = []
+        self.waited: list[float] = []
+
+    def wait_committed(self, target: float, timeout_s: float, watch: list[Any]) -> None:
+        self.waited.append(target)
+        self.count = int(target) + 7
+
+    def committed(self) -> int:
+        return self.count
+
+    def start_scorer(self, name: str) -> FakeScorer:
+        self.started.append(FakeScorer())
+        return self.started[-1]
+
+
+class FakeScorer:
+    killed = False
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+def test_kill_along_kills_each_scorer_once_and_records_what_it_had_committed() -> None:
+    stream, first = KillableStream(), FakeScorer()
+    clock = iter([1.5, 4.25])
+    sampler = type("Clock", (), {"now": lambda self: next(clock)})()
+    last, moments = kill_along(stream, sampler, [(100, 0.0), (300, 0.0)],  # type: ignore[arg-type]
+                               first)  # type: ignore[arg-type]
+    assert [first.killed, *(s.killed for s in stream.started)] == [True, True, False]
+    assert stream.started.index(last) == 1  # type: ignore[arg-type]
+    assert moments == [
+        {"t_s": 1.5, "committed_at_kill": 107, "target": 100, "delay_s": 0.0},
+        {"t_s": 4.25, "committed_at_kill": 307, "target": 300, "delay_s": 0.0}]
+    mark_resumed(moments, [(1.0, 107), (2.0, 107), (3.0, 150), (5.0, 307)])
+    assert [m["resumed_after_s"] for m in moments] == [1.5, None]
 
 
 def test_progress_and_recovery_moments() -> None:
