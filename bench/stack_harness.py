@@ -60,6 +60,15 @@ class StackError(RuntimeError):
 # --------------------------------------------------------------------------- processes
 
 
+def log_tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a log file ("" when there is none yet)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
 class ManagedProcess:
     """A subprocess in its own session (so its children die with it), logging to a file."""
 
@@ -156,11 +165,7 @@ class ManagedProcess:
             self.wait(10)
 
     def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def _close_log(self) -> None:
         if self._log is not None:
