@@ -351,15 +351,21 @@ def test_wal_pages_reach_the_database_from_the_background_thread(tmp_path: Path)
     writer.close()
 
 
+def submit_at_once(service: SubmissionService, intake: Any, requests: int
+                   ) -> tuple[list[threading.Thread], list[Any]]:
+    """``requests`` threads submitting the same claim; their answers land in the list."""
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(service.submit([intake])))
+               for _ in range(requests)]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
 def test_concurrent_submissions_of_one_claim_produce_it_once(tmp_path: Path) -> None:
     stream = SlowStream()
     service = make_service(tmp_path, stream)
-    intake = parse_claim(raw(), now=NOW)
-    results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(service.submit([intake])))
-               for _ in range(4)]
-    for thread in threads:
-        thread.start()
+    threads, results = submit_at_once(service, parse_claim(raw(), now=NOW), 4)
     assert stream.entered.wait(10)
     stream.release.set()
     for thread in threads:
@@ -379,11 +385,7 @@ def test_concurrent_submissions_of_a_refused_claim_all_get_its_dead_letter(
     stream.reads_version, stream.silent = 2, True
     service = make_service(tmp_path, stream, timeout_s=10)
     intake = parse_claim(raw(), now=NOW)
-    results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(service.submit([intake])))
-               for _ in range(4)]
-    for thread in threads:
-        thread.start()
+    threads, results = submit_at_once(service, intake, 4)
     assert stream.entered.wait(10)
     stream.release.set()
     deadline = time.monotonic() + 10
