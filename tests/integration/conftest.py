@@ -78,6 +78,10 @@ def home(tmp_path: Path, migrated_db: Path, monkeypatch: pytest.MonkeyPatch) -> 
     shutil.copyfile(migrated_db, home / "mlflow" / "mlflow.db")
     monkeypatch.setenv("CLAIMFLOW_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # `claimflow promote` reads a shadow period from the default broker (once the trainer has
+    # TRAINER_PROMOTE_SHADOW_TOPIC); a broker another process runs there must not judge this
+    # store's versions (shadow tests set their own).
+    monkeypatch.setenv("TRAINER_PROMOTE_SHADOW_TOPIC", "")
     for key, value in QUIET_ENV.items():
         monkeypatch.setenv(key, value)
     return home
