@@ -122,8 +122,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
         summary=(f"broker SIGKILLed mid-stream, down {t_back - t_stop:.1f} s ({stop_s:.1f} s to "
                  f"die + {down_s:.0f} s "
                  f"away + {start_s:.1f} s start); {len(sent)} claims (2 through the gateway) "
-                 f"-> {exactly.decided} "
-                 f"decisions ({exactly.unique} unique); no component restarted by hand: "
+                 f"-> {exactly.tally()}; no component restarted by hand: "
                  f"{scorer_same and gateway_same}"),
         counts={**exactly.counts(), "sent": len(sent), "dead_letters": len(outcomes.dead_letters),
                 "gateway_decisions": len(gateway_decisions)},

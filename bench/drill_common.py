@@ -76,6 +76,15 @@ class ExactlyOnceReport:
         return (self.decided == self.expected == self.unique and not self.duplicates
                 and not self.missing and not self.unexpected)
 
+    def tally(self) -> str:
+        """``N decisions (U unique)``, as the drills' summaries say it."""
+        return f"{self.decided} decisions ({self.unique} unique)"
+
+    def full_tally(self) -> str:
+        """``N decisions, U unique, D duplicated, M missing``."""
+        return (f"{self.decided} decisions, {self.unique} unique, "
+                f"{len(self.duplicates)} duplicated, {len(self.missing)} missing")
+
     def counts(self, sample: int = 10) -> dict[str, Any]:
         return {
             "expected": self.expected, "decided": self.decided, "unique": self.unique,

@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 import random
 import time
+from typing import Any
 
 from bench.drill_common import DrillContext, DrillResult, verdict
 from bench.drill_stream import Sampler, Stream, first_progress
+from bench.stack_harness import ManagedProcess
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,34 @@ def kill_plan(rows: int, kills: int, seed: int) -> list[tuple[int, float]]:
     return [(target, round(rng.uniform(0.0, 0.6), 3)) for target in targets]
 
 
+def kill_along(stream: Stream, sampler: Sampler, plan: list[tuple[int, float]],
+               scorer: ManagedProcess) -> tuple[ManagedProcess, list[dict[str, Any]]]:
+    """SIGKILL the scorer at each point of ``plan`` and start a new one at once; returns
+    the scorer running at the end and one moment per kill."""
+    moments: list[dict[str, Any]] = []
+    for target, delay in plan:
+        stream.wait_committed(target, timeout_s=300, watch=[scorer])
+        # A random moment after the crossing: mid-batch, mid-commit or idle, by chance.
+        time.sleep(delay)
+        scorer.kill()
+        at = sampler.now()
+        # What the killed worker had committed: progress beyond it is the new one's.
+        committed = stream.committed()
+        scorer = stream.start_scorer("w")
+        moments.append({"t_s": round(at, 2), "committed_at_kill": committed,
+                        "target": target, "delay_s": delay})
+    return scorer, moments
+
+
+def mark_resumed(moments: list[dict[str, Any]], samples: list[tuple[float, int]]) -> None:
+    """Each moment's ``resumed_after_s``: from the kill to the first progress beyond what
+    the killed worker had committed (None: never)."""
+    for moment in moments:
+        at = float(moment["t_s"])
+        resumed = first_progress(samples, at, int(moment["committed_at_kill"]))
+        moment["resumed_after_s"] = None if resumed is None else round(resumed - at, 2)
+
+
 def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
     rows, kills, seconds = (5_000, 1, 10) if smoke else (200_000, 5, 60)
     stream = Stream(ctx, "d1", rows=rows, rate=rows / seconds)
@@ -38,27 +68,13 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
     sampler = Sampler(stream).start()
     started = time.monotonic()
     stream.start_producer()
-    moments: list[dict[str, float | int | None]] = []
     try:
-        for target, delay in plan:
-            stream.wait_committed(target, timeout_s=300, watch=[scorer])
-            # A random moment after the crossing: mid-batch, mid-commit or idle, by chance.
-            time.sleep(delay)
-            scorer.kill()
-            at = sampler.now()
-            # What the killed worker had committed: progress beyond it is the new one's.
-            committed = stream.committed()
-            scorer = stream.start_scorer("w")
-            moments.append({"t_s": round(at, 2), "committed_at_kill": committed,
-                            "target": target, "delay_s": delay})
+        scorer, moments = kill_along(stream, sampler, plan, scorer)
         finish = stream.finish(timeout_s=300 if smoke else 600)
     finally:
         samples = sampler.stop()
     elapsed = time.monotonic() - started
-    for moment in moments:
-        at = float(moment["t_s"] or 0.0)
-        resumed = first_progress(samples, at, int(moment["committed_at_kill"] or 0))
-        moment["resumed_after_s"] = None if resumed is None else round(resumed - at, 2)
+    mark_resumed(moments, samples)
     alive = scorer.alive()
     sent, outcomes, exactly = stream.verify()
     scorer.stop()
@@ -71,8 +87,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
     return DrillResult(
         number=NUMBER, name=NAME, passed=verdict(checks),
         summary=(f"{len(moments)} SIGKILLs while {len(sent)} claims streamed -> "
-                 f"{exactly.decided} decisions, {exactly.unique} unique, "
-                 f"{len(exactly.duplicates)} duplicated, {len(exactly.missing)} missing"),
+                 f"{exactly.full_tally()}"),
         counts={**exactly.counts(), "sent": len(sent), "kills": len(moments),
                 "dead_letters": len(outcomes.dead_letters)},
         figures={"seconds": round(elapsed, 1), "input_rate": round(stream.rate),

@@ -31,8 +31,8 @@ from bench.drill_common import (
     read_to_end,
     verdict,
 )
-from bench.drill_kill_scorer import kill_plan
-from bench.drill_stream import Sampler, Stream, first_progress
+from bench.drill_kill_scorer import kill_along, kill_plan, mark_resumed
+from bench.drill_stream import Sampler, Stream
 from bench.member_common import generate_v2, history_champion
 from bench.stack_harness import ManagedProcess, ModelService, free_port
 
@@ -136,24 +136,13 @@ def kill_and_check(ctx: DrillContext, data: Path, rows: int, kills: int, seconds
     sampler = Sampler(stream).start()
     started = time.monotonic()
     stream.start_producer()
-    moments: list[dict[str, Any]] = []
     try:
-        for target, delay in plan:
-            stream.wait_committed(target, timeout_s=300, watch=[scorer])
-            time.sleep(delay)  # a random moment after the crossing (drill 1's plan)
-            scorer.kill()
-            at = sampler.now()
-            committed = stream.committed()
-            scorer = stream.start_scorer("w")
-            moments.append({"t_s": round(at, 2), "committed_at_kill": committed,
-                            "target": target, "delay_s": delay})
+        scorer, moments = kill_along(stream, sampler, plan, scorer)  # drill 1's kills
         finish = stream.finish(timeout_s=300 if ctx.smoke else 900)
     finally:
         samples = sampler.stop()
     elapsed = time.monotonic() - started
-    for moment in moments:
-        resumed = first_progress(samples, float(moment["t_s"]), int(moment["committed_at_kill"]))
-        moment["resumed_after_s"] = None if resumed is None else round(resumed - moment["t_s"], 2)
+    mark_resumed(moments, samples)
     restores = restore_lines(stream.workers)
     alive = scorer.alive()
     sent, outcomes, exactly = stream.verify()
@@ -174,8 +163,7 @@ def kill_and_check(ctx: DrillContext, data: Path, rows: int, kills: int, seconds
     return DrillResult(
         number=NUMBER, name=NAME, passed=verdict(checks),
         summary=(f"{len(moments)} SIGKILLs while {len(sent)} v2 claims streamed through the "
-                 f"member stage -> {exactly.decided} decisions, {exactly.unique} unique, "
-                 f"{len(exactly.duplicates)} duplicated, {len(exactly.missing)} missing; "
+                 f"member stage -> {exactly.full_tally()}; "
                  f"{same['score_mismatches']} scores and {same['decision_mismatches']} "
                  f"decisions differ from score-file (max |diff| "
                  f"{same['max_abs_score_diff']:.1e})"),

@@ -81,7 +81,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
         number=NUMBER, name=NAME, passed=verdict(checks),
         summary=(f"model service down {t_ready - t_stop:.1f} s ({outage_s:.0f} s stopped + "
                  f"restart); backlog drained {_s(recovery_s)} after ready; {len(sent)} claims "
-                 f"-> {exactly.decided} decisions ({exactly.unique} unique)"),
+                 f"-> {exactly.tally()}"),
         counts={**exactly.counts(), "sent": len(sent), "dead_letters": len(outcomes.dead_letters),
                 "committed_during_outage": committed_during},
         figures={"outage_s": outage_s, "restart_to_ready_s": round(t_ready - t_restart, 2),

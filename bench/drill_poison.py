@@ -304,7 +304,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
         summary=(f"{len(bad)} bad messages of {len(kinds)} kinds sent ({len(handled)} kinds "
                  f"dead-lettered correctly) -> "
                  f"{len(outcomes.dead_letters)} dead letters; {len(good_ids)} good claims -> "
-                 f"{exactly.decided} decisions ({exactly.unique} unique)"),
+                 f"{exactly.tally()}"),
         counts={"good": len(good_ids), "bad": len(bad), "kinds": len(kinds),
                 "dead_letters": len(outcomes.dead_letters), **exactly.counts(),
                 "invalid_outputs": len(outcomes.invalid)},

@@ -98,7 +98,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
         summary=(f"worker {victim} killed; worker {survivor} owned all "
                  f"{len(everything)} partitions after {_s(takeover_s)} and committed on the "
                  f"{len(inherited)} inherited ones after {_s(resumed_s)}; {len(sent)} claims -> "
-                 f"{exactly.decided} decisions ({exactly.unique} unique)"),
+                 f"{exactly.tally()}"),
         counts={**exactly.counts(), "sent": len(sent), "dead_letters": len(outcomes.dead_letters),
                 "partitions": len(everything), "inherited": len(inherited)},
         figures={"takeover_s": None if takeover_s is None else round(takeover_s, 2),

@@ -58,15 +58,15 @@ from bench.member_common import (
     state_records,
     write_changelog,
 )
-from bench.stack_harness import CLAIMFLOW, ManagedProcess
+from bench.stack_harness import CLAIMFLOW, ManagedProcess, Topics
 from bench.stream_scoring import (
     CLAIM_PARTITIONS,
-    Topics,
     committed_total,
     count_committed,
+    create_topics,
     model_service,
 )
-from claimflow.settings import CommonSettings
+from claimflow.settings import TOPICS, CommonSettings
 from schemas import ClaimV2
 from scorer.member_state import restore_partitions
 
@@ -208,9 +208,9 @@ def run(smoke: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="claimflow-bench-restore-") as tmp:
         home = Path(tmp)
         champion = history_champion(home, sizes.train_rows, n_estimators=sizes.trees)
-        topics = Topics.create(admin, "restore")
+        topics = create_topics(admin, "restore")
         group = f"bench-restore-{uuid.uuid4().hex[:8]}"
-        changelog = f"{group}.member-state"
+        changelog = TOPICS.changelog(group)
         try:
             state, stream, keys = populate(bootstrap, home, sizes, changelog)
             load_before_restore = os.getloadavg()

@@ -44,8 +44,8 @@ from bench.stack_harness import ModelService
 from bench.stream_scoring import (
     CLAIM_PARTITIONS,
     README_DEFAULT,
-    Topics,
     count_committed,
+    create_topics,
     follow_whole_path,
     make_champion,
     model_service,
@@ -81,7 +81,7 @@ def make_challenger(home: Path) -> str:
 def variant_run(bootstrap: str, home: Path, admin: AdminClient, service: ModelService,
                 claims_csv: Path, claims: int, variant: str) -> dict[str, Any]:
     """One throughput run (the stream benchmark's headline setup) of one variant."""
-    topics = Topics.create(admin, f"shadow-{variant.replace('_', '-')}")
+    topics = create_topics(admin, f"shadow-{variant.replace('_', '-')}")
     shadow_topic = f"{topics.claims.removesuffix('.claims')}.shadow"
     for future in admin.create_topics(
             [NewTopic(shadow_topic, num_partitions=3, replication_factor=1)]).values():

@@ -60,6 +60,15 @@ class StackError(RuntimeError):
 # --------------------------------------------------------------------------- processes
 
 
+def log_tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a log file ("" when there is none yet)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
 class ManagedProcess:
     """A subprocess in its own session (so its children die with it), logging to a file."""
 
@@ -156,11 +165,7 @@ class ManagedProcess:
             self.wait(10)
 
     def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def _close_log(self) -> None:
         if self._log is not None:
@@ -176,7 +181,8 @@ class ManagedProcess:
 
 @dataclass(frozen=True)
 class Topics:
-    """One drill's topic set (uuid-prefixed, so drills on one broker never share data)."""
+    """One run's topic set (uuid-prefixed by :meth:`fresh`, so drills and benchmarks on one
+    broker never share data)."""
 
     claims: str
     approved: str
@@ -192,6 +198,10 @@ class Topics:
     @property
     def decisions(self) -> list[str]:
         return [self.approved, self.investigate]
+
+    @property
+    def outcomes(self) -> list[str]:
+        return [self.approved, self.investigate, self.deadletter]
 
     @property
     def all(self) -> list[str]:

@@ -38,35 +38,25 @@ import pstats
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.common import emit, machine_info
 from bench.member_common import generate_v2, history_champion, read_claims
 from bench.stream_scoring import (
-    CLAIM_PARTITIONS,
     GOAL_CLAIMS_PER_S,
     GOAL_P50_MS,
     GOAL_P99_MS,
     README_DEFAULT,
     TUNED,
     Setup,
-    Topics,
-    changelog_of,
-    count_committed,
-    delete_topics,
-    follow_whole_path,
     latency_run,
     model_service,
-    start_produce,
-    start_workers,
-    wait_joined,
+    throughput_run,
 )
 from claimflow.settings import CommonSettings
 from schemas import ClaimV2
@@ -189,36 +179,6 @@ def profiles(lines: Sequence[bytes], model: Any, top: int = 12) -> dict[str, Any
 # --------------------------------------------------------------------------- the stream
 
 
-def throughput_run(bootstrap: str, home: Path, admin: AdminClient, service: Any,
-                   claims_file: Path, claims: int, setup: Setup) -> dict[str, Any]:
-    """As ``bench.stream_scoring.throughput_run``, with v2 claims from a JSON Lines file."""
-    topics = Topics.create(admin, "mtput")
-    group = f"bench-{uuid.uuid4().hex[:8]}"
-    try:
-        partitions = [TopicPartition(topics.claims, p) for p in range(CLAIM_PARTITIONS)]
-        probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-        workers = start_workers(bootstrap, home, topics, group, service.url, setup.instances,
-                                setup.batch_max_size)
-        try:
-            joined_s = wait_joined(admin, group, setup.instances, workers)
-            producer = start_produce(bootstrap, home, topics.claims, claims_file)
-            window = follow_whole_path(probe, partitions, claims, workers, service, producer)
-            produce_exit = producer.stop(60)
-        finally:
-            exit_code = workers.stop(60)
-            probe.close()
-        decisions = count_committed(bootstrap, [topics.approved, topics.investigate])
-        changelog_records = count_committed(bootstrap, [changelog_of(group)])
-    finally:
-        delete_topics(admin, [*topics.all, changelog_of(group)])
-    return {"setup": setup.name, "instances": setup.instances,
-            "batch_max_size": setup.batch_max_size, "claims": claims, **window,
-            "group_join_s": joined_s, "decisions": decisions,
-            "changelog_records": changelog_records,
-            "exactly_once": decisions == claims, "produce_exit_code": produce_exit,
-            "worker_exit_code": exit_code}
-
-
 def run(smoke: bool = False) -> dict[str, Any]:
     from schemas import ModelRef
     from scorer.model_settings import ModelSettings
@@ -244,7 +204,8 @@ def run(smoke: bool = False) -> dict[str, Any]:
             seed=23))
         with model_service(home, champion.tag) as service:
             runs = {setup.name: throughput_run(bootstrap, home, admin, service, claims_file,
-                                               sizes.backlog, setup)
+                                               sizes.backlog, setup, prefix="mtput",
+                                               count_changelog=True)
                     for setup in sizes.setups}
             latency = latency_run(bootstrap, home, admin, service.url, latency_claims,
                                   sizes.latency_rate,

@@ -59,9 +59,10 @@ from bench.stack_harness import (
     QUIET_ENV,
     ManagedProcess,
     ModelService,
+    Topics,
     free_port,
 )
-from claimflow.settings import CommonSettings
+from claimflow.settings import TOPICS, CommonSettings
 from producer.csvio import write_claims_csv
 from producer.profiles import generate
 from schemas import CLAIM_FEATURES, Claim, ClaimV2
@@ -166,33 +167,15 @@ def model_service(home: Path, tag: str, **settings: str) -> Iterator[ModelServic
         process.stop()
 
 
-@dataclass(frozen=True)
-class Topics:
-    claims: str
-    approved: str
-    investigate: str
-    deadletter: str
-
-    @classmethod
-    def create(cls, admin: AdminClient, label: str) -> Topics:
-        prefix = f"bench-{label}-{uuid.uuid4().hex[:8]}"
-        topics = cls(f"{prefix}.claims", f"{prefix}.approved", f"{prefix}.investigate",
-                     f"{prefix}.deadletter")
-        specs = [NewTopic(topics.claims, num_partitions=CLAIM_PARTITIONS, replication_factor=1)]
-        specs += [NewTopic(name, num_partitions=3, replication_factor=1)
-                  for name in (topics.approved, topics.investigate, topics.deadletter)]
-        for future in admin.create_topics(specs).values():
-            future.result(30)
-        return topics
-
-    @property
-    def all(self) -> list[str]:
-        return [self.claims, self.approved, self.investigate, self.deadletter]
-
-
-def changelog_of(group: str) -> str:
-    """The member-state changelog a worker of ``group`` creates (worker default)."""
-    return f"{group}.member-state"
+def create_topics(admin: AdminClient, label: str) -> Topics:
+    """A fresh topic set named ``bench-<label>-<uuid>``: the claims topic with
+    ``CLAIM_PARTITIONS`` partitions, the outcome topics with 3."""
+    topics = Topics.fresh(f"bench-{label}")
+    specs = [NewTopic(topics.claims, num_partitions=CLAIM_PARTITIONS, replication_factor=1)]
+    specs += [NewTopic(name, num_partitions=3, replication_factor=1) for name in topics.outcomes]
+    for future in admin.create_topics(specs).values():
+        future.result(30)
+    return topics
 
 
 def delete_topics(admin: AdminClient, names: Sequence[str]) -> None:
@@ -348,9 +331,13 @@ def wait_joined(admin: AdminClient, group: str, members: int, workers: ManagedPr
 
 
 def throughput_run(bootstrap: str, home: Path, admin: AdminClient, service: ModelService,
-                   claims_csv: Path, claims: int, setup: Setup) -> dict[str, Any]:
-    """First produced claim to last committed claim offset, claims produced meanwhile."""
-    topics = Topics.create(admin, "tput")
+                   claims_file: Path, claims: int, setup: Setup, prefix: str = "tput",
+                   count_changelog: bool = False) -> dict[str, Any]:
+    """First produced claim to last committed claim offset, claims produced meanwhile, from
+    ``claims_file`` (CSV or JSON Lines: ``claimflow produce --from-file`` reads both) on
+    topics named ``prefix``-something; with ``count_changelog``, the member-state changelog
+    records the run committed too."""
+    topics = create_topics(admin, prefix)
     group = f"bench-{uuid.uuid4().hex[:8]}"
     try:
         partitions = [TopicPartition(topics.claims, p) for p in range(CLAIM_PARTITIONS)]
@@ -359,18 +346,20 @@ def throughput_run(bootstrap: str, home: Path, admin: AdminClient, service: Mode
                                 setup.batch_max_size)
         try:
             joined_s = wait_joined(admin, group, setup.instances, workers)
-            producer = start_produce(bootstrap, home, topics.claims, claims_csv)
+            producer = start_produce(bootstrap, home, topics.claims, claims_file)
             window = follow_whole_path(probe, partitions, claims, workers, service, producer)
             produce_exit = producer.stop(60)
         finally:
             exit_code = workers.stop(60)
             probe.close()
         decisions = count_committed(bootstrap, [topics.approved, topics.investigate])
+        changelog = ({"changelog_records": count_committed(bootstrap, [TOPICS.changelog(group)])}
+                     if count_changelog else {})
     finally:
-        delete_topics(admin, [*topics.all, changelog_of(group)])
+        delete_topics(admin, [*topics.all, TOPICS.changelog(group)])
     return {"setup": setup.name, "instances": setup.instances,
             "batch_max_size": setup.batch_max_size, "claims": claims, **window,
-            "group_join_s": joined_s, "decisions": decisions,
+            "group_join_s": joined_s, "decisions": decisions, **changelog,
             "exactly_once": decisions == claims, "produce_exit_code": produce_exit,
             "worker_exit_code": exit_code}
 
@@ -452,7 +441,7 @@ def latency_run(bootstrap: str, home: Path, admin: AdminClient, model_url: str,
                 key_of: Callable[[Any], bytes] | None = None) -> dict[str, Any]:
     """``key_of`` gives a claim's message key (default: its claim_id; v2 claims are keyed by
     member_id, which the member stage needs). Latencies are matched by claim_id."""
-    topics = Topics.create(admin, "lat")
+    topics = create_topics(admin, "lat")
     group = f"bench-{uuid.uuid4().hex[:8]}"
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "all"})
     reader = LatencyReader(bootstrap, [topics.approved, topics.investigate])
@@ -485,7 +474,7 @@ def latency_run(bootstrap: str, home: Path, admin: AdminClient, model_url: str,
         reader.stop.set()
         reader.join(10)
         exit_code = workers.stop(60)
-        delete_topics(admin, [*topics.all, changelog_of(group)])
+        delete_topics(admin, [*topics.all, TOPICS.changelog(group)])
     latencies = sorted((reader.arrived[k] - t) * 1000 for k, t in sent.items()
                        if k in reader.arrived)
     if not latencies:

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from claimflow.settings import CommonSettings
+from claimflow.settings import TOPICS, CommonSettings
 
 KAFKA_VERSION = "4.1.1"
 
@@ -41,21 +41,21 @@ class KafkaSettings(CommonSettings):
     stop_timeout_s: float = Field(
         default=60.0, gt=0, description="How long `kafka stop` waits before it kills the broker."
     )
-    claims_topic: str = Field(default="claims", description="Input topic of claims.")
-    approved_topic: str = Field(default="claims.approved", description="Approved decisions.")
+    claims_topic: str = Field(default=TOPICS.claims, description="Input topic of claims.")
+    approved_topic: str = Field(default=TOPICS.approved, description="Approved decisions.")
     investigate_topic: str = Field(
-        default="claims.investigate", description="Decisions flagged for investigation."
+        default=TOPICS.investigate, description="Decisions flagged for investigation."
     )
     deadletter_topic: str = Field(
-        default="claims.deadletter", description="Input that could not be processed."
+        default=TOPICS.deadletter, description="Input that could not be processed."
     )
     labels_topic: str = Field(
-        default="claims.labels",
+        default=TOPICS.labels,
         description="Investigators' dispositions, keyed by claim_id (compacted: the latest per "
         "claim wins).",
     )
     shadow_topic: str = Field(
-        default="claims.shadow",
+        default=TOPICS.shadow,
         description="Champion and challenger side by side (ShadowScore per decided claim, "
         "keyed by claim_id) while a challenger is scored in shadow.",
     )

@@ -57,7 +57,7 @@ from claimflow.investigate import (
     truth_from_headers,
 )
 from claimflow.logging_setup import configure_logging
-from claimflow.settings import CommonSettings
+from claimflow.settings import TOPICS, CommonSettings
 from schemas import ContractError, Decision, Label, parse_claim
 
 logger = logging.getLogger(__name__)
@@ -78,11 +78,11 @@ class InvestigateSettings(CommonSettings):
         description="Simulated days between a claim's decision and its answer.")
     day_s: float = Field(default=60.0, gt=0, le=86_400,
                          description="Wall-clock seconds of one simulated day.")
-    claims_topic: str = Field(default="claims",
+    claims_topic: str = Field(default=TOPICS.claims,
                               description="Claims with ground-truth headers (is_anomaly, pattern).")
-    investigate_topic: str = Field(default="claims.investigate",
+    investigate_topic: str = Field(default=TOPICS.investigate,
                                    description="The queue: decisions to investigate.")
-    labels_topic: str = Field(default="claims.labels",
+    labels_topic: str = Field(default=TOPICS.labels,
                               description="Where the labels go (compacted, keyed by claim_id).")
     summary_interval_s: float = Field(default=10.0, gt=0,
                                       description="Seconds between two progress lines.")

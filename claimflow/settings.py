@@ -4,16 +4,44 @@ Each service defines its own frozen settings class (with its own env prefix) tha
 from :class:`CommonSettings`, builds it once in its ``main()`` and passes it down. Nothing
 else reads ``os.environ``. Building settings has no side effects: folders are created by
 the code that needs them, when it needs them.
+
+The topic names have one home, :data:`TOPICS`: each service's settings take their topic
+defaults from it (under the service's own variable names, e.g. ``SCORER_APPROVED_TOPIC`` and
+``GATEWAY_APPROVED_TOPIC``), so the services agree unless told otherwise.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+
+class TopicNames(BaseModel):
+    """The stream's topics: claims in, decisions and dead letters out, investigators' labels,
+    shadow scores, and the member-state changelog named after the worker's consumer group."""
+
+    model_config = ConfigDict(frozen=True)
+
+    claims: str = "claims"
+    approved: str = "claims.approved"
+    investigate: str = "claims.investigate"
+    deadletter: str = "claims.deadletter"
+    labels: str = "claims.labels"
+    shadow: str = "claims.shadow"
+
+    @staticmethod
+    def changelog(group_id: str) -> str:
+        """The member-state changelog of the workers of ``group_id`` (state belongs to the
+        group, like its offsets)."""
+        return f"{group_id}.member-state"
+
+
+TOPICS: Final = TopicNames()
 
 
 class CommonSettings(BaseSettings):

@@ -1,9 +1,8 @@
 """``claimflow gateway``: the HTTP gateway and outcome view, served by granian.
 
 granian parses HTTP in native code and calls the Flask app from a pool of Python threads
-(``GATEWAY_THREADS``). It replaced waitress, whose pure-Python I/O thread took 47 % of the
-gateway's Python time at 200 req/s: with granian the same benchmark went from p50 8.8 / p99
-53 ms to 4.3 / 15 ms and from ~330 to ~510-550 req/s (docs/gateway.md).
+(``GATEWAY_THREADS``), so no Python thread spends its time reading and parsing requests
+(why granian: docs/gateway.md, "Performance design").
 
 granian runs the app in ``GATEWAY_WORKERS`` processes it forks from this one (one per core:
 the GIL lets one process use one core). The app and its runtime (Kafka producer, reply and

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from confluent_kafka import Message
-
+from gateway.polled import Where
 from schemas import ContractError, Label
 from schemas.label import CLOSING_DISPOSITIONS
 
@@ -30,8 +29,8 @@ CREATE TABLE IF NOT EXISTS labels (
 
 
 # The open queue, kept as rows rather than computed by the page's query: with every one of
-# 100k investigated claims labelled, finding 25 open ones by scanning the decisions took
-# ~250 ms per poll (measured); this table answers from its own index.
+# 100k investigated claims labelled, finding 25 open ones by scanning the decisions takes
+# ~250 ms per poll (docs/gateway.md, "Outcome view"); this table answers from its own index.
 OPEN_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS open_queue (
     seq      INTEGER PRIMARY KEY,  -- the decision's seq in outcomes
@@ -50,14 +49,16 @@ class StoredLabel:
     body: bytes
 
 
-def decode_label(value: bytes, where: str, partition: int, offset: int) -> StoredLabel | None:
-    """The label in ``value``, or None (logged) when it is not a valid ``Label``."""
+def decode_label(value: bytes, where: Where) -> StoredLabel | None:
+    """The label in ``value``, or None (logged) when it is not a valid ``Label``. A tombstone
+    (no value) is skipped the same way: nothing deletes labels, and compaction removes it from
+    the topic."""
     try:
         label = Label.from_json(value)
     except ContractError as exc:
         logger.warning("skipping label %s: %s", where, exc)
         return None
-    return StoredLabel(label, partition, offset, value)
+    return StoredLabel(label, where.partition, where.offset, value)
 
 
 def store_labels(conn: sqlite3.Connection, labels: Sequence[StoredLabel]) -> None:
@@ -111,26 +112,3 @@ OPEN_CLAIMS: Final = (  # constants only, no input
     "LEFT JOIN labels l ON l.claim_id = o.claim_id "
     f"WHERE o.decision = 'investigate' AND {open_clause('l')}"
 )
-
-
-def to_labels(messages: Sequence[Message]) -> tuple[list[StoredLabel], dict[tuple[str, int], int],
-                                                   int]:
-    """Decode a poll's label messages; returns labels, next offsets, and how many were
-    invalid. A tombstone (no value) is skipped like an invalid message: nothing deletes
-    labels, and compaction removes it from the topic."""
-    labels: list[StoredLabel] = []
-    positions: dict[tuple[str, int], int] = {}
-    invalid = 0
-    for msg in messages:
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        assert topic is not None
-        assert partition is not None
-        assert offset is not None
-        positions[(topic, partition)] = offset + 1
-        stored = decode_label(msg.value() or b"", f"{topic}[{partition}]@{offset}", partition,
-                              offset)
-        if stored is None:
-            invalid += 1
-        else:
-            labels.append(stored)
-    return labels, positions, invalid

@@ -4,9 +4,8 @@ read_committed, so aborted scorer transactions never show. Where to start is the
 business (its positions table, written with the rows), not the group's committed offsets:
 the group is used for partition assignment and commits only so lag tools can see it.
 
-Cheap for the broker by design. Measured with the gateway benchmark, a view that fetched and
-committed after every message cost the broker 0.75 ms of CPU per decision (more than the
-produce itself) and pushed the gateway's p50/p99 at 200 req/s from 4.4/11 ms to 10/78 ms. So
+Cheap for the broker by design: a fetch and a commit per message would cost the broker more
+CPU per decision than the produce itself (measured in docs/gateway.md, "Outcome view"). So
 a fetch waits for data to accumulate (up to ``max_delay_ms``: the view may lag by that much,
 against a page that refreshes every couple of seconds), and offsets are only stored locally
 after each batch and committed by librdkafka's timer (and on close).
@@ -16,17 +15,15 @@ ShadowScore) is logged with its
 position and skipped (this is a view; the topics' producers own their dead letters).
 
 Any other failure (the store, librdkafka, a bug) closes the consumer and starts a new one
-after a backoff that doubles up to ``backoff_max_s``: the thread used to die for good on the
-first exception, leaving a view that silently stopped. Nothing is lost by restarting, since
-the store's positions say where to resume. :meth:`OutcomeConsumer.fresh` tells readiness
-whether the view has completed a poll recently.
+after a backoff that doubles up to ``backoff_max_s`` (``gateway.restarting.RestartingThread``),
+so the view never stops silently. Nothing is lost by restarting, since the store's positions
+say where to resume. :meth:`OutcomeConsumer.fresh` tells readiness whether the view has
+completed a poll recently.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,9 +36,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from gateway.label_view import to_labels
+from gateway.label_view import decode_label
 from gateway.outcome_store import Outcome, OutcomeStore
-from gateway.shadow_view import decode_shadows
+from gateway.polled import Where, decode_poll
+from gateway.restarting import RestartingThread, close_quietly
+from gateway.shadow_view import decode_shadow
 from schemas import ContractError, Decision
 
 logger = logging.getLogger(__name__)
@@ -50,31 +49,17 @@ logger = logging.getLogger(__name__)
 OnStored = Callable[[int, int, int], None]
 
 
-def to_outcomes(
-    messages: Sequence[Message],
-) -> tuple[list[Outcome], dict[tuple[str, int], int], int]:
-    """Decode a poll's messages; returns outcomes, next offsets, and how many were invalid."""
-    outcomes: list[Outcome] = []
-    positions: dict[tuple[str, int], int] = {}
-    invalid = 0
-    for msg in messages:
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        assert topic is not None
-        assert partition is not None
-        assert offset is not None
-        positions[(topic, partition)] = offset + 1
-        value = msg.value() or b""
-        try:
-            decision = Decision.from_json(value)
-        except ContractError as exc:
-            invalid += 1
-            logger.warning("skipping %s[%d]@%d: %s", topic, partition, offset, exc)
-            continue
-        outcomes.append(Outcome(decision, topic, partition, offset, value))
-    return outcomes, positions, invalid
+def decode_outcome(value: bytes, where: Where) -> Outcome | None:
+    """The decision in ``value`` as an outcome, or None (logged) when it is not a valid one."""
+    try:
+        decision = Decision.from_json(value)
+    except ContractError as exc:
+        logger.warning("skipping %s: %s", where, exc)
+        return None
+    return Outcome(decision, where.topic, where.partition, where.offset, value)
 
 
-class OutcomeConsumer:
+class OutcomeConsumer(RestartingThread):
     """Runs in its own thread between :meth:`start` and :meth:`stop`."""
 
     def __init__(
@@ -92,11 +77,10 @@ class OutcomeConsumer:
         labels_topic: str | None = None,
         shadow_topic: str | None = None,
     ) -> None:
+        super().__init__("gateway-view", "outcome view consumer", backoff_s, stale_after_s)
         self._store = store
         self._labels_topic = labels_topic
         self._shadow_topic = shadow_topic
-        self._stale_after_s = stale_after_s
-        self._backoff_min_s, self._backoff_max_s = backoff_s
         self._consumer_factory = consumer_factory
         self._topics = [*topics, *(t for t in (labels_topic, shadow_topic) if t)]
         self._batch_size = batch_size
@@ -118,39 +102,7 @@ class OutcomeConsumer:
             "auto.commit.interval.ms": 5000,
             "error_cb": self._on_error,
         }
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last_poll: float | None = None  # time.monotonic() of the last completed poll
-        self.restarts = 0
         self.last_error: str | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="gateway-view", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def fresh(self) -> bool:
-        """The thread runs and completed a poll within ``stale_after_s``."""
-        last = self._last_poll
-        return (self._thread is not None and self._thread.is_alive() and last is not None
-                and time.monotonic() - last < self._stale_after_s)
-
-    def _run(self) -> None:
-        backoff = self._backoff_min_s
-        while not self._stop.is_set():
-            try:
-                self._session()
-            except Exception:  # any failure: restart, never die silently
-                self.restarts += 1
-                logger.exception("outcome view consumer failed; restarting in %.1f s", backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self._backoff_max_s)
-            else:
-                return
 
     def _session(self) -> None:
         """One consumer from subscribe to close; returns when stopped, raises on failure."""
@@ -158,15 +110,12 @@ class OutcomeConsumer:
         try:
             consumer.subscribe(self._topics, on_assign=self._on_assign)
             logger.info("outcome view reading %s", ", ".join(self._topics))
-            while not self._stop.is_set():
+            while not self.stopping.is_set():
                 messages = consumer.consume(num_messages=self._batch_size, timeout=0.2)
                 self._handle(consumer, messages)
-                self._last_poll = time.monotonic()
+                self.polled()
         finally:
-            try:
-                consumer.close()
-            except Exception:  # closing a failed consumer may fail too
-                logger.warning("outcome view: closing the consumer failed", exc_info=True)
+            close_quietly(consumer, "outcome view")
 
     def _handle(self, consumer: Consumer, messages: list[Message]) -> None:
         good = []
@@ -179,17 +128,15 @@ class OutcomeConsumer:
         if not good:
             return
         side = (self._labels_topic, self._shadow_topic)
-        outcomes, positions, invalid = to_outcomes([m for m in good if m.topic() not in side])
-        labels, label_positions, bad_labels = to_labels(
-            [m for m in good if m.topic() == self._labels_topic])
-        shadows, shadow_positions, bad_shadows = decode_shadows(
-            [m for m in good if m.topic() == self._shadow_topic])
-        positions.update(label_positions)
-        positions.update(shadow_positions)
-        invalid += bad_labels + bad_shadows
-        inserted = self._store.add(outcomes, positions, labels, shadows)
+        outcomes = decode_poll([m for m in good if m.topic() not in side], decode_outcome)
+        labels = decode_poll([m for m in good if m.topic() == self._labels_topic], decode_label)
+        shadows = decode_poll([m for m in good if m.topic() == self._shadow_topic],
+                              decode_shadow)
+        positions = {**outcomes.positions, **labels.positions, **shadows.positions}
+        invalid = outcomes.invalid + labels.invalid + shadows.invalid
+        inserted = self._store.add(outcomes.items, positions, labels.items, shadows.items)
         if self._on_stored is not None:
-            self._on_stored(inserted, len(outcomes) - inserted, invalid)
+            self._on_stored(inserted, len(outcomes.items) - inserted, invalid)
         try:
             consumer.store_offsets(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()])

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from gateway.claim_producer import Position
+from gateway.restarting import RestartingThread, close_quietly
 from schemas import ContractError, DeadLetter
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def route_reply(board: ReplyBoard, msg: Message, deadletter_topic: str) -> None:
         board.on_decision(claim_id, value)
 
 
-class ReplyConsumer:
+class ReplyConsumer(RestartingThread):
     """Runs in its own thread between :meth:`start` and :meth:`stop`; restarts itself (with
     backoff) after any failure, from the topics' ends again (answers that went by meanwhile
     are found in the outcome view; a missed dead letter makes its request a 202)."""
@@ -179,11 +179,10 @@ class ReplyConsumer:
         backoff_s: tuple[float, float] = (0.5, 30.0),
         consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
     ) -> None:
+        super().__init__("gateway-replies", "reply consumer", backoff_s, stale_after_s)
         self._board = board
         self._topics = list(topics)
         self._deadletter_topic = deadletter_topic
-        self._stale_after_s = stale_after_s
-        self._backoff_min_s, self._backoff_max_s = backoff_s
         self._consumer_factory = consumer_factory
         self._config = {
             "bootstrap.servers": bootstrap,
@@ -196,63 +195,27 @@ class ReplyConsumer:
             "fetch.wait.max.ms": max_wait_ms,
             "error_cb": self._on_error,
         }
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last_poll: float | None = None
-        self.restarts = 0
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="gateway-replies", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def fresh(self) -> bool:
-        """Assigned, and a poll completed within ``stale_after_s``."""
-        last = self._last_poll
-        return (self._thread is not None and self._thread.is_alive() and last is not None
-                and time.monotonic() - last < self._stale_after_s)
-
-    def _run(self) -> None:
-        backoff = self._backoff_min_s
-        while not self._stop.is_set():
-            try:
-                self._session()
-            except Exception:  # any failure: restart, never die silently
-                self.restarts += 1
-                self._last_poll = None
-                logger.exception("reply consumer failed; restarting in %.1f s", backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self._backoff_max_s)
-            else:
-                return
 
     def _session(self) -> None:
         consumer = self._consumer_factory(self._config)
         try:
             consumer.assign(self._ends(consumer))
             logger.info("reply consumer reading %s from their ends", ", ".join(self._topics))
-            while not self._stop.is_set():
+            while not self.stopping.is_set():
                 for msg in self._poll(consumer):
                     err = msg.error()
                     if err is None:
                         route_reply(self._board, msg, self._deadletter_topic)
                     elif err.code() != KafkaError._PARTITION_EOF:
                         self._on_error(err)
-                self._last_poll = time.monotonic()
+                self.polled()
         finally:
-            try:
-                consumer.close()
-            except Exception:  # closing a failed consumer may fail too
-                logger.warning("reply consumer: closing the consumer failed", exc_info=True)
+            close_quietly(consumer, "reply consumer")
 
     @staticmethod
     def _poll(consumer: Consumer) -> list[Message]:
-        """What arrived, as soon as something did. (``consume(n, timeout)`` waits for ``n``
-        messages or the timeout: measured, every answer then waited the full 200 ms.)"""
+        """What arrived, as soon as something did. (``consume(n, timeout)`` alone waits for
+        ``n`` messages or the timeout, so every answer would wait the full 200 ms.)"""
         first = consumer.poll(0.2)
         if first is None:
             return []

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from claimflow.settings import CommonSettings
+from claimflow.settings import TOPICS, CommonSettings
 
 
 class GatewaySettings(CommonSettings):
@@ -44,12 +44,12 @@ class GatewaySettings(CommonSettings):
         "this key or GATEWAY_API_KEY whenever either is set.",
     )
     claims_topic: str = Field(
-        default="claims",
+        default=TOPICS.claims,
         description="Submitted claims are produced here, for the stream worker to decide (a v2 "
         "claim keyed by member_id, v1 by claim_id, as the producer does).",
     )
     deadletter_topic: str = Field(
-        default="claims.deadletter",
+        default=TOPICS.deadletter,
         description="The stream worker's dead letters: a submitted claim set aside there (the "
         "model refused it) is an error for its client.",
     )
@@ -64,17 +64,17 @@ class GatewaySettings(CommonSettings):
         "a fetch as soon as a decision is committed, or after this long with nothing "
         "(it bounds the empty fetches of an idle gateway, not the latency).",
     )
-    approved_topic: str = Field(default="claims.approved", description="Approved decisions.")
+    approved_topic: str = Field(default=TOPICS.approved, description="Approved decisions.")
     investigate_topic: str = Field(
-        default="claims.investigate", description="Decisions flagged for investigation."
+        default=TOPICS.investigate, description="Decisions flagged for investigation."
     )
     labels_topic: str = Field(
-        default="claims.labels",
+        default=TOPICS.labels,
         description="Investigators' dispositions (compacted, keyed by claim_id): written by "
         "POST /api/v1/claims/<id>/disposition, read by the outcome view.",
     )
     shadow_topic: str = Field(
-        default="claims.shadow",
+        default=TOPICS.shadow,
         description="Champion and challenger side by side (ShadowScore), read by the outcome "
         "view for the shadow summary (dashboard, GET /api/v1/shadow); empty: not read.",
     )

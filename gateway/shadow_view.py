@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from confluent_kafka import Message
-
+from gateway.polled import Where
 from schemas import ContractError, ShadowScore
 
 logger = logging.getLogger(__name__)
@@ -104,24 +103,13 @@ def pair_summary(pair: Pair, counts: PairCounts, champion: Labelled, challenger:
     }
 
 
-def decode_shadows(messages: Sequence[Message]
-                   ) -> tuple[list[ShadowScore], dict[tuple[str, int], int], int]:
-    """A poll's shadow messages; returns records, next offsets, and how many were invalid."""
-    records: list[ShadowScore] = []
-    positions: dict[tuple[str, int], int] = {}
-    invalid = 0
-    for msg in messages:
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        assert topic is not None
-        assert partition is not None
-        assert offset is not None
-        positions[(topic, partition)] = offset + 1
-        try:
-            records.append(ShadowScore.from_json(msg.value() or b""))
-        except ContractError as exc:
-            invalid += 1
-            logger.warning("skipping shadow record %s[%d]@%d: %s", topic, partition, offset, exc)
-    return records, positions, invalid
+def decode_shadow(value: bytes, where: Where) -> ShadowScore | None:
+    """The shadow record in ``value``, or None (logged) when it is not a valid ``ShadowScore``."""
+    try:
+        return ShadowScore.from_json(value)
+    except ContractError as exc:
+        logger.warning("skipping shadow record %s: %s", where, exc)
+        return None
 
 
 def pair_of(record: ShadowScore) -> Pair:

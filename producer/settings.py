@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from claimflow.settings import CommonSettings
+from claimflow.settings import TOPICS, CommonSettings
 
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 
@@ -17,7 +17,7 @@ class ProducerSettings(CommonSettings):
 
     model_config = SettingsConfigDict(env_prefix="PRODUCER_", frozen=True, extra="ignore")
 
-    topic: str = Field(default="claims", min_length=1, description="Topic claims go to.")
+    topic: str = Field(default=TOPICS.claims, min_length=1, description="Topic claims go to.")
     linger_ms: int = Field(
         default=50, ge=0, le=5000,
         description="librdkafka linger.ms: how long a batch may wait to fill up "

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from claimflow.settings import CommonSettings
+from claimflow.settings import TOPICS, CommonSettings
 
 OutcomeName = Literal["approved", "investigate", "deadletter"]
 
@@ -20,16 +20,16 @@ class ScorerSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="SCORER_", frozen=True, extra="ignore")
 
     group_id: str = Field(default="claimflow-scorer", description="Consumer group of the workers.")
-    input_topic: str = Field(default="claims", description="Topic the claims are read from.")
-    approved_topic: str = Field(default="claims.approved", description="Approved decisions.")
+    input_topic: str = Field(default=TOPICS.claims, description="Topic the claims are read from.")
+    approved_topic: str = Field(default=TOPICS.approved, description="Approved decisions.")
     investigate_topic: str = Field(
-        default="claims.investigate", description="Decisions flagged for investigation."
+        default=TOPICS.investigate, description="Decisions flagged for investigation."
     )
     deadletter_topic: str = Field(
-        default="claims.deadletter", description="Input that could not be processed."
+        default=TOPICS.deadletter, description="Input that could not be processed."
     )
     shadow_topic: str = Field(
-        default="claims.shadow",
+        default=TOPICS.shadow,
         description="One ShadowScore per decided claim while the model service scores a "
         "challenger in shadow, in the batch's transaction.",
     )
@@ -104,7 +104,7 @@ class ScorerSettings(CommonSettings):
 
     @property
     def changelog_topic(self) -> str:
-        return self.member_state_topic or f"{self.group_id}.member-state"
+        return self.member_state_topic or TOPICS.changelog(self.group_id)
 
     def outcome_topic(self, name: OutcomeName) -> str:
         topics: dict[OutcomeName, str] = {

@@ -34,6 +34,7 @@ from scorer.kafka_config import ClusterCalls
 from scorer.loop import ScoringLoop
 from scorer.worker_metrics import WorkerMetrics
 from scorer.worker_settings import ScorerSettings
+from tests.fake_message import FakeMessage
 from tests.v2_factory import v2_claim
 
 INPUT = "claims"
@@ -43,36 +44,6 @@ NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: the group committed nothing ye
 MODEL = ModelRef(name="claim-anomaly", version="7", run_id="run-7")
 
 Key = tuple[str, int]
-
-
-@dataclass
-class FakeMessage:
-    """Stands in for confluent_kafka.Message (the accessors the worker calls)."""
-
-    _topic: str
-    _partition: int
-    _offset: int
-    _key: bytes | None
-    _value: bytes | None
-    _error: KafkaError | None = None
-
-    def topic(self) -> str | None:
-        return self._topic
-
-    def partition(self) -> int | None:
-        return self._partition
-
-    def offset(self) -> int | None:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def error(self) -> KafkaError | None:
-        return self._error
 
 
 @dataclass(frozen=True)
@@ -103,7 +74,8 @@ class FakeCluster:
     def append(self, partition: int, value: bytes | None, key: bytes | None = None
                ) -> FakeMessage:
         log = self.logs[(self.topic, partition)]
-        message = FakeMessage(self.topic, partition, len(log), key, value)
+        message = FakeMessage(value, _offset=len(log), _partition=partition, _key=key,
+                              _topic=self.topic)
         log.append(message)
         return message
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 from claimflow.logging_setup import configure_logging
+from claimflow.settings import TOPICS
 
 if TYPE_CHECKING:
     from trainer.settings import TrainerSettings
@@ -100,7 +101,7 @@ def clear_errors() -> Iterator[None]:
 @click.option("--supervised", is_flag=True,
               help="Train the supervised family (gradient-boosted classifier on labels) "
               "instead of an Isolation Forest; the champion is scored on the same holdout.")
-@click.option("--labels-topic", default=None, is_flag=False, flag_value="claims.labels",
+@click.option("--labels-topic", default=None, is_flag=False, flag_value=TOPICS.labels,
               help="With --supervised: labels from this compacted topic (investigators' "
               "dispositions, joined by claim_id) instead of the file's is_anomaly. "
               "[bare flag: claims.labels]")

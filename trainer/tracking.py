@@ -9,9 +9,10 @@ ended as FAILED, which is the honest record of the attempt.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from modelstore.registry import CHALLENGER, client_for, mlflow_uris
 from trainer.data import Dataset
@@ -105,30 +106,9 @@ def row_counts(model: TrainedModel, dataset: Dataset) -> dict[str, int]:
 
 
 def log_model(model: TrainedModel, serialization_format: str) -> str:
-    """Log the estimator (sklearn flavour, signature, input example); returns its URI."""
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-
-    # A plain array, like the estimator was fitted on: a DataFrame example would make
-    # MLflow's input-example check trip scikit-learn's feature-name warning. The column
-    # order is recorded in the model's metadata instead.
-    example = model.split.x_train[:INPUT_EXAMPLE_ROWS]
-    signature = infer_signature(example, model.estimator.predict(example))
-    info = mlflow.sklearn.log_model(
-        model.estimator,
-        name=MODEL_ARTIFACT,
-        signature=signature,
-        input_example=example,
-        pip_requirements=pip_requirements(serialization_format),
-        serialization_format=serialization_format,
-        skops_trusted_types=SKOPS_TRUSTED_TYPES,
-        metadata={"features": list(model.feature_set.features),
-                  "feature_set": model.feature_set.name,
-                  "claim_version": model.feature_set.claim_version,
-                  "threshold": model.threshold,
-                  "score": "anomaly_score = -score_samples(x); investigate iff > threshold"},
-    )
-    return str(info.model_uri)
+    """Log the Isolation Forest (sklearn flavour, signature, input example); returns its URI."""
+    return _log_estimator(model, model.estimator.predict, serialization_format, {
+        "score": "anomaly_score = -score_samples(x); investigate iff > threshold"})
 
 
 def register(client: MlflowClient, config: StoreConfig, model_uri: str, run_id: str,
@@ -185,11 +165,25 @@ def log_and_register_supervised(model: SupervisedModel, dataset: Dataset,
 
 
 def log_classifier(model: SupervisedModel, serialization_format: str) -> str:
+    """Log the supervised classifier like :func:`log_model`; returns its URI."""
+    return _log_estimator(model, model.estimator.predict_proba, serialization_format, {
+        "family": FAMILY,
+        "score": "anomaly_score = predict_proba(x)[:, 1]; investigate iff > "
+                 "threshold (the budget share of training claims is above it)"})
+
+
+def _log_estimator(model: TrainedModel | SupervisedModel, predict: Callable[[Any], Any],
+                   serialization_format: str, metadata: dict[str, Any]) -> str:
+    """The estimator with its signature (from ``predict`` on the input example), its
+    features and threshold in the model's metadata, plus ``metadata``; returns its URI."""
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
+    # A plain array, like the estimator was fitted on: a DataFrame example would make
+    # MLflow's input-example check trip scikit-learn's feature-name warning. The column
+    # order is recorded in the model's metadata instead.
     example = model.split.x_train[:INPUT_EXAMPLE_ROWS]
-    signature = infer_signature(example, model.estimator.predict_proba(example))
+    signature = infer_signature(example, predict(example))
     info = mlflow.sklearn.log_model(
         model.estimator,
         name=MODEL_ARTIFACT,
@@ -201,9 +195,6 @@ def log_classifier(model: SupervisedModel, serialization_format: str) -> str:
         metadata={"features": list(model.feature_set.features),
                   "feature_set": model.feature_set.name,
                   "claim_version": model.feature_set.claim_version,
-                  "family": FAMILY,
-                  "threshold": model.threshold,
-                  "score": "anomaly_score = predict_proba(x)[:, 1]; investigate iff > "
-                           "threshold (the budget share of training claims is above it)"},
+                  "threshold": model.threshold, **metadata},
     )
     return str(info.model_uri)

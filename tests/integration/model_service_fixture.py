@@ -26,6 +26,7 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.stack_harness import log_tail
 from claimflow.procs import QUIET_ENV as QUIET_ENV
 from claimflow.procs import free_port as free_port  # re-exported for the tests
 from schemas import CLAIM_FEATURES
@@ -163,11 +164,7 @@ class ModelServiceProcess:
         self.process = None
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
 
 # Every test module that imports these fixtures gets its own copy of each definition (pytest

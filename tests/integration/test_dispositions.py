@@ -26,30 +26,19 @@ from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixt
     GatewayServer,
     GatewayTopics,
     StreamWorker,
+    claim,
     gateway_env,
     gateway_factory,
     gateway_model,
     gateway_topics,
     labels_topic,
     stream_worker_factory,
+    unusual,
     wait_until,
 )
 from tests.v2_factory import v2_claims, without_labels
 
 pytestmark = pytest.mark.integration
-
-
-def claim(claim_id: str, amount: float = 1_250.0, **overrides: Any) -> dict[str, Any]:
-    body = {"claim_id": claim_id, "claim_amount": amount, "num_services": 3,
-            "patient_age": 47, "provider_id": 14_210, "days_since_last_claim": 32,
-            "submitted_at": "2026-11-26T18:00:00Z"}
-    body.update(overrides)
-    return body
-
-
-def unusual(claim_id: str) -> dict[str, Any]:
-    return claim(claim_id, amount=480_000.0, num_services=60, patient_age=2,
-                 days_since_last_claim=0)
 
 
 def labels_on(bootstrap: str, topic: str, expected: int, timeout_s: float) -> list[Label]:

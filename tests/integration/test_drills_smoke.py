@@ -2,11 +2,8 @@
 on free ports, a model trained into a temporary CLAIMFLOW_HOME, the model service, scorer
 workers, the gateway). One run of ``python -m bench.drills --smoke``; one test per drill.
 
-Part of ``make test`` (the issue asks for the smoke size in CI). It was out of it for a while:
-drill 3 failed because the scorer did not survive a broker restart, and two measuring bugs
-of the drills (reading only to the last stable offset; a progress sampler that waited on the
-scorer's open transaction) failed drills 4 and 2 once each under load. All three are fixed;
-``make drills-smoke`` runs just this file."""
+Part of ``make test`` (the smoke size runs in CI); ``make drills-smoke`` runs just this
+file."""
 
 from __future__ import annotations
 

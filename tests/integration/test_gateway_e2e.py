@@ -29,11 +29,13 @@ from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixt
     GatewayServer,
     GatewayTopics,
     StreamWorker,
+    claim,
     gateway_env,
     gateway_factory,
     gateway_model,
     gateway_topics,
     stream_worker_factory,
+    unusual,
     wait_until,
 )
 from tests.v2_factory import as_contract, v2_claim, v2_claims, without_labels
@@ -49,19 +51,6 @@ StartGateway = Callable[..., GatewayServer]
 StartWorker = Callable[..., StreamWorker]
 # Generous: the first decision waits for the worker's first batch after it joined its group.
 DECISION_TIMEOUT_S = "30"
-
-
-def claim(claim_id: str, amount: float = 1_250.0, **overrides: Any) -> dict[str, Any]:
-    body = {"claim_id": claim_id, "claim_amount": amount, "num_services": 3,
-            "patient_age": 47, "provider_id": 14_210, "days_since_last_claim": 32,
-            "submitted_at": "2026-11-26T18:00:00Z"}
-    body.update(overrides)
-    return body
-
-
-def unusual(claim_id: str) -> dict[str, Any]:
-    return claim(claim_id, amount=480_000.0, num_services=60, patient_age=2,
-                 days_since_last_claim=0)
 
 
 @pytest.fixture
@@ -453,7 +442,7 @@ def test_slow_headers_pin_no_request_thread_and_are_cut_off(
 ) -> None:
     """More trickling connections than the gateway has request threads (2 workers x 8):
     another client is still served, and the server closes them after
-    GATEWAY_HEADER_READ_TIMEOUT_S (granian's default was 30 s, and nothing set it)."""
+    GATEWAY_HEADER_READ_TIMEOUT_S, which the gateway passes to granian."""
     env = gateway_env(kafka_bootstrap, gateway_topics, group_id,
                       GATEWAY_HEADER_READ_TIMEOUT_S="2", GATEWAY_THREADS="8")
     server = gateway_factory(env, wait_ready=False)

@@ -6,19 +6,18 @@ uuid topics and its own view group, next to the real broker, a real stream worke
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import Any
 
 import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from bench.stack_harness import ManagedProcess, log_tail
 from broker.topics import COMPACTED, TopicSpec, ensure_topics
 from claimflow.procs import wait_until as wait_until  # re-exported for the tests
 from tests.integration.model_service_fixture import (
@@ -37,8 +36,7 @@ class GatewayServer:
     home: Path
     env_extra: dict[str, str]
     port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = None
+    _proc: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
@@ -48,14 +46,14 @@ class GatewayServer:
     def log_path(self) -> Path:
         return self.home / "gateway.log"
 
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return None if self._proc is None else self._proc.popen
+
     def start(self, *, wait_ready: bool = True, timeout_s: float = 60.0) -> GatewayServer:
-        self.home.mkdir(parents=True, exist_ok=True)
         env = clean_env(CLAIMFLOW_HOME=str(self.home), **self.env_extra)
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [*CLAIMFLOW, "gateway", "--port", str(self.port)], env=env, stdout=self._log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        self._proc = ManagedProcess("gateway", [*CLAIMFLOW, "gateway", "--port", str(self.port)],
+                                    env, self.log_path).start()
         probe = "/readyz" if wait_ready else "/healthz"
         wait_until(lambda: self._answers(probe), timeout_s, f"gateway {probe}\n{self.tail()}")
         return self
@@ -70,22 +68,10 @@ class GatewayServer:
 
     def stop(self) -> int | None:
         """SIGTERM (the command's clean shutdown); returns the exit code."""
-        if self.process is None:
+        if self._proc is None:
             return None
-        code: int | None
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            code = self.process.wait(30)
-        except ProcessLookupError:
-            code = self.process.poll()
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-            code = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        self.process = None
+        code = self._proc.stop(30)
+        self._proc = None
         return code
 
     def restart(self) -> GatewayServer:
@@ -93,11 +79,22 @@ class GatewayServer:
         return self.start()
 
     def tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
+
+
+def claim(claim_id: str, amount: float = 1_250.0, **overrides: Any) -> dict[str, Any]:
+    """A v1 claim body for the gateway's API (a usual one unless ``overrides`` say else)."""
+    body = {"claim_id": claim_id, "claim_amount": amount, "num_services": 3,
+            "patient_age": 47, "provider_id": 14_210, "days_since_last_claim": 32,
+            "submitted_at": "2026-11-26T18:00:00Z"}
+    body.update(overrides)
+    return body
+
+
+def unusual(claim_id: str) -> dict[str, Any]:
+    """An unusual claim: a huge amount, many services, a toddler, no gap since the last."""
+    return claim(claim_id, amount=480_000.0, num_services=60, patient_age=2,
+                 days_since_last_claim=0)
 
 
 @dataclass(frozen=True)
@@ -128,42 +125,27 @@ class StreamWorker:
 
     log_path: Path
     env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = None
+    _proc: ManagedProcess | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return None if self._proc is None else self._proc.popen
 
     def start(self) -> StreamWorker:
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [*CLAIMFLOW, "score"], env=clean_env(**self.env), stdout=self._log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        self._proc = ManagedProcess("scorer", [*CLAIMFLOW, "score"], clean_env(**self.env),
+                                    self.log_path).start()
         return self
 
     def stop(self) -> int | None:
         """SIGTERM (a clean stop: it finishes its batch and leaves the group)."""
-        if self.process is None:
+        if self._proc is None:
             return None
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            code: int | None = self.process.wait(60)
-        except ProcessLookupError:
-            code = self.process.poll()
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-            code = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        self.process = None
+        code = self._proc.stop(60)
+        self._proc = None
         return code
 
     def tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def wait_assigned(self, timeout_s: float = 60.0) -> StreamWorker:
         """Until the worker has its partitions (it logs "assigned ...")."""

@@ -4,23 +4,20 @@ champion judged on the same holdout, the gate, --force, --rollback, serving the 
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from confluent_kafka import Producer
 from mlflow import MlflowClient
 
 from claimflow.cli import cli
-from modelstore.registry import aliases_of, client_for
+from modelstore.registry import aliases_of
 from schemas import ModelRef, ScoreResult, ShadowScore, StreamSource
 from schemas.label import AnsweredDecision, Label
 from schemas.shadow import ShadowVerdict
@@ -30,44 +27,16 @@ from scorer.model_settings import ModelSettings
 from scorer.routing import Position
 from scoring.model import RegistrySource, load_served_model
 from scoring.score_file import read_claims, score_claims
+from tests.integration.cli_run import invoke, train_json
 from tests.integration.model_service_fixture import Champion, ModelServiceProcess, clean_env
-from trainer.settings import TrainerSettings
 
 pytestmark = pytest.mark.integration
 
-QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-         "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 NAME = "claim-anomaly"
 ROWS = 3_000
 
 
 @pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def home(tmp_path: Path, migrated_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    (home / "mlflow").mkdir(parents=True)
-    shutil.copyfile(migrated_db, home / "mlflow" / "mlflow.db")
-    monkeypatch.setenv("CLAIMFLOW_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    # `claimflow promote` reads a shadow period from the default broker; a broker another
-    # process runs there must not judge this store's versions (shadow tests set their own).
-    monkeypatch.setenv("TRAINER_PROMOTE_SHADOW_TOPIC", "")
-    for key, value in QUIET.items():
-        monkeypatch.setenv(key, value)
-    return home
-
-
-@pytest.fixture
-def client(home: Path) -> MlflowClient:
-    return client_for(TrainerSettings().tracking_uri)
-
-
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Realistic v2 claims with is_anomaly/pattern, by the real `claimflow generate`."""
@@ -77,17 +46,6 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return path
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-def train_json(*args: str) -> dict[str, Any]:
-    result = invoke("train", *args, "--json")
-    assert result.exit_code == 0, result.output
-    outcome: dict[str, Any] = json.loads(result.stdout)
-    return outcome
 
 
 def test_supervised_training_judges_itself_and_the_champion_on_one_holdout(

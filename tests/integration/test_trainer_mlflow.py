@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 import psutil
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from claimflow.cli import cli
@@ -29,12 +26,12 @@ from features.sets import V2_CLAIM, V2_HISTORY
 from modelstore.bento import load_exported
 from modelstore.registry import (
     aliases_of,
-    client_for,
     load_estimator,
     mlflow_uris,
     resolve_champion,
 )
 from schemas import CLAIM_FEATURES
+from tests.integration.cli_run import invoke, train_json
 from tests.v2_factory import v2_claims, write_jsonl
 from trainer.model import TrainParams
 from trainer.pipeline import store_config, train_and_register
@@ -42,42 +39,12 @@ from trainer.settings import TrainerSettings
 
 pytestmark = pytest.mark.integration
 
-QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-         "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 NAME = "claim-anomaly"
-
-
-@pytest.fixture(scope="session")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty, fully migrated MLflow database (creating one takes seconds; copy it)."""
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def home(tmp_path: Path, migrated_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    (home / "mlflow").mkdir(parents=True)
-    shutil.copyfile(migrated_db, home / "mlflow" / "mlflow.db")
-    monkeypatch.setenv("CLAIMFLOW_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    # `claimflow promote` reads a shadow period from the default broker; a broker another
-    # process runs there must not judge this store's versions (shadow tests set their own).
-    monkeypatch.setenv("TRAINER_PROMOTE_SHADOW_TOPIC", "")
-    for key, value in QUIET.items():
-        monkeypatch.setenv(key, value)
-    return home
 
 
 @pytest.fixture
 def settings(home: Path) -> TrainerSettings:
     return TrainerSettings()
-
-
-@pytest.fixture
-def client(settings: TrainerSettings) -> MlflowClient:
-    return client_for(settings.tracking_uri)
 
 
 @pytest.fixture(scope="session")
@@ -88,17 +55,6 @@ def seed_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                       "--out", str(path)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return path
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-def train_json(*args: str) -> dict[str, Any]:
-    result = invoke("train", *args, "--json")
-    assert result.exit_code == 0, result.output
-    outcome: dict[str, Any] = json.loads(result.stdout)
-    return outcome
 
 
 def versions(client: MlflowClient) -> list[str]:

@@ -33,6 +33,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from bench.stack_harness import Topics as Topics  # shared by the stream tests
 from claimflow.procs import wait_until as wait_until  # re-exported for the tests
 from schemas import Claim, ClaimV2, DeadLetter, Decision, StreamSource
 from scorer.calls import fatal_cause
@@ -58,18 +59,6 @@ _v2_model_service_session = model_service_fixture._v2_model_service_session
 v2_model_service = model_service_fixture.v2_model_service
 
 CLAIM_PARTITIONS = 4
-
-
-@dataclass(frozen=True)
-class Topics:
-    claims: str
-    approved: str
-    investigate: str
-    deadletter: str
-
-    @property
-    def outcomes(self) -> list[str]:
-        return [self.approved, self.investigate, self.deadletter]
 
 
 @pytest.fixture

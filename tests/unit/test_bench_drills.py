@@ -23,7 +23,7 @@ from bench.drill_common import (
     verdict,
     wait_until,
 )
-from bench.drill_kill_scorer import kill_plan
+from bench.drill_kill_scorer import kill_along, kill_plan, mark_resumed
 from bench.drill_poison import (
     POISON_KINDS,
     Sent,
@@ -46,6 +46,7 @@ from bench.drills import render_markdown as render_drills_markdown
 from bench.stack_harness import ManagedProcess, Stack, Topics, free_port
 from schemas import DeadLetter, StreamSource
 from scorer.routing import split_batch
+from tests.fake_message import FakeMessage
 
 # --------------------------------------------------------------------------- exactly once
 
@@ -65,6 +66,8 @@ def test_exactly_once_names_duplicates_missing_and_unexpected() -> None:
     counts = report.counts()
     assert (counts["expected"], counts["decided"], counts["unique"]) == (4, 4, 3)
     assert counts["missing_sample"] == ["c", "d"]
+    assert report.tally() == "4 decisions (3 unique)"
+    assert report.full_tally() == "4 decisions, 3 unique, 1 duplicated, 2 missing"
 
 
 def test_same_count_is_not_enough_for_exactly_once() -> None:
@@ -105,26 +108,6 @@ def test_throughput_windows_use_the_sample_a_window_back() -> None:
 # --------------------------------------------------------------------------- poison
 
 
-class FakeMessage:
-    def __init__(self, value: bytes | None, key: bytes | None, offset: int) -> None:
-        self._value, self._key, self._offset = value, key, offset
-
-    def topic(self) -> str:
-        return "claims"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-
 def test_poison_catalogue_has_at_least_twelve_kinds() -> None:
     assert len(POISON_KINDS) >= 12
     for required in ("not_json_text", "binary_junk", "empty_value", "amount_as_string",
@@ -147,7 +130,7 @@ def test_flood_is_deterministic_and_interleaved() -> None:
 def test_scorer_routing_accepts_every_good_claim_and_classifies_every_poison() -> None:
     """The drill's expectations hold against the scorer's real routing core."""
     messages, good = build_flood(rounds=1, good_per_round=20, seed=11, run_id="u")
-    fakes = [FakeMessage(m.value, m.key, offset) for offset, m in enumerate(messages)]
+    fakes = [FakeMessage(m.value, _offset=offset, _key=m.key) for offset, m in enumerate(messages)]
     batch = split_batch(fakes, max_bytes=16_384, now=datetime.now(UTC))
     assert [c.claim_id for c in batch.claims] == [m.key.decode() for m in messages
                                                   if m.kind == "good" and m.key]
@@ -357,6 +340,48 @@ def test_kill_plan_is_seeded_ordered_and_inside_the_stream() -> None:
     assert targets == sorted(targets)
     assert all(10_000 <= t <= 170_000 for t in targets)
     assert all(0 <= delay <= 0.6 for _, delay in plan)
+
+
+class KillableStream:
+    """The stream calls of the kill loop: committed progress jumps to each target at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.started: list[FakeScorer] = []
+        self.waited: list[float] = []
+
+    def wait_committed(self, target: float, timeout_s: float, watch: list[Any]) -> None:
+        self.waited.append(target)
+        self.count = int(target) + 7
+
+    def committed(self) -> int:
+        return self.count
+
+    def start_scorer(self, name: str) -> FakeScorer:
+        self.started.append(FakeScorer())
+        return self.started[-1]
+
+
+class FakeScorer:
+    killed = False
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+def test_kill_along_kills_each_scorer_once_and_records_what_it_had_committed() -> None:
+    stream, first = KillableStream(), FakeScorer()
+    clock = iter([1.5, 4.25])
+    sampler = type("Clock", (), {"now": lambda self: next(clock)})()
+    last, moments = kill_along(stream, sampler, [(100, 0.0), (300, 0.0)],  # type: ignore[arg-type]
+                               first)  # type: ignore[arg-type]
+    assert [first.killed, *(s.killed for s in stream.started)] == [True, True, False]
+    assert stream.started.index(last) == 1  # type: ignore[arg-type]
+    assert moments == [
+        {"t_s": 1.5, "committed_at_kill": 107, "target": 100, "delay_s": 0.0},
+        {"t_s": 4.25, "committed_at_kill": 307, "target": 300, "delay_s": 0.0}]
+    mark_resumed(moments, [(1.0, 107), (2.0, 107), (3.0, 150), (5.0, 307)])
+    assert [m["resumed_after_s"] for m in moments] == [1.5, None]
 
 
 def test_progress_and_recovery_moments() -> None:

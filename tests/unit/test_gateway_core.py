@@ -27,6 +27,7 @@ from gateway.replies import ReplyBoard, route_reply
 from gateway.service import SubmissionService
 from gateway.sqlite_util import BackgroundCheckpointer, connect
 from schemas import Claim, ClaimV2, DeadLetter, Decision, ModelRef, StreamSource
+from tests.fake_message import FakeMessage
 from tests.unit.test_gateway_fakes import FakeStream, claim_body, stream_decision
 from tests.v2_factory import v2_claim, without_labels
 
@@ -281,39 +282,21 @@ def test_a_dead_letter_answers_the_watch_of_its_position_even_when_it_came_first
     assert board.waiting() == 0
 
 
-class FakeMessage:
-    def __init__(self, topic: str, key: bytes | None, value: bytes | None) -> None:
-        self._topic, self._key, self._value = topic, key, value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return 3
-
-
 def test_route_reply_matches_decisions_by_key_and_dead_letters_by_content() -> None:
     board = ReplyBoard()
     watches = board.watch(["A"])
     board.locate(watches["A"], Position("claims", 0, 1))
-    messages = [FakeMessage("claims.approved", b"nobody", b"{}"),
-                FakeMessage("dl", None, b"not a dead letter")]
+    messages = [FakeMessage(b"{}", _key=b"nobody", _topic="claims.approved"),
+                FakeMessage(b"not a dead letter", _key=None, _topic="dl")]
     for msg in messages:
         route_reply(board, msg, "dl")  # type: ignore[arg-type]
     assert not watches["A"].answered
-    letter = FakeMessage("dl", None, dead_letter_at(Position("claims", 0, 1)).to_json())
+    letter = FakeMessage(dead_letter_at(Position("claims", 0, 1)).to_json(), _key=None,
+                         _topic="dl")
     route_reply(board, letter, "dl")  # type: ignore[arg-type]
     assert watches["A"].dead_letter is not None
-    route_reply(board, FakeMessage("claims.approved", b"A", b"{}"), "dl")  # type: ignore[arg-type]
+    answer = FakeMessage(b"{}", _key=b"A", _topic="claims.approved")
+    route_reply(board, answer, "dl")  # type: ignore[arg-type]
     assert watches["A"].decision is None  # answered once
 
 
@@ -368,15 +351,21 @@ def test_wal_pages_reach_the_database_from_the_background_thread(tmp_path: Path)
     writer.close()
 
 
+def submit_at_once(service: SubmissionService, intake: Any, requests: int
+                   ) -> tuple[list[threading.Thread], list[Any]]:
+    """``requests`` threads submitting the same claim; their answers land in the list."""
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(service.submit([intake])))
+               for _ in range(requests)]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
 def test_concurrent_submissions_of_one_claim_produce_it_once(tmp_path: Path) -> None:
     stream = SlowStream()
     service = make_service(tmp_path, stream)
-    intake = parse_claim(raw(), now=NOW)
-    results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(service.submit([intake])))
-               for _ in range(4)]
-    for thread in threads:
-        thread.start()
+    threads, results = submit_at_once(service, parse_claim(raw(), now=NOW), 4)
     assert stream.entered.wait(10)
     stream.release.set()
     for thread in threads:
@@ -396,11 +385,7 @@ def test_concurrent_submissions_of_a_refused_claim_all_get_its_dead_letter(
     stream.reads_version, stream.silent = 2, True
     service = make_service(tmp_path, stream, timeout_s=10)
     intake = parse_claim(raw(), now=NOW)
-    results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(service.submit([intake])))
-               for _ in range(4)]
-    for thread in threads:
-        thread.start()
+    threads, results = submit_at_once(service, intake, 4)
     assert stream.entered.wait(10)
     stream.release.set()
     deadline = time.monotonic() + 10

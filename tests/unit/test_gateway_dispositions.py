@@ -21,6 +21,7 @@ from gateway.outcome_consumer import OutcomeConsumer
 from gateway.outcome_store import Outcome, OutcomeStore
 from gateway.runtime import GatewayRuntime
 from schemas import Decision, Label
+from tests.fake_message import FakeMessage
 from tests.unit.test_gateway_api import problem
 from tests.unit.test_gateway_fakes import (
     FakeLabelPublisher,
@@ -289,29 +290,6 @@ def test_open_pages_follow_the_cursor(gw: Gateway) -> None:
     assert [i["decision"]["claim"]["claim_id"] for i in second["items"]] == ["C-2", "C-1"]
 
 
-@dataclass
-class FakeMessage:
-    topic_: str
-    offset_: int
-    value_: bytes | None
-    key_: bytes = b""
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return self.topic_
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self.offset_
-
-    def value(self) -> bytes | None:
-        return self.value_
-
-
 class OffsetsOnly:
     """The consumer calls of one ``_handle``: offsets stored after the batch."""
 
@@ -329,10 +307,10 @@ def test_the_view_consumer_splits_decisions_and_labels_in_one_batch(gw: Gateway)
     view = OutcomeConsumer(gw.rt.outcomes, "unused:9092", ["claims.investigate"], "g",
                            labels_topic="claims.labels",
                            on_stored=lambda *n: counted.append(n))
-    batch = [FakeMessage("claims.investigate", 7, decision.to_json()),
-             FakeMessage("claims.labels", 3, label.to_json()),
-             FakeMessage("claims.labels", 4, None),  # a tombstone: skipped
-             FakeMessage("claims.labels", 5, b'{"claim_id": "C-mix"}')]  # invalid: skipped
+    batch = [FakeMessage(decision.to_json(), 7, _topic="claims.investigate"),
+             FakeMessage(label.to_json(), 3, _topic="claims.labels"),
+             FakeMessage(None, 4, _topic="claims.labels"),  # a tombstone: skipped
+             FakeMessage(b'{"claim_id": "C-mix"}', 5, _topic="claims.labels")]  # invalid: skipped
     consumer = OffsetsOnly()
     view._handle(consumer, batch)  # type: ignore[arg-type]
     assert counted == [(1, 0, 2)]

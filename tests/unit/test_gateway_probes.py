@@ -20,6 +20,7 @@ from gateway.outcome_store import OutcomeStore
 from gateway.readiness import ReadinessProbe
 from gateway.replies import ReplyBoard, ReplyConsumer
 from schemas import Claim, Decision, ModelRef, StreamSource
+from tests.fake_message import FakeMessage
 from tests.unit.test_gateway_fakes import FakeStream, claim_body, fake_settings
 
 TOPIC = "claims.approved"
@@ -86,27 +87,6 @@ def test_readiness_says_when_the_outcome_view_is_stale_without_waiting_for_the_c
 
 
 @dataclass
-class FakeMessage:
-    offset_: int
-    value_: bytes
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return TOPIC
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self.offset_
-
-    def value(self) -> bytes:
-        return self.value_
-
-
-@dataclass
 class FakeConsumer:
     """Hands out the topic's messages from the position the store resumes at."""
 
@@ -142,7 +122,7 @@ def decision_json(claim_id: str) -> bytes:
 def test_the_view_consumer_restarts_after_a_failure_and_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """It used to die for good on the first exception, leaving a view that silently stopped."""
+    """A failed session is followed by a new one that resumes where the store left off."""
     store = OutcomeStore(tmp_path / "o.db")
     real_add, failures = store.add, [1]
 
@@ -153,7 +133,7 @@ def test_the_view_consumer_restarts_after_a_failure_and_loses_nothing(
         return real_add(*args)
 
     monkeypatch.setattr(store, "add", add_failing_once)
-    log = [FakeMessage(i, decision_json(f"V-{i}")) for i in range(3)]
+    log = [FakeMessage(decision_json(f"V-{i}"), _offset=i, _topic=TOPIC) for i in range(3)]
     sessions: list[FakeConsumer] = []
     all_stored = threading.Event()
     view = OutcomeConsumer(store, "unused:9092", [TOPIC], "g", backoff_s=(0.01, 0.05),
@@ -198,9 +178,7 @@ class FakeReplyConsumer:
         if self.sent:
             return None
         self.sent = True
-        message = FakeMessage(0, decision_json("R-1"))
-        message.key = lambda: b"R-1"  # type: ignore[attr-defined]
-        return message
+        return FakeMessage(decision_json("R-1"), _key=b"R-1", _topic=TOPIC)
 
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
         return []

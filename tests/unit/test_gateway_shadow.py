@@ -16,9 +16,9 @@ from gateway.outcome_consumer import OutcomeConsumer
 from gateway.shadow_view import Labelled, PairCounts, labelled_counts, pair_summary, precision
 from schemas import Decision, Label, ModelRef, ShadowScore, ShadowVerdict, StreamSource
 from schemas.label import Disposition
+from tests.fake_message import FakeMessage
 from tests.unit.test_gateway_dispositions import (
     NOW,
-    FakeMessage,
     Gateway,
     OffsetsOnly,
     make_gateway,
@@ -142,9 +142,9 @@ def test_the_view_consumer_reads_the_shadow_topic_beside_decisions(gw: Gateway) 
     decision = gw.submit("C-mix")
     view = OutcomeConsumer(gw.rt.outcomes, "unused:9092", ["claims.investigate"], "g",
                            labels_topic="claims.labels", shadow_topic="claims.shadow")
-    batch = [FakeMessage("claims.investigate", 7, decision.to_json()),
-             FakeMessage("claims.shadow", 3, shadow("C-mix", True, False).to_json()),
-             FakeMessage("claims.shadow", 4, b'{"claim_id": "C-mix"}')]  # invalid: skipped
+    batch = [FakeMessage(decision.to_json(), 7, _topic="claims.investigate"),
+             FakeMessage(shadow("C-mix", True, False).to_json(), 3, _topic="claims.shadow"),
+             FakeMessage(b'{"claim_id": "C-mix"}', 4, _topic="claims.shadow")]  # invalid: skipped
     view._handle(OffsetsOnly(), batch)  # type: ignore[arg-type]
     [pair] = summary(gw)["pairs"]
     assert (pair["claims"], pair["agree"]) == (1, 0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -25,36 +24,11 @@ from scorer.routing import (
     route_decisions,
     split_batch,
 )
+from tests.fake_message import FakeMessage
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 TOPICS = OutcomeTopics(approved="out.ok", investigate="out.look", deadletter="out.dead")
 MAX_BYTES = 4096
-
-
-@dataclass
-class FakeMessage:
-    """Stands in for confluent_kafka.Message: the same accessor methods."""
-
-    _value: bytes | None
-    _offset: int = 0
-    _partition: int = 0
-    _key: bytes | None = b"C-1"
-    _topic: str = "claims"
-
-    def topic(self) -> str | None:
-        return self._topic
-
-    def partition(self) -> int | None:
-        return self._partition
-
-    def offset(self) -> int | None:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
 
 
 def claim_dict(**overrides: Any) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from scorer.loop import FatalWorkerError, describe_batch
 from scorer.member_state import NO_HISTORY
 from scorer.routing import split_batch
 from tests.fake_kafka import CHANGELOG, FakeCluster, FakeModelClient, Harness
-from tests.unit.test_routing import NOW, FakeMessage, claim_bytes
+from tests.fake_message import FakeMessage
+from tests.unit.test_routing import NOW, claim_bytes
 
 DAY = "2026-11-20"
 

@@ -78,7 +78,7 @@ def test_the_contract_refuses_a_verdict_without_a_model() -> None:
 
 def test_records_skip_claims_either_model_refused_and_count_agreement() -> None:
     from scorer.routing import split_batch
-    from tests.unit.test_routing import FakeMessage
+    from tests.fake_message import FakeMessage
 
     batch = split_batch([FakeMessage(claim_bytes(claim_id=f"C-{i}"), i) for i in range(4)],
                         max_bytes=16_384, now=NOW)
@@ -117,7 +117,7 @@ def test_challenger_answers_are_read_leniently_and_encode_the_same() -> None:
     encoder = ShadowEncoder(NOW)
     assert encoder.encode(champ, lenient[0], position) == encoder.encode(champ, scored, position)
     from scorer.routing import split_batch
-    from tests.unit.test_routing import FakeMessage
+    from tests.fake_message import FakeMessage
 
     batch = split_batch([FakeMessage(claim_bytes(claim_id=f"C-{i}"), i) for i in (1, 2)],
                         max_bytes=16_384, now=NOW)

@@ -232,7 +232,7 @@ def test_child_env_carries_the_shared_settings_and_the_marker() -> None:
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092"
     assert env["CLAIMFLOW_HOME"] == str(settings.home)
     assert env["SCORER_MODEL_URL"] == "http://127.0.0.1:3999"
-    assert "GATEWAY_MODEL_URL" not in env  # the gateway no longer calls the model service
+    assert "GATEWAY_MODEL_URL" not in env  # the gateway does not call the model service
     assert env["STACK_GATEWAY_PORT"] == "5999"
     for key in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK", "BENTOML_DO_NOT_TRACK"):
         assert env[key] == "true"
