@@ -35,7 +35,7 @@ import orjson
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from claimflow.settings import CommonSettings
+from claimflow.settings import TOPICS, CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,9 @@ class LearnSettings(CommonSettings):
 
     min_labels: int = Field(default=200, ge=1,
                             description="Closing labels on the labels topic before training.")
-    claims_topic: str = Field(default="claims", description="Claims the challenger learns from.")
-    labels_topic: str = Field(default="claims.labels", description="Investigators' labels.")
+    claims_topic: str = Field(default=TOPICS.claims,
+                              description="Claims the challenger learns from.")
+    labels_topic: str = Field(default=TOPICS.labels, description="Investigators' labels.")
     poll_s: float = Field(default=10.0, gt=0, description="Seconds between checks.")
     timeout_s: float = Field(default=3600.0, gt=0,
                              description="Give up after this many seconds (exit code 1).")

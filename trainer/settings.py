@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
-from claimflow.settings import CommonSettings
+from claimflow.settings import TOPICS, CommonSettings
 
 
 class TrainerSettings(CommonSettings):
@@ -50,12 +50,12 @@ class TrainerSettings(CommonSettings):
         "(neither a labelled holdout nor a labelled shadow period); `--strict` sets it too.",
     )
     promote_shadow_topic: str = Field(
-        default="claims.shadow",
+        default=TOPICS.shadow,
         description="Shadow scores `claimflow promote` reads for the shadow period; empty: "
         "the gate does not read a shadow period.",
     )
     promote_labels_topic: str = Field(
-        default="claims.labels", description="Labels joined with the shadow period."
+        default=TOPICS.labels, description="Labels joined with the shadow period."
     )
     promote_min_shadow_labelled: int = Field(
         default=20, ge=1,
