@@ -5,7 +5,9 @@ claims in the order the member stage would see them), each v2 claim gets its mem
 history before it from the same functions the stream's member stage calls
 (:func:`scorer.member_state.member_step`), and the same :class:`scorer.model.ServedModel`
 scores them in batches. So a claim's score here equals the stream's for the same claim,
-model and history: offline = online.
+model and history: offline = online. A claim_id seen before for the same member is answered
+as the stream sets it aside (``error_kind`` ``duplicate_claim_id`` or ``claim_id_conflict``,
+counted as refused), not scored.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import IO, Any, Final
 
 import orjson
 
+from features.member import Repeat
 from schemas import Claim, ClaimV2, ContractError, parse_claim
 from scorer.member_state import MemberStore, member_step
 from scorer.model import ServedModel
@@ -69,10 +72,23 @@ def _score_chunk(model: ServedModel, store: MemberStore, claims: Sequence[Claim 
     # where a member's claims share a partition.
     positions = [Position("file", 0, 0)] * len(claims)
     step = member_step(store, claims, positions)
-    answers: list[dict[str, Any]] = orjson.loads(
-        model.score_json(claims, step.features if step.any_history() else None))
+    if not step.repeats:
+        answers: list[dict[str, Any]] = orjson.loads(
+            model.score_json(claims, step.features if step.any_history() else None))
+        store.apply(step.updates)
+        return answers
+    # What the stream sets aside as a dead letter is answered with the same kind and reason.
+    kept = [i for i in range(len(claims)) if i not in step.repeats]
+    scored = iter(orjson.loads(model.score_json(
+        [claims[i] for i in kept],
+        [step.features[i] for i in kept] if step.any_history() else None)) if kept else ())
     store.apply(step.updates)
-    return answers
+    return [set_aside_answer(claims[i].claim_id, step.repeats[i]) if i in step.repeats
+            else next(scored) for i in range(len(claims))]
+
+
+def set_aside_answer(claim_id: str, repeat: Repeat) -> dict[str, Any]:
+    return {"claim_id": claim_id, "error_kind": repeat.kind, "error": repeat.reason}
 
 
 def score_file(model: ServedModel, data: Path, out: IO[bytes]) -> dict[str, int]:

@@ -9,10 +9,17 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from features.codes import build_code_reference
-from features.member import MemberHistory, decode_history, encode_history, remember
+from features.member import (
+    MemberHistory,
+    decode_history,
+    encode_history,
+    fingerprint,
+    remember,
+)
 from features.sets import V2_HISTORY, FeatureSetError
 from features.vector import HISTORY_FEATURES, is_resubmission, replay
 from schemas import ClaimV2, ModelRef
@@ -163,3 +170,50 @@ def test_the_history_set_has_no_identifiers_and_no_row_of_one_claim() -> None:
         V2_HISTORY.row(claim("C-1"))
     codes = build_code_reference(as_contract(v2_claims(200, seed=1)))
     assert not is_resubmission(next(replay([claim("C-1")], codes))[2])
+
+
+# -- claim ids: decided once per member
+
+
+def test_a_repeated_claim_id_is_set_aside_and_leaves_the_history_alone() -> None:
+    first = claim("C-1")
+    resent = claim("C-1", submitted_days=1)  # the same claim, another submitted_at
+    other = claim("C-1", charge=999.0)  # another claim under the same id
+    later = claim("C-2", day=1)
+    step = member_step(MemberStore(), [first, resent, other, later],
+                       [at(0, 0), at(0, 1), at(0, 2), at(0, 3)])
+    assert {i: r.kind for i, r in step.repeats.items()} == {
+        1: "duplicate_claim_id", 2: "claim_id_conflict"}
+    assert step.features[3].claims_7d == 2.0  # C-1 counted once
+    [history] = step.updates.values()
+    assert [f.claim_id for f in history.fingerprints] == ["C-1", "C-2"]
+
+
+def test_a_format_1_record_still_restores_and_its_claim_ids_are_recognised() -> None:
+    c1 = claim("C-1")
+    record = orjson.dumps([1, c1.service_date.toordinal(), [
+        ["C-1", "P1", c1.service_date.toordinal(), c1.submitted_at.timestamp()]],
+        [[fingerprint(c1), "C-1", c1.service_date.toordinal(), c1.submitted_at.timestamp()]]])
+    store = MemberStore()
+    store.load(0, {"M1": record})
+    assert store.get(0, "M1").fingerprints[0].payload == ""
+    step = member_step(store, [claim("C-1", submitted_days=2), claim("C-1", charge=50.0)],
+                       [at(0, 5), at(0, 6)])
+    # Without a payload digest the resubmission fingerprint (provider, date, lines) decides.
+    assert [r.kind for r in step.repeats.values()] == ["duplicate_claim_id",
+                                                       "claim_id_conflict"]
+    assert encode_history(store.get(0, "M1")).startswith(b"[2,")
+
+
+def test_score_file_answers_a_repeated_claim_id_as_the_stream_sets_it_aside(
+    history_model: ServedModel,
+) -> None:
+    claims = [claim("C-1"), claim("C-2", day=1), claim("C-1", submitted_days=3),
+              claim("C-1", charge=999.0), claim("C-3", day=2)]
+    answers = list(score_claims(history_model, claims, batch=2))  # repeats across chunks
+    assert [a["claim_id"] for a in answers] == ["C-1", "C-2", "C-1", "C-1", "C-3"]
+    assert [a.get("error_kind") for a in answers] == [
+        None, None, "duplicate_claim_id", "claim_id_conflict", None]
+    unique = list(score_claims(history_model, [claims[0], claims[1], claims[4]]))
+    assert [answers[i]["anomaly_score"] for i in (0, 1, 4)] == [
+        a["anomaly_score"] for a in unique]
