@@ -153,7 +153,10 @@ def route_reply(board: ReplyBoard, msg: Message, deadletter_topic: str) -> None:
             logger.warning("reply consumer: skipping %s[%s]@%s: %s", msg.topic(),
                            msg.partition(), msg.offset(), exc)
             return
-        board.on_dead_letter(letter)
+        if letter.error_kind != "duplicate_claim_id":
+            # A claim sent again answers nobody: its first outcome does (by claim_id, or
+            # from the outcome view when it went by before the request watched).
+            board.on_dead_letter(letter)
         return
     key = msg.key()
     if key is None:

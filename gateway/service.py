@@ -248,7 +248,11 @@ class SubmissionService:
         cid = intake.claim_id
         if letter is not None:
             self.store.forget([cid])
-            work.answers[cid] = Submitted(cid, None, replayed=False, dead_letter=letter)
+            # The worker had read another claim under this id (it was in flight when this
+            # one was checked here): the id is that claim's, as below for a decision.
+            conflict = letter.error_kind == "claim_id_conflict"
+            work.answers[cid] = Submitted(cid, None, replayed=False, conflict=conflict,
+                                          dead_letter=None if conflict else letter)
             return
         assert body is not None
         decision = Decision.from_json(body)
