@@ -141,7 +141,8 @@ def member_step(store: MemberStore, claims: Sequence[Any], positions: Sequence[P
         history = updates.get(key)
         if history is None:
             history = store.get(*key)
-        digest, payload = fingerprint(claim), payload_digest(claim)
+        digest = fingerprint(claim)
+        payload = payload_digest(claim, digest)
         repeat = repeat_of(claim, history, digest, payload) if history.fingerprints else None
         if repeat is not None:
             repeats[index] = repeat

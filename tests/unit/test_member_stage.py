@@ -14,10 +14,12 @@ import pytest
 
 from features.codes import build_code_reference
 from features.member import (
+    PAYLOAD_FIELDS,
     MemberHistory,
     decode_history,
     encode_history,
     fingerprint,
+    payload_digest,
     remember,
 )
 from features.sets import V2_HISTORY, FeatureSetError
@@ -187,6 +189,17 @@ def test_a_repeated_claim_id_is_set_aside_and_leaves_the_history_alone() -> None
     assert step.features[3].claims_7d == 2.0  # C-1 counted once
     [history] = step.updates.values()
     assert [f.claim_id for f in history.fingerprints] == ["C-1", "C-2"]
+
+
+def test_the_payload_digest_covers_every_field_of_the_contract_but_submitted_at() -> None:
+    covered = [name for names in PAYLOAD_FIELDS.values() for name in names]
+    assert sorted(covered) == sorted(ClaimV2.model_fields)
+    base = claim("C-1")
+    assert payload_digest(base) == payload_digest(claim("C-1", submitted_days=3))
+    changes = {"provider_specialty": "cardiology", "place_of_service": "home",
+               "patient_age": 45, "patient_sex": "M", "diagnosis_codes": ["Z00.0"]}
+    for name, value in changes.items():
+        assert payload_digest(base.model_copy(update={name: value})) != payload_digest(base)
 
 
 def test_a_format_1_record_still_restores_and_its_claim_ids_are_recognised() -> None:
