@@ -268,8 +268,10 @@ def test_v2_claims_keyed_by_member_are_decided_and_a_refused_claim_is_a_clear_42
         assert error["path"] == "schema_version"
         assert error["type"] == "unsupported_version"
         assert "schema_version 2; this claim is schema_version 1" in error["msg"]
-        # Dead-lettered, not decided: the id is not taken, nothing to look up.
-        assert client.get(f"/api/v1/claims/{prefix}-v1").status_code == 404
+        # Dead-lettered, not decided: the id is not taken; its lookup gives the reason.
+        looked_up = client.get(f"/api/v1/claims/{prefix}-v1")
+        assert looked_up.status_code == 422
+        assert looked_up.json()["errors"] == foreign.json()["errors"]
 
     # v2 claims are produced keyed by member_id, as the producer does; decisions by claim_id.
     produced = consume_until(kafka_bootstrap, [gateway_topics.claims], 5, timeout_s=20)
