@@ -5,7 +5,8 @@ position once the broker confirmed it, and the stream's decision once that arriv
 
 - a resubmission of a claim whose produce was never confirmed produces it again (the client
   that got a 503 retries; the claim was either never stored by the broker or, in the one
-  window documented in docs/gateway.md, is stored twice);
+  window documented in docs/gateway.md, is stored twice: the stream worker decides it once
+  and dead-letters the copy as ``duplicate_claim_id``);
 - a resubmission of a claim produced but not yet decided waits for the same decision;
 - a resubmission of a decided claim gets the stored decision at once;
 - a different claim under a stored claim_id is a conflict.

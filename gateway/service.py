@@ -17,7 +17,10 @@ Identity is the claim_id, whichever path a claim came in on:
 Only the record-and-produce step runs under the claim_id lock (:mod:`gateway.locks`, across
 worker processes too), so two concurrent submissions cannot both produce a claim; the wait
 for the decision holds no lock. A wait ends with the decision, a dead letter (the worker set
-the claim aside: the model refused it), or the deadline (``pending``: the client polls).
+the claim aside: the model refused it; ``claim_id_conflict``: it read another claim under the
+id first, a conflict; ``duplicate_claim_id`` answers nobody, the first copy's outcome does),
+or the deadline (``pending``: the client polls). Every dead letter that names a claim
+produced here is recorded, also after a 202, so the claim's Location gives its reason.
 """
 
 from __future__ import annotations
