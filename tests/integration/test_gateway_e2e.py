@@ -325,6 +325,30 @@ def test_a_claim_stored_before_a_gateway_crash_and_sent_again_is_decided_once(
     assert (copy.error_kind, copy.source.offset) == ("duplicate_claim_id", 1)
 
 
+def test_a_dead_letter_after_the_202_turns_the_location_into_the_422(
+    gateway_factory: StartGateway, kafka_bootstrap: str, gateway_topics: GatewayTopics,
+    group_id: str, v2_model_service: ModelServiceProcess, stream_worker_factory: StartWorker,
+) -> None:
+    """The request gave up (202) before the worker ran; the worker then dead-letters the
+    claim (its model reads v2 only): the reply consumer records it and the Location answers
+    the 422 with the worker's reason instead of 202 for ever."""
+    gateway = gateway_factory(gateway_env(kafka_bootstrap, gateway_topics, group_id,
+                                          GATEWAY_DECISION_TIMEOUT_S="1"), name="gw-late-dl")
+    body = claim(f"late-dl-{uuid.uuid4().hex[:6]}")
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        accepted = client.post("/api/v1/claims", json=body)
+        assert accepted.status_code == 202, accepted.text
+        location = accepted.headers["Location"]
+        stream_worker_factory(v2_model_service.url).wait_assigned()
+        refused = wait_until(lambda: (r := client.get(location)).status_code == 422 and r,
+                             60, "the worker's dead letter at the Location")
+        problem = refused.json()
+        assert problem["type"].endswith("unsupported-version")
+        [error] = problem["errors"]
+        assert error["type"] == "unsupported_version"
+        assert "this claim is schema_version 1" in error["msg"]
+
+
 def test_an_id_first_decided_on_the_stream_is_replayed_or_a_conflict(
     gateway: GatewayServer, gateway_topics: GatewayTopics, kafka_bootstrap: str,
 ) -> None:
