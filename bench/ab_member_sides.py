@@ -172,10 +172,11 @@ def run_ours(args: argparse.Namespace, clock: Clock, stateful: bool
     from confluent_kafka import Producer
     from prometheus_client import CollectorRegistry
 
+    from features.member import NO_HISTORY
     from scorer import loop as loop_module
     from scorer.kafka_config import cluster_calls, consumer_config, producer_config
     from scorer.loop import ScoringLoop
-    from scorer.member_state import NO_HISTORY, MemberStep
+    from scorer.member_state import MemberStep
     from scorer.worker_metrics import WorkerMetrics
     from scorer.worker_settings import ScorerSettings
 

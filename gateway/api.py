@@ -51,6 +51,7 @@ from gateway.openapi_docs import (
 from gateway.problems import ProblemError
 from gateway.runtime import GatewayRuntime
 from gateway.service import ClaimConflictError, Submitted
+from schemas import DeadLetter
 from schemas.common import FieldError
 
 logger = logging.getLogger(__name__)
@@ -306,6 +307,8 @@ def build_api(rt: GatewayRuntime) -> APIBlueprint:
                 body = stored.decision_json
             elif stored is not None and stored.produced:
                 return pending_response(path.claim_id)
+            elif stored is None and (letter := rt.service.dead_letter(path.claim_id)):
+                raise set_aside_problem(letter)
         if body is None:
             raise ProblemError(404, f"no decision for claim_id {path.claim_id}",
                                slug="unknown-claim", extra={"claim_id": path.claim_id})
@@ -362,7 +365,18 @@ def dead_letter_problem(intakes: Sequence[Intake], results: Sequence[Submitted],
     """A 422 for claims the stream set aside: ``unsupported-version`` when the served model
     refused them all (at each claim's ``schema_version``, as before the stream decided),
     ``dead-lettered`` otherwise, with the worker's reason."""
-    errors = dead_letter_errors(intakes, results, where)
+    return set_aside_errors_problem(dead_letter_errors(intakes, results, where))
+
+
+def set_aside_problem(letter: DeadLetter) -> ProblemError:
+    """The same 422 for one claim's Location (``GET``), also when its dead letter came after
+    the submission was answered 202."""
+    loc: list[str | int] = ["schema_version"] if letter.error_kind == "unsupported_version" else []
+    return set_aside_errors_problem([{"loc": loc, "type": letter.error_kind,
+                                      "msg": letter.error}])
+
+
+def set_aside_errors_problem(errors: list[FieldError]) -> ProblemError:
     if all(e["type"] == "unsupported_version" for e in errors):
         return ProblemError(
             422, "the served model does not score claims of this contract version",

@@ -5,14 +5,17 @@ position once the broker confirmed it, and the stream's decision once that arriv
 
 - a resubmission of a claim whose produce was never confirmed produces it again (the client
   that got a 503 retries; the claim was either never stored by the broker or, in the one
-  window documented in docs/gateway.md, is stored twice);
+  window documented in docs/gateway.md, is stored twice: the stream worker decides it once
+  and dead-letters the copy as ``duplicate_claim_id``);
 - a resubmission of a claim produced but not yet decided waits for the same decision;
 - a resubmission of a decided claim gets the stored decision at once;
 - a different claim under a stored claim_id is a conflict.
 
 A claim that the stream dead-lettered is forgotten (its row deleted): nothing was decided, so
-the same claim_id may be submitted again, e.g. once a model that reads it is champion. The
-file lives under CLAIMFLOW_HOME, so idempotency survives restarts.
+the same claim_id may be submitted again, e.g. once a model that reads it is champion. Its
+dead letter is kept (``set_aside``), also when it arrives after the request gave up (202), so
+the claim's Location answers with the worker's reason. The file lives under CLAIMFLOW_HOME,
+so idempotency survives restarts.
 """
 
 from __future__ import annotations
@@ -36,6 +39,13 @@ CREATE TABLE IF NOT EXISTS submitted (
     "offset"     INTEGER,
     decision     BLOB,
     created_ms   INTEGER NOT NULL
+) WITHOUT ROWID;
+-- A dead letter names its claim by position (the worker may not be able to read the claim).
+CREATE INDEX IF NOT EXISTS submitted_position ON submitted (topic, partition, "offset");
+-- The last dead letter of a claim_id submitted here: its Location answers with the reason.
+CREATE TABLE IF NOT EXISTS set_aside (
+    claim_id     TEXT PRIMARY KEY,
+    letter       BLOB NOT NULL
 ) WITHOUT ROWID;
 """
 # SQLite's default limit of host parameters per statement is 32766; stay well below.
@@ -103,6 +113,49 @@ class SubmissionStore:
         payload first: the id is free again, or belongs to the stream's claim."""
         self._write("DELETE FROM submitted WHERE claim_id = ? AND decision IS NULL",
                     [(cid,) for cid in claim_ids])
+
+    def set_aside(self, claim_id: str, letter: bytes) -> None:
+        """The claim was dead-lettered: forget it (if undecided) and keep the letter."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._set_aside(claim_id, letter)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def set_aside_at(self, position: Position, letter: bytes) -> str | None:
+        """A dead letter for the claim produced at ``position``, whether or not a request
+        still waits for it; the claim_id, or None when no undecided claim of this gateway
+        was produced there (another producer's claim, or a worker process got here first)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute(
+                    'SELECT claim_id FROM submitted WHERE topic = ? AND partition = ? AND '
+                    '"offset" = ? AND decision IS NULL',
+                    (position.topic, position.partition, position.offset)).fetchone()
+                if row is not None:
+                    self._set_aside(row[0], letter)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        return None if row is None else str(row[0])
+
+    def _set_aside(self, claim_id: str, letter: bytes) -> None:
+        self._conn.execute("DELETE FROM submitted WHERE claim_id = ? AND decision IS NULL",
+                           (claim_id,))
+        self._conn.execute("INSERT OR REPLACE INTO set_aside (claim_id, letter) VALUES (?, ?)",
+                           (claim_id, letter))
+
+    def dead_letter(self, claim_id: str) -> bytes | None:
+        """The last dead letter of a claim submitted here, if it was set aside."""
+        with self._lock:
+            row = self._conn.execute("SELECT letter FROM set_aside WHERE claim_id = ?",
+                                     (claim_id,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
         if not rows:

@@ -71,6 +71,9 @@ class ReplyBoard:
     """Thread-safe: request threads watch and forget, the consumer thread answers."""
 
     def __init__(self) -> None:
+        # Called (on the consumer's thread) with every dead letter, watched or not: a claim
+        # whose request gave up (202) is recorded as set aside there.
+        self.on_letter: Callable[[DeadLetter], None] | None = None
         self._lock = threading.Lock()
         self._by_id: dict[str, list[Watch]] = {}
         self._by_position: dict[Position, list[Watch]] = {}
@@ -131,6 +134,8 @@ class ReplyBoard:
                 self._recent.popitem(last=False)
         for watch in watches:
             self._answer_dead_letter(watch, letter)
+        if self.on_letter is not None:
+            self.on_letter(letter)
 
     @staticmethod
     def _answer_dead_letter(watch: Watch, letter: DeadLetter) -> None:
@@ -153,7 +158,10 @@ def route_reply(board: ReplyBoard, msg: Message, deadletter_topic: str) -> None:
             logger.warning("reply consumer: skipping %s[%s]@%s: %s", msg.topic(),
                            msg.partition(), msg.offset(), exc)
             return
-        board.on_dead_letter(letter)
+        if letter.error_kind != "duplicate_claim_id":
+            # A claim sent again answers nobody: its first outcome does (by claim_id, or
+            # from the outcome view when it went by before the request watched).
+            board.on_dead_letter(letter)
         return
     key = msg.key()
     if key is None:

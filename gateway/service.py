@@ -17,7 +17,10 @@ Identity is the claim_id, whichever path a claim came in on:
 Only the record-and-produce step runs under the claim_id lock (:mod:`gateway.locks`, across
 worker processes too), so two concurrent submissions cannot both produce a claim; the wait
 for the decision holds no lock. A wait ends with the decision, a dead letter (the worker set
-the claim aside: the model refused it), or the deadline (``pending``: the client polls).
+the claim aside: the model refused it; ``claim_id_conflict``: it read another claim under the
+id first, a conflict; ``duplicate_claim_id`` answers nobody, the first copy's outcome does),
+or the deadline (``pending``: the client polls). Every dead letter that names a claim
+produced here is recorded, also after a 202, so the claim's Location gives its reason.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from gateway.claim_producer import ClaimProducer
+from gateway.claim_producer import ClaimProducer, Position
 from gateway.idempotency import StoredSubmission, SubmissionStore
 from gateway.intake import Intake
 from gateway.locks import KeyLocks
@@ -102,6 +105,7 @@ class SubmissionService:
         self._clock = clock
         self._monotonic = monotonic
         self.locks = locks or KeyLocks()
+        board.on_letter = self.record_dead_letter
 
     def submit(self, intakes: Sequence[Intake], on_conflict: OnConflict = "raise",
                timeout_s: float | None = None) -> list[Submitted]:
@@ -126,6 +130,22 @@ class SubmissionService:
 
     def lookup(self, claim_id: str) -> StoredSubmission | None:
         return self.store.get(claim_id)
+
+    def dead_letter(self, claim_id: str) -> DeadLetter | None:
+        """The worker's dead letter of a claim submitted here, once it set the claim aside
+        (also when that happened after the request was answered 202)."""
+        letter = self.store.dead_letter(claim_id)
+        return None if letter is None else DeadLetter.from_json(letter)
+
+    def record_dead_letter(self, letter: DeadLetter) -> None:
+        """A dead letter from the reply consumer: recorded when it names a claim this
+        gateway produced and nothing decided (its request may have given up with a 202)."""
+        src = letter.source
+        claim_id = self.store.set_aside_at(Position(src.topic, src.partition, src.offset),
+                                           letter.to_json())
+        if claim_id is not None:
+            logger.info("claim_id=%s set aside by the stream (%s): %s", claim_id,
+                        letter.error_kind, letter.error)
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -247,8 +267,15 @@ class SubmissionService:
                 letter: DeadLetter | None, decided: list[tuple[str, bytes]]) -> None:
         cid = intake.claim_id
         if letter is not None:
-            self.store.forget([cid])
-            work.answers[cid] = Submitted(cid, None, replayed=False, dead_letter=letter)
+            # The worker had read another claim under this id (it was in flight when this
+            # one was checked here): the id is that claim's, as below for a decision.
+            conflict = letter.error_kind == "claim_id_conflict"
+            if conflict:
+                self.store.forget([cid])
+            else:
+                self.store.set_aside(cid, letter.to_json())
+            work.answers[cid] = Submitted(cid, None, replayed=False, conflict=conflict,
+                                          dead_letter=None if conflict else letter)
             return
         assert body is not None
         decision = Decision.from_json(body)

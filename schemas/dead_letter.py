@@ -12,6 +12,8 @@ from schemas.decision import StreamSource
 
 # unsupported_version: a valid claim whose contract version the served model does not score
 # (a v1 claim while a v2-trained model is champion, or the other way round).
+# duplicate_claim_id: the same claim again under a claim_id the worker already read (its
+# first outcome stands); claim_id_conflict: another claim under a used claim_id.
 ErrorKind = Literal[
     "not_json",
     "contract_violation",
@@ -19,6 +21,8 @@ ErrorKind = Literal[
     "empty",
     "processing_error",
     "unsupported_version",
+    "duplicate_claim_id",
+    "claim_id_conflict",
 ]
 
 

@@ -8,7 +8,8 @@ One loop iteration is one batch and one Kafka transaction:
 2. split them into claims and dead letters (:func:`scorer.routing.split_batch`);
 3. the member step (:func:`scorer.member_state.member_step`): each v2 claim's member
    features from its member's history, and the batch's new histories, kept apart from the
-   store;
+   store; a claim_id the member's history holds already is set aside as a dead letter
+   (decided once);
 4. one model-service call for all claims of the batch, with their member features;
 5. produce decisions, dead letters, shadow records (one ``ShadowScore`` per decided claim
    when the model service scores a challenger in shadow: :mod:`scorer.shadow`) and the
@@ -87,6 +88,7 @@ from scorer.member_state import (
     MissingTopicError,
     ensure_changelog,
     member_step,
+    set_aside_repeats,
 )
 from scorer.recovery import TxnAction, classify_txn_error, is_unreachable
 from scorer.routing import (
@@ -245,11 +247,11 @@ class ScoringLoop:
 
     def process(self, messages: list[Message]) -> None:
         started = time.perf_counter()
-        batch = split_batch(
-            messages, max_bytes=self.settings.max_claim_bytes, now=datetime.now(UTC)
-        )
+        now, max_bytes = datetime.now(UTC), self.settings.max_claim_bytes
+        batch = split_batch(messages, max_bytes=max_bytes, now=now)
         step = member_step(self.members, batch.claims, batch.positions)
-        answer = self.score(batch, step.features if step.any_history() else None)
+        batch, features = set_aside_repeats(batch, step, now=now, max_bytes=max_bytes)
+        answer = self.score(batch, features if step.any_history() else None)
         if answer is None:
             return
         results = answer.results

@@ -14,7 +14,12 @@ offset implies. Nothing is kept on local disk; a new host restores from Kafka.
   every member.
 * :func:`member_step`: the pure batch step: each v2 claim's features from the history before
   it (claims of one member in the same batch see each other in offset order) and the new
-  histories, kept apart until the transaction commits.
+  histories, kept apart until the transaction commits. A claim whose claim_id the member's
+  history holds already is set aside (:func:`features.member.repeat_of`): not scored, not
+  remembered again, and it becomes a dead letter (``duplicate_claim_id`` for the same claim
+  sent again, ``claim_id_conflict`` for another claim under a used id), so every claim read
+  still ends in exactly one outcome or one dead letter. Because the claim ids live in the
+  member's changelog record, this holds across restarts and rebalances like the history.
 * :func:`restore_partitions`: reads changelog partitions to their end.
 """
 
@@ -24,6 +29,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -33,21 +39,17 @@ from confluent_kafka.cimpl import NewTopic
 from features.member import (
     MemberFeatures,
     MemberHistory,
+    Repeat,
     decode_history,
     encode_history,
-    fingerprint,
-    member_features,
-    remember,
+    step_histories,
 )
 from schemas import ClaimV2
-from scorer.routing import Outgoing, Position
+from scorer.routing import Batch, Outgoing, Position, reject
 
 logger = logging.getLogger(__name__)
 
 MemberKey = tuple[int, str]  # (claims partition, member_id)
-# What a claim that has no member history (a v1 claim) sends in its place: the model
-# refuses such claims or ignores the context, it never scores with it.
-NO_HISTORY: Final = MemberFeatures(1.0, 1.0, 1.0, 1.0, -1.0, 0.0, 0.0, None, 0.0)
 RESTORE_BATCH: Final = 10_000
 CHANGELOG_CONFIG: Final = {
     "cleanup.policy": "compact",
@@ -99,10 +101,12 @@ class MemberStore:
 
 @dataclass(frozen=True)
 class MemberStep:
-    """A batch's member features (one per claim, in order) and its new histories."""
+    """A batch's member features (one per claim, in order), its new histories and the
+    claims set aside as repeats of a claim_id (by index in the batch)."""
 
     features: list[MemberFeatures]
     updates: dict[MemberKey, MemberHistory]
+    repeats: dict[int, Repeat] = field(default_factory=dict)
 
     def any_history(self) -> bool:
         return bool(self.updates)
@@ -117,22 +121,36 @@ class MemberStep:
 
 def member_step(store: MemberStore, claims: Sequence[Any], positions: Sequence[Position]
                 ) -> MemberStep:
-    """Features of every v2 claim from its member's history before it; pure apart from
+    """Features of every v2 claim from its member's history before it
+    (:func:`features.member.step_histories`, which score-file runs too); pure apart from
     decoding the store's lazily kept bytes. The store itself is not changed."""
-    updates: dict[MemberKey, MemberHistory] = {}
+    keys = [(position.partition, claim.member_id) if isinstance(claim, ClaimV2) else None
+            for claim, position in zip(claims, positions, strict=True)]
+    step = step_histories(claims, keys, lambda key: store.get(*key))
+    return MemberStep(step.features, step.updates, step.repeats)
+
+
+def set_aside_repeats(batch: Batch, step: MemberStep, *, now: datetime, max_bytes: int
+                      ) -> tuple[Batch, list[MemberFeatures]]:
+    """The batch without its repeated claim_ids (each one a dead letter in ``rejected``), and
+    the member features of the claims left, in order."""
+    if not step.repeats:
+        return batch, step.features
+    kept = Batch(rejected=list(batch.rejected), next_offsets=batch.next_offsets,
+                 first_offsets=batch.first_offsets, consumed=batch.consumed)
     features: list[MemberFeatures] = []
-    for claim, position in zip(claims, positions, strict=True):
-        if not isinstance(claim, ClaimV2):
-            features.append(NO_HISTORY)
+    for index, (claim, position, message) in enumerate(
+            zip(batch.claims, batch.positions, batch.messages, strict=True)):
+        repeat = step.repeats.get(index)
+        if repeat is not None:
+            kept.rejected.append(reject(message, position, repeat.kind, repeat.reason, now,
+                                        max_bytes))
             continue
-        key = (position.partition, claim.member_id)
-        history = updates.get(key)
-        if history is None:
-            history = store.get(*key)
-        digest = fingerprint(claim)
-        features.append(member_features(claim, history, digest))
-        updates[key] = remember(history, claim, digest)
-    return MemberStep(features, updates)
+        kept.claims.append(claim)
+        kept.positions.append(position)
+        kept.messages.append(message)
+        features.append(step.features[index])
+    return kept, features
 
 
 # --------------------------------------------------------------------------- Kafka side

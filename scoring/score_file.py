@@ -3,9 +3,11 @@
 The claims of a JSON Lines file are read in order (the file is the stream: each member's
 claims in the order the member stage would see them), each v2 claim gets its member's
 history before it from the same functions the stream's member stage calls
-(:mod:`features.member`), and the same :class:`scoring.model.ServedModel` scores them in
-batches. So a claim's score here equals the stream's for the same claim,
-model and history: offline = online.
+(:func:`features.member.step_histories`), and the same :class:`scoring.model.ServedModel`
+scores them in batches. So a claim's score here equals the stream's for the same claim,
+model and history: offline = online. A claim_id seen before for the same member is answered
+as the stream sets it aside (``error_kind`` ``duplicate_claim_id`` or ``claim_id_conflict``,
+counted as refused), not scored.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import IO, Any, Final
 
 import orjson
 
-from features.member import MemberFeatures, MemberHistory, fingerprint, member_features, remember
+from features.member import MemberHistory, Repeat, step_histories
 from schemas import Claim, ClaimV2, ContractError, parse_claim
 from scoring.model import ServedModel
 
@@ -25,9 +27,6 @@ logger = logging.getLogger(__name__)
 
 BATCH: Final = 1_000
 LABEL_KEYS: Final = ("is_anomaly", "pattern")  # evaluation columns of generated files
-# What a claim without member history (a v1 claim) sends in a stateful batch: the model
-# refuses such claims, it never scores with this.
-NO_HISTORY: Final = MemberFeatures(1.0, 1.0, 1.0, 1.0, -1.0, 0.0, 0.0, None, 0.0)
 
 
 class ScoreFileError(ValueError):
@@ -67,28 +66,27 @@ def score_claims(model: ServedModel, claims: Iterable[Claim | ClaimV2], batch: i
 
 def _score_chunk(model: ServedModel, histories: dict[str, MemberHistory],
                  claims: Sequence[Claim | ClaimV2]) -> list[dict[str, Any]]:
-    answers: list[dict[str, Any]] = orjson.loads(
-        model.score_json(claims, member_contexts(histories, claims)))
-    return answers
+    # In a file every member's claims are in one sequence, as on the stream where a
+    # member's claims share a partition: the member_id alone is the key.
+    keys = [claim.member_id if isinstance(claim, ClaimV2) else None for claim in claims]
+    step = step_histories(claims, keys, lambda member: histories.get(member, MemberHistory()))
+    # As the stream's loop: member contexts go with the batch when it moved a history on.
+    contexts = step.features if step.updates else None
+    histories.update(step.updates)
+    if not step.repeats:
+        answers: list[dict[str, Any]] = orjson.loads(model.score_json(claims, contexts))
+        return answers
+    # What the stream sets aside as a dead letter is answered with the same kind and reason.
+    kept = [i for i in range(len(claims)) if i not in step.repeats]
+    scored = iter(orjson.loads(model.score_json(
+        [claims[i] for i in kept],
+        [step.features[i] for i in kept] if contexts is not None else None)) if kept else ())
+    return [set_aside_answer(claims[i].claim_id, step.repeats[i]) if i in step.repeats
+            else next(scored) for i in range(len(claims))]
 
 
-def member_contexts(histories: dict[str, MemberHistory], claims: Sequence[Claim | ClaimV2]
-                    ) -> list[MemberFeatures] | None:
-    """Each claim's member features from its member's history before it, moving
-    ``histories`` on (what the stream's member stage computes for one partition: in a file
-    every member's claims are in one sequence). None when no claim has a member (v1)."""
-    if not any(isinstance(claim, ClaimV2) for claim in claims):
-        return None
-    features: list[MemberFeatures] = []
-    for claim in claims:
-        if not isinstance(claim, ClaimV2):
-            features.append(NO_HISTORY)
-            continue
-        history = histories.get(claim.member_id, MemberHistory())
-        digest = fingerprint(claim)
-        features.append(member_features(claim, history, digest))
-        histories[claim.member_id] = remember(history, claim, digest)
-    return features
+def set_aside_answer(claim_id: str, repeat: Repeat) -> dict[str, Any]:
+    return {"claim_id": claim_id, "error_kind": repeat.kind, "error": repeat.reason}
 
 
 def score_file(model: ServedModel, data: Path, out: IO[bytes]) -> dict[str, int]:

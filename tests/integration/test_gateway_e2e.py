@@ -21,7 +21,7 @@ import psutil
 import pytest
 from confluent_kafka import Producer
 
-from schemas import Claim, Decision, StreamSource
+from schemas import Claim, DeadLetter, Decision, StreamSource
 from tests.integration import model_service_fixture
 from tests.integration.kafka_helpers import consume_until
 from tests.integration.model_service_fixture import ModelServiceProcess, free_port
@@ -257,8 +257,10 @@ def test_v2_claims_keyed_by_member_are_decided_and_a_refused_claim_is_a_clear_42
         assert error["path"] == "schema_version"
         assert error["type"] == "unsupported_version"
         assert "schema_version 2; this claim is schema_version 1" in error["msg"]
-        # Dead-lettered, not decided: the id is not taken, nothing to look up.
-        assert client.get(f"/api/v1/claims/{prefix}-v1").status_code == 404
+        # Dead-lettered, not decided: the id is not taken; its lookup gives the reason.
+        looked_up = client.get(f"/api/v1/claims/{prefix}-v1")
+        assert looked_up.status_code == 422
+        assert looked_up.json()["errors"] == foreign.json()["errors"]
 
     # v2 claims are produced keyed by member_id, as the producer does; decisions by claim_id.
     produced = consume_until(kafka_bootstrap, [gateway_topics.claims], 5, timeout_s=20)
@@ -271,10 +273,69 @@ def test_v2_claims_keyed_by_member_are_decided_and_a_refused_claim_is_a_clear_42
 
 
 def produce_claim(bootstrap: str, topic: str, body: dict[str, Any]) -> None:
-    """A claim from the producer, not through the gateway (v1: keyed by claim_id)."""
+    """A claim from the producer, not through the gateway (v1: keyed by claim_id, v2: by
+    member_id)."""
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    producer.produce(topic, key=body["claim_id"].encode(), value=json.dumps(body).encode())
+    key = body.get("member_id", body["claim_id"])
+    producer.produce(topic, key=key.encode(), value=json.dumps(body).encode())
     assert producer.flush(30) == 0
+
+
+def test_a_claim_stored_before_a_gateway_crash_and_sent_again_is_decided_once(
+    gateway_factory: StartGateway, kafka_bootstrap: str, gateway_topics: GatewayTopics,
+    group_id: str, v2_model_service: ModelServiceProcess, stream_worker_factory: StartWorker,
+) -> None:
+    """The crash window: the broker stored a claim, its gateway died before recording that,
+    and the client's retry (without submitted_at: the gateway fills in another) reaches a
+    gateway that produces it again. The worker decides the claim once, from the first copy,
+    and sets the second aside (``duplicate_claim_id``); the retry gets the first decision."""
+    gateway = gateway_factory(gateway_env(kafka_bootstrap, gateway_topics, group_id,
+                                          GATEWAY_DECISION_TIMEOUT_S="1"), name="gw-crash")
+    [body] = [without_labels(c) for c in v2_claims(1, seed=11, prefix=uuid.uuid4().hex[:6])]
+    produce_claim(kafka_bootstrap, gateway_topics.claims, body)  # before the crash
+    retry = {k: v for k, v in body.items() if k != "submitted_at"}
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        accepted = client.post("/api/v1/claims", json=retry)
+        assert accepted.status_code == 202, accepted.text  # no worker runs yet
+        stream_worker_factory(v2_model_service.url).wait_assigned()
+        location = accepted.headers["Location"]
+        decided = wait_until(lambda: (r := client.get(location)).status_code == 200 and r,
+                             60, "the stream's decision at the Location")
+        decision = Decision.from_json(decided.content)
+        assert isinstance(decision.source, StreamSource)
+        assert decision.source.offset == 0  # the first copy's
+        replay = client.post("/api/v1/claims", json=retry)
+        assert replay.status_code == 200, replay.text
+        assert replay.content == decided.content
+    assert sum(keys_by_topic(kafka_bootstrap, [gateway_topics.claims], 2).values()) == 2
+    assert sum(keys_by_topic(kafka_bootstrap, outcome_topics(gateway_topics), 1).values()) == 1
+    [letter] = consume_until(kafka_bootstrap, [gateway_topics.deadletter], 1, timeout_s=20)
+    copy = DeadLetter.from_json(letter.value() or b"")
+    assert (copy.error_kind, copy.source.offset) == ("duplicate_claim_id", 1)
+
+
+def test_a_dead_letter_after_the_202_turns_the_location_into_the_422(
+    gateway_factory: StartGateway, kafka_bootstrap: str, gateway_topics: GatewayTopics,
+    group_id: str, v2_model_service: ModelServiceProcess, stream_worker_factory: StartWorker,
+) -> None:
+    """The request gave up (202) before the worker ran; the worker then dead-letters the
+    claim (its model reads v2 only): the reply consumer records it and the Location answers
+    the 422 with the worker's reason instead of 202 for ever."""
+    gateway = gateway_factory(gateway_env(kafka_bootstrap, gateway_topics, group_id,
+                                          GATEWAY_DECISION_TIMEOUT_S="1"), name="gw-late-dl")
+    body = claim(f"late-dl-{uuid.uuid4().hex[:6]}")
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        accepted = client.post("/api/v1/claims", json=body)
+        assert accepted.status_code == 202, accepted.text
+        location = accepted.headers["Location"]
+        stream_worker_factory(v2_model_service.url).wait_assigned()
+        refused = wait_until(lambda: (r := client.get(location)).status_code == 422 and r,
+                             60, "the worker's dead letter at the Location")
+        problem = refused.json()
+        assert problem["type"].endswith("unsupported-version")
+        [error] = problem["errors"]
+        assert error["type"] == "unsupported_version"
+        assert "this claim is schema_version 1" in error["msg"]
 
 
 def test_an_id_first_decided_on_the_stream_is_replayed_or_a_conflict(

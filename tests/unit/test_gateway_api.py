@@ -308,6 +308,28 @@ def test_no_decision_by_the_deadline_is_202_with_a_location_to_poll(tmp_path: Pa
     gw.rt.close()
 
 
+def test_a_dead_letter_after_the_202_makes_the_location_a_422_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    """The worker sets the claim aside after its request gave up: the reply consumer records
+    the dead letter, and the Location stops answering 202."""
+    gw = make_gateway(tmp_path, decision_timeout_s=0.05)
+    gw.stream.silent, gw.stream.reads_version = True, 2  # a model that refuses v1 claims
+    assert gw.post(claim_body()).status_code == 202
+    assert gw.client.get("/api/v1/claims/C-000001").status_code == 202
+    gw.stream.answer_all()  # the dead letter comes, nobody waits for it
+    polled = problem(gw.client.get("/api/v1/claims/C-000001"), 422)
+    assert polled["type"].endswith("unsupported-version")
+    [error] = polled["errors"]
+    assert (error["path"], error["type"]) == ("schema_version", "unsupported_version")
+    assert "this claim is schema_version 1" in error["msg"]
+    # Nothing was decided: the id is free, the same claim is produced (and refused) again.
+    gw.rt.service.decision_timeout_s, gw.stream.silent = 10.0, False
+    problem(gw.post(claim_body()), 422)
+    assert gw.stream.claim_ids() == ["C-000001", "C-000001"]
+    gw.rt.close()
+
+
 def test_a_decision_arriving_during_the_wait_is_the_answer(tmp_path: Path) -> None:
     """A retry of a pending claim waits on the reply board and wakes on its decision."""
     gw = make_gateway(tmp_path, decision_timeout_s=0.05)

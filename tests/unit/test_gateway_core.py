@@ -27,6 +27,7 @@ from gateway.replies import ReplyBoard, route_reply
 from gateway.service import SubmissionService
 from gateway.sqlite_util import BackgroundCheckpointer, connect
 from schemas import Claim, ClaimV2, DeadLetter, Decision, ModelRef, StreamSource
+from schemas.dead_letter import ErrorKind
 from tests.fake_message import FakeMessage
 from tests.unit.test_gateway_fakes import FakeStream, claim_body, stream_decision
 from tests.v2_factory import v2_claim, without_labels
@@ -243,9 +244,9 @@ def test_claims_are_keyed_as_the_producer_keys_them() -> None:
 # -- the reply board -----------------------------------------------------------------------------
 
 
-def dead_letter_at(position: Position) -> DeadLetter:
+def dead_letter_at(position: Position, kind: ErrorKind = "unsupported_version") -> DeadLetter:
     return DeadLetter.for_message(
-        value=raw(), key=b"C-000001", error_kind="unsupported_version",
+        value=raw(), key=b"C-000001", error_kind=kind,
         error="the model refused it", failed_at=NOW,
         source=StreamSource(topic=position.topic, partition=position.partition,
                             offset=position.offset))
@@ -298,6 +299,19 @@ def test_route_reply_matches_decisions_by_key_and_dead_letters_by_content() -> N
     answer = FakeMessage(b"{}", _key=b"A", _topic="claims.approved")
     route_reply(board, answer, "dl")  # type: ignore[arg-type]
     assert watches["A"].decision is None  # answered once
+
+
+def test_a_claim_sent_again_is_answered_by_its_first_outcome_not_its_dead_letter() -> None:
+    """The worker sets a repeated claim_id aside (``duplicate_claim_id``); the request that
+    produced the copy gets the first claim's decision, correlated by claim_id."""
+    board = ReplyBoard()
+    watches = board.watch(["A"])
+    board.locate(watches["A"], Position("claims", 0, 7))
+    copy = dead_letter_at(Position("claims", 0, 7), kind="duplicate_claim_id")
+    route_reply(board, FakeMessage(copy.to_json(), _key=None, _topic="dl"), "dl")  # type: ignore[arg-type]
+    assert not watches["A"].answered
+    route_reply(board, FakeMessage(b"{}", _key=b"A", _topic="claims.approved"), "dl")  # type: ignore[arg-type]
+    assert watches["A"].decision == b"{}"
 
 
 # -- service -------------------------------------------------------------------------------------
@@ -400,6 +414,27 @@ def test_concurrent_submissions_of_a_refused_claim_all_get_its_dead_letter(
     assert [r[0].dead_letter is not None for r in results] == [True] * 4
     assert stream.claim_ids() == ["C-000001"]
     assert service.lookup(intake.claim_id) is None  # not decided: the id is free
+    close(service)
+
+
+def test_a_claim_id_conflict_from_the_worker_is_a_conflict(tmp_path: Path) -> None:
+    """Another claim under this id was in flight when this one was checked; the worker read
+    it first and sets this one aside as ``claim_id_conflict``: the client gets a 409."""
+    stream = FakeStream(silent=True)
+    service = make_service(tmp_path, stream, timeout_s=10)
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(
+        service.submit([parse_claim(raw(), now=NOW)], on_conflict="report")))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not stream.board._by_position:  # located at its position
+        assert time.monotonic() < deadline, "the request never learnt its position"
+        time.sleep(0.01)  # polling interval, bounded by the deadline
+    stream.board.on_dead_letter(dead_letter_at(Position("claims", 0, 0), "claim_id_conflict"))
+    thread.join(10)
+    [[result]] = results
+    assert (result.conflict, result.dead_letter) == (True, None)
+    assert service.lookup("C-000001") is None  # the id is the other claim's
     close(service)
 
 

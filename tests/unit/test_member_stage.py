@@ -9,19 +9,29 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from features.codes import build_code_reference
-from features.member import MemberHistory, decode_history, encode_history, remember
+from features.member import (
+    NO_HISTORY,
+    PAYLOAD_FIELDS,
+    MemberHistory,
+    decode_history,
+    encode_history,
+    fingerprint,
+    payload_digest,
+    remember,
+    step_histories,
+)
 from features.sets import V2_HISTORY, FeatureSetError
 from features.vector import HISTORY_FEATURES, is_resubmission, replay
 from schemas import ClaimV2, ModelRef
-from scorer.member_state import NO_HISTORY, MemberStore, member_step
+from scorer.member_state import MemberStore, member_step
 from scorer.model_settings import ModelSettings
 from scorer.routing import Position
 from scoring.model import MissingHistoryError, ServedModel, build_served_model
-from scoring.score_file import NO_HISTORY as FILE_NO_HISTORY
-from scoring.score_file import member_contexts, score_claims
+from scoring.score_file import score_claims
 from tests.v2_factory import as_contract, v2_claim, v2_claims, write_jsonl
 from trainer.jsonl import load_jsonl
 from trainer.model import TrainParams, train
@@ -87,9 +97,9 @@ def test_a_v1_claim_has_no_member_history() -> None:
 
 
 def test_score_files_history_equals_the_streams_member_step_batch_by_batch() -> None:
-    """score-file replays history with features.member directly; the stream's member_step
-    must give every claim the same member features (one partition, batches split mid-member,
-    v1 claims mixed in)."""
+    """score-file keys histories by member alone, the stream's member_step by partition and
+    member: on one partition both give every claim the same member features (batches split
+    mid-member, v1 claims mixed in)."""
     from schemas import Claim
     from tests.unit.test_routing import claim_bytes
 
@@ -102,10 +112,12 @@ def test_score_files_history_equals_the_streams_member_step_batch_by_batch() -> 
         batch = claims[start:start + 17]
         step = member_step(store, batch, [at(0, offset + i) for i in range(len(batch))])
         offset += len(batch)
-        assert member_contexts(histories, batch) == step.features
+        keys = [c.member_id if isinstance(c, ClaimV2) else None for c in batch]
+        by_member = step_histories(batch, keys, lambda m: histories.get(m, MemberHistory()))
+        assert by_member.features == step.features
+        histories.update(by_member.updates)
         store.apply(step.updates)
-    assert FILE_NO_HISTORY == NO_HISTORY
-    assert member_contexts(histories, [v1]) is None  # no v2 claim: no member contexts
+    assert member_step(store, [v1], [at(0, offset)]).features == [NO_HISTORY]
 
 # -- the v2-history model ---------------------------------------------------------------
 
@@ -186,3 +198,61 @@ def test_the_history_set_has_no_identifiers_and_no_row_of_one_claim() -> None:
         V2_HISTORY.row(claim("C-1"))
     codes = build_code_reference(as_contract(v2_claims(200, seed=1)))
     assert not is_resubmission(next(replay([claim("C-1")], codes))[2])
+
+
+# -- claim ids: decided once per member
+
+
+def test_a_repeated_claim_id_is_set_aside_and_leaves_the_history_alone() -> None:
+    first = claim("C-1")
+    resent = claim("C-1", submitted_days=1)  # the same claim, another submitted_at
+    other = claim("C-1", charge=999.0)  # another claim under the same id
+    later = claim("C-2", day=1)
+    step = member_step(MemberStore(), [first, resent, other, later],
+                       [at(0, 0), at(0, 1), at(0, 2), at(0, 3)])
+    assert {i: r.kind for i, r in step.repeats.items()} == {
+        1: "duplicate_claim_id", 2: "claim_id_conflict"}
+    assert step.features[3].claims_7d == 2.0  # C-1 counted once
+    [history] = step.updates.values()
+    assert [f.claim_id for f in history.fingerprints] == ["C-1", "C-2"]
+
+
+def test_the_payload_digest_covers_every_field_of_the_contract_but_submitted_at() -> None:
+    covered = [name for names in PAYLOAD_FIELDS.values() for name in names]
+    assert sorted(covered) == sorted(ClaimV2.model_fields)
+    base = claim("C-1")
+    assert payload_digest(base) == payload_digest(claim("C-1", submitted_days=3))
+    changes = {"provider_specialty": "cardiology", "place_of_service": "home",
+               "patient_age": 45, "patient_sex": "M", "diagnosis_codes": ["Z00.0"]}
+    for name, value in changes.items():
+        assert payload_digest(base.model_copy(update={name: value})) != payload_digest(base)
+
+
+def test_a_format_1_record_still_restores_and_its_claim_ids_are_recognised() -> None:
+    c1 = claim("C-1")
+    record = orjson.dumps([1, c1.service_date.toordinal(), [
+        ["C-1", "P1", c1.service_date.toordinal(), c1.submitted_at.timestamp()]],
+        [[fingerprint(c1), "C-1", c1.service_date.toordinal(), c1.submitted_at.timestamp()]]])
+    store = MemberStore()
+    store.load(0, {"M1": record})
+    assert store.get(0, "M1").fingerprints[0].payload == ""
+    step = member_step(store, [claim("C-1", submitted_days=2), claim("C-1", charge=50.0)],
+                       [at(0, 5), at(0, 6)])
+    # Without a payload digest the resubmission fingerprint (provider, date, lines) decides.
+    assert [r.kind for r in step.repeats.values()] == ["duplicate_claim_id",
+                                                       "claim_id_conflict"]
+    assert encode_history(store.get(0, "M1")).startswith(b"[2,")
+
+
+def test_score_file_answers_a_repeated_claim_id_as_the_stream_sets_it_aside(
+    history_model: ServedModel,
+) -> None:
+    claims = [claim("C-1"), claim("C-2", day=1), claim("C-1", submitted_days=3),
+              claim("C-1", charge=999.0), claim("C-3", day=2)]
+    answers = list(score_claims(history_model, claims, batch=2))  # repeats across chunks
+    assert [a["claim_id"] for a in answers] == ["C-1", "C-2", "C-1", "C-1", "C-3"]
+    assert [a.get("error_kind") for a in answers] == [
+        None, None, "duplicate_claim_id", "claim_id_conflict", None]
+    unique = list(score_claims(history_model, [claims[0], claims[1], claims[4]]))
+    assert [answers[i]["anomaly_score"] for i in (0, 1, 4)] == [
+        a["anomaly_score"] for a in unique]

@@ -10,9 +10,9 @@ import orjson
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
+from features.member import NO_HISTORY
 from schemas import DeadLetter
 from scorer.loop import FatalWorkerError, describe_batch
-from scorer.member_state import NO_HISTORY
 from scorer.routing import split_batch
 from tests.fake_kafka import CHANGELOG, FakeCluster, FakeModelClient, Harness
 from tests.fake_message import FakeMessage
@@ -286,3 +286,59 @@ def test_batches_are_described_by_their_offset_ranges() -> None:
         now=NOW,
     )
     assert describe_batch(batch) == "claims[0]@10..12, claims[2]@3..3"
+
+
+# -- a claim_id is decided once (claim ids live in the member state)
+
+
+def test_a_claim_sent_again_is_decided_once_and_not_counted_twice() -> None:
+    """The gateway's crash window: a claim the broker stored is produced again on a retry
+    (with a fresh submitted_at, which the gateway fills in), in the same batch or later."""
+    h = Harness()
+    h.cluster.append_claim(0, claim_id="C-1", member_id="M1", service_date=DAY)
+    h.cluster.append_claim(0, claim_id="C-1", member_id="M1", service_date=DAY,
+                           submitted_at="2026-11-20T11:00:00Z")
+    h.run()
+    h.cluster.append_claim(0, claim_id="C-1", member_id="M1", service_date=DAY)
+    h.cluster.append_claim(0, claim_id="C-2", member_id="M1", service_date=DAY)
+    h.run()
+
+    assert [r.key for r in h.cluster.on("claims.approved", "claims.investigate")] == [
+        b"C-1", b"C-2"]
+    letters = dead_letters(h)
+    assert [(letter.error_kind, letter.source.offset) for letter in letters] == [
+        ("duplicate_claim_id", 1), ("duplicate_claim_id", 2)]
+    assert "was already read with the same claim" in letters[0].error
+    # The model never saw the copies; C-2 sees one earlier claim of M1, not three.
+    scored = [c.claim_id for claims, _ in h.client.calls for c in claims]
+    assert scored == ["C-1", "C-2"]
+    _claims, members = h.client.calls[-1]
+    assert members is not None
+    assert members[0].claims_1d == 2.0
+    assert committed(h.cluster) == {("claims", 0): 4}
+    assert h.counter("dead_lettered_total") == 2
+
+
+def test_another_claim_under_a_used_claim_id_is_a_conflict_dead_letter() -> None:
+    h = Harness()
+    h.cluster.append_claim(0, claim_id="C-1", member_id="M1", service_date=DAY)
+    h.cluster.append_claim(0, claim_id="C-1", member_id="M1", service_date=DAY,
+                           lines=[{"procedure_code": "99215", "units": 1, "charge": 4800.0}])
+    h.run()
+    [letter] = dead_letters(h)
+    assert letter.error_kind == "claim_id_conflict"
+    assert "already used by another claim of this member" in letter.error
+    assert h.cluster.decisions() == {"C-1": "claims.approved"}  # the first claim's
+
+
+def test_claim_ids_survive_a_restore_from_the_changelog() -> None:
+    h = Harness()
+    h.cluster.append_claim(0, claim_id="C-1", member_id="M1", service_date=DAY)
+    h.run()
+    h.consumer.rebalance("revoke", [0])
+    h.consumer.rebalance("assign", [0])
+    h.cluster.append_claim(0, claim_id="C-1", member_id="M1", service_date=DAY)
+    h.run()
+    assert h.cluster.restores[-1] == [0]
+    assert [letter.error_kind for letter in dead_letters(h)] == ["duplicate_claim_id"]
+    assert list(h.cluster.decisions()) == ["C-1"]
