@@ -37,7 +37,6 @@ ROWS = 3_000
 
 
 @pytest.fixture(scope="module")
-@pytest.fixture(scope="module")
 def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Realistic v2 claims with is_anomaly/pattern, by the real `claimflow generate`."""
     path = tmp_path_factory.mktemp("data") / "realistic.jsonl"
