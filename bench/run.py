@@ -64,6 +64,9 @@ BENCHMARKS: tuple[str, ...] = (
     "member_restore",
     "gateway",
 )
+# Modules that repeat and pair their own runs inside one child (shadow_scoring: plain and
+# shadowed backlogs in rotating order, three pairs): one child run each, not K.
+REPEATS_INSIDE = frozenset({"shadow_scoring"})
 # Modules in bench/ that are infrastructure, not benchmarks.
 NOT_BENCHMARKS = frozenset({"__init__", "__main__", "common", "report", "run", "drills",
                             "stack_harness", "member_common",
@@ -673,7 +676,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with bench_broker(args.bootstrap, deadline, wanted) as broker:
         machine["broker"] = broker
         for name in names:
-            outcomes.append(run_module(name, args.smoke, repeats, timeout, logs,
+            runs = 1 if name in REPEATS_INSIDE else repeats
+            outcomes.append(run_module(name, args.smoke, runs, timeout, logs,
                                        broker["bootstrap"]))
     machine["load_average_end"] = _load_average()
 
