@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -22,10 +21,10 @@ from schemas.label import Label
 from trainer.data import DataError
 from trainer.gate import ShadowPeriod
 from trainer.label_topic import read_labels
+from trainer.topic_snapshot import read_snapshot
 
 log = logging.getLogger(__name__)
 
-POLL_S: Final = 0.5
 INVESTIGATE: Final = "investigate"
 
 
@@ -99,50 +98,9 @@ def _check_reachable(bootstrap: str, timeout_s: float = 2.0) -> None:
 
 
 def _read_committed(bootstrap: str, topic: str, timeout_s: float) -> Iterator[ShadowScore]:
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "claimflow-promote",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                         "isolation.level": "read_committed",
-                         "enable.partition.eof": True})
-    try:
-        info = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if info is None or info.error is not None or not info.partitions:
-            raise DataError(f"shadow topic {topic!r} does not exist on {bootstrap}")
-        ends = {}
-        for partition in info.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                       timeout=timeout_s)
-            if high > low:
-                ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        yield from _until_ends(consumer, ends, time.monotonic() + timeout_s, topic)
-    except KafkaException as exc:
-        raise DataError(f"cannot read {topic!r} on {bootstrap}: {exc}") from exc
-    finally:
-        consumer.close()
-
-
-def _until_ends(consumer: object, pending: dict[int, int], deadline: float, topic: str
-                ) -> Iterator[ShadowScore]:
-    """Records until every partition reports its end (partition EOF), not until a record at
-    the last offset: a transaction's commit marker takes the last offset of a partition and
-    is never delivered."""
-    from confluent_kafka import KafkaError
-
     invalid = 0
-    while pending:
-        if time.monotonic() > deadline:
-            raise DataError(f"reading {topic!r} timed out with partitions {sorted(pending)} "
-                            "unfinished")
-        message = consumer.poll(POLL_S)  # type: ignore[attr-defined]
-        if message is None:
-            continue
-        error = message.error()
-        if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                pending.pop(message.partition(), None)
-            continue
+    for message in read_snapshot(bootstrap, topic, what="shadow", group="claimflow-promote",
+                                 timeout_s=timeout_s, read_committed=True):
         if message.value() is None:
             continue
         try:
