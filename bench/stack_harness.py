@@ -145,12 +145,15 @@ class ManagedProcess:
         return self.popen.returncode
 
     def wait(self, timeout_s: float) -> int | None:
+        """The exit code, or None if the process still runs after ``timeout_s``."""
         if self.popen is None:
             return None
         try:
-            return self.popen.wait(timeout_s)
+            code = self.popen.wait(timeout_s)
         except subprocess.TimeoutExpired:
             return None
+        self._close_log()  # the child is gone: nothing writes to its log any more
+        return code
 
     def dump_stacks(self) -> None:
         """Make a stuck Python component print every thread's stack to its log, then end.

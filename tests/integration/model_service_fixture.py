@@ -11,22 +11,19 @@ start it again (same port), and the fixture hands it out running to the next tes
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from bench.stack_harness import log_tail
+from bench.stack_harness import ManagedProcess, log_tail
 from claimflow.procs import QUIET_ENV as QUIET_ENV
 from claimflow.procs import free_port as free_port  # re-exported for the tests
 from schemas import CLAIM_FEATURES
@@ -105,8 +102,7 @@ class ModelServiceProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self.process: ManagedProcess | None = None
 
     def env(self) -> dict[str, str]:
         return clean_env(
@@ -115,16 +111,18 @@ class ModelServiceProcess:
             MODEL_POLL_INTERVAL_S="0",
         )
 
+    def launch(self) -> ManagedProcess:
+        """Start the server process (in its own session: BentoML runs worker processes)."""
+        self.process = ManagedProcess("model-service",
+                                      [*CLAIMFLOW, "serve-model", "--port", str(self.port)],
+                                      self.env(), self.log_path).start()
+        return self.process
+
     def start(self, timeout_s: float = 180.0) -> None:
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [*CLAIMFLOW, "serve-model", "--port", str(self.port)],
-            env=self.env(), stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        process = self.launch()
         deadline = time.monotonic() + timeout_s
         while not self.ready():
-            if self.process.poll() is not None:
+            if not process.alive():
                 raise RuntimeError(f"model service exited:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 self.stop()
@@ -139,29 +137,13 @@ class ModelServiceProcess:
             return False
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.process is not None and self.process.alive()
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM to the whole service (BentoML runs worker processes), SIGKILL if stuck."""
-        if self.process is None:
-            return
-        for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(wait_s)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # Workers left in the session after the arbiter went away.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        self.process = None
+        """SIGTERM to the whole service, SIGKILL for what is left after ``timeout_s``."""
+        if self.process is not None:
+            self.process.stop(timeout_s)
+            self.process = None
 
     def log_tail(self, lines: int = 20) -> str:
         return log_tail(self.log_path, lines)

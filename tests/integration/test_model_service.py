@@ -5,7 +5,6 @@ resolving the champion through a real MLflow registry and BentoML store, called 
 from __future__ import annotations
 
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from schemas.score import only_results
 from scorer.client import ModelClient, ModelServiceError, ModelUnavailable
 from scorer.shadow import ChallengerVerdict
 from tests.integration.model_service_fixture import (
-    CLAIMFLOW,
     Champion,
     ModelServiceProcess,
     clean_env,
@@ -71,17 +69,11 @@ class RegistryServiceProcess(ModelServiceProcess):
 
     def start_unready(self, timeout_s: float = 180.0) -> None:
         """Start and wait until the HTTP server answers (readiness may stay false)."""
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [*CLAIMFLOW, "serve-model", "--port", str(self.port)],
-            env=self.env(), stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        self.launch()
         wait_for(self.answers, timeout_s, f"the model service to answer:\n{self.log_tail()}")
 
     def answers(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
+        if not self.alive():
             raise AssertionError(f"model service exited:\n{self.log_tail()}")
         try:
             httpx.get(f"{self.url}/livez", timeout=2).raise_for_status()

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -17,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, cast
+from typing import cast
 
 import httpx
 import orjson
@@ -33,6 +31,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from bench.stack_harness import ManagedProcess
 from bench.stack_harness import Topics as Topics  # shared by the stream tests
 from claimflow.procs import wait_until as wait_until  # re-exported for the tests
 from schemas import Claim, ClaimV2, DeadLetter, Decision, StreamSource
@@ -221,66 +220,40 @@ def read_outcomes(bootstrap: str, topics: Topics) -> Outcomes:
     return outcomes
 
 
-class Worker:
+class Worker(ManagedProcess):
     """``claimflow score`` as a subprocess in its own session, logging to a file."""
 
     def __init__(self, tmp_path: Path, name: str, env: dict[str, str], *args: str) -> None:
-        self.name = name
-        self.env = env
-        self.args = args
-        self.log_path = tmp_path / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        super().__init__(name, [*CLAIMFLOW, "score", *args], env, tmp_path / f"{name}.log")
 
     def start(self) -> Worker:
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [*CLAIMFLOW, "score", *self.args], env=self.env, stdout=self._log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        super().start()
         return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def wait_log(self, pattern: str, timeout_s: float) -> None:
         def seen() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
+            if not self.alive():
                 raise AssertionError(f"{self.name} exited early:\n{self.log()[-3000:]}")
             return re.search(pattern, self.log()) is not None
 
         wait_until(seen, timeout_s, f"{pattern!r} in the log of {self.name}")
 
     def kill9(self) -> None:
-        os.killpg(self.pid, signal.SIGKILL)
-        self.wait(10)
+        self.kill()
 
-    def terminate(self, timeout_s: float = 60) -> int:
-        """SIGTERM (like a process manager) and the exit code."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
+    def terminate(self, timeout_s: float = 60) -> int | None:
+        """SIGTERM to the worker alone (like a process manager) and its exit code (None if
+        it still runs after ``timeout_s``)."""
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGTERM)
         return self.wait(timeout_s)
 
-    def wait(self, timeout_s: float) -> int:
-        assert self.process is not None
-        try:
-            code = self.process.wait(timeout_s)
-        finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
-        return code
-
     def cleanup(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.pid, signal.SIGKILL)
-            self.wait(10)
+        if self.alive():
+            self.kill()
 
 
 @pytest.fixture
