@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
 
 import click
 import orjson
@@ -39,7 +38,6 @@ from claimflow.settings import TOPICS, CommonSettings
 
 log = logging.getLogger(__name__)
 
-POLL_READ_S: Final = 0.5
 
 
 class LearnSettings(CommonSettings):
@@ -218,51 +216,18 @@ def submitted_at(value: bytes) -> datetime:
 
 
 def write_topic_values(bootstrap: str, topic: str, path: Path, timeout_s: float) -> int:
-    """Every message value of ``topic`` up to its current end, one per line in
-    ``submitted_at`` order; the count."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    """Every message value of ``topic`` up to its current end (committed transactions
+    only), one per line in ``submitted_at`` order; the count."""
+    from trainer.topic_snapshot import read_snapshot
 
-    from trainer.data import DataError
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "claimflow-learn",
-                         "enable.auto.commit": False, "enable.partition.eof": True,
-                         "isolation.level": "read_committed"})
-    count = 0
-    try:
-        info = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if info is None or info.error is not None:
-            raise DataError(f"topic {topic!r} does not exist on {bootstrap}")
-        pending = set()
-        for partition in info.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                       timeout=timeout_s)
-            if high > low:
-                pending.add(partition)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
-        deadline = time.monotonic() + timeout_s
-        values: list[bytes] = []
-        while pending:
-            if time.monotonic() > deadline:
-                raise DataError(f"reading {topic!r} timed out")
-            message = consumer.poll(POLL_READ_S)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(message.partition())
-                continue
-            value = message.value()
-            if value:
-                values.append(value)
-        # Partitions interleave claims; training splits by position in the file (the
-        # generated files are in time order), so the file is put back in time order.
-        values.sort(key=submitted_at)
-        path.write_bytes(b"".join(value + b"\n" for value in values))
-        count = len(values)
-    finally:
-        consumer.close()
-    return count
+    values = [message.value() for message in read_snapshot(
+        bootstrap, topic, what="claims", group="claimflow-learn", timeout_s=timeout_s,
+        read_committed=True) if message.value()]
+    # Partitions interleave claims; training splits by position in the file (the generated
+    # files are in time order), so the file is put back in time order.
+    values.sort(key=submitted_at)
+    path.write_bytes(b"".join(value + b"\n" for value in values))
+    return len(values)
 
 
 @click.command("learn")
