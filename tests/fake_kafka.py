@@ -390,3 +390,20 @@ class Harness:
         store = self.loop.members
         return {p: {m: store.get(p, m) for m in members}
                 for p, members in store.partitions.items()}
+
+
+# -- scenarios the loop tests share
+
+DAY = "2026-11-20"
+
+
+def three_claims(cluster: FakeCluster) -> None:
+    """M1 twice on partition 0 (the second one expensive), M2 once on partition 1."""
+    cluster.append_claim(0, claim_id="C-1", member_id="M1", service_date=DAY)
+    cluster.append_claim(0, claim_id="C-2", member_id="M1", service_date="2026-11-21",
+                         lines=[{"procedure_code": "99215", "units": 1, "charge": 4800.0}])
+    cluster.append_claim(1, claim_id="C-3", member_id="M2", service_date=DAY)
+
+
+def abortable(code: int = KafkaError.ILLEGAL_GENERATION) -> KafkaError:
+    return KafkaError(code, "the group rebalanced (fake)", txn_requires_abort=True)

@@ -100,3 +100,19 @@ def as_contract(claims: Sequence[dict[str, Any]]) -> list[ClaimV2]:
 def write_jsonl(path: Path, claims: Sequence[dict[str, Any]]) -> Path:
     path.write_bytes(b"".join(orjson.dumps(c) + b"\n" for c in claims))
     return path
+
+
+MEMBER_DAY = date(2026, 3, 2)
+
+
+def member_claim(claim_id: str, member: str = "M1", provider: str = "P1", day: int = 0,
+          submitted_days: float = 0.0, charge: float = 120.0) -> ClaimV2:
+    """One 99213 claim of ``member`` at ``provider``, ``day`` days after MEMBER_DAY, sent
+    ``submitted_days`` later (what the member-history tests vary)."""
+    served = MEMBER_DAY + timedelta(days=day)
+    submitted = f"{(served + timedelta(days=int(submitted_days))).isoformat()}T10:00:00Z"
+    return as_contract([v2_claim(
+        claim_id=claim_id, member_id=member, provider_id=provider,
+        service_date=served.isoformat(), submitted_at=submitted,
+        lines=[{"procedure_code": "99213", "units": 1, "charge": charge}],
+        claim_amount=charge, num_services=1)])[0]

@@ -39,9 +39,7 @@ from schemas import (
     StreamSource,
 )
 from schemas.label import Disposition
-from tests.integration.kafka_helpers import consume_until
-from tests.integration.model_service_fixture import ModelServiceProcess
-from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixtures
+from tests.integration.gateway_harness import (  # noqa: F401 - pytest fixtures
     GatewayServer,
     GatewayTopics,
     StreamWorker,
@@ -52,6 +50,8 @@ from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixt
     labels_topic,
     stream_worker_factory,
 )
+from tests.integration.kafka_helpers import consume_until
+from tests.integration.model_service_fixture import ModelServiceProcess
 
 pytestmark = pytest.mark.integration
 

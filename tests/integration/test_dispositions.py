@@ -20,9 +20,7 @@ import pytest
 from confluent_kafka import Producer
 
 from schemas import ClaimV2, Decision, GatewaySource, Label, ModelRef, StreamSource
-from tests.integration.kafka_helpers import consume_until
-from tests.integration.model_service_fixture import CLAIMFLOW, ModelServiceProcess, clean_env
-from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixtures
+from tests.integration.gateway_harness import (  # noqa: F401 - pytest fixtures
     GatewayServer,
     GatewayTopics,
     StreamWorker,
@@ -36,6 +34,8 @@ from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixt
     unusual,
     wait_until,
 )
+from tests.integration.kafka_helpers import consume_until
+from tests.integration.model_service_fixture import CLAIMFLOW, ModelServiceProcess, clean_env
 from tests.v2_factory import v2_claims, without_labels
 
 pytestmark = pytest.mark.integration

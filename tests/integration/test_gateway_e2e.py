@@ -23,9 +23,7 @@ from confluent_kafka import Producer
 
 from schemas import Claim, DeadLetter, Decision, StreamSource
 from tests.integration import model_service_fixture
-from tests.integration.kafka_helpers import consume_until
-from tests.integration.model_service_fixture import ModelServiceProcess, free_port
-from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixtures
+from tests.integration.gateway_harness import (  # noqa: F401 - pytest fixtures
     GatewayServer,
     GatewayTopics,
     StreamWorker,
@@ -38,6 +36,8 @@ from tests.integration.test_gateway_harness import (  # noqa: F401 - pytest fixt
     unusual,
     wait_until,
 )
+from tests.integration.kafka_helpers import consume_until
+from tests.integration.model_service_fixture import ModelServiceProcess, free_port
 from tests.v2_factory import as_contract, v2_claim, v2_claims, without_labels
 
 pytestmark = pytest.mark.integration

@@ -15,14 +15,14 @@ import orjson
 import pytest
 
 from schemas import ClaimV2, StreamSource
-from tests.integration import test_worker
+from tests.integration import worker_harness
 from tests.integration.model_service_fixture import (
     CLAIMFLOW,
     Champion,
     ModelServiceProcess,
     clean_env,
 )
-from tests.integration.test_worker import (
+from tests.integration.worker_harness import (
     Topics,
     Worker,
     assert_exactly_once,
@@ -34,7 +34,7 @@ from tests.integration.test_worker import (
     worker_env,
 )
 
-workers = test_worker.workers  # the fixture, registered in this module
+workers = worker_harness.workers  # the fixture, registered in this module
 
 pytestmark = pytest.mark.integration
 

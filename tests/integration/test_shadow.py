@@ -17,13 +17,13 @@ from schemas import CLAIM_FEATURES, ShadowScore
 from scorer.model_settings import ModelSettings
 from scoring.model import ServedModel, Wanted, load_served_model
 from scoring.score_file import score_claims
-from tests.integration import model_service_fixture, test_worker
+from tests.integration import model_service_fixture, worker_harness
 from tests.integration.model_service_fixture import (
     Champion,
     ModelServiceProcess,
     make_champion,
 )
-from tests.integration.test_worker import (
+from tests.integration.worker_harness import (
     Topics,
     Worker,
     assert_exactly_once,
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 champion = model_service_fixture.champion
 _model_service_session = model_service_fixture._model_service_session
 model_service = model_service_fixture.model_service
-workers = test_worker.workers  # the fixture, registered in this module
+workers = worker_harness.workers  # the fixture, registered in this module
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from bench.ab_quixstreams import SIDES, side_command
 from bench.member_common import build_histories, clone_id, state_records
 from bench.member_restore import parse_restored
 from features.member import MemberHistory, decode_history, remember
-from tests.unit.test_member_stage import claim
+from tests.v2_factory import member_claim as claim
 
 
 def test_histories_are_what_the_member_stage_keeps_claim_by_claim() -> None:

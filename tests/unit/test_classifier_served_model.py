@@ -16,8 +16,8 @@ from scorer.routing import Position
 from scoring.classifier import GRADIENT_BOOSTING, classifier_scorer, family_of
 from scoring.model import ModelLoadError, ServedModel, build_served_model
 from scoring.score_file import score_claims
-from tests.unit.test_member_stage import claim as resubmission
 from tests.v2_factory import as_contract, v2_claims, write_jsonl
+from tests.v2_factory import member_claim as resubmission
 from trainer.jsonl import load_jsonl
 from trainer.supervised import SupervisedModel, SupervisedParams, train_supervised
 

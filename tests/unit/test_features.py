@@ -96,10 +96,10 @@ def test_history_stays_bounded() -> None:
 
 def test_fingerprints_are_stable_across_processes() -> None:
     """State outlives a process: the digest must not be Python's per-process hash."""
-    code = ("from tests.unit.test_features import claim; from features.member import "
-            "fingerprint; print(fingerprint(claim(1)))")
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           check=True).stdout.strip()
+    code = ("import sys; from schemas import ClaimV2; from features.member import fingerprint; "
+            "print(fingerprint(ClaimV2.from_json(sys.stdin.buffer.read())))")
+    other = subprocess.run([sys.executable, "-c", code], input=claim(1).to_json().decode(),
+                           capture_output=True, text=True, check=True).stdout.strip()
     assert other == fingerprint(claim(1))
 
 

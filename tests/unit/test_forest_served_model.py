@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import numpy as np
 import orjson
 import pytest
 from sklearn.ensemble import IsolationForest
 
 from features.reference import build_reference
-from schemas import Claim, ModelRef, ScoreResult
+from schemas import ModelRef, ScoreResult
 from schemas.score import only_results
 from scorer.holder import ModelHolder
 from scorer.model_settings import ModelSettings
 from scoring.model import ModelLoadError, ServedModel, Wanted, build_served_model
+from tests.v1_factory import claim, claims_for
 
 REF = ModelRef(name="claim-anomaly", version="7", run_id="run-7")
-
-
-def claim(i: int, **fields: float) -> Claim:
-    values: dict[str, object] = {
-        "claim_id": f"C-{i:06d}",
-        "claim_amount": 1_100.0,
-        "num_services": 3,
-        "patient_age": 45,
-        "provider_id": 500,
-        "days_since_last_claim": 180,
-        "submitted_at": datetime(2026, 11, 26, 18, 0, tzinfo=UTC),
-        **fields,
-    }
-    return Claim.model_validate(values)
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +44,6 @@ def served(estimator: IsolationForest, training: np.ndarray) -> ServedModel:
     return build_served_model(
         estimator, build_reference(training), REF, "claim-anomaly:v7", settings
     )
-
-
-def claims_for(rows: np.ndarray) -> list[Claim]:
-    return [
-        claim(i, claim_amount=float(a), num_services=int(s), patient_age=int(p),
-              provider_id=int(v), days_since_last_claim=int(d))
-        for i, (a, s, p, v, d) in enumerate(rows.tolist())
-    ]
 
 
 def test_batch_results_equal_scikit_learn(

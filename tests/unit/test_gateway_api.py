@@ -25,15 +25,14 @@ from gateway.claim_producer import Position
 from gateway.outcome_store import Outcome
 from gateway.runtime import GatewayRuntime
 from schemas import Claim, Decision, ModelRef, StreamSource
-from tests.unit.test_gateway_fakes import (
+from tests.unit.gateway_fakes import (
     FakeStream,
     claim_body,
     fake_result,
     fake_settings,
+    problem,
 )
 from tests.v2_factory import v2_claim, without_labels
-
-PROBLEM = "application/problem+json"
 
 
 @dataclass
@@ -59,14 +58,7 @@ def gw(tmp_path: Path) -> Iterator[Gateway]:
     gateway.rt.close()
 
 
-def problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM
-    body = response.get_json(force=True)
-    assert body["status"] == status
-    assert body["title"]
-    assert body["type"]
-    return dict(body)
+
 
 
 def error_paths(body: dict[str, Any]) -> dict[str, str]:

@@ -29,7 +29,7 @@ from gateway.sqlite_util import BackgroundCheckpointer, connect
 from schemas import Claim, ClaimV2, DeadLetter, Decision, ModelRef, StreamSource
 from schemas.dead_letter import ErrorKind
 from tests.fake_message import FakeMessage
-from tests.unit.test_gateway_fakes import FakeStream, claim_body, stream_decision
+from tests.unit.gateway_fakes import FakeStream, claim_body, stream_decision
 from tests.v2_factory import v2_claim, without_labels
 
 NOW = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)

@@ -6,58 +6,26 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from flask.testing import FlaskClient
 
-from gateway.app import create_app, runtime
 from gateway.label_view import StoredLabel
 from gateway.outcome_consumer import OutcomeConsumer
 from gateway.outcome_store import Outcome, OutcomeStore
-from gateway.runtime import GatewayRuntime
 from schemas import Decision, Label
 from tests.fake_message import FakeMessage
-from tests.unit.test_gateway_api import problem
-from tests.unit.test_gateway_fakes import (
-    FakeLabelPublisher,
-    FakeStream,
+from tests.unit.gateway_fakes import (
+    NOW,
+    ODD,
+    Gateway,
+    OffsetsOnly,
     claim_body,
-    fake_settings,
+    make_gateway,
+    problem,
 )
-
-NOW = datetime(2026, 12, 5, 3, 0, tzinfo=UTC)
-ODD = 25_000.0  # the fake model investigates above 10,000
-
-
-@dataclass
-class Gateway:
-    client: FlaskClient
-    labels: FakeLabelPublisher
-    rt: GatewayRuntime
-
-    def submit(self, claim_id: str, amount: float = ODD) -> Decision:
-        response = self.client.post("/api/v1/claims",
-                                    json=claim_body(claim_id=claim_id, claim_amount=amount))
-        assert response.status_code == 201, response.get_data(as_text=True)
-        return Decision.model_validate_json(response.get_data())
-
-    def label(self, claim_id: str, body: Any, **kw: Any) -> Any:
-        return self.client.post(f"/api/v1/claims/{claim_id}/disposition", json=body, **kw)
-
-
-def make_gateway(home: Path, **settings: Any) -> Gateway:
-    labels = FakeLabelPublisher()
-    stream = FakeStream()
-    app = create_app(fake_settings(home, **settings), producer=stream, board=stream.board,
-                     labels=labels)
-    rt = runtime(app)
-    rt.clock = lambda: NOW
-    return Gateway(app.test_client(), labels, rt)
 
 
 @pytest.fixture
@@ -288,16 +256,6 @@ def test_open_pages_follow_the_cursor(gw: Gateway) -> None:
     second = gw.client.get("/api/v1/outcomes", query_string={
         "status": "open", "limit": 2, "cursor": body["next_cursor"]}).get_json()
     assert [i["decision"]["claim"]["claim_id"] for i in second["items"]] == ["C-2", "C-1"]
-
-
-class OffsetsOnly:
-    """The consumer calls of one ``_handle``: offsets stored after the batch."""
-
-    def __init__(self) -> None:
-        self.stored: list[Any] = []
-
-    def store_offsets(self, offsets: list[Any]) -> None:
-        self.stored.extend(offsets)
 
 
 def test_the_view_consumer_splits_decisions_and_labels_in_one_batch(gw: Gateway) -> None:

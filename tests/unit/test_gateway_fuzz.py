@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from bench.drill_gateway_fuzz import schema_valid_refusal
 from gateway.app import create_app, runtime
 from gateway.openapi_docs import GatewayOpenAPI
-from tests.unit.test_gateway_fakes import (
+from tests.unit.gateway_fakes import (
     FakeLabelPublisher,
     FakeStream,
     claim_body,

@@ -21,7 +21,7 @@ from gateway.readiness import ReadinessProbe
 from gateway.replies import ReplyBoard, ReplyConsumer
 from schemas import Claim, Decision, ModelRef, StreamSource
 from tests.fake_message import FakeMessage
-from tests.unit.test_gateway_fakes import FakeStream, claim_body, fake_settings
+from tests.unit.gateway_fakes import FakeStream, claim_body, fake_settings
 
 TOPIC = "claims.approved"
 

@@ -17,7 +17,7 @@ from gateway.shadow_view import Labelled, PairCounts, labelled_counts, pair_summ
 from schemas import Decision, Label, ModelRef, ShadowScore, ShadowVerdict, StreamSource
 from schemas.label import Disposition
 from tests.fake_message import FakeMessage
-from tests.unit.test_gateway_dispositions import (
+from tests.unit.gateway_fakes import (
     NOW,
     Gateway,
     OffsetsOnly,

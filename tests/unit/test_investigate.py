@@ -17,7 +17,7 @@ from claimflow.investigate import (
     truth_from_headers,
 )
 from schemas import Decision
-from tests.unit.test_gateway_fakes import claim_body
+from tests.unit.gateway_fakes import claim_body
 
 T0 = datetime(2026, 12, 5, 3, 0, tzinfo=UTC)
 START = T0.timestamp()

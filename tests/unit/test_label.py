@@ -12,7 +12,7 @@ import pytest
 from schemas import ContractError, Decision, Label, ModelRef
 from schemas.export import JSON_DIR
 from schemas.label import NOTE_MAX_LENGTH
-from tests.unit.test_gateway_fakes import claim_body
+from tests.unit.gateway_fakes import claim_body
 
 DECIDED = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 LABELLED = datetime(2026, 12, 2, 10, 30, tzinfo=UTC)

@@ -120,3 +120,27 @@ def test_the_base_importing_anything_above_it_is_caught(tmp_path: Path, roof: st
     [(line, imported)] = list(imports_of(bad))
     assert line == 2
     assert our(imported) not in ALLOWED[room_of("claimflow.settings")]
+
+
+def imported_test_modules(path: Path) -> Iterator[tuple[int, str]]:
+    """Every ``tests...test_*`` module ``path`` imports (also as ``from tests.x import test_y``)."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for name in names:
+            if name.startswith("tests.") and name.rsplit(".", 1)[-1].startswith("test_"):
+                yield node.lineno, name
+
+
+def test_modules_import_no_test_module() -> None:
+    """Shared test helpers live in helper modules (tests/fake_kafka.py, tests/v1_factory.py,
+    tests/integration/worker_harness.py, ...), never in a ``test_*`` module that another
+    test or a benchmark imports."""
+    found = [f"{path.relative_to(ROOT)}:{line} imports {name}"
+             for folder in ("tests", "bench") for path in sorted((ROOT / folder).rglob("*.py"))
+             for line, name in imported_test_modules(path)]
+    assert not found, "\n".join(found)

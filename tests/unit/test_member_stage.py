@@ -5,7 +5,6 @@ training."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -32,23 +31,12 @@ from scorer.model_settings import ModelSettings
 from scorer.routing import Position
 from scoring.model import MissingHistoryError, ServedModel, build_served_model
 from scoring.score_file import score_claims
-from tests.v2_factory import as_contract, v2_claim, v2_claims, write_jsonl
+from tests.v2_factory import as_contract, v2_claims, write_jsonl
+from tests.v2_factory import member_claim as claim
 from trainer.jsonl import load_jsonl
 from trainer.model import TrainParams, train
 
 REF = ModelRef(name="claim-anomaly", version="3", run_id="run-3")
-DAY = date(2026, 3, 2)
-
-
-def claim(claim_id: str, member: str = "M1", provider: str = "P1", day: int = 0,
-          submitted_days: float = 0.0, charge: float = 120.0) -> ClaimV2:
-    served = DAY + timedelta(days=day)
-    submitted = f"{(served + timedelta(days=int(submitted_days))).isoformat()}T10:00:00Z"
-    return as_contract([v2_claim(
-        claim_id=claim_id, member_id=member, provider_id=provider,
-        service_date=served.isoformat(), submitted_at=submitted,
-        lines=[{"procedure_code": "99213", "units": 1, "charge": charge}],
-        claim_amount=charge, num_services=1)])[0]
 
 
 def at(partition: int, offset: int = 0) -> Position:
@@ -88,7 +76,7 @@ def test_restored_bytes_are_decoded_on_first_use_and_revoked_partitions_forgotte
 
 def test_a_v1_claim_has_no_member_history() -> None:
     from schemas import Claim
-    from tests.unit.test_routing import claim_bytes
+    from tests.v1_factory import claim_bytes
 
     step = member_step(MemberStore(), [Claim.from_json(claim_bytes())], [at(0)])
     assert step.features == [NO_HISTORY]
@@ -101,7 +89,7 @@ def test_score_files_history_equals_the_streams_member_step_batch_by_batch() -> 
     member: on one partition both give every claim the same member features (batches split
     mid-member, v1 claims mixed in)."""
     from schemas import Claim
-    from tests.unit.test_routing import claim_bytes
+    from tests.v1_factory import claim_bytes
 
     v1 = Claim.from_json(claim_bytes())
     claims: list[Claim | ClaimV2] = [*as_contract(v2_claims(120, seed=9)), v1]

@@ -18,7 +18,7 @@ import pytest
 
 from schemas import Claim
 from scorer.client import ModelClient, ModelServiceError, ModelUnavailable
-from tests.unit.test_gateway_fakes import claim_body, fake_result
+from tests.unit.gateway_fakes import claim_body, fake_result
 
 Answer = Callable[[BaseHTTPRequestHandler, bytes], tuple[int, bytes]]
 

@@ -15,7 +15,6 @@ from schemas import Claim, DeadLetter, Decision, ModelRef, Reason, ScoreResult, 
 from scorer.routing import (
     ENCODED_DECISION_FIELDS,
     DecisionEncoder,
-    OutcomeTopics,
     Position,
     RoutingError,
     build_decision,
@@ -25,29 +24,7 @@ from scorer.routing import (
     split_batch,
 )
 from tests.fake_message import FakeMessage
-
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-TOPICS = OutcomeTopics(approved="out.ok", investigate="out.look", deadletter="out.dead")
-MAX_BYTES = 4096
-
-
-def claim_dict(**overrides: Any) -> dict[str, Any]:
-    claim: dict[str, Any] = {
-        "schema_version": 1,
-        "claim_id": "C-1",
-        "claim_amount": 1234.5,
-        "num_services": 3,
-        "patient_age": 44,
-        "provider_id": 7,
-        "days_since_last_claim": 30,
-        "submitted_at": "2026-01-01T00:00:00Z",
-    }
-    claim.update(overrides)
-    return claim
-
-
-def claim_bytes(**overrides: Any) -> bytes:
-    return json.dumps(claim_dict(**overrides)).encode()
+from tests.v1_factory import MAX_BYTES, NOW, TOPICS, claim_bytes, claim_dict
 
 
 def without(field: str) -> bytes:

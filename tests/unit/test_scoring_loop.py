@@ -14,19 +14,17 @@ from features.member import NO_HISTORY
 from schemas import DeadLetter
 from scorer.loop import FatalWorkerError, describe_batch
 from scorer.routing import split_batch
-from tests.fake_kafka import CHANGELOG, FakeCluster, FakeModelClient, Harness
+from tests.fake_kafka import (
+    CHANGELOG,
+    DAY,
+    FakeCluster,
+    FakeModelClient,
+    Harness,
+    abortable,
+    three_claims,
+)
 from tests.fake_message import FakeMessage
-from tests.unit.test_routing import NOW, claim_bytes
-
-DAY = "2026-11-20"
-
-
-def three_claims(cluster: FakeCluster) -> None:
-    """M1 twice on partition 0 (the second one expensive), M2 once on partition 1."""
-    cluster.append_claim(0, claim_id="C-1", member_id="M1", service_date=DAY)
-    cluster.append_claim(0, claim_id="C-2", member_id="M1", service_date="2026-11-21",
-                         lines=[{"procedure_code": "99215", "units": 1, "charge": 4800.0}])
-    cluster.append_claim(1, claim_id="C-3", member_id="M2", service_date=DAY)
+from tests.v1_factory import NOW, claim_bytes
 
 
 def committed(cluster: FakeCluster) -> dict[tuple[str, int], int]:
@@ -90,10 +88,6 @@ def test_a_model_outage_rewinds_to_the_batch_start_and_commits_nothing() -> None
     assert h.cluster.decisions() == {"C-1": "claims.approved", "C-2": "claims.approved",
                                      "C-3": "claims.approved"}
     assert h.member_state()[0]["M1"] != before_state[0]["M1"]
-
-
-def abortable(code: int = KafkaError.ILLEGAL_GENERATION) -> KafkaError:
-    return KafkaError(code, "the group rebalanced (fake)", txn_requires_abort=True)
 
 
 def test_an_aborted_transaction_leaves_the_member_store_unchanged_and_rewinds() -> None:

@@ -25,9 +25,8 @@ from scorer.shadow import (
     ShadowMismatchError,
     shadow_records,
 )
-from tests.fake_kafka import FakeModelClient, Harness, fast_settings
-from tests.unit.test_routing import claim_bytes
-from tests.unit.test_scoring_loop import abortable, three_claims
+from tests.fake_kafka import FakeModelClient, Harness, abortable, fast_settings, three_claims
+from tests.v1_factory import claim_bytes
 
 NOW = datetime(2026, 11, 26, 18, 0, 0, 123456, tzinfo=UTC)
 CHAMPION = ModelRef(name="claim-anomaly", version="7", run_id="run-7")

@@ -27,7 +27,7 @@ from scoring.model import (
     Wanted,
     build_served_model,
 )
-from tests.unit.test_forest_served_model import claims_for
+from tests.v1_factory import claims_for
 
 SETTINGS = ModelSettings(claimflow_home="/nonexistent")
 # The class under BentoML's service wrapper, and the coroutine under the API wrapper.

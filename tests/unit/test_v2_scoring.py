@@ -18,7 +18,7 @@ from scorer.model_settings import ModelSettings
 from scorer.routing import route_batch, split_batch
 from scoring.model import ModelLoadError, ServedModel, build_served_model
 from tests.fake_message import FakeMessage
-from tests.unit.test_routing import MAX_BYTES, TOPICS, claim_bytes
+from tests.v1_factory import MAX_BYTES, TOPICS, claim_bytes
 from tests.v2_factory import as_contract, v2_claim, v2_claims, without_labels, write_jsonl
 from trainer.data import DataError
 from trainer.jsonl import load_jsonl

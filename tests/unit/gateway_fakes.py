@@ -18,9 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flask.testing import FlaskClient
+
+from gateway.app import create_app, runtime
 from gateway.claim_producer import Position, PublishUnavailable, claim_key
 from gateway.dispositions import LabelUnavailable
 from gateway.replies import ReplyBoard
+from gateway.runtime import GatewayRuntime
 from gateway.settings import GatewaySettings
 from schemas import (
     Claim,
@@ -153,3 +157,58 @@ def claim_body(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not ...}
+
+
+# -- a whole gateway app in process (Flask test client, fake stream and label publisher)
+
+PROBLEM = "application/problem+json"
+
+
+def problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == PROBLEM
+    body = response.get_json(force=True)
+    assert body["status"] == status
+    assert body["title"]
+    assert body["type"]
+    return dict(body)
+
+
+NOW = datetime(2026, 12, 5, 3, 0, tzinfo=UTC)
+ODD = 25_000.0  # the fake model investigates above 10,000
+
+
+@dataclass
+class Gateway:
+    client: FlaskClient
+    labels: FakeLabelPublisher
+    rt: GatewayRuntime
+
+    def submit(self, claim_id: str, amount: float = ODD) -> Decision:
+        response = self.client.post("/api/v1/claims",
+                                    json=claim_body(claim_id=claim_id, claim_amount=amount))
+        assert response.status_code == 201, response.get_data(as_text=True)
+        return Decision.model_validate_json(response.get_data())
+
+    def label(self, claim_id: str, body: Any, **kw: Any) -> Any:
+        return self.client.post(f"/api/v1/claims/{claim_id}/disposition", json=body, **kw)
+
+
+def make_gateway(home: Path, **settings: Any) -> Gateway:
+    labels = FakeLabelPublisher()
+    stream = FakeStream()
+    app = create_app(fake_settings(home, **settings), producer=stream, board=stream.board,
+                     labels=labels)
+    rt = runtime(app)
+    rt.clock = lambda: NOW
+    return Gateway(app.test_client(), labels, rt)
+
+
+class OffsetsOnly:
+    """The consumer calls of one ``_handle``: offsets stored after the batch."""
+
+    def __init__(self) -> None:
+        self.stored: list[Any] = []
+
+    def store_offsets(self, offsets: list[Any]) -> None:
+        self.stored.extend(offsets)
