@@ -258,11 +258,14 @@ def _case_runner(operation: Any, mode: Any, base_url: str, session: Any, example
 
 def _check(case: Any, response: Any) -> str | None:
     """Every schemathesis check but positive_data_acceptance (narrowed above)."""
+    from schemathesis.core.failures import FailureGroup
     from schemathesis.specs.openapi.checks import positive_data_acceptance
 
     try:
         case.validate_response(response, excluded_checks=[positive_data_acceptance])
-    except AssertionError as exc:  # schemathesis' FailureGroup is an AssertionError
+    # One failed check raises an AssertionError, several a FailureGroup (a
+    # BaseExceptionGroup, which `except Exception` would let through).
+    except (AssertionError, FailureGroup) as exc:
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return None
 
@@ -279,11 +282,14 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
     planned_minimum = 200 if smoke else 1000
     stack = ctx.stack
     topics = stack.create_topics(Topics.fresh("d6"), partitions=3)
+    # Dispositions are part of the API: without a labels topic every one would be a 503.
+    labels = stack.create_labels_topic(f"{topics.claims}.labels")
     # The scorer decides what the gateway produces (without one every valid claim is a 202).
     group = f"d6-scorer-{uuid.uuid4().hex[:6]}"
     scorer = stack.start_scorer("d6-scorer", topics, group, ctx.model.url)
     gateway: Gateway = stack.start_gateway(topics,
-                                           extra_env={"GATEWAY_API_KEY": API_KEY},
+                                           extra_env={"GATEWAY_API_KEY": API_KEY,
+                                                      "GATEWAY_LABELS_TOPIC": labels},
                                            name=f"d6-gateway-{uuid.uuid4().hex[:4]}")
     tally = Tally()
     started = time.monotonic()
@@ -294,7 +300,7 @@ def run_drill(ctx: DrillContext, smoke: bool) -> DrillResult:
         operations, invalid = run_schemathesis(gateway.url, per_operation, ctx.seed, tally)
         with httpx.Client(base_url=gateway.url, timeout=30) as client:
             run_raw(client, raw_examples, ctx.seed, tally)
-    except Exception as exc:  # a crashed fuzzer must still yield a verdict with counts
+    except (Exception, BaseExceptionGroup) as exc:  # a crashed fuzzer still gets a verdict
         logger.exception("gateway fuzz stopped early")
         error = f"{type(exc).__name__}: {exc}"
     elapsed = time.monotonic() - started
