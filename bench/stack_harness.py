@@ -522,7 +522,8 @@ class Stack:
     def create_labels_topic(self, name: str) -> str:
         """A compacted topic for investigators' labels (as `claimflow topics create` makes
         claims.labels)."""
-        future = self.admin().create_topics([NewTopic(
+        admin = self.admin()  # kept referenced until the future is done: its handle owns it
+        future = admin.create_topics([NewTopic(
             name, num_partitions=1, replication_factor=1,
             config={"cleanup.policy": "compact"})])[name]
         future.result(timeout=30)
