@@ -138,3 +138,16 @@ def test_raw_bodies_never_cause_a_server_error(tmp_path: Path) -> None:
 
     fire()
     runtime(app).close()
+
+
+def test_refusals_that_depend_on_the_servers_state_are_not_contract_mismatches() -> None:
+    """404/409 and a 422 ``unsupported_version`` (the served model scores the other claim
+    version) depend on state, not shape; any other refusal of schema-valid data is a
+    mismatch, also a 422 that mixes a state rule with a shape rule."""
+    version = {"errors": [{"type": "unsupported_version", "loc": ["schema_version"]}]}
+    assert schema_valid_refusal(422, version) is None
+    assert schema_valid_refusal(404, None) is None
+    assert schema_valid_refusal(409, {"errors": []}) is None
+    mixed = {"errors": [{"type": "unsupported_version"}, {"type": "int_parsing"}]}
+    assert schema_valid_refusal(422, mixed) is not None
+    assert schema_valid_refusal(400, {"errors": []}) is not None
