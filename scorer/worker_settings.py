@@ -73,10 +73,8 @@ class ScorerSettings(CommonSettings):
     retry_initial_s: float = Field(
         default=0.2, gt=0, description="First wait after the model service failed."
     )
-    # The cap bounds how long a recovered model service (or broker) waits for the worker's
-    # next try: drill 2 wants an outage's backlog drained within 5 s of the service's return.
     retry_max_s: float = Field(
-        default=1.0, gt=0, description="Cap of the exponential backoff between model retries."
+        default=5.0, gt=0, description="Cap of the exponential backoff between model retries."
     )
     metrics_port: int = Field(
         default=0,
