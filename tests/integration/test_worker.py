@@ -24,7 +24,7 @@ from confluent_kafka import (
 from schemas import Claim, StreamSource
 from scorer.calls import fatal_cause
 from scorer.recovery import TxnAction, classify_txn_error
-from tests.integration import model_service_fixture
+from tests.integration import model_service_fixture, worker_harness
 from tests.integration.model_service_fixture import (
     Champion,
     ModelServiceProcess,
@@ -56,6 +56,9 @@ model_service = model_service_fixture.model_service
 v2_champion = model_service_fixture.v2_champion
 _v2_model_service_session = model_service_fixture._v2_model_service_session
 v2_model_service = model_service_fixture.v2_model_service
+# The worker harness's fixtures, registered in this module.
+topics = worker_harness.topics
+workers = worker_harness.workers
 
 def test_every_claim_is_decided_once_exactly_like_the_offline_model(
     kafka_bootstrap: str, topics: Topics, group_id: str, model_service: ModelServiceProcess,
