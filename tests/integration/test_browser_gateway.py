@@ -22,7 +22,11 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.common.exceptions import (
+    ElementNotInteractableException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -146,13 +150,21 @@ def row_view(driver: WebDriver, claim_id: str, tags: tuple[str, ...] = ()
 
 def in_row(driver: WebDriver, claim_id: str, css: str, action: Callable[[Any], None]) -> None:
     """Act on an element of the claim's queue row; the page rebuilds the rows on every
-    refresh, so an element found a moment ago may be gone: find it again until it works."""
+    refresh, so an element found a moment ago may be gone (stale) or, caught mid-rebuild,
+    not yet laid out (not interactable): find it again until the action works."""
     def attempt(d: WebDriver) -> bool:
         action(queue_row(d, claim_id).find_element(By.CSS_SELECTOR, css))
         return True
 
     WebDriverWait(driver, WAIT_S, poll_frequency=0.1,
-                  ignored_exceptions=[StaleElementReferenceException]).until(attempt)
+                  ignored_exceptions=[StaleElementReferenceException,
+                                      ElementNotInteractableException]).until(attempt)
+
+
+def type_into(field: Any, text: str) -> None:
+    """Replace the field's text: a retried attempt must not append to a half-typed one."""
+    field.clear()
+    field.send_keys(text)
 
 
 def pwned(driver: WebDriver) -> Any:
@@ -277,7 +289,7 @@ def test_an_investigator_marks_a_queued_claim_with_a_note(
 
     note = '<img src=x onerror="window.__pwned=5">billed for a newborn'
     browser.find_element(By.ID, "investigator").send_keys("tester")
-    in_row(browser, claim_id, "input.note", lambda field: field.send_keys(note))
+    in_row(browser, claim_id, "input.note", lambda field: type_into(field, note))
     in_row(browser, claim_id, "button.set-fraud", lambda button: button.click())
 
     # The label is on the topic, with the note as typed.
