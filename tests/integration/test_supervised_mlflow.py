@@ -214,6 +214,9 @@ def write_shadow_period(bootstrap: str, shadow_topic: str, labels_topic: str,
     for i in range(100, 160):
         producer.produce(shadow_topic, key=f"S-{i}".encode(),
                          value=shadow_record(f"S-{i}", True, True, worse, i))
+    # Written before the abort, so the reader really meets aborted records; aborting while
+    # the partitions are still being added to the transaction is a fatal INVALID_TXN_STATE.
+    assert producer.flush(30) == 0
     producer.abort_transaction(30)
     labels = Producer({"bootstrap.servers": bootstrap})
     when = datetime(2026, 12, 2, tzinfo=UTC)
