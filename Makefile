@@ -10,6 +10,10 @@ export CLAIMFLOW_HOME ?= $(CURDIR)/.claimflow
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export BENTOML_DO_NOT_TRACK := true
+# pytest workers for `make test` (pytest-xdist). Each test file stays on one worker
+# (`--dist loadfile`), so a file's module fixtures start once; `loadgroup` would not do that
+# here: xdist 3.8 marks groups through a node attribute pytest 9.2 no longer reads.
+TEST_WORKERS ?= 2
 
 .PHONY: help
 help: ## Show this help
@@ -67,7 +71,7 @@ unit: setup-python ## Unit tests only (no services)
 .PHONY: test
 test: setup ## Lint, type-check and run the whole test suite (unit + integration)
 	$(MAKE) lint
-	$(BIN)/pytest tests --durations=15
+	$(BIN)/pytest tests -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 .PHONY: demo
 demo: setup ## Run the whole pipeline locally (Ctrl-C stops it)
