@@ -132,19 +132,37 @@ class HistorySplit:
     test_rules: np.ndarray  # (test rows,) bool
 
 
-def history_split(dataset: Dataset, test_size: float) -> HistorySplit:
+def time_cut(count: int, test_size: float, labelled: np.ndarray | None = None) -> int:
+    """Where the test split starts: the last ``test_size`` share of the claims, or, when only
+    some claims are ``labelled``, of the labelled ones. Labels trail the stream (an
+    investigator answers days later), so a cut by claims alone would leave the newest claims,
+    the test split, without labels and nothing to judge on."""
+    if labelled is None:
+        test_rows = round(count * test_size)
+        cut = count - test_rows
+        if cut < 1 or test_rows < 1:
+            raise DataError(f"cannot split {count} claim(s) with test size {test_size}")
+        return cut
+    positions = np.flatnonzero(labelled)
+    test_labels = round(positions.size * test_size)
+    if test_labels < 1 or test_labels >= positions.size or positions[-test_labels] < 1:
+        raise DataError(f"cannot split {positions.size} labelled claim(s) with test size "
+                        f"{test_size}")
+    return int(positions[-test_labels])
+
+
+def history_split(dataset: Dataset, test_size: float,
+                  labelled: np.ndarray | None = None) -> HistorySplit:
     """Point-in-time features for a stateful feature set, split by time.
 
-    The test split is the last ``test_size`` share of the file (stream order): the model
-    learns from the past and is judged on what came after. Code references come from the
-    training claims only; then every claim's features are computed from the claims before
-    it (``features.vector.replay``: the stream's code), test claims included.
+    The test split is the last ``test_size`` share of the file (stream order), or of its
+    ``labelled`` claims (``time_cut``): the model learns from the past and is judged on what
+    came after. Code references come from the training claims only; then every claim's
+    features are computed from the claims before it (``features.vector.replay``: the
+    stream's code), test claims included.
     """
     claims = dataset.claims or []
-    test_rows = round(len(claims) * test_size)
-    cut = len(claims) - test_rows
-    if cut < 1 or test_rows < 1:
-        raise DataError(f"cannot split {len(claims)} claim(s) with test size {test_size}")
+    cut = time_cut(len(claims), test_size, labelled)
     codes = build_code_reference(claims[:cut])
     rows, rules = [], []
     for _claim, values, evidence in replay(claims, codes):

@@ -155,7 +155,7 @@ def labelled_split(dataset: Dataset, test_size: float, seed: int,
     else:
         known = np.ones(dataset.labels.shape[0], dtype=bool)
     if features.stateful:
-        history = history_split(dataset, test_size)
+        history = history_split(dataset, test_size, known)
         split, codes, rules = history.split, history.codes, history.test_rules
         cut = split.x_train.shape[0]
         known_train, known_test = known[:cut], known[cut:]

@@ -13,8 +13,8 @@ from sklearn.model_selection import train_test_split
 from producer.csvio import write_claims_csv
 from producer.profiles import generate_seed_profile
 from schemas import CLAIM_FEATURES
-from trainer.data import Dataset, load_csv
-from trainer.model import TrainedModel, TrainParams, anomaly_scores, train
+from trainer.data import DataError, Dataset, load_csv
+from trainer.model import TrainedModel, TrainParams, anomaly_scores, time_cut, train
 
 LAB_PARAMS = TrainParams(n_estimators=100, contamination=0.05, test_size=0.2, seed=42)
 
@@ -171,3 +171,22 @@ def test_too_few_rows_to_split_is_a_data_error(tmp_path: Path) -> None:
                     "100.0,1,40,3,10\n", encoding="utf-8")
     with pytest.raises(DataError, match="cannot split 1 row"):
         train(load_csv(path), LAB_PARAMS)
+
+
+def test_time_cut_without_labels_is_the_last_share_of_the_claims() -> None:
+    assert time_cut(1_000, 0.2) == 800
+
+
+def test_time_cut_with_labels_is_the_last_share_of_the_labelled_claims() -> None:
+    labelled = np.zeros(1_000, dtype=bool)
+    labelled[100:600:5] = True  # 100 labels, the newest at claim 595
+    assert time_cut(1_000, 0.2, labelled) == 500  # the last 20 labels: claims 500..595
+    assert time_cut(1_000, 0.2, np.ones(1_000, dtype=bool)) == time_cut(1_000, 0.2)
+
+
+@pytest.mark.parametrize("labelled", [np.zeros(10, dtype=bool),
+                                      np.eye(1, 10, 0, dtype=bool)[0],
+                                      np.eye(1, 10, 4, dtype=bool)[0]])
+def test_time_cut_refuses_too_few_labels_to_split(labelled: np.ndarray) -> None:
+    with pytest.raises(DataError, match="labelled claim"):
+        time_cut(10, 0.2, labelled)

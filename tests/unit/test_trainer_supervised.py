@@ -87,11 +87,31 @@ def test_topic_labels_choose_training_rows_and_holdout(labelled_file: Path) -> N
     assert int(model.test_known.sum()) == 150
 
 
+def test_labels_trailing_the_stream_still_leave_a_labelled_holdout(labelled_file: Path
+                                                                  ) -> None:
+    """Investigators answer late, so the newest claims have no labels yet: the holdout is
+    the latest labelled claims, not the newest claims."""
+    dataset = load_jsonl(labelled_file)
+    assert dataset.claims is not None
+    assert dataset.labels is not None
+    answered = 750  # the first half of the stream has labels, the second none
+    by_id = {c.claim_id: bool(y) for c, y in
+             zip(dataset.claims[:answered], dataset.labels[:answered], strict=True)}
+    model = train_supervised(dataset, SupervisedParams(curve_sizes=()), by_id)
+    assert model.labels_used == 600
+    assert model.metrics["holdout_claims"] == 150
+    # Claims 600..1499 are the test split (features still replay every claim), and only
+    # 600..749 of them are judged.
+    assert model.test_known.shape == (900,)
+    assert np.array_equal(np.flatnonzero(model.test_known), np.arange(150))
+
+
 def test_one_class_of_labels_is_refused(labelled_file: Path) -> None:
     dataset = load_jsonl(labelled_file)
     assert dataset.claims is not None
     with pytest.raises(DataError, match="need both fraud and legitimate"):
-        train_supervised(dataset, SupervisedParams(), {dataset.claims[0].claim_id: True})
+        train_supervised(dataset, SupervisedParams(),
+                         {claim.claim_id: True for claim in dataset.claims[:100]})
 
 
 def test_same_data_and_seed_give_the_same_model(labelled_file: Path) -> None:
