@@ -126,8 +126,8 @@ def train(data_path: Path, n_estimators: int | None, contamination: float | None
     configure_logging()
     settings = load_settings()
     from trainer.model import TrainParams
+    from trainer.pipeline import export_challenger, store_config, train_and_register
     from trainer.pipeline import promote as promote_version
-    from trainer.pipeline import store_config, train_and_register
 
     if labels_topic is not None and not supervised:
         raise click.UsageError("--labels-topic needs --supervised")
@@ -150,6 +150,8 @@ def train(data_path: Path, n_estimators: int | None, contamination: float | None
         outcome = train_and_register(data_path, params, store_config(settings, experiment),
                                      feature_set_name)
         promotion = promote_version(settings, outcome.run.version) if then_promote else None
+        if promotion is None:
+            export_challenger(settings, outcome.run.version, outcome.run.run_id)
     result: dict[str, Any] = {
         "run_id": outcome.run.run_id,
         "registered_model": settings.registered_model,

@@ -207,6 +207,13 @@ def current_champion(client: MlflowClient, name: str) -> tuple[str, str] | None:
         return None
 
 
+def export_challenger(settings: TrainerSettings, version: str, run_id: str) -> str:
+    """A newly registered ``challenger`` into BentoML too: the model service shadows the
+    challenger from its export, and only ``promote`` exported versions before, so a
+    challenger nobody exported by hand was never shadowed. Aliases are left as they are."""
+    return export_version(settings, client_for(settings.tracking_uri), version, run_id)
+
+
 def export_version(settings: TrainerSettings, client: MlflowClient, version: str,
                    run_id: str) -> str:
     """The version's estimator, reference and (for a classifier) threshold into BentoML."""
@@ -339,6 +346,8 @@ def train_supervised_and_register(
         run = log_and_register_supervised(model, dataset, params, config, folder, data_path,
                                           extra)
         watch.lap("mlflow")
+    export_challenger(settings, run.version, run.run_id)
+    watch.lap("export")
     return SupervisedOutcome(run=run, metrics=metrics, labels_used=model.labels_used,
                              champion_version=champion.version if champion else None,
                              seconds=watch.seconds)

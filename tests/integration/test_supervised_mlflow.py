@@ -78,6 +78,13 @@ def test_supervised_training_judges_itself_and_the_champion_on_one_holdout(
     assert client.get_model_version(NAME, "2").run_id == outcome["run_id"]
     steps = client.get_metric_history(outcome["run_id"], "learning_curve_pr_auc")
     assert sorted(m.step for m in steps) == [100, 1000]
+    # Exported as well, so the model service shadows the challenger as it is.
+    settings = ModelSettings()
+    shadow = load_served_model(
+        RegistrySource(settings.tracking_uri, NAME, "challenger").wanted(),
+        settings.bentoml_home, settings)
+    assert shadow.ref == ModelRef(name=NAME, version="2", run_id=outcome["run_id"])
+    assert shadow.family == "gradient-boosting"
 
 
 def test_the_gate_refuses_a_worse_candidate_force_overrides_rollback_restores(

@@ -66,6 +66,9 @@ def test_train_logs_one_run_and_registers_a_challenger(
     outcome = train_json("--data", str(seed_csv))
     assert outcome["version"] == "1"
     assert aliases_of(client) == {"challenger": "1"}
+    # Exported too: the model service shadows a challenger from its export.
+    assert load_exported(f"{NAME}:v1", settings.bentoml_home).labels["run_id"] == \
+        outcome["run_id"]
 
     run = client.get_run(outcome["run_id"])
     assert run.info.status == "FINISHED"
