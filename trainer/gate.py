@@ -35,6 +35,7 @@ KEYS: Final = ("precision_at_budget", "pr_auc")
 SAME_HOLDOUT_PARAMS: Final = ("feature_set", "test_size", "seed")
 TIE: Final = 1e-12
 FILE_LABELS: Final = "file:is_anomaly"
+TOPIC_LABELS: Final = "topic:"  # labels_source of labels read from a topic: "topic:<name>"
 
 
 class PromotionRefusedError(RuntimeError):
@@ -54,6 +55,9 @@ class Evidence:
     champion: dict[str, float]
     source: str
     champion_version: str
+    # Labels from investigators' dispositions (a labels topic): they answer the champion's
+    # queue, so every labelled holdout claim is one the champion flagged.
+    champions_queue: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,11 +122,12 @@ def evidence(candidate: RunRecord, champion: RunRecord | None,
     own = _pick(candidate.metrics)
     if own is None:
         return None
+    queue = candidate.params.get("labels_source", FILE_LABELS).startswith(TOPIC_LABELS)
     if candidate.params.get("champion_version") == champion_version:
         theirs = _pick(candidate.metrics, "champion_")
         if theirs is not None:
             return Evidence(own, theirs, f"champion v{champion_version} scored on the "
-                            "candidate's labelled holdout", champion_version)
+                            "candidate's labelled holdout", champion_version, queue)
     if champion is None:
         return None
     theirs = _pick(champion.metrics)
@@ -131,7 +136,7 @@ def evidence(candidate: RunRecord, champion: RunRecord | None,
     same_split = _holdout_key(candidate) == _holdout_key(champion)
     if theirs is not None and same_data and same_split:
         return Evidence(own, theirs, "both runs' labelled holdout (same data and split)",
-                        champion_version)
+                        champion_version, queue)
     return None
 
 
@@ -191,10 +196,18 @@ def shadow_gate(period: ShadowPeriod | None, champion_version: str,
 
 def decide(holdout: Verdict, shadow: Verdict, *, strict: bool = False) -> Verdict:
     """The gate's answer from both sources: refused if a comparable one finds the candidate
-    worse; with neither comparable, let through unless ``strict``."""
-    reason = f"holdout: {holdout.reason}; shadow: {shadow.reason}"
+    worse; with neither comparable, let through unless ``strict``.
+
+    A holdout labelled from the champion's own queue (``Evidence.champions_queue``) judges
+    the champion only on claims it chose, which favours it; when the shadow period is
+    comparable, the shadow period decides and the holdout's verdict is only reported."""
     evidence, period = holdout.evidence, shadow.shadow
-    worse = any(v.compared and not v.passed for v in (holdout, shadow))
+    overruled = shadow.compared and evidence is not None and evidence.champions_queue
+    reason = (f"holdout (labels from the champion's queue; the shadow period decides): "
+              f"{holdout.reason}; shadow: {shadow.reason}" if overruled
+              else f"holdout: {holdout.reason}; shadow: {shadow.reason}")
+    counted = (shadow,) if overruled else (holdout, shadow)
+    worse = any(v.compared and not v.passed for v in counted)
     if worse:
         return Verdict(passed=False, compared=True, reason=reason, evidence=evidence,
                        shadow=period)

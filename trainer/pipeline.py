@@ -28,6 +28,7 @@ from modelstore.registry import (
 from trainer import artifacts
 from trainer.data import DataError, Dataset, load_csv
 from trainer.gate import (
+    TOPIC_LABELS,
     PromotionRefusedError,
     RunRecord,
     Verdict,
@@ -327,7 +328,7 @@ def train_supervised_and_register(
     if labels_topic is not None:
         read = read_labels(settings.kafka_bootstrap_servers, labels_topic)
         topic_labels = latest_labels(read.labels)
-        extra = {"labels_source": f"topic:{labels_topic}",
+        extra = {"labels_source": f"{TOPIC_LABELS}{labels_topic}",
                  "labels_on_topic": str(len(topic_labels))}
     watch.lap("load")
     model = train_supervised(dataset, params, topic_labels)

@@ -199,3 +199,41 @@ def test_the_shadow_period_joins_the_pairs_records_with_closing_labels() -> None
     assert shadow_period(decisions, labels) == ShadowPeriod(
         claims=5, agree=4, champion_labelled=3, champion_fraud=1, challenger_labelled=2,
         challenger_fraud=1)
+
+
+def holdout_verdict(candidate: float, champion: float, labels_source: str) -> Verdict:
+    """The holdout verdict of a candidate run that scored champion v1 on its own holdout."""
+    record = run({"precision_at_budget": candidate, "champion_precision_at_budget": champion},
+                 champion_version="1", labels_source=labels_source)
+    return gate(evidence(record, None, "1"))
+
+
+QUEUE = "topic:claims.labels"
+
+
+def test_labels_from_the_topic_mark_the_holdout_as_the_champions_queue() -> None:
+    assert holdout_verdict(0.9, 0.8, QUEUE).evidence.champions_queue  # type: ignore[union-attr]
+    assert not holdout_verdict(0.9, 0.8, "file:is_anomaly"  # type: ignore[union-attr]
+                               ).evidence.champions_queue
+
+
+def test_the_shadow_period_decides_over_a_holdout_from_the_champions_queue() -> None:
+    # The demo's numbers: worse on the queue-labelled holdout, better in shadow.
+    verdict = decide(holdout_verdict(0.956, 1.0, QUEUE), SHADOW["better"])
+    assert (verdict.passed, verdict.compared) == (True, True)
+    assert verdict.reason.startswith(
+        "holdout (labels from the champion's queue; the shadow period decides): worse: ")
+    assert verdict.metrics()["candidate_precision_at_budget"] == 0.956  # still recorded
+    assert not decide(holdout_verdict(0.99, 0.9, QUEUE), SHADOW["worse"]).passed
+
+
+def test_a_queue_labelled_holdout_still_counts_without_a_comparable_shadow_period() -> None:
+    verdict = decide(holdout_verdict(0.956, 1.0, QUEUE), SHADOW["none"])
+    assert (verdict.passed, verdict.compared) == (False, True)
+    assert verdict.reason.startswith("holdout: worse: ")
+
+
+def test_a_holdout_labelled_from_the_file_is_never_overruled() -> None:
+    verdict = decide(holdout_verdict(0.956, 1.0, "file:is_anomaly"), SHADOW["better"])
+    assert not verdict.passed
+    assert verdict.reason.startswith("holdout: worse: ")
