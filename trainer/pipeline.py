@@ -209,9 +209,8 @@ def current_champion(client: MlflowClient, name: str) -> tuple[str, str] | None:
 
 
 def export_challenger(settings: TrainerSettings, version: str, run_id: str) -> str:
-    """A newly registered ``challenger`` into BentoML too: the model service shadows the
-    challenger from its export, and only ``promote`` exported versions before, so a
-    challenger nobody exported by hand was never shadowed. Aliases are left as they are."""
+    """A newly registered ``challenger`` into BentoML too, aliases untouched: the model
+    service shadows a challenger from its export (docs/trainer.md)."""
     return export_version(settings, client_for(settings.tracking_uri), version, run_id)
 
 
