@@ -27,6 +27,10 @@ a v2-history champion and real ``claimflow score`` processes:
    batch); ``restore_s`` and ``restored_members`` are from ``b``'s log line
    "restored <topic> partitions 0,...,5: N members in S s".
 4. At the end every stream claim must have exactly one committed decision.
+5. ``static``: steps 3 and 4 again, right after, on a copy of the same changelog with its own
+   group and topics, with ``SCORER_STATIC_MEMBERSHIP=true``: the replacement joins under the
+   killed worker's group.instance.id, so the coordinator gives it the partitions without
+   waiting for the dead member's session to expire.
 """
 
 from __future__ import annotations
@@ -104,10 +108,12 @@ def parse_restored(text: str) -> dict[str, Any] | None:
 
 
 def start_worker(name: str, bootstrap: str, home: Path, topics: Topics, group: str,
-                 model_url: str) -> ManagedProcess:
-    """One ``claimflow score`` process (worker defaults); the transactional.id prefix is the
-    group's, so a replacement fences its killed predecessor."""
+                 model_url: str, static: bool = False) -> ManagedProcess:
+    """One ``claimflow score`` process (worker defaults, or static group membership); the
+    transactional.id prefix is the group's, so a replacement fences its killed predecessor
+    (and, as a static member, takes over its group.instance.id)."""
     env = clean_env(
+        SCORER_STATIC_MEMBERSHIP="true" if static else "false",
         CLAIMFLOW_HOME=str(home), KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         SCORER_INPUT_TOPIC=topics.claims, SCORER_APPROVED_TOPIC=topics.approved,
         SCORER_INVESTIGATE_TOPIC=topics.investigate, SCORER_DEADLETTER_TOPIC=topics.deadletter,
@@ -171,9 +177,10 @@ def wait_restore_line(worker: ManagedProcess, timeout_s: float = 120) -> dict[st
     raise RuntimeError(f"{worker.name} logged no restore line:\n{worker.log_tail()}")
 
 
-def populate(bootstrap: str, home: Path, sizes: Sizes, changelog: str
+def populate(bootstrap: str, home: Path, sizes: Sizes, changelogs: list[str]
              ) -> tuple[dict[str, Any], list[bytes], list[bytes]]:
-    """Write the state; return its figures and the stream (values, keys)."""
+    """Write the state to each changelog (one per variant, same records); return its figures
+    and the stream (values, keys)."""
     started = time.perf_counter()
     path = generate_v2(home / "claims.jsonl", sizes.history_rows + sizes.stream_rows, seed=31)
     lines = iter_unlabelled(path)
@@ -182,8 +189,10 @@ def populate(bootstrap: str, home: Path, sizes: Sizes, changelog: str
                                 for line in itertools.islice(lines, sizes.history_rows))
     stream = list(lines)
     built_s = time.perf_counter() - started
-    create_changelog(bootstrap, changelog, CLAIM_PARTITIONS)
-    written = write_changelog(bootstrap, changelog, state_records(histories, sizes.members))
+    for changelog in changelogs:
+        create_changelog(bootstrap, changelog, CLAIM_PARTITIONS)
+        written = write_changelog(bootstrap, changelog,
+                                  state_records(histories, sizes.members))
     keys = [ClaimV2.from_json(line).member_id.encode() for line in stream]
     recent = [len(h.recent) for h in histories.values()]
     prints = [len(h.fingerprints) for h in histories.values()]
@@ -209,10 +218,12 @@ def run(smoke: bool = False) -> dict[str, Any]:
         home = Path(tmp)
         champion = history_champion(home, sizes.train_rows, n_estimators=sizes.trees)
         topics = create_topics(admin, "restore")
+        static_topics = create_topics(admin, "restore-static")
         group = f"bench-restore-{uuid.uuid4().hex[:8]}"
-        changelog = TOPICS.changelog(group)
+        static_group = f"{group}-static"
+        changelog, static_changelog = TOPICS.changelog(group), TOPICS.changelog(static_group)
         try:
-            state, stream, keys = populate(bootstrap, home, sizes, changelog)
+            state, stream, keys = populate(bootstrap, home, sizes, [changelog, static_changelog])
             load_before_restore = os.getloadavg()
             started = time.perf_counter()
             restored = restore_partitions({"bootstrap.servers": bootstrap,
@@ -224,18 +235,31 @@ def run(smoke: bool = False) -> dict[str, Any]:
             with model_service(home, champion.tag) as service:
                 figures = kill_and_replace(bootstrap, home, topics, group, service.url,
                                            stream, keys, sizes)
+                static = kill_and_replace(bootstrap, home, static_topics, static_group,
+                                          service.url, stream, keys, sizes, static=True)
             decisions = count_committed(bootstrap, [topics.approved, topics.investigate])
+            static_decisions = count_committed(bootstrap, [static_topics.approved,
+                                                           static_topics.investigate])
         finally:
-            for future in admin.delete_topics([*topics.all, changelog]).values():
+            for future in admin.delete_topics([*topics.all, *static_topics.all, changelog,
+                                               static_changelog]).values():
                 future.result(30)
     replacement = figures["replacement"]
     met = (replacement["start_to_first_commit_s"] <= GOAL_S
            and replacement["restored_members"] >= sizes.members)
+    static_replacement = static["replacement"]
+    static["decisions"] = static_decisions
+    static["exactly_once"] = static_decisions == len(stream)
+    static["goal_met"] = (static_replacement["start_to_first_commit_s"] <= GOAL_S
+                          and static_replacement["restored_members"] >= sizes.members)
     return {
         "benchmark": "member_restore", "smoke": smoke, "sizes": sizes.__dict__,
         "state": state, "restore_in_process": in_process,
         **figures,
         "decisions": decisions, "exactly_once": decisions == len(stream),
+        # The same kill and replacement with SCORER_STATIC_MEMBERSHIP=true, same state
+        # (its own copy of the changelog, its own group and topics), right after.
+        "static": static,
         "goal_s": GOAL_S, "goal_met": met,
         "load_average": {"start": list(load_at_start), "before_restore": list(load_before_restore),
                          "end": list(os.getloadavg())},
@@ -244,11 +268,13 @@ def run(smoke: bool = False) -> dict[str, Any]:
 
 
 def kill_and_replace(bootstrap: str, home: Path, topics: Topics, group: str, model_url: str,
-                     stream: list[bytes], keys: list[bytes], sizes: Sizes) -> dict[str, Any]:
+                     stream: list[bytes], keys: list[bytes], sizes: Sizes,
+                     static: bool = False) -> dict[str, Any]:
     partitions = [TopicPartition(topics.claims, p) for p in range(CLAIM_PARTITIONS)]
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     producer = PacedProducer(bootstrap, topics.claims, stream, keys, sizes.rate)
-    first = start_worker("a", bootstrap, home, topics, group, model_url)
+    suffix = "-static" if static else ""
+    first = start_worker(f"a{suffix}", bootstrap, home, topics, group, model_url, static)
     replacement: ManagedProcess | None = None
     try:
         producer.start()
@@ -259,7 +285,8 @@ def kill_and_replace(bootstrap: str, home: Path, topics: Topics, group: str, mod
         first.kill()
         committed_at_kill = committed_total(probe, partitions)
         load_at_kill = os.getloadavg()
-        replacement = start_worker("b", bootstrap, home, topics, group, model_url)
+        replacement = start_worker(f"b{suffix}", bootstrap, home, topics, group, model_url,
+                                   static)
         to_commit = wait_committed_past(probe, partitions, committed_at_kill, replacement, 180)
         restore = wait_restore_line(replacement)
         producer.join(600)

@@ -246,6 +246,12 @@ FIGURES: tuple[FigureSpec, ...] = (
         ("replacement.start_to_first_commit_s",), "s", "lower", goal=Goal("<=", 10),
     ),
     FigureSpec(
+        "member_restore_static", "... the same with static group membership "
+        "(SCORER_STATIC_MEMBERSHIP=true, opt-in): the replacement rejoins under the killed "
+        "worker's instance id", "member_restore",
+        ("static.replacement.start_to_first_commit_s",), "s", "lower", goal=Goal("<=", 10),
+    ),
+    FigureSpec(
         "member_restore_read", "... of which the restore of 1M members (the worker's "
         "\"restored\" log line)", "member_restore", ("replacement.restore_s",), "s", "lower",
     ),

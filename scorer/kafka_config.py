@@ -19,7 +19,7 @@ from scorer.worker_settings import ScorerSettings
 
 
 def consumer_config(settings: ScorerSettings, instance: int) -> dict[str, Any]:
-    return {
+    config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "group.id": settings.group_id,
         "client.id": settings.transactional_id(instance),
@@ -34,6 +34,12 @@ def consumer_config(settings: ScorerSettings, instance: int) -> dict[str, Any]:
         "heartbeat.interval.ms": max(100, settings.session_timeout_ms // 3),
         "logger": logging.getLogger("scorer.kafka.consumer"),
     }
+    if settings.static_membership:
+        # KIP-345: the coordinator hands a returning instance its old assignment without a
+        # rebalance, so a restarted worker does not wait for its dead predecessor's session
+        # to expire. Same id as the producer's transactional.id: both name the instance.
+        config["group.instance.id"] = settings.transactional_id(instance)
+    return config
 
 
 def producer_config(settings: ScorerSettings, instance: int) -> dict[str, Any]:

@@ -98,6 +98,13 @@ class ScorerSettings(CommonSettings):
     session_timeout_ms: int = Field(
         default=6_000, ge=1_000, description="A dead worker leaves the group after this long."
     )
+    static_membership: bool = Field(
+        default=False,
+        description="Join the group as a static member (group.instance.id = the worker's "
+        "transactional.id): a worker restarted under the same id gets its partitions back "
+        "at once instead of after the session timeout. A stopped static worker does not "
+        "leave the group: its partitions wait up to the session timeout for it to return.",
+    )
     lag_interval_s: float = Field(
         default=2.0, gt=0, description="How often the consumer-lag gauge is refreshed."
     )

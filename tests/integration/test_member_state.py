@@ -210,3 +210,36 @@ def test_a_rebalance_mid_stream_moves_member_state_with_its_partitions(
     assert "revoked" in first.log()
     assert first.terminate() == 0
     assert second.terminate() == 0
+
+
+def test_a_static_member_restarted_after_kill_9_takes_over_without_waiting_for_its_session(
+    kafka_bootstrap: str, make_topic: Callable[..., str], group_id: str,
+    history_service: ModelServiceProcess, offline: dict[str, dict[str, Any]],
+    stream_file: tuple[Path, list[ClaimV2]], workers: Callable[..., Worker],
+) -> None:
+    """SCORER_STATIC_MEMBERSHIP: the replacement joins under the dead worker's
+    group.instance.id, so the coordinator hands it the partitions at once. The session
+    timeout is two minutes here and the whole takeover must finish well inside it: a dynamic
+    member would wait out those two minutes before the group let go of the dead one."""
+    topics = Topics(claims=make_topic(2), approved=make_topic(1), investigate=make_topic(1),
+                    deadletter=make_topic(1))
+    _, claims = stream_file
+    produce_by_member(kafka_bootstrap, topics.claims, claims)
+    session_s = 120
+    env = worker_env(kafka_bootstrap, topics, group_id, history_service.url,
+                     SCORER_BATCH_MAX_SIZE="10", SCORER_STATIC_MEMBERSHIP="true",
+                     SCORER_SESSION_TIMEOUT_MS=str(session_s * 1000),
+                     SCORER_TRANSACTION_TIMEOUT_MS=str(session_s * 1000))
+
+    def outputs() -> int:
+        return decided(kafka_bootstrap, topics)
+
+    first = workers("first", env)
+    wait_until(lambda: outputs() >= len(claims) // 10, 90, "a tenth of the decisions")
+    first.kill9()
+    assert outputs() < len(claims), "the worker finished before it could be killed"
+    second = workers("second", env)  # same instance id and transactional.id
+    second.wait_log(r"restored \S+ partitions 0,1: [1-9]\d* members", session_s / 2)
+    wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=session_s / 2)
+    assert_same_as_offline(read_outcomes(kafka_bootstrap, topics), offline, claims)
+    assert second.terminate() == 0
