@@ -3,6 +3,10 @@
 * Charge per unit of each procedure code: median and spread of its logarithm (robust: the
   median absolute deviation), so "charge 4.2x the median for code 99215" and a z-score
   that does not care whether a code costs 5 or 5,000.
+* Charge per unit of each code among providers of one specialty (its peers): the same robust
+  norm per (specialty, code), so "charge 3.1x the median for code 99215 among cardiology
+  providers" holds a claim against what its provider's peers bill, not against every
+  specialty's mix of prices.
 * How typical a code is for the patient's age band and sex: the code's share of claims in
   that band and sex against the band and sex's share of all claims (smoothed), so a
   procedure that is rare for a 9-year-old boy stands out whatever its price.
@@ -57,6 +61,9 @@ class CodeReference(BaseModel):
     base_mix: dict[str, float]  # demographic -> share of all lines
     dx_mix: dict[str, dict[str, int]] = {}  # diagnosis -> code -> lines billed with it
     code_share: dict[str, float] = {}  # code -> share of all lines
+    # "<specialty>|<code>" -> charge norm among that specialty's providers. Empty in
+    # references built before it existed; only the ``v2-peers`` feature set reads it.
+    peer_charge: dict[str, ChargeNorm] = {}
     # Lines per code (the sum of ``mix[code]``) and per diagnosis, computed once: the
     # rarities run per claim line.
     _lines: dict[str, int] = PrivateAttr(default_factory=dict)
@@ -75,6 +82,17 @@ class CodeReference(BaseModel):
     def charge_ratio(self, code: str, charge: float, units: int) -> float | None:
         norm = self.charge.get(code)
         return None if norm is None else charge / units / math.exp(norm.median_log)
+
+    def peer_charge_z(self, specialty: str | None, code: str, charge: float, units: int
+                      ) -> tuple[float, float] | None:
+        """(robust z, ratio to the median) of the charge per unit among providers of
+        ``specialty``; None when that pair has no norm (too few training lines)."""
+        norm = self.peer_charge.get(peer_key(specialty, code))
+        if norm is None:
+            return None
+        log_unit = math.log(charge / units)
+        return ((log_unit - norm.median_log) / norm.sigma_log,
+                math.exp(log_unit - norm.median_log))
 
     def rarity(self, code: str, age: int, sex: str) -> float | None:
         """log2 of how much less often the code occurs in this age band and sex than the
@@ -109,16 +127,25 @@ class CodeReference(BaseModel):
         return best
 
 
+def peer_key(specialty: str | None, code: str) -> str:
+    """A claim without a specialty is compared with the other claims without one."""
+    return f"{specialty or ''}|{code}"
+
+
 def build_code_reference(claims: Iterable[ClaimV2], *, min_claims: int = MIN_CLAIMS
                          ) -> CodeReference:
     per_unit: dict[str, list[float]] = defaultdict(list)
+    per_peer_unit: dict[str, list[float]] = defaultdict(list)
     mix: dict[str, Counter[str]] = defaultdict(Counter)
     dx_mix: dict[str, Counter[str]] = defaultdict(Counter)
     base: Counter[str] = Counter()
     for claim in claims:
         key = demographic(claim.patient_age, claim.patient_sex)
         for line in claim.lines:
-            per_unit[line.procedure_code].append(math.log(line.charge / line.units))
+            log_unit = math.log(line.charge / line.units)
+            per_unit[line.procedure_code].append(log_unit)
+            per_peer_unit[peer_key(claim.provider_specialty, line.procedure_code)].append(
+                log_unit)
             mix[line.procedure_code][key] += 1
             base[key] += 1
             for dx in claim.diagnosis_codes:
@@ -134,6 +161,8 @@ def build_code_reference(claims: Iterable[ClaimV2], *, min_claims: int = MIN_CLA
         dx_mix={dx: dict(counts) for dx, counts in dx_mix.items()
                 if sum(counts.values()) >= min_claims},
         code_share={code: len(values) / total for code, values in per_unit.items()},
+        peer_charge={key: _norm(values) for key, values in per_peer_unit.items()
+                     if len(values) >= min_claims},
     )
 
 

@@ -1,4 +1,4 @@
-"""Reasons in an investigator's words for the ``v2-history`` features.
+"""Reasons in an investigator's words for the ``v2-history`` and ``v2-peers`` features.
 
 The explainer (``scoring.explain``) decides WHICH features are unusual (a tail of the training
 data); this module says what that means for the claim at hand, with the evidence the
@@ -6,6 +6,7 @@ feature vector kept (the code behind a charge, the claim a duplicate repeats):
 
 * "member filed 9 claims within 7 days of this one (99th percentile: 3)"
 * "charge 4.2x the median for code 99215"
+* "charge 3.1x the median for code 99215 among cardiology providers"
 * "same provider, date and services as claim C-17 filed 12 days earlier"
 
 Pure functions of numbers and strings.
@@ -46,6 +47,15 @@ def _charge(value: float, typical: str, evidence: Evidence) -> str:
             f"{evidence.steepest_code}")
 
 
+def _peer_charge(value: float, typical: str, evidence: Evidence) -> str:
+    if evidence.peer_code is None or evidence.peer_ratio is None:
+        return f"a charge per unit {value:.1f} spreads above its peers' median ({typical})"
+    peers = (f"{evidence.specialty.replace('_', ' ')} providers" if evidence.specialty
+             else "providers without a specialty")
+    return (f"charge {evidence.peer_ratio:.1f}x the median for code {evidence.peer_code} "
+            f"among {peers}")
+
+
 def _amount_vs_norm(value: float, typical: str, _evidence: Evidence) -> str:
     ratio = math.exp(value)
     if ratio < 1:
@@ -79,6 +89,7 @@ WORDS: Final[dict[str, Words]] = {
     "num_services": _simple("{n} services billed ({typical})"),
     "num_diagnoses": _simple("{n} diagnosis codes ({typical})"),
     "max_charge_z": _charge,
+    "max_peer_charge_z": _peer_charge,
     "amount_vs_norm": _amount_vs_norm,
     "max_code_rarity": _rarity,
     "max_dx_rarity": _unsupported,

@@ -9,9 +9,11 @@ A feature set belongs to one claim contract version: ``v1`` reads the lab's five
 of a version-1 ``Claim``; ``v2-claim`` reads claim-level numbers of a version-2 ``ClaimV2``
 (no identifiers, no codes as numbers: a provider id or a procedure code is a label, and a
 forest splitting on its numeric value would learn the order of an id scheme).
-``v2-history`` (the default for v2 claims) adds each claim's codes against references learned
-in training and its member's history before it (:mod:`features.vector`): its values need state,
-so it has no ``row`` of one claim; the stream's member stage and ``replay`` supply the history.
+``v2-history`` adds each claim's codes against references learned in training and its
+member's history before it (:mod:`features.vector`): its values need state, so it has no
+``row`` of one claim; the stream's member stage and ``replay`` supply the history.
+``v2-peers`` (the default for v2 claims) is ``v2-history`` plus the claim's charges against
+its provider's specialty peers.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from features.vector import HISTORY_FEATURES
+from features.vector import HISTORY_FEATURES, PEER_FEATURES
 from schemas import CLAIM_FEATURES, Claim, ClaimV2
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -54,6 +56,8 @@ class FeatureSet:
     row: Callable[[Any], tuple[float, ...]]  # one claim -> its values in ``features`` order
     # True: the values need the member's earlier claims and code references (v2-history).
     stateful: bool = False
+    # True: also the claim's charges against its provider's specialty peers (v2-peers).
+    peer_charges: bool = False
 
     def accepts(self, claim: Claim | ClaimV2) -> bool:
         return claim.schema_version == self.claim_version
@@ -87,7 +91,8 @@ def v2_claim_row(claim: ClaimV2) -> tuple[float, ...]:
 
 def _needs_history(claim: ClaimV2) -> tuple[float, ...]:
     raise FeatureSetError(
-        f"claim {claim.claim_id}: feature set v2-history needs the member's history "
+        f"claim {claim.claim_id}: feature sets v2-history and v2-peers need the member's "
+        "history "
         "(the stream's member stage or `claimflow score-file` computes it)"
     )
 
@@ -106,9 +111,13 @@ V2_HISTORY: Final = FeatureSet(
     name="v2-history", claim_version=2, features=HISTORY_FEATURES, row=_needs_history,
     stateful=True,
 )
-FEATURE_SETS: Final = {fs.name: fs for fs in (V1, V2_CLAIM, V2_HISTORY)}
+V2_PEERS: Final = FeatureSet(
+    name="v2-peers", claim_version=2, features=PEER_FEATURES, row=_needs_history,
+    stateful=True, peer_charges=True,
+)
+FEATURE_SETS: Final = {fs.name: fs for fs in (V1, V2_CLAIM, V2_HISTORY, V2_PEERS)}
 # The set a new model is trained with, per claim version of its training data.
-DEFAULT_FOR_VERSION: Final = {1: V1, 2: V2_HISTORY}
+DEFAULT_FOR_VERSION: Final = {1: V1, 2: V2_PEERS}
 
 
 def feature_set(name: str) -> FeatureSet:

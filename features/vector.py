@@ -33,6 +33,9 @@ HISTORY_FEATURES: Final = (
     "days_since_previous",
     "same_provider_same_day",
 )
+# ``v2-peers``: the v2-history features and the claim's charges against its provider's
+# specialty peers (the code references' per-specialty norms).
+PEER_FEATURES: Final = (*HISTORY_FEATURES, "max_peer_charge_z")
 # An exact resubmission (same provider, service date and lines as an earlier claim of the
 # member) filed at least this long after the original is decided by rule, not by the forest:
 # a legitimate repeat of a service on one day arrives with the original, a resubmission
@@ -49,14 +52,19 @@ class Evidence(NamedTuple):
     duplicate_of: str | None
     duplicate_days_earlier: float
     unsupported_code: str | None = None  # the code behind max_dx_rarity
+    peer_code: str | None = None  # the code behind max_peer_charge_z
+    peer_ratio: float | None = None  # its charge per unit against the peers' median
+    specialty: str | None = None  # the peers' specialty
 
 
-def feature_vector(claim: ClaimV2, member: MemberFeatures, codes: CodeReference
-                   ) -> tuple[tuple[float, ...], Evidence]:
+def feature_vector(claim: ClaimV2, member: MemberFeatures, codes: CodeReference,
+                   peers: bool = False) -> tuple[tuple[float, ...], Evidence]:
+    """The ``v2-history`` values of ``claim`` (:data:`HISTORY_FEATURES` order) and, with
+    ``peers``, the ``v2-peers`` ones (:data:`PEER_FEATURES`)."""
     steepest = _steepest_line(claim, codes)
     rarest = _rarest_line(claim, codes)
     unsupported = _least_supported_line(claim, codes)
-    values = (
+    values: tuple[float, ...] = (
         math.log(claim.claim_amount),
         float(len(claim.lines)),
         float(claim.num_services),
@@ -72,6 +80,9 @@ def feature_vector(claim: ClaimV2, member: MemberFeatures, codes: CodeReference
         member.days_since_previous,
         member.same_provider_same_day,
     )
+    peer = _steepest_peer_line(claim, codes) if peers else None
+    if peers:
+        values = (*values, peer[1] if peer else 0.0)
     evidence = Evidence(
         steepest_code=steepest[0] if steepest else None,
         steepest_ratio=steepest[2] if steepest else None,
@@ -79,6 +90,9 @@ def feature_vector(claim: ClaimV2, member: MemberFeatures, codes: CodeReference
         duplicate_of=member.duplicate_of,
         duplicate_days_earlier=member.duplicate_days_earlier,
         unsupported_code=unsupported[0] if unsupported else None,
+        peer_code=peer[0] if peer else None,
+        peer_ratio=peer[2] if peer else None,
+        specialty=claim.provider_specialty,
     )
     return values, evidence
 
@@ -96,6 +110,19 @@ def _steepest_line(claim: ClaimV2, codes: CodeReference) -> tuple[str, float, fl
         ratio = codes.charge_ratio(line.procedure_code, line.charge, line.units)
         if z is not None and ratio is not None and (best is None or z > best[1]):
             best = (line.procedure_code, z, ratio)
+    return best
+
+
+def _steepest_peer_line(claim: ClaimV2, codes: CodeReference
+                        ) -> tuple[str, float, float] | None:
+    """The line whose charge per unit is furthest above its specialty peers' norm:
+    (code, z, ratio to the peers' median)."""
+    best: tuple[str, float, float] | None = None
+    for line in claim.lines:
+        found = codes.peer_charge_z(claim.provider_specialty, line.procedure_code,
+                                    line.charge, line.units)
+        if found is not None and (best is None or found[0] > best[1]):
+            best = (line.procedure_code, found[0], found[1])
     return best
 
 
@@ -128,14 +155,16 @@ def _amount_vs_norm(claim: ClaimV2, codes: CodeReference) -> float:
     return math.log(billed / usual) if usual > 0 else 0.0
 
 
-def replay(claims: Iterable[ClaimV2], codes: CodeReference
+def replay(claims: Iterable[ClaimV2], codes: CodeReference, peers: bool = False
            ) -> Iterator[tuple[ClaimV2, tuple[float, ...], Evidence]]:
     """Every claim's features in the given order, each from the history before it: what the
-    stream computes claim by claim, for a file (training, ``score-file``)."""
+    stream computes claim by claim, for a file (training, ``score-file``). ``peers``: the
+    ``v2-peers`` values (see :func:`feature_vector`)."""
     histories: dict[str, MemberHistory] = {}
     for claim in claims:
         history = histories.get(claim.member_id, MemberHistory())
         digest = fingerprint(claim)
-        values, evidence = feature_vector(claim, member_features(claim, history, digest), codes)
+        values, evidence = feature_vector(claim, member_features(claim, history, digest), codes,
+                                          peers)
         histories[claim.member_id] = remember(history, claim, digest)
         yield claim, values, evidence

@@ -15,7 +15,7 @@ from schemas.decision import DecisionKind, ModelRef, Reason
 class MemberContext(Contract):
     """A v2 claim's member-history features, computed by the stream's member stage from
     the member's earlier claims only (``features.member``); sent beside the claim to a model
-    whose feature set reads history (``v2-history``)."""
+    whose feature set reads history (``v2-history``, ``v2-peers``)."""
 
     claims_1d: float = Field(ge=1, description="The member's claims served within a day, "
                              "this one included.")

@@ -12,8 +12,8 @@ Started by ``claimflow serve-model``. APIs (JSON):
 * ``POST /score`` ``{"claim": Claim, "member": MemberContext}`` -> ``ScoreResult``
 
 ``members``/``member`` (the claim's member history, computed by the stream's member stage)
-is required by a model whose feature set reads history (``v2-history``); without it such a
-model answers 400, never a score from features it could not compute.
+is required by a model whose feature set reads history (``v2-history``, ``v2-peers``);
+without it such a model answers 400, never a score from features it could not compute.
 
 Claims may be of any contract version (``schemas.AnyClaim``); the model reads one version
 (its feature set's) and answers a ``ScoreRefusal`` in place of a claim of another version.

@@ -196,7 +196,8 @@ class ServedModel:
                       explain: bool = True) -> list[dict[str, Any]]:
         codes = self.codes
         assert codes is not None, "a stateful model is built with its code references"
-        vectors = [feature_vector(claim, member, codes)
+        peers = self.feature_set.peer_charges
+        vectors = [feature_vector(claim, member, codes, peers)
                    for claim, member in zip(claims, members, strict=True)]
         x = np.asarray([values for values, _ in vectors], dtype=np.float64)
         scores = self.forest.anomaly_scores(x).tolist()

@@ -95,8 +95,8 @@ def clear_errors() -> Iterator[None]:
 @click.option("--promote", "then_promote", is_flag=True,
               help="Also make the new version the champion and export it to BentoML.")
 @click.option("--feature-set", "feature_set_name",
-              type=click.Choice(["v1", "v2-claim", "v2-history"]), default=None,
-              help="Which features the model reads [default: v1 for v1 claims, v2-history "
+              type=click.Choice(["v1", "v2-claim", "v2-history", "v2-peers"]), default=None,
+              help="Which features the model reads [default: v1 for v1 claims, v2-peers "
               "for v2 claims].")
 @click.option("--supervised", is_flag=True,
               help="Train the supervised family (gradient-boosted classifier on labels) "
@@ -113,11 +113,11 @@ def train(data_path: Path, n_estimators: int | None, contamination: float | None
     """Train an Isolation Forest on claims (CSV or JSON Lines), log it to MLflow, register a
     version.
 
-    The feature set follows the claims' contract version (v1 -> v1, v2 -> v2-history: the
-    claim, its codes against references learned from the training split, and its member's
-    history before it, computed in file order as the stream does; the test split is then the
-    file's last part, in time). The new version of `claim-anomaly` gets the alias
-    `challenger`. Example:
+    The feature set follows the claims' contract version (v1 -> v1, v2 -> v2-peers: the
+    claim, its codes against references learned from the training split (also against its
+    provider's specialty peers), and its member's history before it, computed in file order
+    as the stream does; the test split is then the file's last part, in time). The new
+    version of `claim-anomaly` gets the alias `challenger`. Example:
 
         claimflow train --data claims.csv --promote
         claimflow train --data claims_v2.jsonl

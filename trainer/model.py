@@ -165,7 +165,8 @@ def history_split(dataset: Dataset, test_size: float,
     cut = time_cut(len(claims), test_size, labelled)
     codes = build_code_reference(claims[:cut])
     rows, rules = [], []
-    for _claim, values, evidence in replay(claims, codes):
+    peers = feature_set(dataset.feature_set).peer_charges
+    for _claim, values, evidence in replay(claims, codes, peers):
         rows.append(values)
         rules.append(is_resubmission(evidence))
     x = np.asarray(rows, dtype=np.float64)

@@ -1,4 +1,5 @@
-"""The member stage end to end: a v2-history champion served by ``bentoml serve``, the
+"""The member stage end to end: a v2-peers champion (the v2 default: member history, codes
+and specialty peers) served by ``bentoml serve``, the
 worker as a real subprocess keeping member state in a changelog topic, and
 ``claimflow score-file`` deciding the same file offline. Every streamed decision must equal
 the offline one (score to 1e-9, decision, reasons), with and without a kill -9 mid-stream:
@@ -48,7 +49,8 @@ def generate(path: Path, rows: int, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def history_champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
-    """A v2-history model trained by the trainer's functions, exported like ``promote``."""
+    """A model of the default v2 feature set (v2-peers) trained by the trainer's functions,
+    exported like ``promote``."""
     from modelstore.bento import export_to_bentoml
     from trainer.jsonl import load_jsonl
     from trainer.model import TrainParams, train
@@ -56,11 +58,11 @@ def history_champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
     home = tmp_path_factory.mktemp("history")
     trained = train(load_jsonl(generate(home / "train.jsonl", 8_000, seed=5)),
                     TrainParams(n_estimators=60, seed=5))
-    assert trained.reference.feature_set == "v2-history"
+    assert trained.reference.feature_set == "v2-peers"
     assert trained.reference.codes is not None
     tag = export_to_bentoml(trained.estimator, trained.reference, "1", "test-run-history",
                             home / "bentoml")
-    return Champion(home=home, tag=tag, estimator=trained.estimator, feature_set="v2-history")
+    return Champion(home=home, tag=tag, estimator=trained.estimator, feature_set="v2-peers")
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Realistic v2 claims with is_anomaly/pattern, by the real `claimflow generate`."""
     path = tmp_path_factory.mktemp("data") / "realistic.jsonl"
     result = CliRunner().invoke(cli, ["generate", "--profile", "realistic", "--rows", str(ROWS),
-                                      "--seed", "11", "-q", "--out", str(path)],
+                                      "--seed", "12", "-q", "--out", str(path)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return path

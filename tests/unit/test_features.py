@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from features.codes import build_code_reference
+from features.codes import CodeReference, build_code_reference
 from features.member import (
     MAX_REMEMBERED,
     MemberHistory,
@@ -17,7 +17,8 @@ from features.member import (
     member_features,
     remember,
 )
-from features.vector import HISTORY_FEATURES, is_resubmission, replay
+from features.reasons import in_words
+from features.vector import HISTORY_FEATURES, PEER_FEATURES, is_resubmission, replay
 from schemas import ClaimV2
 
 DAY0 = date(2025, 3, 3)
@@ -26,7 +27,7 @@ DAY0 = date(2025, 3, 3)
 def claim(n: int, *, member: str = "M-1", provider: str = "P-1", day: int = 0,
           lines: list[tuple[str, int, float]] | None = None, age: int = 40,
           sex: str = "F", submitted_days_later: float = 1.0,
-          diagnoses: list[str] | None = None) -> ClaimV2:
+          diagnoses: list[str] | None = None, specialty: str | None = None) -> ClaimV2:
     lines = lines or [("99213", 1, 100.0)]
     served = DAY0 + timedelta(days=day)
     submitted = datetime(served.year, served.month, served.day, tzinfo=UTC) + timedelta(
@@ -36,6 +37,7 @@ def claim(n: int, *, member: str = "M-1", provider: str = "P-1", day: int = 0,
         "patient_age": age, "patient_sex": sex, "service_date": served.isoformat(),
         "submitted_at": submitted.isoformat(),
         **({"diagnosis_codes": diagnoses} if diagnoses else {}),
+        **({"provider_specialty": specialty} if specialty else {}),
         "lines": [{"procedure_code": c, "units": u, "charge": ch} for c, u, ch in lines],
         "claim_amount": round(sum(ch for _, _, ch in lines), 2),
         "num_services": sum(u for _, u, _ in lines),
@@ -162,3 +164,60 @@ def test_replay_gives_each_claim_the_history_before_it() -> None:
     assert [evidence.duplicate_of for _, _, evidence in rows] == [None, "C-1"]
     assert [is_resubmission(evidence) for _, _, evidence in rows] == [False, True]
     assert list(replay([first, resubmitted], codes)) == rows  # deterministic
+
+
+# -- charges against the provider's specialty peers (v2-peers) ------------------------------
+
+
+def peer_population() -> list[ClaimV2]:
+    """99213 costs about 100 at family medicine and about 300 at cardiology."""
+    claims = []
+    for n in range(60):
+        wobble = 1.0 + (n % 7 - 3) / 100.0
+        claims.append(claim(n, member=f"M-{n}", lines=[("99213", 1, 100.0 * wobble)],
+                            specialty="family_medicine"))
+        claims.append(claim(1000 + n, member=f"M-c{n}", lines=[("99213", 1, 300.0 * wobble)],
+                            specialty="cardiology"))
+    return claims
+
+
+def test_a_charge_is_held_against_its_specialty_peers() -> None:
+    codes = build_code_reference(peer_population())
+    family = codes.peer_charge_z("family_medicine", "99213", 100.0, 1)
+    cardiology = codes.peer_charge_z("cardiology", "99213", 300.0, 1)
+    assert family is not None
+    assert cardiology is not None
+    assert abs(family[0]) < 0.5  # each at its peers' median
+    assert abs(cardiology[0]) < 0.5
+    upcoded = codes.peer_charge_z("family_medicine", "99213", 300.0, 1)
+    assert upcoded is not None
+    assert upcoded[0] > 10
+    assert upcoded[1] == pytest.approx(3.0, rel=0.02)
+    # Against every specialty's mix, 300 is an ordinary price for 99213.
+    overall = codes.charge_z("99213", 300.0, 1)
+    assert overall is not None
+    assert overall < upcoded[0] / 5
+    assert codes.peer_charge_z("dermatology", "99213", 100.0, 1) is None  # no peers known
+
+
+def test_the_peer_feature_is_appended_and_the_history_features_stay() -> None:
+    codes = build_code_reference(peer_population())
+    upcoded = claim(5000, member="M-x", lines=[("99213", 1, 300.0)], specialty="family_medicine")
+    [(_, history, _)] = list(replay([upcoded], codes))
+    [(_, peers, evidence)] = list(replay([upcoded], codes, peers=True))
+    assert len(history) == len(HISTORY_FEATURES)
+    assert len(peers) == len(PEER_FEATURES)
+    assert peers[:len(HISTORY_FEATURES)] == history
+    assert peers[-1] > 10
+    assert (evidence.peer_code, evidence.specialty) == ("99213", "family_medicine")
+    words = in_words("max_peer_charge_z", peers[-1], "high", 2.0, "99th", evidence)
+    assert words == "charge 3.0x the median for code 99213 among family medicine providers"
+
+
+def test_a_reference_without_peer_norms_still_loads_and_gives_no_peer_evidence() -> None:
+    stored = build_code_reference(peer_population()).model_dump(mode="json")
+    del stored["peer_charge"]  # a reference written before the peer norms existed
+    codes = CodeReference.model_validate(stored)
+    [(_, values, evidence)] = list(replay([claim(1, specialty="cardiology")], codes, peers=True))
+    assert values[-1] == 0.0
+    assert evidence.peer_code is None

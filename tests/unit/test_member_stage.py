@@ -6,6 +6,7 @@ training."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -23,8 +24,8 @@ from features.member import (
     remember,
     step_histories,
 )
-from features.sets import V2_HISTORY, FeatureSetError
-from features.vector import HISTORY_FEATURES, is_resubmission, replay
+from features.sets import V2_HISTORY, V2_PEERS, FeatureSetError
+from features.vector import HISTORY_FEATURES, PEER_FEATURES, is_resubmission, replay
 from schemas import ClaimV2, ModelRef
 from scorer.member_state import MemberStore, member_step
 from scorer.model_settings import ModelSettings
@@ -118,16 +119,22 @@ def history_model(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
                               ModelSettings())
 
 
-def test_training_is_point_in_time_and_split_by_time(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("chosen", "features", "peers"), [
+    (None, PEER_FEATURES, True),  # the default for v2 claims
+    ("v2-history", HISTORY_FEATURES, False),
+])
+def test_training_is_point_in_time_and_split_by_time(
+    tmp_path: Path, chosen: str | None, features: tuple[str, ...], peers: bool,
+) -> None:
     path = write_jsonl(tmp_path / "x.jsonl", v2_claims(500, seed=2))
-    data = load_jsonl(path)
+    data = load_jsonl(path, chosen)
     trained = train(data, TrainParams(n_estimators=20, test_size=0.2))
-    assert data.feature_set == "v2-history"
+    assert data.feature_set == (chosen or "v2-peers")
     assert trained.reference.codes is not None
-    assert trained.split.x_train.shape == (400, len(HISTORY_FEATURES))
+    assert trained.split.x_train.shape == (400, len(features))
     assert data.claims is not None
     expected = np.asarray([values for _, values, _ in
-                           replay(data.claims, trained.reference.codes)])
+                           replay(data.claims, trained.reference.codes, peers)])
     assert np.array_equal(trained.split.x_test, expected[400:])  # the file's last part
     assert "test_rule_findings" in trained.metrics
 
@@ -143,7 +150,8 @@ def test_a_history_model_never_scores_without_history(history_model: ServedModel
 def test_score_file_equals_the_forest_on_replayed_features(history_model: ServedModel) -> None:
     claims = as_contract(v2_claims(300, seed=6))
     assert history_model.codes is not None
-    x = np.asarray([values for _, values, _ in replay(claims, history_model.codes)])
+    assert history_model.feature_set is V2_PEERS
+    x = np.asarray([values for _, values, _ in replay(claims, history_model.codes, peers=True)])
     expected = history_model.forest.anomaly_scores(x)
     answers = list(score_claims(history_model, claims, batch=64))  # batch edges mid-member
     assert [a["claim_id"] for a in answers] == [c.claim_id for c in claims]
@@ -178,12 +186,13 @@ def test_every_investigate_decision_has_a_reason_in_words(history_model: ServedM
             assert not reason["message"].startswith(reason["feature"]), reason
 
 
-def test_the_history_set_has_no_identifiers_and_no_row_of_one_claim() -> None:
-    assert V2_HISTORY.stateful
-    assert not {"member_id", "provider_id", "claim_id", "procedure_code"} & set(
-        V2_HISTORY.features)
-    with pytest.raises(FeatureSetError, match="needs the member's history"):
-        V2_HISTORY.row(claim("C-1"))
+@pytest.mark.parametrize("features", [V2_HISTORY, V2_PEERS])
+def test_the_history_sets_have_no_identifiers_and_no_row_of_one_claim(features: Any) -> None:
+    assert features.stateful
+    assert not {"member_id", "provider_id", "claim_id", "procedure_code",
+                "provider_specialty"} & set(features.features)
+    with pytest.raises(FeatureSetError, match="need the member's history"):
+        features.row(claim("C-1"))
     codes = build_code_reference(as_contract(v2_claims(200, seed=1)))
     assert not is_resubmission(next(replay([claim("C-1")], codes))[2])
 
