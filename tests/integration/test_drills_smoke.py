@@ -87,3 +87,5 @@ def test_gateway_fuzz_fired_enough_requests(drills_report: dict[str, Any]) -> No
     counts = _drill(drills_report, 6)["counts"]
     assert counts["requests"] >= 200
     assert counts["server_errors"] == 0
+    assert counts["schema_cases"] >= 150
+    assert counts["schema_cases_past_401_405"] > counts["schema_cases"] / 2
