@@ -63,14 +63,20 @@ def _amount_vs_norm(value: float, typical: str, _evidence: Evidence) -> str:
     return f"billed {ratio:.1f}x what these services usually cost"
 
 
+def _times(log2_ratio: float) -> str:
+    """"79x", or "1.3x" below 10 (a whole number would say "1x rarer" for 1.3)."""
+    ratio = 2.0 ** log2_ratio
+    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+
+
 def _rarity(value: float, typical: str, evidence: Evidence) -> str:
     code = evidence.rarest_code or "a code"
-    return (f"{code} is {2.0 ** value:,.0f}x rarer than usual for the patient's age and sex")
+    return f"{code} is {_times(value)} rarer than usual for the patient's age and sex"
 
 
 def _unsupported(value: float, typical: str, evidence: Evidence) -> str:
     code = evidence.unsupported_code or "a code"
-    return f"{code} is {2.0 ** value:,.0f}x rarer than usual with this claim's diagnoses"
+    return f"{code} is {_times(value)} rarer than usual with this claim's diagnoses"
 
 
 def _amount(value: float, typical: str, _evidence: Evidence) -> str:

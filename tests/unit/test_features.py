@@ -221,3 +221,13 @@ def test_a_reference_without_peer_norms_still_loads_and_gives_no_peer_evidence()
     [(_, values, evidence)] = list(replay([claim(1, specialty="cardiology")], codes, peers=True))
     assert values[-1] == 0.0
     assert evidence.peer_code is None
+
+
+@pytest.mark.parametrize(("log2_ratio", "shown"), [(0.39, "1.3x"), (3.0, "8.0x"),
+                                                    (6.3, "79x"), (10.0, "1,024x")])
+def test_rarity_words_never_round_a_small_ratio_to_1x(log2_ratio: float, shown: str) -> None:
+    from features.vector import Evidence
+
+    evidence = Evidence(None, None, "80061", None, 0.0)
+    words = in_words("max_code_rarity", log2_ratio, "high", 0.0, "99th", evidence)
+    assert words == f"80061 is {shown} rarer than usual for the patient's age and sex"

@@ -32,7 +32,7 @@ from scorer.model_settings import ModelSettings
 from scorer.routing import Position
 from scoring.model import MissingHistoryError, ServedModel, build_served_model
 from scoring.score_file import score_claims
-from tests.v2_factory import as_contract, v2_claims, write_jsonl
+from tests.v2_factory import as_contract, v2_claim, v2_claims, write_jsonl
 from tests.v2_factory import member_claim as claim
 from trainer.jsonl import load_jsonl
 from trainer.model import TrainParams, train
@@ -253,3 +253,17 @@ def test_score_file_answers_a_repeated_claim_id_as_the_stream_sets_it_aside(
     unique = list(score_claims(history_model, [claims[0], claims[1], claims[4]]))
     assert [answers[i]["anomaly_score"] for i in (0, 1, 4)] == [
         a["anomaly_score"] for a in unique]
+
+
+def test_a_charge_far_above_the_specialty_peers_is_a_reason_in_words(
+    history_model: ServedModel,
+) -> None:
+    usual = v2_claim(claim_id="C-peer-1", member_id="M-peer", provider_id="P-peer",
+                     lines=[{"procedure_code": "99213", "units": 1, "charge": 90.0}])
+    inflated = v2_claim(claim_id="C-peer-2", member_id="M-peer2", provider_id="P-peer",
+                        lines=[{"procedure_code": "99213", "units": 1, "charge": 60_000.0}])
+    answers = list(score_claims(history_model, as_contract([usual, inflated])))
+    assert answers[1]["decision"] == "investigate"
+    messages = [reason["message"] for reason in answers[1]["reasons"]]
+    assert any(m.startswith("charge ") and m.endswith(
+        "the median for code 99213 among family medicine providers") for m in messages), messages
