@@ -19,6 +19,11 @@ the candidate in shadow behind the current champion that investigators then clos
 among its ``investigate`` decisions; investigators label what the champion sends them, so
 the candidate's precision is measured on the labelled claims both flagged. It counts as
 evidence once each model has at least ``min_labelled`` labelled investigate decisions.
+The shadow period also tells how many claims each model would send to investigators, labels
+or not: a candidate whose share of ``investigate`` decisions is more than ``max_growth``
+times the larger of the champion's share and the investigation budget is refused, whatever
+its precision, since investigators could not work that queue (judged from
+``min_volume_claims`` shadowed claims on).
 
 :func:`decide` combines both: refused if either comparable source finds the candidate worse;
 with no comparable source at all, let through and recorded as "no comparable evidence",
@@ -70,6 +75,12 @@ class ShadowPeriod:
     champion_fraud: int = 0
     challenger_labelled: int = 0
     challenger_fraud: int = 0
+    champion_flagged: int = 0  # investigate decisions, labelled or not
+    challenger_flagged: int = 0
+
+    def flag_share(self, side: str) -> float:
+        flagged = self.champion_flagged if side == "champion" else self.challenger_flagged
+        return flagged / self.claims if self.claims else 0.0
 
     @property
     def champion_precision(self) -> float | None:
@@ -86,6 +97,8 @@ class ShadowPeriod:
                    "shadow_challenger_labelled": float(self.challenger_labelled)}
         if self.claims:
             numbers["shadow_agreement"] = self.agree / self.claims
+            numbers["shadow_champion_flag_share"] = self.flag_share("champion")
+            numbers["shadow_challenger_flag_share"] = self.flag_share("challenger")
         for side, value in (("champion", self.champion_precision),
                             ("challenger", self.challenger_precision)):
             if value is not None:
@@ -168,14 +181,44 @@ def gate(found: Evidence | None) -> Verdict:
 
 
 MIN_SHADOW_LABELLED: Final = 20
+MAX_QUEUE_GROWTH: Final = 1.5
+MIN_VOLUME_CLAIMS: Final = 1_000
+
+
+@dataclass(frozen=True)
+class QueueLimit:
+    """How large a candidate's queue may be against the champion's and the budget."""
+
+    budget_share: float = 0.05  # the investigation budget, as a share of claims
+    max_growth: float = MAX_QUEUE_GROWTH
+    min_claims: int = MIN_VOLUME_CLAIMS
+
+    def limit(self, period: ShadowPeriod) -> float:
+        return self.max_growth * max(period.flag_share("champion"), self.budget_share)
+
+
+def queue_words(period: ShadowPeriod, queue: QueueLimit) -> str:
+    return (f"it would send {period.flag_share('challenger'):.1%} of claims to investigators "
+            f"against the champion's {period.flag_share('champion'):.1%} over "
+            f"{period.claims} shadowed claims (limit {queue.limit(period):.1%}: "
+            f"{queue.max_growth:g}x the larger of the champion's share and the "
+            f"{queue.budget_share:.0%} budget)")
 
 
 def shadow_gate(period: ShadowPeriod | None, champion_version: str,
-                min_labelled: int = MIN_SHADOW_LABELLED) -> Verdict:
-    """Pass iff the candidate's precision on the labelled shadow period is not lower than
-    the champion's; not compared below ``min_labelled`` labelled decisions on either side."""
+                min_labelled: int = MIN_SHADOW_LABELLED,
+                queue: QueueLimit | None = None) -> Verdict:
+    """Pass iff the candidate's queue fits (:class:`QueueLimit`, judged on shadowed claims,
+    labelled or not) and its precision on the labelled shadow period is not lower than the
+    champion's; precision is not compared below ``min_labelled`` labelled decisions on
+    either side."""
     if period is None:
         return Verdict(passed=True, compared=False, reason="no shadow period was read")
+    queue = queue or QueueLimit()
+    if (period.claims >= queue.min_claims
+            and period.flag_share("challenger") > queue.limit(period) + TIE):
+        return Verdict(passed=False, compared=True, shadow=period,
+                       reason=f"worse: {queue_words(period, queue)}")
     fewest = min(period.champion_labelled, period.challenger_labelled)
     if period.claims == 0 or fewest < min_labelled:
         return Verdict(passed=True, compared=False, shadow=period,

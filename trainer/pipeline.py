@@ -30,6 +30,7 @@ from trainer.data import DataError, Dataset, load_csv
 from trainer.gate import (
     TOPIC_LABELS,
     PromotionRefusedError,
+    QueueLimit,
     RunRecord,
     Verdict,
     decide,
@@ -252,7 +253,10 @@ def judge_shadow(settings: TrainerSettings, champion_version: str, candidate_ver
     except DataError as exc:
         log.warning("no shadow evidence: %s", exc)
         return Verdict(passed=True, compared=False, reason=f"not read: {exc}")
-    return shadow_gate(period, champion_version, settings.promote_min_shadow_labelled)
+    queue = QueueLimit(budget_share=settings.budget_percent / 100.0,
+                       max_growth=settings.promote_max_queue_growth,
+                       min_claims=settings.promote_min_shadow_claims)
+    return shadow_gate(period, champion_version, settings.promote_min_shadow_labelled, queue)
 
 
 def record_promotion(settings: TrainerSettings, client: MlflowClient, promotion: Promotion,

@@ -62,6 +62,17 @@ class TrainerSettings(CommonSettings):
         description="Labelled investigate decisions each model needs in the shadow period "
         "before the gate compares their precision.",
     )
+    promote_max_queue_growth: float = Field(
+        default=1.5, gt=1.0,
+        description="The gate refuses a candidate whose share of investigate decisions in the "
+        "shadow period is above this many times the larger of the champion's share and the "
+        "budget (TRAINER_BUDGET_PERCENT): investigators could not work that queue.",
+    )
+    promote_min_shadow_claims: int = Field(
+        default=1_000, ge=1,
+        description="Shadowed claims the gate needs before it judges a candidate's queue "
+        "size (labels are not needed for that).",
+    )
     promote_read_timeout_s: float = Field(
         default=30.0, gt=0.0,
         description="Seconds to read the shadow period; an unreachable broker means no "

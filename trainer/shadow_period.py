@@ -51,13 +51,17 @@ def pair_decisions(records: Iterable[ShadowScore], name: str, champion_version: 
 
 def shadow_period(decisions: dict[str, PairDecisions], labels: Iterable[Label]
                   ) -> ShadowPeriod:
-    """Agreement, and each model's investigate decisions with a closing label (pure)."""
+    """Agreement, each model's investigate decisions, and those with a closing label
+    (pure)."""
     closing = {label.claim_id: label.disposition == "fraud" for label in labels
                if label.closes}
     counts = dict.fromkeys(("agree", "champion_labelled", "champion_fraud",
-                            "challenger_labelled", "challenger_fraud"), 0)
+                            "challenger_labelled", "challenger_fraud", "champion_flagged",
+                            "challenger_flagged"), 0)
     for claim_id, pair in decisions.items():
         counts["agree"] += pair.champion == pair.challenger
+        counts["champion_flagged"] += pair.champion == INVESTIGATE
+        counts["challenger_flagged"] += pair.challenger == INVESTIGATE
         fraud = closing.get(claim_id)
         if fraud is None:
             continue

@@ -11,6 +11,7 @@ from schemas.label import AnsweredDecision, Disposition, Label
 from schemas.shadow import ShadowVerdict
 from trainer.gate import (
     Evidence,
+    QueueLimit,
     RunRecord,
     ShadowPeriod,
     Verdict,
@@ -109,7 +110,48 @@ def test_the_shadow_gate_compares_precision_on_labelled_shadow_claims() -> None:
     assert better.metrics() == {
         "shadow_claims": 500.0, "shadow_agreement": 0.9,
         "shadow_champion_labelled": 40.0, "shadow_challenger_labelled": 25.0,
-        "shadow_champion_precision": 0.75, "shadow_challenger_precision": 0.96}
+        "shadow_champion_precision": 0.75, "shadow_challenger_precision": 0.96,
+        "shadow_champion_flag_share": 0.0, "shadow_challenger_flag_share": 0.0}
+
+
+def volume(champion_flagged: int, challenger_flagged: int, claims: int = 2_000
+           ) -> ShadowPeriod:
+    """A shadow period where the candidate is far more precise on its labelled decisions."""
+    return ShadowPeriod(claims=claims, agree=claims - abs(challenger_flagged - champion_flagged),
+                        champion_labelled=40, champion_fraud=20, challenger_labelled=40,
+                        challenger_fraud=38, champion_flagged=champion_flagged,
+                        challenger_flagged=challenger_flagged)
+
+
+def test_a_candidate_whose_queue_outgrows_the_budget_is_refused_whatever_its_precision(
+) -> None:
+    # The demo's case: the champion flags 4 %, the candidate 9 %; the limit is 1.5 x 5 %.
+    doubled = shadow_gate(volume(80, 180), "1", min_labelled=20)
+    assert (doubled.passed, doubled.compared) == (False, True)
+    assert doubled.reason == (
+        "worse: it would send 9.0% of claims to investigators against the champion's 4.0% "
+        "over 2000 shadowed claims (limit 7.5%: 1.5x the larger of the champion's share and "
+        "the 5% budget)")
+    assert doubled.metrics()["shadow_challenger_flag_share"] == 0.09
+    # Within the limit: the precision comparison decides as before.
+    fits = shadow_gate(volume(80, 140), "1", min_labelled=20)
+    assert (fits.passed, fits.compared) == (True, True)
+    assert fits.reason.startswith("not worse: shadow precision 0.9500")
+    # A champion that already flags more than the budget sets the limit itself.
+    assert shadow_gate(volume(200, 290), "1", min_labelled=20).passed
+    assert not shadow_gate(volume(200, 310), "1", min_labelled=20).passed
+
+
+def test_the_queue_is_judged_without_labels_but_not_on_a_few_claims() -> None:
+    unlabelled = ShadowPeriod(claims=2_000, agree=1_900, champion_flagged=80,
+                              challenger_flagged=180)
+    assert not shadow_gate(unlabelled, "1").passed
+    few = ShadowPeriod(claims=999, agree=900, champion_flagged=40, challenger_flagged=90)
+    verdict = shadow_gate(few, "1")
+    assert (verdict.passed, verdict.compared) == (True, False)
+    assert shadow_gate(few, "1", queue=QueueLimit(min_claims=500)).passed is False
+    assert shadow_gate(volume(80, 180), "1",
+                       queue=QueueLimit(budget_share=0.05, max_growth=2.5)).passed
 
 
 def test_a_small_or_missing_shadow_period_is_no_evidence() -> None:
@@ -198,7 +240,7 @@ def test_the_shadow_period_joins_the_pairs_records_with_closing_labels() -> None
     assert set(decisions) == {"A", "B", "C", "D", "E"}
     assert shadow_period(decisions, labels) == ShadowPeriod(
         claims=5, agree=4, champion_labelled=3, champion_fraud=1, challenger_labelled=2,
-        challenger_fraud=1)
+        challenger_fraud=1, champion_flagged=4, challenger_flagged=3)
 
 
 def holdout_verdict(candidate: float, champion: float, labels_source: str) -> Verdict:
