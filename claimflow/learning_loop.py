@@ -13,7 +13,9 @@ is better. Each step is printed.
    model (``trainer.shadow_period``);
 4. **promote through the gate** (``claimflow promote`` with the shadow period): promoted
    when not worse on the holdout and on the shadow period, else left as challenger and
-   the refusal printed.
+   the refusal printed;
+5. after a refusal, with ``LEARN_ROUNDS`` left: the next round waits for twice the closing
+   labels the refused challenger had and starts again at 2.
 
 What to do next is a pure function of what was observed (:func:`next_step`); the shell
 polls every ``LEARN_POLL_S`` until ``LEARN_TIMEOUT_S``.
@@ -53,6 +55,9 @@ class LearnSettings(CommonSettings):
     poll_s: float = Field(default=10.0, gt=0, description="Seconds between checks.")
     timeout_s: float = Field(default=3600.0, gt=0,
                              description="Give up after this many seconds (exit code 1).")
+    rounds: int = Field(default=1, ge=1,
+                        description="Challengers to train at most: after a refusal the next "
+                        "round waits for twice the closing labels and trains again.")
 
 
 class Step(enum.Enum):
@@ -84,6 +89,13 @@ class LoopResult:
     challenger: str
     promoted: bool
     message: str
+    labels: int = 0  # closing labels when the challenger was trained
+
+
+def next_round_labels(refused: LoopResult, min_labels: int) -> int:
+    """Closing labels the next round waits for after a refusal (pure): twice what the
+    refused challenger had, so each round learns from a markedly larger sample."""
+    return 2 * max(refused.labels, min_labels)
 
 
 class LearningLoop:
@@ -97,14 +109,26 @@ class LearningLoop:
         self.echo = echo
 
     def run(self) -> LoopResult:
+        """Rounds until a challenger is promoted or ``rounds`` challengers were refused."""
         deadline = time.monotonic() + self.settings.timeout_s
+        min_labels = self.settings.min_labels
+        for round_number in range(1, self.settings.rounds + 1):
+            result = self.run_round(min_labels, deadline)
+            if result.promoted or round_number == self.settings.rounds:
+                return result
+            min_labels = next_round_labels(result, min_labels)
+            self.echo(f"[learn] round {round_number + 1} of {self.settings.rounds}: a new "
+                      f"challenger once {min_labels} closing labels are in")
+        raise AssertionError("unreachable: rounds >= 1")
+
+    def run_round(self, min_labels: int, deadline: float) -> LoopResult:
         seen, shown = Observed(), None
         min_shadow = self.trainer.promote_min_shadow_labelled
         while True:
-            step = next_step(seen, self.settings.min_labels, min_shadow)
+            step = next_step(seen, min_labels, min_shadow)
             if step is Step.PROMOTE:
                 assert seen.challenger is not None
-                return self.promote(seen.challenger)
+                return self.promote(seen.challenger, seen.labels)
             if step is Step.TRAIN:
                 seen = Observed(seen.labels, self.train(seen.labels))
                 continue
@@ -116,9 +140,9 @@ class LearningLoop:
                                    f"{self.settings.timeout_s:g} s at step '{step.value}' "
                                    f"({seen})")
             time.sleep(self.settings.poll_s)  # the loop's polling interval, bounded above
-            seen = self.observe(seen)
+            seen = self.observe(seen, min_labels)
 
-    def observe(self, seen: Observed) -> Observed:
+    def observe(self, seen: Observed, min_labels: int) -> Observed:
         from trainer.data import DataError
         from trainer.label_topic import read_labels
 
@@ -128,8 +152,7 @@ class LearningLoop:
                                      self.settings.labels_topic).labels
                 closing = sum(label.closes for label in labels)
                 if closing != seen.labels:
-                    self.echo(f"[learn] {closing} closing label(s) of "
-                              f"{self.settings.min_labels} needed")
+                    self.echo(f"[learn] {closing} closing label(s) of {min_labels} needed")
                 return Observed(labels=closing)
             return Observed(seen.labels, seen.challenger, self.shadow_labelled(seen))
         except DataError as exc:  # a topic not there yet: keep waiting
@@ -192,7 +215,7 @@ class LearningLoop:
         self.echo(f"[learn] read {count:,} claims from {self.settings.claims_topic}")
         return path
 
-    def promote(self, challenger: str) -> LoopResult:
+    def promote(self, challenger: str, labels: int) -> LoopResult:
         from trainer.gate import PromotionRefusedError
         from trainer.pipeline import promote
 
@@ -201,10 +224,10 @@ class LearningLoop:
             promotion = promote(self.trainer, challenger, shadow=True)
         except PromotionRefusedError as exc:
             self.echo(f"[learn] not promoted: {exc}")
-            return LoopResult(challenger, promoted=False, message=str(exc))
+            return LoopResult(challenger, promoted=False, message=str(exc), labels=labels)
         reason = "" if promotion.verdict is None else promotion.verdict.reason
         self.echo(f"[learn] version {challenger} is the champion now (gate: {reason})")
-        return LoopResult(challenger, promoted=True, message=reason)
+        return LoopResult(challenger, promoted=True, message=reason, labels=labels)
 
 
 def submitted_at(value: bytes) -> datetime:
@@ -237,22 +260,27 @@ def write_topic_values(bootstrap: str, topic: str, path: Path, timeout_s: float)
               help="Seconds between checks  [default: LEARN_POLL_S, 10]")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True),
               default=None, help="Give up after this many seconds  [default: LEARN_TIMEOUT_S]")
+@click.option("--rounds", type=click.IntRange(min=1), default=None,
+              help="Challengers to train at most; after a refusal the next round waits for "
+                   "twice the labels  [default: LEARN_ROUNDS, 1]")
 @click.option("--stay", is_flag=True,
               help="After the loop, stay until SIGTERM/SIGINT (a process of `claimflow up`, "
                    "where one process ending stops the stack).")
 @click.option("--log-level", default="WARNING", show_default=True, help="Python log level.")
-def learn(min_labels: int | None, poll_s: float | None, timeout_s: float | None, stay: bool,
-          log_level: str) -> None:
-    """The learning loop, once: wait for investigators' labels, train a supervised
-    challenger from claims.labels, wait while it shadows the champion until its shadow
-    period has labelled decisions, then promote it through the gate (refused when worse).
+def learn(min_labels: int | None, poll_s: float | None, timeout_s: float | None,
+          rounds: int | None, stay: bool, log_level: str) -> None:
+    """The learning loop: wait for investigators' labels, train a supervised challenger
+    from claims.labels, wait while it shadows the champion until its shadow period has
+    labelled decisions, then promote it through the gate (refused when worse). With
+    --rounds N, a refusal starts another round on twice the labels, N challengers at most.
     Prints each step; exit code 0 whether promoted or refused, 1 on timeout or error."""
     from claimflow.logging_setup import configure_logging
     from trainer.data import DataError
 
     configure_logging(log_level.upper())
     overrides = {name: value for name, value in
-                 (("min_labels", min_labels), ("poll_s", poll_s), ("timeout_s", timeout_s))
+                 (("min_labels", min_labels), ("poll_s", poll_s), ("timeout_s", timeout_s),
+                  ("rounds", rounds))
                  if value is not None}
     settings = LearnSettings.model_validate({**LearnSettings().model_dump(), **overrides})
     try:

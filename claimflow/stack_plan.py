@@ -84,6 +84,9 @@ class StackSettings(CommonSettings):
     learning_loop: bool = Field(
         default=False, description="Also run `claimflow learn` (labels -> supervised challenger "
         "-> shadow -> gated promotion; LEARN_* settings); needs investigators.")
+    learn_rounds: int = Field(
+        default=3, ge=1, description="With the learning loop: challengers it trains at most "
+        "(after a refusal the next waits for twice the labels).")
     log_level: str = Field(default="INFO", description="Log level of the stack's processes.")
 
     @property
@@ -299,7 +302,8 @@ def stack_processes(
                                           str(settings.investigators_per_day),
                                           "--log-level", settings.log_level)))
         if settings.learning_loop:
-            procs.append(Proc("learn", (claimflow, "learn", "--stay")))
+            procs.append(Proc("learn", (claimflow, "learn", "--stay", "--rounds",
+                                        str(settings.learn_rounds))))
     return [p for p in procs if mlflow_ui or p.name != "mlflow"]
 
 
