@@ -16,9 +16,13 @@ refused.
 Beside the holdout, the shadow period (``ShadowPeriod``): the claims the stream scored with
 the candidate in shadow behind the current champion that investigators then closed
 (``fraud`` or ``legitimate``). Each model's precision there is confirmed fraud / labelled
-among its ``investigate`` decisions; investigators label what the champion sends them, so
-the candidate's precision is measured on the labelled claims both flagged. It counts as
-evidence once each model has at least ``min_labelled`` labelled investigate decisions.
+among its ``investigate`` decisions. Investigators label what the champion sends them, so
+the candidate's own flags that the champion approved are never labelled: its observed
+precision covers only the claims both flagged and says nothing about the rest. The gate
+therefore judges the candidate on a conservative bound: those unseen flags count as
+legitimate, at the rate investigators labelled the claims both flagged
+(:attr:`ShadowPeriod.challenger_precision_bound`). It counts as evidence once each model
+has at least ``min_labelled`` labelled investigate decisions.
 The shadow period also tells how many claims each model would send to investigators, labels
 or not: a candidate whose share of ``investigate`` decisions is more than ``max_growth``
 times the larger of the champion's share and the investigation budget is refused, whatever
@@ -77,6 +81,9 @@ class ShadowPeriod:
     challenger_fraud: int = 0
     champion_flagged: int = 0  # investigate decisions, labelled or not
     challenger_flagged: int = 0
+    both_flagged: int = 0  # claims both decided investigate
+    both_labelled: int = 0  # ... of which investigators closed
+    unseen: int = 0  # the challenger's flags the champion approved, without a label
 
     def flag_share(self, side: str) -> float:
         flagged = self.champion_flagged if side == "champion" else self.challenger_flagged
@@ -91,6 +98,22 @@ class ShadowPeriod:
         return (self.challenger_fraud / self.challenger_labelled if self.challenger_labelled
                 else None)
 
+    @property
+    def labelling_rate(self) -> float:
+        """The share of claims both models flagged that investigators closed (1.0 when
+        none was flagged by both: nothing to scale by)."""
+        return self.both_labelled / self.both_flagged if self.both_flagged else 1.0
+
+    @property
+    def challenger_precision_bound(self) -> float | None:
+        """The challenger's precision if its unseen flags, had investigators seen them at the
+        same rate as the claims both flagged, had all been legitimate: fraud / (labelled +
+        unseen x labelling rate)."""
+        if not self.challenger_labelled:
+            return None
+        return self.challenger_fraud / (self.challenger_labelled
+                                        + self.unseen * self.labelling_rate)
+
     def metrics(self) -> dict[str, float]:
         numbers = {"shadow_claims": float(self.claims),
                    "shadow_champion_labelled": float(self.champion_labelled),
@@ -100,9 +123,11 @@ class ShadowPeriod:
             numbers["shadow_champion_flag_share"] = self.flag_share("champion")
             numbers["shadow_challenger_flag_share"] = self.flag_share("challenger")
         for side, value in (("champion", self.champion_precision),
-                            ("challenger", self.challenger_precision)):
+                            ("challenger", self.challenger_precision),
+                            ("challenger_bound", self.challenger_precision_bound)):
             if value is not None:
                 numbers[f"shadow_{side}_precision"] = value
+        numbers["shadow_challenger_unseen"] = float(self.unseen)
         return numbers
 
 
@@ -226,11 +251,17 @@ def shadow_gate(period: ShadowPeriod | None, champion_version: str,
                               f"{period.champion_labelled} champion / "
                               f"{period.challenger_labelled} candidate investigate decisions "
                               f"labelled; {min_labelled} each needed)")
-    mine, theirs = period.challenger_precision, period.champion_precision
+    mine, theirs = period.challenger_precision_bound, period.champion_precision
+    observed = period.challenger_precision
     assert mine is not None
     assert theirs is not None
-    words = (f"shadow precision {mine:.4f} ({period.challenger_labelled} labelled) vs "
-             f"champion v{champion_version}'s {theirs:.4f} ({period.champion_labelled}), "
+    assert observed is not None
+    unseen = ("" if not period.unseen else
+              f"; {period.unseen} of its flags never reached investigators, counted "
+              f"legitimate at the labelling rate {period.labelling_rate:.2f} of the claims "
+              f"both flagged: {observed:.4f} observed")
+    words = (f"shadow precision {mine:.4f} ({period.challenger_labelled} labelled{unseen}) "
+             f"vs champion v{champion_version}'s {theirs:.4f} ({period.champion_labelled}), "
              f"agreement {period.agree / period.claims:.4f} on {period.claims} claims")
     if mine < theirs - TIE:
         return Verdict(passed=False, compared=True, reason=f"worse: {words}", shadow=period)

@@ -57,12 +57,17 @@ def shadow_period(decisions: dict[str, PairDecisions], labels: Iterable[Label]
                if label.closes}
     counts = dict.fromkeys(("agree", "champion_labelled", "champion_fraud",
                             "challenger_labelled", "challenger_fraud", "champion_flagged",
-                            "challenger_flagged"), 0)
+                            "challenger_flagged", "both_flagged", "both_labelled", "unseen"),
+                           0)
     for claim_id, pair in decisions.items():
         counts["agree"] += pair.champion == pair.challenger
-        counts["champion_flagged"] += pair.champion == INVESTIGATE
-        counts["challenger_flagged"] += pair.challenger == INVESTIGATE
+        champion, challenger = pair.champion == INVESTIGATE, pair.challenger == INVESTIGATE
+        counts["champion_flagged"] += champion
+        counts["challenger_flagged"] += challenger
         fraud = closing.get(claim_id)
+        counts["both_flagged"] += champion and challenger
+        counts["both_labelled"] += champion and challenger and fraud is not None
+        counts["unseen"] += challenger and not champion and fraud is None
         if fraud is None:
             continue
         for side, decision in (("champion", pair.champion), ("challenger", pair.challenger)):

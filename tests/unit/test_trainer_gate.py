@@ -111,7 +111,39 @@ def test_the_shadow_gate_compares_precision_on_labelled_shadow_claims() -> None:
         "shadow_claims": 500.0, "shadow_agreement": 0.9,
         "shadow_champion_labelled": 40.0, "shadow_challenger_labelled": 25.0,
         "shadow_champion_precision": 0.75, "shadow_challenger_precision": 0.96,
+        "shadow_challenger_bound_precision": 0.96, "shadow_challenger_unseen": 0.0,
         "shadow_champion_flag_share": 0.0, "shadow_challenger_flag_share": 0.0}
+
+
+def test_flags_investigators_never_saw_count_against_the_candidate() -> None:
+    # 7 % of claims flagged (within the queue limit), 0.933 precision on the 450 labelled
+    # claims both flagged, but 500 flags the champion approved: nobody looked at them.
+    period = ShadowPeriod(claims=20_000, agree=19_400, champion_labelled=500,
+                          champion_fraud=350, challenger_labelled=450, challenger_fraud=420,
+                          champion_flagged=1_000, challenger_flagged=1_400, both_flagged=900,
+                          both_labelled=450, unseen=500)
+    assert period.labelling_rate == 0.5
+    assert period.challenger_precision_bound == 420 / (450 + 500 * 0.5)  # 0.6
+    verdict = shadow_gate(period, "1", min_labelled=20)
+    assert (verdict.passed, verdict.compared) == (False, True)
+    assert verdict.reason.startswith(
+        "worse: shadow precision 0.6000 (450 labelled; 500 of its flags never reached "
+        "investigators, counted legitimate at the labelling rate 0.50 of the claims both "
+        "flagged: 0.9333 observed) vs champion v1's 0.7000 (500)")
+    # The same candidate without unseen flags is judged on what was observed.
+    seen = ShadowPeriod(**{**period.__dict__, "unseen": 0})
+    assert shadow_gate(seen, "1", min_labelled=20).passed
+
+
+def test_the_demo_run_that_doubled_the_queue_is_refused() -> None:
+    """The shadow period of the 2026-12-05 demo run, read back from its topics: promoted
+    then on a 0.893 precision over 28 labels, it decided at 0.333 once champion."""
+    period = ShadowPeriod(claims=8_020, agree=7_338, champion_labelled=432,
+                          champion_fraud=272, challenger_labelled=206, challenger_fraud=189,
+                          champion_flagged=432, challenger_flagged=662, both_flagged=206,
+                          both_labelled=206, unseen=456)
+    assert round(period.challenger_precision_bound or 0, 3) == 0.285
+    assert not shadow_gate(period, "1").passed
 
 
 def volume(champion_flagged: int, challenger_flagged: int, claims: int = 2_000
@@ -233,14 +265,16 @@ def test_the_shadow_period_joins_the_pairs_records_with_closing_labels() -> None
         shadow_score("D", "approve", "approve"),          # unlabelled
         shadow_score("E", "investigate", "investigate"),  # needs_info: not closing
         shadow_score("F", "investigate", "investigate", versions=("1", "3")),  # other pair
+        shadow_score("G", "approve", "investigate"),      # only the challenger: unseen
     ]
     labels = [label("A", "fraud"), label("B", "legitimate"), label("C", "legitimate"),
               label("E", "needs_info"), label("F", "fraud"), label("Z", "fraud")]
     decisions = pair_decisions(records, "claim-anomaly", "1", "2")
-    assert set(decisions) == {"A", "B", "C", "D", "E"}
+    assert set(decisions) == {"A", "B", "C", "D", "E", "G"}
     assert shadow_period(decisions, labels) == ShadowPeriod(
-        claims=5, agree=4, champion_labelled=3, champion_fraud=1, challenger_labelled=2,
-        challenger_fraud=1, champion_flagged=4, challenger_flagged=3)
+        claims=6, agree=4, champion_labelled=3, champion_fraud=1, challenger_labelled=2,
+        challenger_fraud=1, champion_flagged=4, challenger_flagged=4, both_flagged=3,
+        both_labelled=2, unseen=1)
 
 
 def holdout_verdict(candidate: float, champion: float, labels_source: str) -> Verdict:
