@@ -85,7 +85,7 @@ class StackSettings(CommonSettings):
         default=False, description="Also run `claimflow learn` (labels -> supervised challenger "
         "-> shadow -> gated promotion; LEARN_* settings); needs investigators.")
     learn_rounds: int = Field(
-        default=3, ge=1, description="With the learning loop: challengers it trains at most "
+        default=5, ge=1, description="With the learning loop: challengers it trains at most "
         "(after a refusal the next waits for twice the labels).")
     log_level: str = Field(default="INFO", description="Log level of the stack's processes.")
 

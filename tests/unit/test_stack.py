@@ -156,7 +156,7 @@ def test_the_learning_loop_runs_with_investigators_only_when_asked_for() -> None
     settings = StackSettings(investigators_per_day=30, learning_loop=True)
     procs = {p.name: p for p in stack_plan.stack_processes(settings, "claimflow", "python")}
     argv = procs["learn"].argv
-    assert argv[1:] == ("learn", "--stay", "--rounds", "3")
+    assert argv[1:] == ("learn", "--stay", "--rounds", "5")
     with click.Context(cli) as ctx:
         command = cli.get_command(ctx, argv[1])
         assert command is not None
