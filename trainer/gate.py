@@ -27,7 +27,7 @@ The shadow period also tells how many claims each model would send to investigat
 or not: a candidate whose share of ``investigate`` decisions is more than ``max_growth``
 times the larger of the champion's share and the investigation budget is refused, whatever
 its precision, since investigators could not work that queue (judged from
-``min_volume_claims`` shadowed claims on).
+``QueueLimit.min_claims`` shadowed claims on).
 
 :func:`decide` combines both: refused if either comparable source finds the candidate worse;
 with no comparable source at all, let through and recorded as "no comparable evidence",
