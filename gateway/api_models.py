@@ -136,6 +136,13 @@ class ShadowPair(BaseModel):
     claims: int = Field(description="Claims both models scored.")
     agree: int = Field(description="Claims both decided alike.")
     agreement: float | None = Field(description="agree / claims.")
+    challenger_unseen: int = Field(
+        description="The challenger's investigate decisions on claims the champion approved "
+        "and no investigator labelled: nobody saw them.")
+    challenger_precision_bound: float | None = Field(
+        description="The challenger's precision with its unseen flags counted as legitimate, "
+        "at the rate the claims both flagged were labelled: fraud / (labelled + unseen x "
+        "that rate). What `claimflow promote` compares with the champion's precision.")
     first_decided_at: str = Field(description="First shadowed decision (ISO 8601, UTC).")
     last_decided_at: str = Field(description="Latest shadowed decision (ISO 8601, UTC).")
 

@@ -9,7 +9,9 @@ counts per (champion, challenger) pair, and the shadow summary the dashboard and
 
 Investigators label the claims the champion sends them, so a claim only the challenger
 flags has no label: the challenger's precision is measured on the claims both flagged
-(``investigate_unlabelled`` counts the rest).
+(``investigate_unlabelled`` counts the rest). Beside it, the bound the promotion gate
+judges the challenger on (``trainer.gate.precision_bound``): its flags no investigator saw
+counted as legitimate, at the rate the claims both flagged were labelled.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Final
 
 from gateway.polled import Where
 from schemas import ContractError, ShadowScore
+from trainer.gate import precision_bound
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +74,17 @@ class Labelled:
     fraud: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Overlap:
+    """What the bound needs beside the challenger's labelled flags: claims both models
+    flagged, how many of those were labelled, and how many of the challenger's own flags
+    (the champion approved them) carry a label anyway."""
+
+    both_flagged: int = 0
+    both_labelled: int = 0
+    only_labelled: int = 0
+
+
 def precision(labelled: Labelled) -> float | None:
     return labelled.fraud / labelled.labelled if labelled.labelled else None
 
@@ -83,9 +97,12 @@ def model_summary(name: str, version: str, investigate: int, labelled: Labelled
             "precision": precision(labelled)}
 
 
-def pair_summary(pair: Pair, counts: PairCounts, champion: Labelled, challenger: Labelled
-                 ) -> dict[str, Any]:
+def pair_summary(pair: Pair, counts: PairCounts, champion: Labelled, challenger: Labelled,
+                 overlap: Overlap | None = None) -> dict[str, Any]:
     """One pair's numbers (pure; what the API answers per pair)."""
+    overlap = overlap or Overlap()
+    unseen = max(0, counts.challenger_investigate - overlap.both_flagged
+                 - overlap.only_labelled)
     from datetime import UTC, datetime
 
     def iso(ms: int) -> str:
@@ -98,6 +115,10 @@ def pair_summary(pair: Pair, counts: PairCounts, champion: Labelled, challenger:
         "claims": counts.n,
         "agree": counts.agree,
         "agreement": counts.agree / counts.n if counts.n else None,
+        "challenger_unseen": unseen,
+        "challenger_precision_bound": precision_bound(
+            challenger.fraud, challenger.labelled, unseen, overlap.both_flagged,
+            overlap.both_labelled),
         "first_decided_at": iso(counts.first_ms),
         "last_decided_at": iso(counts.last_ms),
     }
@@ -175,13 +196,41 @@ def labelled_counts(rows: Sequence[tuple[str, str, str, str, str, str, str, int]
             for pair, c in tally.items()}
 
 
+# Per pair: claims both models decided investigate (a scan of the shadow table per summary;
+# the dashboard asks every few seconds and the table holds one row per shadowed claim).
+BOTH_FLAGGED_SQL: Final = """
+SELECT champion_name, champion_version, challenger_name, challenger_version, count(*)
+FROM shadow WHERE champion_decision = 'investigate' AND challenger_decision = 'investigate'
+GROUP BY 1, 2, 3, 4
+"""
+
+
+def overlap_counts(labelled_rows: Sequence[tuple[str, str, str, str, str, str, str, int]],
+                   both_rows: Sequence[tuple[str, str, str, str, int]]) -> dict[Pair, Overlap]:
+    """:class:`Overlap` per pair from :data:`LABELLED_SQL` and :data:`BOTH_FLAGGED_SQL` rows
+    (pure)."""
+    tally: dict[Pair, Counter[str]] = {}
+    for a, b, c, d, n in both_rows:
+        tally.setdefault((a, b, c, d), Counter())["both_flagged"] += n
+    for a, b, c, d, champ, chall, _disposition, n in labelled_rows:
+        if chall != "investigate":
+            continue
+        key = "both_labelled" if champ == "investigate" else "only_labelled"
+        tally.setdefault((a, b, c, d), Counter())[key] += n
+    return {pair: Overlap(c["both_flagged"], c["both_labelled"], c["only_labelled"])
+            for pair, c in tally.items()}
+
+
 def shadow_summary(conn: sqlite3.Connection) -> dict[str, Any]:
     """Every (champion, challenger) pair seen on the shadow topic, newest shadow period
     first."""
     counts = {(a, b, c, d): PairCounts(*rest) for a, b, c, d, *rest in conn.execute(
         "SELECT * FROM shadow_counts").fetchall()}
-    labelled = labelled_counts(conn.execute(LABELLED_SQL).fetchall())
+    labelled_rows = conn.execute(LABELLED_SQL).fetchall()
+    labelled = labelled_counts(labelled_rows)
+    overlaps = overlap_counts(labelled_rows, conn.execute(BOTH_FLAGGED_SQL).fetchall())
     pairs = sorted(counts, key=lambda p: counts[p].last_ms, reverse=True)
     empty = (Labelled(), Labelled())
-    return {"pairs": [pair_summary(pair, counts[pair], *labelled.get(pair, empty))
+    return {"pairs": [pair_summary(pair, counts[pair], *labelled.get(pair, empty),
+                                   overlaps.get(pair))
                       for pair in pairs]}

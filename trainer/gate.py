@@ -69,6 +69,18 @@ class Evidence:
     champions_queue: bool = False
 
 
+def precision_bound(fraud: int, labelled: int, unseen: int, both_flagged: int,
+                    both_labelled: int) -> float | None:
+    """A challenger's shadow precision if its ``unseen`` flags (claims the champion approved,
+    so no investigator saw them), had they been labelled at the rate investigators closed
+    the claims both models flagged, had all been legitimate: fraud / (labelled + unseen x
+    that rate). None without labelled flags. The dashboard shows the same number."""
+    if not labelled:
+        return None
+    rate = both_labelled / both_flagged if both_flagged else 1.0
+    return fraud / (labelled + unseen * rate)
+
+
 @dataclass(frozen=True)
 class ShadowPeriod:
     """What the stream saw of one (champion, candidate) pair in shadow, joined with labels."""
@@ -106,13 +118,8 @@ class ShadowPeriod:
 
     @property
     def challenger_precision_bound(self) -> float | None:
-        """The challenger's precision if its unseen flags, had investigators seen them at the
-        same rate as the claims both flagged, had all been legitimate: fraud / (labelled +
-        unseen x labelling rate)."""
-        if not self.challenger_labelled:
-            return None
-        return self.challenger_fraud / (self.challenger_labelled
-                                        + self.unseen * self.labelling_rate)
+        return precision_bound(self.challenger_fraud, self.challenger_labelled, self.unseen,
+                               self.both_flagged, self.both_labelled)
 
     def metrics(self) -> dict[str, float]:
         numbers = {"shadow_claims": float(self.claims),

@@ -170,6 +170,9 @@
       tr.appendChild(el("td", precisionText(pair.champion), "num"));
       tr.appendChild(el("td", precisionText(pair.challenger), "num"));
       tr.appendChild(el("td", fmtInt(pair.challenger.investigate_unlabelled), "num"));
+      tr.appendChild(el("td", pair.challenger_precision_bound === null ? "-"
+        : `${fmtRate(pair.challenger_precision_bound)} (${fmtInt(pair.challenger_unseen)} unseen)`,
+        "num shadow-bound"));
       tr.appendChild(el("td", `${fmtTime(pair.first_decided_at)} - ${fmtTime(pair.last_decided_at)}`));
       tbody.appendChild(tr);
     }

@@ -364,6 +364,7 @@ def test_the_shadow_table_shows_agreement_and_precision_of_both_models(
     assert PAYLOADS["version"] in text  # markup in a model version is shown as text
     assert "50.0% (1 / 2)" in text
     assert "100.0% (1 / 1)" in text
+    assert "100.0% (0 unseen)" in text  # the gate's bound: it flagged nothing unseen
     assert row.find_elements(By.TAG_NAME, "svg") == []
     assert pwned(browser) is None
     assert not browser.find_element(By.ID, "shadow-none").is_displayed()

@@ -13,7 +13,15 @@ import pytest
 
 from gateway.label_view import StoredLabel
 from gateway.outcome_consumer import OutcomeConsumer
-from gateway.shadow_view import Labelled, PairCounts, labelled_counts, pair_summary, precision
+from gateway.shadow_view import (
+    Labelled,
+    Overlap,
+    PairCounts,
+    labelled_counts,
+    overlap_counts,
+    pair_summary,
+    precision,
+)
 from schemas import Decision, Label, ModelRef, ShadowScore, ShadowVerdict, StreamSource
 from schemas.label import Disposition
 from tests.fake_message import FakeMessage
@@ -86,6 +94,14 @@ def test_precision_is_fraud_over_labelled_and_null_without_labels() -> None:
     assert out["challenger"]["precision"] == 0.6
     assert out["challenger"]["investigate_unlabelled"] == 4
     assert out["last_decided_at"] == "1970-01-01T00:01:00+00:00"
+    # The gate's bound: of the challenger's 9 flags, 6 the champion flagged too (4 of them
+    # labelled), 1 only it flagged but labelled anyway, 2 nobody saw.
+    overlap = overlap_counts(rows, [(*pair, 6)])[pair]
+    assert overlap == Overlap(both_flagged=6, both_labelled=4, only_labelled=1)
+    out = pair_summary(pair, PairCounts(20, 15, 12, 9, 0, 60_000),
+                       *labelled_counts(rows)[pair], overlap)
+    assert out["challenger_unseen"] == 2
+    assert out["challenger_precision_bound"] == pytest.approx(3 / (5 + 2 * 4 / 6))
 
 
 # -- the store and the API
@@ -108,6 +124,10 @@ def test_agreement_and_precision_over_the_shadow_period(gw: Gateway) -> None:
     assert pair["challenger"] == {"name": "claim-anomaly", "version": "4", "investigate": 3,
                                   "labelled": 1, "fraud": 1, "investigate_unlabelled": 2,
                                   "precision": 1.0}
+    # C-4, flagged by the challenger only, was never labelled; half the claims both flagged
+    # (C-1 of C-1 and C-5) were: the bound counts C-4 as half a legitimate claim.
+    assert pair["challenger_unseen"] == 1
+    assert pair["challenger_precision_bound"] == pytest.approx(1 / (1 + 1 * 0.5))
     assert pair["first_decided_at"] == NOW.isoformat()
     assert pair["last_decided_at"] == (NOW + timedelta(minutes=4)).isoformat()
 
