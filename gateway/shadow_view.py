@@ -10,7 +10,7 @@ counts per (champion, challenger) pair, and the shadow summary the dashboard and
 Investigators label the claims the champion sends them, so a claim only the challenger
 flags has no label: the challenger's precision is measured on the claims both flagged
 (``investigate_unlabelled`` counts the rest). Beside it, the bound the promotion gate
-judges the challenger on (``trainer.gate.precision_bound``): its flags no investigator saw
+judges the challenger on (``schemas.shadow.precision_bound``): its flags no investigator saw
 counted as legitimate, at the rate the claims both flagged were labelled.
 """
 
@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from gateway.polled import Where
 from schemas import ContractError, ShadowScore
-from trainer.gate import precision_bound
+from schemas.shadow import precision_bound
 
 logger = logging.getLogger(__name__)
 

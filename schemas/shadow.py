@@ -32,3 +32,17 @@ class ShadowScore(Contract):
     agree: bool = Field(description="Both models decided alike.")
     decided_at: AwareDatetime = Field(description="decided_at of the claim's Decision.")
     source: StreamSource = Field(description="Where the claim was read.")
+
+
+# How a shadow period's records are read, in one place for the promotion gate (trainer) and
+# the dashboard (gateway), which may both import the contracts and not each other.
+def precision_bound(fraud: int, labelled: int, unseen: int, both_flagged: int,
+                    both_labelled: int) -> float | None:
+    """A challenger's shadow precision if its ``unseen`` flags (claims the champion approved,
+    so no investigator saw them), had they been labelled at the rate investigators closed
+    the claims both models flagged, had all been legitimate: fraud / (labelled + unseen x
+    that rate). None without labelled flags."""
+    if not labelled:
+        return None
+    rate = both_labelled / both_flagged if both_flagged else 1.0
+    return fraud / (labelled + unseen * rate)

@@ -40,6 +40,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from schemas.shadow import precision_bound
+
 KEYS: Final = ("precision_at_budget", "pr_auc")
 SAME_HOLDOUT_PARAMS: Final = ("feature_set", "test_size", "seed")
 TIE: Final = 1e-12
@@ -67,18 +69,6 @@ class Evidence:
     # Labels from investigators' dispositions (a labels topic): they answer the champion's
     # queue, so every labelled holdout claim is one the champion flagged.
     champions_queue: bool = False
-
-
-def precision_bound(fraud: int, labelled: int, unseen: int, both_flagged: int,
-                    both_labelled: int) -> float | None:
-    """A challenger's shadow precision if its ``unseen`` flags (claims the champion approved,
-    so no investigator saw them), had they been labelled at the rate investigators closed
-    the claims both models flagged, had all been legitimate: fraud / (labelled + unseen x
-    that rate). None without labelled flags. The dashboard shows the same number."""
-    if not labelled:
-        return None
-    rate = both_labelled / both_flagged if both_flagged else 1.0
-    return fraud / (labelled + unseen * rate)
 
 
 @dataclass(frozen=True)
