@@ -44,5 +44,10 @@ def precision_bound(fraud: int, labelled: int, unseen: int, both_flagged: int,
     that rate). None without labelled flags."""
     if not labelled:
         return None
-    rate = both_labelled / both_flagged if both_flagged else 1.0
-    return fraud / (labelled + unseen * rate)
+    return fraud / (labelled + unseen * labelling_rate(both_flagged, both_labelled))
+
+
+def labelling_rate(both_flagged: int, both_labelled: int) -> float:
+    """The share of claims both models flagged that investigators closed (1.0 when none was
+    flagged by both: nothing to scale by)."""
+    return both_labelled / both_flagged if both_flagged else 1.0

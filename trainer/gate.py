@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from schemas.shadow import precision_bound
+from schemas.shadow import labelling_rate, precision_bound
 
 KEYS: Final = ("precision_at_budget", "pr_auc")
 SAME_HOLDOUT_PARAMS: Final = ("feature_set", "test_size", "seed")
@@ -102,9 +102,7 @@ class ShadowPeriod:
 
     @property
     def labelling_rate(self) -> float:
-        """The share of claims both models flagged that investigators closed (1.0 when
-        none was flagged by both: nothing to scale by)."""
-        return self.both_labelled / self.both_flagged if self.both_flagged else 1.0
+        return labelling_rate(self.both_flagged, self.both_labelled)
 
     @property
     def challenger_precision_bound(self) -> float | None:

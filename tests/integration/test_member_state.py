@@ -159,29 +159,42 @@ def test_streamed_decisions_equal_score_file_across_partitions(
     assert worker.terminate() == 0
 
 
-def test_kill_9_mid_stream_restores_member_state_from_kafka(
-    kafka_bootstrap: str, make_topic: Callable[..., str], group_id: str,
-    history_service: ModelServiceProcess, offline: dict[str, dict[str, Any]],
-    stream_file: tuple[Path, list[ClaimV2]], workers: Callable[..., Worker],
-) -> None:
+def kill_mid_stream_and_replace(bootstrap: str, make_topic: Callable[..., str], group_id: str,
+                                model_url: str, claims: list[ClaimV2],
+                                workers: Callable[..., Worker], restore_s: float,
+                                done_s: float, **settings: str) -> tuple[Topics, Worker]:
+    """Stream ``claims`` over 2 partitions to one worker, SIGKILL it a tenth of the way in,
+    start a replacement with the same settings (same transactional.id, which fences the
+    dead one) and wait until it restored its members (within ``restore_s``) and the group
+    read everything (within ``done_s``). Small batches: hundreds of transactions, so the kill lands
+    mid-stream."""
     topics = Topics(claims=make_topic(2), approved=make_topic(1), investigate=make_topic(1),
                     deadletter=make_topic(1))
-    _, claims = stream_file
-    produce_by_member(kafka_bootstrap, topics.claims, claims)
-    # Small batches: hundreds of transactions, so the kill lands mid-stream.
-    env = worker_env(kafka_bootstrap, topics, group_id, history_service.url,
-                     SCORER_BATCH_MAX_SIZE="10")
+    produce_by_member(bootstrap, topics.claims, claims)
+    env = worker_env(bootstrap, topics, group_id, model_url, SCORER_BATCH_MAX_SIZE="10",
+                     **settings)
 
     def outputs() -> int:
-        return decided(kafka_bootstrap, topics)
+        return decided(bootstrap, topics)
 
     first = workers("first", env)
     wait_until(lambda: outputs() >= len(claims) // 10, 90, "a tenth of the decisions")
     first.kill9()
     assert outputs() < len(claims), "the worker finished before it could be killed"
-    second = workers("second", env)  # same transactional.id: fences the dead one
-    second.wait_log(r"restored \S+ partitions 0,1: [1-9]\d* members", 60)
-    wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=120)
+    second = workers("second", env)
+    second.wait_log(r"restored \S+ partitions 0,1: [1-9]\d* members", restore_s)
+    wait_group_done(bootstrap, group_id, topics.claims, timeout_s=done_s)
+    return topics, second
+
+
+def test_kill_9_mid_stream_restores_member_state_from_kafka(
+    kafka_bootstrap: str, make_topic: Callable[..., str], group_id: str,
+    history_service: ModelServiceProcess, offline: dict[str, dict[str, Any]],
+    stream_file: tuple[Path, list[ClaimV2]], workers: Callable[..., Worker],
+) -> None:
+    _, claims = stream_file
+    topics, second = kill_mid_stream_and_replace(
+        kafka_bootstrap, make_topic, group_id, history_service.url, claims, workers, 60, 120)
     assert_same_as_offline(read_outcomes(kafka_bootstrap, topics), offline, claims)
     assert second.terminate() == 0
 
@@ -223,25 +236,12 @@ def test_a_static_member_restarted_after_kill_9_takes_over_without_waiting_for_i
     group.instance.id, so the coordinator hands it the partitions at once. The session
     timeout is two minutes here and the whole takeover must finish well inside it: a dynamic
     member would wait out those two minutes before the group let go of the dead one."""
-    topics = Topics(claims=make_topic(2), approved=make_topic(1), investigate=make_topic(1),
-                    deadletter=make_topic(1))
     _, claims = stream_file
-    produce_by_member(kafka_bootstrap, topics.claims, claims)
     session_s = 120
-    env = worker_env(kafka_bootstrap, topics, group_id, history_service.url,
-                     SCORER_BATCH_MAX_SIZE="10", SCORER_STATIC_MEMBERSHIP="true",
-                     SCORER_SESSION_TIMEOUT_MS=str(session_s * 1000),
-                     SCORER_TRANSACTION_TIMEOUT_MS=str(session_s * 1000))
-
-    def outputs() -> int:
-        return decided(kafka_bootstrap, topics)
-
-    first = workers("first", env)
-    wait_until(lambda: outputs() >= len(claims) // 10, 90, "a tenth of the decisions")
-    first.kill9()
-    assert outputs() < len(claims), "the worker finished before it could be killed"
-    second = workers("second", env)  # same instance id and transactional.id
-    second.wait_log(r"restored \S+ partitions 0,1: [1-9]\d* members", session_s / 2)
-    wait_group_done(kafka_bootstrap, group_id, topics.claims, timeout_s=session_s / 2)
+    topics, second = kill_mid_stream_and_replace(
+        kafka_bootstrap, make_topic, group_id, history_service.url, claims, workers,
+        session_s / 2, session_s / 2, SCORER_STATIC_MEMBERSHIP="true",
+        SCORER_SESSION_TIMEOUT_MS=str(session_s * 1000),
+        SCORER_TRANSACTION_TIMEOUT_MS=str(session_s * 1000))
     assert_same_as_offline(read_outcomes(kafka_bootstrap, topics), offline, claims)
     assert second.terminate() == 0
