@@ -30,7 +30,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from features.member import MemberFeatures
 from schemas import Claim, ClaimV2, ScoreAnswer
 from scorer.http11 import Http11Connection
-from scorer.shadow import ChallengerVerdict, ShadowAnswerItem
+from scorer.shadow import ShadowColumns
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ _ANSWER: Final = TypeAdapter(ScoreAnswer)
 
 class _ShadowBody(BaseModel):
     results: list[ScoreAnswer]
-    shadow: list[ChallengerVerdict] | None  # read leniently: reasons are not needed
+    shadow: ShadowColumns | None
 
 
 class ShadowAnswer(NamedTuple):
@@ -50,7 +50,7 @@ class ShadowAnswer(NamedTuple):
     the service has no challenger, or it failed on this batch)."""
 
     results: list[ScoreAnswer]
-    shadow: Sequence[ShadowAnswerItem] | None
+    shadow: ShadowColumns | None
 
 
 class ModelUnavailable(Exception):  # noqa: N818 - the agreed public name

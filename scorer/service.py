@@ -4,10 +4,10 @@ Started by ``claimflow serve-model``. APIs (JSON):
 
 * ``POST /score_batch`` ``{"claims": [Claim, ...], "members": [MemberContext, ...]}`` ->
   ``[ScoreResult, ...]`` (input order)
-* ``POST /score_batch`` with ``"shadow": true`` -> ``{"results": [...], "shadow": [...] | null}``:
-  the same champion answers, and the challenger's answers to the same claims and member
-  contexts without reasons (a shadow record reads only score, threshold and decision);
-  null when no challenger is loaded or it failed
+* ``POST /score_batch`` with ``"shadow": true`` -> ``{"results": [...], "shadow": {...} | null}``:
+  the same champion answers, and the challenger's verdicts on the same claims and member
+  contexts as columns without reasons (``ServedModel.verdicts_json``: a shadow record reads
+  only score, threshold and decision); null when no challenger is loaded or it failed
   (logged and counted, never an error of the request)
 * ``POST /score`` ``{"claim": Claim, "member": MemberContext}`` -> ``ScoreResult``
 
@@ -216,8 +216,8 @@ class ClaimAnomalyService:
         self, claims: ClaimList, members: MemberList | None = None, shadow: bool = False
     ) -> Response:
         """Score a batch of claims; results come back in input order. With ``shadow``:
-        ``{"results": [...], "shadow": [...] | null}``, the challenger's answers to the same
-        claims and member contexts (null: no challenger loaded, or it failed)."""
+        ``{"results": [...], "shadow": {...} | null}``, the challenger's verdicts on the same
+        claims and member contexts as columns (null: no challenger loaded, or it failed)."""
         contexts = None if members is None else [member_features(m) for m in members.root]
         model = self._model()
         try:
@@ -232,14 +232,14 @@ class ClaimAnomalyService:
 
     def _shadow_json(self, champion: ServedModel, claims: list[AnyClaim],
                      contexts: list[MemberFeatures] | None) -> bytes:
-        """The challenger's answers to the same claims and contexts, or ``null``."""
+        """The challenger's verdicts on the same claims and contexts, or ``null``."""
         challenger = None if self.shadow is None else self.shadow.current
         # The trainer leaves the challenger alias on a version it promotes: scoring the
         # champion twice would cost as much as a real challenger and tell nothing.
         if challenger is None or challenger.tag == champion.tag:
             return b"null"
         try:
-            return challenger.score_json(claims, contexts, explain=False)
+            return challenger.verdicts_json(claims, contexts)
         except Exception:  # whatever the challenger does, the champion's answer stands
             SHADOW_FAILURES.labels("score").inc()
             logger.exception("challenger %s failed on a batch of %d claims; answering "

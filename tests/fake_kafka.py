@@ -32,6 +32,7 @@ from schemas import Claim, ClaimV2, ModelRef, ScoreAnswer, ScoreRefusal, ScoreRe
 from scorer.client import ModelClient, ModelServiceError, ModelUnavailable, ShadowAnswer
 from scorer.kafka_config import ClusterCalls
 from scorer.loop import ScoringLoop
+from scorer.shadow import ShadowColumns
 from scorer.worker_metrics import WorkerMetrics
 from scorer.worker_settings import ScorerSettings
 from tests.fake_message import FakeMessage
@@ -301,6 +302,16 @@ class FakeProducers:
         return [event for producer in self.made for event in producer.events]
 
 
+def columns_of(answers: Sequence[ScoreAnswer], model: FakeModelClient) -> ShadowColumns:
+    """Answers as the model service's shadow columns (None for a refusal)."""
+    scored = [answer if isinstance(answer, ScoreResult) else None for answer in answers]
+    return ShadowColumns(
+        model=model.model, threshold=model.threshold / 10_000,
+        claim_ids=[answer.claim_id for answer in answers],
+        scores=[None if result is None else result.anomaly_score for result in scored],
+        decisions=[None if result is None else result.decision for result in scored])
+
+
 @dataclass
 class FakeModelClient:
     """Scores a claim by its amount: above ``threshold`` it is investigated."""
@@ -321,7 +332,8 @@ class FakeModelClient:
         self.shadow_calls += 1
         if self.challenger is None:
             return ShadowAnswer(results, None)
-        return ShadowAnswer(results, self.challenger.score_batch(claims, members))
+        return ShadowAnswer(results, columns_of(self.challenger.score_batch(claims, members),
+                                                self.challenger))
 
     def score_batch(self, claims: Sequence[Claim | ClaimV2],
                     members: Sequence[MemberFeatures] | None = None) -> list[ScoreAnswer]:

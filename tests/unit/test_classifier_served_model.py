@@ -68,7 +68,7 @@ def test_decisions_follow_the_training_threshold_or_the_rule_and_give_reasons(
     assert all(0.0 <= a["anomaly_score"] <= 1.0 for a in answers)
 
 
-def test_unexplained_answers_are_the_explained_ones_without_reasons(
+def test_verdict_columns_are_the_explained_answers_without_reasons(
         trained: Trained, served: ServedModel) -> None:
     """What shadow scoring asks of a challenger: same scores, thresholds and decisions (the
     resubmission rule included), no reasons."""
@@ -80,8 +80,11 @@ def test_unexplained_answers_are_the_explained_ones_without_reasons(
     store, positions = MemberStore(), [Position("file", 0, 0)] * len(contract)
     step = member_step(store, contract, positions)
     explained = orjson.loads(served.score_json(contract, step.features))
-    bare = orjson.loads(served.score_json(contract, step.features, explain=False))
-    assert bare == [{k: v for k, v in r.items() if k != "reasons"} for r in explained]
+    columns = orjson.loads(served.verdicts_json(contract, step.features))
+    assert columns == {"model": explained[0]["model"], "threshold": explained[0]["threshold"],
+                       "claim_ids": [r["claim_id"] for r in explained],
+                       "scores": [r["anomaly_score"] for r in explained],
+                       "decisions": [r["decision"] for r in explained]}
     assert any(r["kind"] == "rule" for answer in explained for r in answer["reasons"])
 
 

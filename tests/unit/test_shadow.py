@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import orjson
 import pytest
 from confluent_kafka import KafkaError
@@ -21,6 +22,7 @@ from schemas import (
 from scorer.routing import Position
 from scorer.shadow import (
     ENCODED_SHADOW_FIELDS,
+    ShadowColumns,
     ShadowEncoder,
     ShadowMismatchError,
     shadow_records,
@@ -51,24 +53,44 @@ def challenger(threshold: float = 20_000.0) -> FakeModelClient:
 # -- the contract and its encoder
 
 
+def columns(answers: list[ScoreAnswer], model: ModelRef = CHALLENGER,
+            threshold: float = 0.5) -> ShadowColumns:
+    scored = [a if isinstance(a, ScoreResult) else None for a in answers]
+    return ShadowColumns(model=model, threshold=threshold,
+                         claim_ids=[a.claim_id for a in answers],
+                         scores=[None if r is None else r.anomaly_score for r in scored],
+                         decisions=[None if r is None else r.decision for r in scored])
+
+
 def test_the_encoder_writes_what_the_contract_writes() -> None:
-    champ, shadow = result("C-1", 0.61, CHAMPION), result("C-1", 0.42, CHALLENGER, 0.45)
-    position = Position("claims", 3, 1234)
-    encoded = ShadowEncoder(NOW).encode(champ, shadow, position)
-    message = ShadowScore.from_json(encoded)
-    assert message.to_json() == encoded
+    # Scores as both families give them: a forest's near 0.5, a classifier's as small as
+    # 1e-9 (written in exponent form), and round numbers.
+    rng = np.random.default_rng(5)
+    scores = [*rng.random(40), *(10 ** rng.uniform(-12, 0, 40)), 0.0, 1.0, 0.5, 1e-5]
+    n = len(scores)
+    champion = [result(f"C-{i}", float(s), CHAMPION, 0.61) for i, s in enumerate(scores)]
+    challenger = columns([result(f"C-{i}", float(s), CHALLENGER, 1e-3)
+                          for i, s in enumerate(scores[::-1])], threshold=1e-3)
+    positions = [Position("claims", i % 3, 1234 + i) for i in range(n)]
+    encoded = ShadowEncoder(NOW).encode_batch(champion, challenger, list(range(n)), positions)
     assert tuple(ShadowScore.model_fields) == ENCODED_SHADOW_FIELDS
-    assert message.agree is False
-    assert (message.champion.decision, message.challenger.decision) == ("investigate", "approve")
-    assert message.champion.model == CHAMPION
-    assert message.challenger.anomaly_score == 0.42
-    assert (message.source.partition, message.source.offset) == (3, 1234)
-    assert message.decided_at == NOW
+    for i, record in enumerate(encoded):
+        message = ShadowScore.from_json(record)
+        assert message.to_json() == record
+        assert message.champion.anomaly_score == scores[i]
+        assert message.challenger.anomaly_score == scores[n - 1 - i]
+        assert message.champion.model == CHAMPION
+        assert message.challenger.model == CHALLENGER
+        assert message.agree is (message.champion.decision == message.challenger.decision)
+        assert (message.source.partition, message.source.offset) == (i % 3, 1234 + i)
+        assert message.decided_at == NOW
+    assert {orjson.loads(r)["agree"] for r in encoded} == {True, False}
 
 
 def test_the_contract_refuses_a_verdict_without_a_model() -> None:
-    good = orjson.loads(ShadowEncoder(NOW).encode(
-        result("C-1", 0.6, CHAMPION), result("C-1", 0.6, CHALLENGER), Position("claims", 0, 1)))
+    good = orjson.loads(ShadowEncoder(NOW).encode_batch(
+        [result("C-1", 0.6, CHAMPION)], columns([result("C-1", 0.6, CHALLENGER)]), [0],
+        [Position("claims", 0, 1)])[0])
     del good["challenger"]["model"]
     with pytest.raises(ContractError) as info:
         ShadowScore.from_json(orjson.dumps(good))
@@ -89,41 +111,32 @@ def test_records_skip_claims_either_model_refused_and_count_agreement() -> None:
     challenger_answers: list[ScoreAnswer] = [
         result("C-0", 0.7, CHALLENGER), result("C-1", 0.9, CHALLENGER),
         result("C-2", 0.1, CHALLENGER), refusal.model_copy(update={"claim_id": "C-3"})]
-    records = shadow_records(batch.claims, batch.positions, champion, challenger_answers,
-                             decided_at=NOW, topic=SHADOW)
+    records = shadow_records(batch.claims, batch.positions, champion,
+                             columns(challenger_answers), decided_at=NOW, topic=SHADOW)
     assert [r.key for r in records.outgoing] == [b"C-0", b"C-1"]
     assert (records.refused, records.agreed) == (1, 1)
-    with pytest.raises(ShadowMismatchError, match="3 results for 4 claims"):
-        shadow_records(batch.claims, batch.positions, champion, challenger_answers[:3],
-                       decided_at=NOW, topic=SHADOW)
+    sent = [ShadowScore.from_json(r.value) for r in records.outgoing]
+    assert [(m.claim_id, m.challenger.anomaly_score, m.source.offset) for m in sent] == [
+        ("C-0", 0.7, 0), ("C-1", 0.9, 1)]
+    with pytest.raises(ShadowMismatchError, match="3 claim ids, 3 scores and 3 decisions "
+                                                  "for 4 claims"):
+        shadow_records(batch.claims, batch.positions, champion,
+                       columns(challenger_answers[:3]), decided_at=NOW, topic=SHADOW)
     with pytest.raises(ShadowMismatchError, match="claim_id=C-3 where claim_id=C-0"):
-        shadow_records(batch.claims, batch.positions, champion, challenger_answers[::-1],
-                       decided_at=NOW, topic=SHADOW)
+        shadow_records(batch.claims, batch.positions, champion,
+                       columns(challenger_answers[::-1]), decided_at=NOW, topic=SHADOW)
+    ragged = columns(challenger_answers).model_copy(update={"scores": [0.7, 0.9, 0.1]})
+    with pytest.raises(ShadowMismatchError, match="4 claim ids, 3 scores"):
+        shadow_records(batch.claims, batch.positions, champion, ragged, decided_at=NOW,
+                       topic=SHADOW)
 
 
-def test_challenger_answers_are_read_leniently_and_encode_the_same() -> None:
-    from pydantic import TypeAdapter
-
-    from scorer.shadow import ChallengerVerdict
-
-    scored = result("C-1", 0.42, CHALLENGER, 0.45).model_copy(update={"reasons": []})
-    refused = ScoreRefusal(claim_id="C-2", error_kind="unsupported_version", error="v2 only",
-                           model=CHALLENGER)
-    wire = b"[" + scored.to_json() + b"," + refused.to_json() + b"]"
-    lenient = TypeAdapter(list[ChallengerVerdict]).validate_json(wire)
-    assert [v.scored for v in lenient] == [True, False]
-    champ, position = result("C-1", 0.61, CHAMPION), Position("claims", 0, 5)
-    encoder = ShadowEncoder(NOW)
-    assert encoder.encode(champ, lenient[0], position) == encoder.encode(champ, scored, position)
-    from scorer.routing import split_batch
-    from tests.fake_message import FakeMessage
-
-    batch = split_batch([FakeMessage(claim_bytes(claim_id=f"C-{i}"), i) for i in (1, 2)],
-                        max_bytes=16_384, now=NOW)
-    records = shadow_records(batch.claims, batch.positions,
-                             [champ, result("C-2", 0.1, CHAMPION)], lenient,
-                             decided_at=NOW, topic=SHADOW)
-    assert ([r.key for r in records.outgoing], records.refused) == ([b"C-1"], 1)
+def test_columns_are_read_leniently() -> None:
+    wire = orjson.dumps({"model": CHALLENGER.model_dump(), "threshold": 0.5,
+                         "claim_ids": ["C-1", "C-2"], "scores": [0.42, None],
+                         "decisions": ["approve", None], "added_later": [1, 2]})
+    read = ShadowColumns.model_validate_json(wire)
+    assert (read.scores, read.decisions) == ([0.42, None], ["approve", None])
 
 
 # -- the loop

@@ -14,7 +14,7 @@ import pytest
 from sklearn.ensemble import IsolationForest
 
 from features.reference import build_reference
-from schemas import ModelRef
+from schemas import Claim, ClaimV2, ModelRef
 from scorer.holder import ModelHolder, shadow_source_from
 from scorer.model_settings import ModelSettings
 from scorer.service import SHADOW_FAILURES, ClaimAnomalyService, ClaimList
@@ -100,15 +100,36 @@ def test_the_shadow_answer_is_both_models_on_the_same_claims(
     rows = training[:200]
     body = orjson.loads(score_batch(service(champion, challenger), rows, shadow=True))
     assert body["results"] == orjson.loads(champion.score_json(claims_for(rows)))
-    assert body["shadow"] == orjson.loads(challenger.score_json(claims_for(rows), explain=False))
-    # The challenger is not explained (a shadow record never reads reasons): the same
-    # answers as the explained ones, reasons left out.
-    explained = orjson.loads(challenger.score_json(claims_for(rows)))
-    assert body["shadow"] == [{k: v for k, v in r.items() if k != "reasons"} for r in explained]
-    assert {r["model"]["version"] for r in body["shadow"]} == {"2"}
+    # The challenger's verdicts as columns, without reasons (a shadow record never reads
+    # them): the same scores, threshold and decisions as its explained answers.
+    assert body["shadow"] == as_columns(orjson.loads(challenger.score_json(claims_for(rows))))
+    assert body["shadow"]["model"]["version"] == "2"
     # Two different forests: their scores differ.
-    assert [r["anomaly_score"] for r in body["results"]] != [
-        r["anomaly_score"] for r in body["shadow"]]
+    assert [r["anomaly_score"] for r in body["results"]] != body["shadow"]["scores"]
+
+
+def as_columns(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Explained answers (all scored) as ``ServedModel.verdicts_json`` writes them."""
+    return {"model": answers[0]["model"], "threshold": answers[0]["threshold"],
+            "claim_ids": [a["claim_id"] for a in answers],
+            "scores": [a["anomaly_score"] for a in answers],
+            "decisions": [a["decision"] for a in answers]}
+
+
+def test_a_claim_the_challenger_cannot_read_gets_null_columns(
+    models: tuple[ServedModel, ServedModel], training: np.ndarray
+) -> None:
+    from tests.v2_factory import v2_claim
+
+    _, challenger = models
+    v1 = claims_for(training[:3])
+    v2 = ClaimV2.model_validate_json(orjson.dumps(v2_claim(claim_id="C-v2")))
+    mixed: list[Claim | ClaimV2] = [v1[0], v2, v1[1], v1[2]]
+    columns = orjson.loads(challenger.verdicts_json(mixed))
+    assert columns["claim_ids"] == [claim.claim_id for claim in mixed]
+    expected = as_columns(orjson.loads(challenger.score_json(v1)))
+    assert columns["scores"] == [expected["scores"][0], None, *expected["scores"][1:]]
+    assert columns["decisions"] == [expected["decisions"][0], None, *expected["decisions"][1:]]
 
 
 def test_a_challenger_alias_on_the_champion_itself_is_not_scored_twice(
@@ -137,7 +158,7 @@ def test_no_challenger_answers_null(models: tuple[ServedModel, ServedModel],
 
 
 class BrokenModel(ServedModel):
-    def score_json(self, claims: Any, members: Any = None, *, explain: bool = True) -> bytes:
+    def verdicts_json(self, claims: Any, members: Any = None) -> bytes:
         raise RuntimeError("challenger bug")
 
 
