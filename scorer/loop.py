@@ -145,8 +145,12 @@ class ScoringLoop:
         parent_pid: int | None = None,
         *,
         cluster: ClusterCalls,
+        after_batch: Callable[[], object] | None = None,
     ) -> None:
         self.settings = settings
+        # Run after each consumed batch (the process's garbage collection policy,
+        # scorer.collector; nothing in tests).
+        self.after_batch = after_batch
         self.consumer = consumer
         self.make_producer = make_producer
         self.client = client
@@ -187,6 +191,8 @@ class ScoringLoop:
             usable = self.usable(messages)
             if usable:
                 self.process(usable)
+                if self.after_batch is not None:
+                    self.after_batch()
             self.housekeeping()
 
     # -- rebalances: nothing is in flight when librdkafka calls these (see module docstring)

@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 
 from scorer.calls import kafka_error
 from scorer.client import ModelClient
+from scorer.collector import BatchCollector
 from scorer.kafka_config import cluster_calls, consumer_config, producer_config
 from scorer.loop import FatalWorkerError, ScoringLoop
 from scorer.worker_metrics import WorkerMetrics
@@ -45,7 +46,7 @@ def run_worker(
     try:
         loop = ScoringLoop(
             settings, consumer, lambda: Producer(config), client, metrics, stop, parent_pid,
-            cluster=cluster_calls(settings),
+            cluster=cluster_calls(settings), after_batch=BatchCollector().after_batch,
         )
         loop.subscribe()
         # What exists now (modules, clients) lives as long as the process: frozen out of the
