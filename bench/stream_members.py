@@ -90,15 +90,18 @@ SMOKE = Sizes(backlog=3_000, setups=(README_DEFAULT, TUNED), latency_rate=1000, 
 
 def in_process(lines: Sequence[bytes], model: Any) -> dict[str, Any]:
     """CPU per claim of each step of the path, one thread, batches of 1,000 in stream order
-    (each member's history grows as in the stream). CPU time, not wall time: on a shared
+    (each member's history grows as in the stream), with the worker's garbage collection
+    after each batch (``collect``, scorer.collector). CPU time, not wall time: on a shared
     machine a step's wall time counts the other processes' turns too."""
     from features.vector import feature_vector
+    from scorer.collector import BatchCollector
 
     gc.collect()
     gc.freeze()
+    collector = BatchCollector()
     store = MemberStore()
     timers = {"decode": 0.0, "member_step": 0.0, "model_score_json": 0.0,
-              "feature_vector": 0.0}
+              "feature_vector": 0.0, "collect": 0.0}
     codes = model.codes
     clock = time.thread_time
     wall0 = time.perf_counter()
@@ -117,18 +120,24 @@ def in_process(lines: Sequence[bytes], model: Any) -> dict[str, Any]:
         for claim, member in zip(claims, step.features, strict=True):
             feature_vector(claim, member, codes)
         t4 = clock()
+        collector.after_batch()
+        t5 = clock()
         timers["decode"] += t1 - t0
         timers["member_step"] += t2 - t1
         timers["model_score_json"] += t3 - t2
         timers["feature_vector"] += t4 - t3
+        timers["collect"] += t5 - t4
+    gc.unfreeze()
     wall = time.perf_counter() - wall0
     n = len(lines)
-    path_s = timers["decode"] + timers["member_step"] + timers["model_score_json"]
+    path_s = (timers["decode"] + timers["member_step"] + timers["model_score_json"]
+              + timers["collect"])
     return {
         "claims": n, "batch": IN_PROCESS_BATCH,
         "cpu_us_per_claim": {name: seconds / n * 1e6 for name, seconds in timers.items()},
-        # decode + member step + the model's path per CPU second of one thread: what one
-        # core does without Kafka, HTTP, decisions' encoding and transactions.
+        # decode + member step + the model's path + the collection per CPU second of one
+        # thread: what one core does without Kafka, HTTP, decisions' encoding and
+        # transactions.
         "claims_per_s": n / path_s if path_s > 0 else 0.0,
         "cpu_cores": 1.0,
         # How much of a core this process got meanwhile (the machine is shared).
