@@ -7,14 +7,16 @@ grow by a quarter: in process, over 100k realistic v2 claims, that was about a t
 the worker's CPU per claim (decode and member step 56 -> 39 us per claim without it;
 docs/member-stage.md has the measurement).
 
-:class:`BatchCollector` runs after each batch: a collection, which only walks what is not
-frozen (what the batch left behind), then ``gc.freeze()``, which moves the survivors out
-of every later collection. Nothing the worker keeps forms reference cycles (histories are
-tuples of tuples, replaced whole and freed by reference counting), so freezing them costs
-no memory. Cyclic garbage made within a batch is collected by that batch's collection; a
-cycle that was still alive at a freeze and is dropped later (a replaced producer's
-callbacks, a kept exception) waits for the next full collection, which runs every
-``full_every_s`` with everything unfrozen first.
+:class:`BatchCollector` runs after each batch: a collection of the two young generations
+(what the batch allocated and what survived its last few collections), then
+``gc.freeze()``, which moves every survivor out of all later collections. Nothing the worker
+keeps forms reference cycles (histories are tuples of tuples, replaced whole and freed by
+reference counting), so freezing them keeps nothing alive that would otherwise be freed.
+Cyclic garbage of a batch is collected by its young collection, unless a collection within
+the batch had already moved it to the oldest generation; that, and a cycle still alive at a
+freeze and dropped later (a replaced producer's callbacks, a kept exception), wait for the
+full collection of everything, unfrozen first, every ``full_every_s``. A full collection
+after each batch instead cost 3.4 us per claim in process, against 0.1 for the young one.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ FULL_COLLECTION_EVERY_S = 600.0
 
 
 class BatchCollector:
-    """Collects what a batch left behind and freezes the rest; a full collection of
-    everything every ``full_every_s``."""
+    """Collects the young generations after a batch and freezes the survivors; a full
+    collection of everything every ``full_every_s``."""
 
     def __init__(self, full_every_s: float = FULL_COLLECTION_EVERY_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -42,6 +44,8 @@ class BatchCollector:
         if now - self.last_full >= self.full_every_s:
             gc.unfreeze()
             self.last_full = now
-        found = gc.collect()
+            found = gc.collect()
+        else:
+            found = gc.collect(1)
         gc.freeze()
         return found
