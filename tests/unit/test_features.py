@@ -91,6 +91,52 @@ def test_anything_else_changed_is_no_duplicate(change: dict[str, Any]) -> None:
     assert features.duplicate == 0.0
 
 
+def by_definition(new: ClaimV2, history: MemberHistory) -> tuple[object, ...]:
+    """The member features as the issue defines them, one window at a time (what the
+    one-pass ``member_features`` must equal)."""
+    day = new.service_date.toordinal()
+    ages = [day - past.service_day for past in history.recent]
+
+    def within(days: int) -> float:
+        return float(sum(1 for age in ages if abs(age) < days)) + 1.0
+
+    providers = {past.provider_id for past, age in zip(history.recent, ages, strict=True)
+                 if abs(age) < 30} | {new.provider_id}
+    previous = max((past.service_day for past in history.recent if past.service_day <= day),
+                   default=None)
+    same_day = sum(1 for past in history.recent
+                   if past.service_day == day and past.provider_id == new.provider_id)
+    digest = fingerprint(new)
+    match = next((f for f in reversed(history.fingerprints) if f.digest == digest), None)
+    return (within(1), within(7), within(30), float(len(providers)),
+            -1.0 if previous is None else float(day - previous), float(same_day),
+            0.0 if match is None else 1.0, None if match is None else match.claim_id,
+            0.0 if match is None else max(
+                0.0, (new.submitted_at.timestamp() - match.submitted_s) / 86_400.0))
+
+
+def test_member_features_equal_their_definition_over_random_histories() -> None:
+    import random
+
+    rng = random.Random(3)
+    providers, lines = ["P-1", "P-2", "P-3"], [[("99213", 1, 100.0)], [("85025", 2, 24.5)]]
+    checked = duplicates = 0
+    for _ in range(300):
+        history = MemberHistory()
+        for n in range(rng.randrange(0, 25)):
+            earlier = claim(n, provider=rng.choice(providers), day=rng.randrange(-60, 60),
+                            lines=rng.choice(lines), submitted_days_later=rng.random() * 3)
+            history = remember(history, earlier)
+        new = claim(99, provider=rng.choice(providers), day=rng.randrange(-40, 40),
+                    lines=rng.choice(lines), submitted_days_later=rng.random() * 30)
+        assert tuple(member_features(new, history)) == by_definition(new, history)
+        features = member_features(new, history)
+        checked += features.claims_7d > 1.0
+        duplicates += features.duplicate == 1.0
+    assert checked > 50  # many cases had claims inside the windows
+    assert duplicates > 5  # and some an exact earlier match
+
+
 def test_history_stays_bounded() -> None:
     history = history_of(*(claim(i, day=i % 20) for i in range(MAX_REMEMBERED + 50)))
     assert len(history.recent) == MAX_REMEMBERED
