@@ -16,11 +16,17 @@ serve`` model service, in three variants:
   ShadowScore on its topic in the batch's transaction.
 
 After one discarded warm-up run, the variants run in rotating order within each repeat (the
-machine is shared: the load drifts), and each repeat's ``shadow`` run is paired with that
-repeat's ``plain`` run:
-``cost`` = 1 - shadow / plain claims/s (goal: <= 0.25), median and worst over the repeats.
-Every run is checked for exactly one decision per claim (and one ShadowScore per claim in
-``shadow``, none in the others).
+machine is shared: the load drifts), and each repeat's ``shadow`` run is paired with the
+faster of that repeat's two runs without shadow records (``plain``, ``no_challenger``):
+``cost`` = 1 - shadow / max(plain, no_challenger) claims/s (goal: <= 0.25), median and
+worst over the repeats. Neither variant pays for shadow scoring, so the faster one is the
+conservative baseline: in one full run ``plain`` came out 13-31 % slower than
+``no_challenger`` at the same CPU per claim, and a cost against it alone would have read
+15.8 % where against ``no_challenger`` it was 20-35 %. ``cost_vs_plain`` keeps the figure
+against ``plain`` alone. The backlog (300k claims) keeps each variant's run near 10 s: at
+100k one second of the machine's noise was a quarter of the figure. Every run is checked
+for exactly one decision per claim (and one ShadowScore per claim in ``shadow``, none in the
+others).
 """
 
 from __future__ import annotations
@@ -118,7 +124,11 @@ def variant_run(bootstrap: str, home: Path, admin: AdminClient, service: ModelSe
 def summarize(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Median claims/s per variant and the paired cost of shadow scoring (pure)."""
     rates = {v: [run[v]["claims_per_s"] for run in runs] for v in VARIANTS}
-    costs = [1 - run["shadow"]["claims_per_s"] / run["plain"]["claims_per_s"] for run in runs]
+    costs = [1 - run["shadow"]["claims_per_s"] / max(run["plain"]["claims_per_s"],
+                                                     run["no_challenger"]["claims_per_s"])
+             for run in runs]
+    against_plain = [1 - run["shadow"]["claims_per_s"] / run["plain"]["claims_per_s"]
+                     for run in runs]
     asked = [1 - run["no_challenger"]["claims_per_s"] / run["plain"]["claims_per_s"]
              for run in runs]
     service_us = {v: statistics.median(run[v]["cpu_us_per_claim"]["model_service"]
@@ -129,7 +139,10 @@ def summarize(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         "claims_per_s": {v: {"median": statistics.median(r), "min": min(r), "max": max(r)}
                          for v, r in rates.items()},
         "cost": {"median": statistics.median(costs), "worst": max(costs), "runs": costs,
+                 "baseline": "the faster of plain and no_challenger in each repeat",
                  "goal": GOAL_COST, "goal_met": max(costs) <= GOAL_COST},
+        "cost_vs_plain": {"median": statistics.median(against_plain),
+                          "worst": max(against_plain), "runs": against_plain},
         "cost_without_challenger": {"median": statistics.median(asked), "runs": asked},
         "cpu_us_per_claim": {"model_service": service_us, "workers": worker_us},
         "exactly_once": all(run[v]["exactly_once"] for run in runs for v in VARIANTS),
@@ -137,7 +150,7 @@ def summarize(runs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
 
 def run(smoke: bool = False) -> dict[str, Any]:
-    backlog, repeats = (5_000, 1) if smoke else (100_000, 3)
+    backlog, repeats = (5_000, 1) if smoke else (300_000, 3)
     load_at_start = os.getloadavg()
     bootstrap = CommonSettings().kafka_bootstrap_servers
     admin = AdminClient({"bootstrap.servers": bootstrap})
