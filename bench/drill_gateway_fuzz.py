@@ -274,7 +274,8 @@ def _case_runner(operation: Any, mode: Any, base_url: str, session: Any, example
         if mismatch is None and mode is GenerationMode.POSITIVE:
             mismatch = schema_valid_refusal(response.status_code, _json_or_none(response))
         if mismatch is not None:
-            tally.contract_mismatches.append(f"{operation.label}: {mismatch}"[:400])
+            tally.contract_mismatches.append(
+                f"{operation.label} {case.method} {case.formatted_path}: {mismatch}"[:1500])
 
     return fire
 
@@ -289,8 +290,15 @@ def _check(case: Any, response: Any) -> str | None:
     # One failed check raises an AssertionError, several a FailureGroup (a
     # BaseExceptionGroup, which `except Exception` would let through).
     except (AssertionError, FailureGroup) as exc:
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return _failure_text(exc)
     return None
+
+
+def _failure_text(exc: BaseException) -> str:
+    """What failed, on one line: schemathesis's first line only says how many failures it
+    found; the lines after it say which check failed and on what."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " | ".join(lines) if lines else type(exc).__name__
 
 
 def _json_or_none(response: Any) -> Any:
