@@ -509,3 +509,43 @@ def test_kill_broker_without_a_broker_is_an_error(tmp_path: Path) -> None:
 
     with Stack(deadline_s=60, home=tmp_path) as stack, pytest.raises(StackError):
         stack.kill_broker()
+
+
+# What schemathesis 4.32 reported in drill 6 for GET /api/v1/stats (joined as the drill
+# records it): a negative case whose header mutation the drill's own key undid and whose
+# undeclared query parameter ("": []) the HTTP client sent as nothing.
+ACCEPTED_AS_SENT = (
+    "Schemathesis found 1 distinct failure | - ST201 Schema-violating request accepted | "
+    "Invalid data should have been rejected | Expected: 400, 401, 403, 404, 405, 406, 409, "
+    "415, 422, 428, 429, 5xx | Invalid component: | - query: violates `additionalProperties` "
+    "| - header: violates `required` (was X-API-Key) | [200] OK: | `{\"totals\": {}}` | "
+    "Reproduce with: | curl -X GET -H 'X-API-Key: [Filtered]' "
+    "'http://127.0.0.1:60461/api/v1/stats?bucket_s=3' | (1 sub-exception)")
+DECLARED = frozenset({"bucket_s", "buckets"})
+
+
+def test_a_negative_case_whose_mutations_never_left_the_client_is_no_mismatch() -> None:
+    from bench.drill_gateway_fuzz import neutralized_on_the_wire, sent_query_names
+
+    sent = sent_query_names("http://127.0.0.1:60461/api/v1/stats?bucket_s=3")
+    assert sent == ["bucket_s"]
+    assert neutralized_on_the_wire(ACCEPTED_AS_SENT, DECLARED, sent)
+
+
+@pytest.mark.parametrize(("failure", "sent"), [
+    # the undeclared parameter did reach the server, and was accepted: a real mismatch
+    (ACCEPTED_AS_SENT, ["bucket_s", ""]),
+    # a declared parameter's invalid value was accepted
+    (ACCEPTED_AS_SENT.replace("violates `additionalProperties`", "violates `minimum`"),
+     ["bucket_s"]),
+    # a body was accepted against its schema
+    (ACCEPTED_AS_SENT.replace("- query: violates `additionalProperties`",
+                              "- body: violates `type`"), ["bucket_s"]),
+    # another check failed (a response that breaks its schema)
+    ("Schemathesis found 1 distinct failure | - Response violates schema", ["bucket_s"]),
+])
+def test_anything_else_accepted_or_failed_stays_a_mismatch(failure: str, sent: list[str]
+                                                           ) -> None:
+    from bench.drill_gateway_fuzz import neutralized_on_the_wire
+
+    assert not neutralized_on_the_wire(failure, DECLARED, sent)
