@@ -4,8 +4,8 @@ The worker holds its partitions' member histories (up to millions of objects) fo
 as it owns them. Left to itself the collector walks every one of them in each full
 collection, which comes round again each time the objects surviving since the last one
 grow by a quarter: in process, over 100k realistic v2 claims, that was about a third of
-the worker's CPU per claim (decode and member step 56 -> 39 us per claim without it;
-docs/member-stage.md has the measurement).
+the worker's CPU per claim (decode and member step took 56 us per claim that way, 39 with
+this policy; docs/member-stage.md has the measurement).
 
 :class:`BatchCollector` runs after each batch: a collection of the two young generations
 (what the batch allocated and what survived its last few collections), then
