@@ -21,7 +21,7 @@ import ssl
 import threading
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
 import orjson
@@ -42,15 +42,18 @@ _ANSWER: Final = TypeAdapter(ScoreAnswer)
 
 class _ShadowBody(BaseModel):
     results: list[ScoreAnswer]
-    shadow: ShadowColumns | None
+    shadow: Any = None  # read apart: an unreadable shadow part must not fail the results
 
 
 class ShadowAnswer(NamedTuple):
     """The champion's answers (they route) and the challenger's to the same claims (None:
-    the service has no challenger, or it failed on this batch)."""
+    the service has no challenger, or it failed on this batch). ``unreadable`` says why a
+    shadow part that came was not used (another shape, such as a list of answers from a
+    model service older than the worker)."""
 
     results: list[ScoreAnswer]
     shadow: ShadowColumns | None
+    unreadable: str | None = None
 
 
 class ModelUnavailable(Exception):  # noqa: N818 - the agreed public name
@@ -128,7 +131,15 @@ class ModelClient:
             raise ModelServiceError(
                 f"model service returned {len(answer.results)} results for {len(claims)} claims"
             )
-        return ShadowAnswer(answer.results, answer.shadow)
+        if answer.shadow is None:
+            return ShadowAnswer(answer.results, None)
+        try:
+            return ShadowAnswer(answer.results, ShadowColumns.model_validate(answer.shadow))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(map(str, first["loc"])) or "shadow"
+            return ShadowAnswer(answer.results, None, unreadable=(
+                f"{exc.error_count()} errors, first at {where}: {first['msg']}"))
 
     def score(self, claim: Claim | ClaimV2) -> ScoreAnswer:
         body = self._post("/score", encode_single(claim))

@@ -293,6 +293,10 @@ class ScoringLoop:
         when its answers are missing or do not fit, the champion decides alone."""
         if not self.settings.shadow or not decided:
             return [], {}
+        if answer.unreadable is not None:
+            logger.warning("batch %s: no shadow records: the challenger's answer is "
+                           "unreadable (%s)", describe_batch(batch), answer.unreadable)
+            return [], {"mismatch": decided}
         if answer.shadow is None:
             return [], {"no_challenger": decided}
         try:

@@ -136,3 +136,35 @@ def test_refused_and_silent_peers_are_outages() -> None:
 def test_only_http_urls_are_accepted() -> None:
     with pytest.raises(ValueError, match="http"):
         ModelClient("localhost:3000")
+
+
+def test_an_unreadable_shadow_part_never_fails_the_champions_answers(
+    serve: Callable[[Answer], Server],
+) -> None:
+    """A model service older than the worker answers the challenger as a list of answers:
+    the champion's results still route the batch; the shadow part is reported unreadable."""
+    def old_shape(handler: BaseHTTPRequestHandler, body: bytes) -> tuple[int, bytes]:
+        claims = [Claim.model_validate_json(json.dumps(c)) for c in json.loads(body)["claims"]]
+        results = [json.loads(fake_result(c).model_dump_json()) for c in claims]
+        return 200, json.dumps({"results": results, "shadow": results}).encode()
+
+    def columns(handler: BaseHTTPRequestHandler, body: bytes) -> tuple[int, bytes]:
+        claims = [Claim.model_validate_json(json.dumps(c)) for c in json.loads(body)["claims"]]
+        results = [json.loads(fake_result(c).model_dump_json()) for c in claims]
+        shadow = {"model": results[0]["model"], "threshold": 0.5,
+                  "claim_ids": [r["claim_id"] for r in results],
+                  "scores": [0.1] * len(results), "decisions": ["approve"] * len(results)}
+        return 200, json.dumps({"results": results, "shadow": shadow}).encode()
+
+    batch = [claim(1), claim(2)]
+    with ModelClient(serve(old_shape).url) as client:
+        answer = client.score_batch_shadow(batch)
+    assert [r.claim_id for r in answer.results] == ["K-1", "K-2"]
+    assert answer.shadow is None
+    assert answer.unreadable is not None
+    assert "first at" in answer.unreadable
+    with ModelClient(serve(columns).url) as client:
+        answer = client.score_batch_shadow(batch)
+    assert answer.unreadable is None
+    assert answer.shadow is not None
+    assert answer.shadow.claim_ids == ["K-1", "K-2"]

@@ -19,6 +19,7 @@ from schemas import (
     ScoreResult,
     ShadowScore,
 )
+from scorer.client import ShadowAnswer
 from scorer.routing import Position
 from scorer.shadow import (
     ENCODED_SHADOW_FIELDS,
@@ -226,3 +227,18 @@ def test_dead_letters_get_no_shadow_record() -> None:
     h.run()
     assert h.cluster.decisions() == {"C-v2": "claims.approved"}
     assert [r.claim_id for r in shadows(h)] == ["C-v2"]
+
+
+def test_an_unreadable_challenger_answer_is_a_mismatch_and_routing_goes_on() -> None:
+    class OldService(FakeModelClient):
+        def score_batch_shadow(self, claims, members=None):  # type: ignore[no-untyped-def]
+            results = self.score_batch(claims, members)
+            return ShadowAnswer(results, None, unreadable="2 errors, first at shadow: ...")
+
+    h = Harness(client=OldService())
+    three_claims(h.cluster)
+    h.run()
+    assert len(h.cluster.decisions()) == 3
+    assert h.cluster.on(SHADOW) == []
+    assert h.metrics.registry.get_sample_value(
+        "claimflow_scorer_shadow_missing_total", {"reason": "mismatch"}) == 3
