@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Final
 
 import orjson
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict
 from pydantic_core import to_json
 
 from schemas import (
@@ -32,9 +32,8 @@ from schemas import (
     ScoreAnswer,
     ScoreResult,
 )
-from scorer.routing import Outgoing, Position
+from scorer.routing import DecisionEncoder, Outgoing, Position
 
-_MODEL_REF: Final = TypeAdapter(ModelRef)
 # The fields ShadowEncoder writes, in ShadowScore's order (a unit test compares them with
 # the contract, so the fast path cannot drift from it).
 ENCODED_SHADOW_FIELDS: Final = (
@@ -82,37 +81,23 @@ def _floats(values: Sequence[float | None]) -> list[bytes]:
 class ShadowEncoder:
     """Writes ``ShadowScore(...).to_json()`` without building a ShadowScore per claim: one
     bytes template per record, its constant parts (models, thresholds, decided_at, topic)
-    written once per batch and its numbers once per column."""
+    written once per batch, by the decisions' encoder, and its numbers once per column."""
 
     def __init__(self, decided_at: datetime) -> None:
-        self.decided_at_json = to_json(decided_at)
-        self._models: dict[tuple[str, str, str | None], bytes] = {}
-        self._topics: dict[str, bytes] = {}
-
-    def model(self, model: ModelRef) -> bytes:
-        key = (model.name, model.version, model.run_id)
-        cached = self._models.get(key)
-        if cached is None:
-            cached = self._models[key] = _MODEL_REF.dump_json(model)
-        return cached
-
-    def topic(self, topic: str) -> bytes:
-        cached = self._topics.get(topic)
-        if cached is None:
-            cached = self._topics[topic] = to_json(topic)
-        return cached
+        self.parts = DecisionEncoder(decided_at)
 
     def encode_batch(self, champion: Sequence[ScoreResult], challenger: ShadowColumns,
                      rows: Sequence[int], positions: Sequence[Position]) -> list[bytes]:
         """One record per champion result, beside the challenger's verdict in row ``rows[i]``
         of its columns (a verdict it gave: the caller skips claims it refused) and read at
         ``positions[i]``."""
-        challenger_model = self.model(challenger.model)
+        parts = self.parts
+        challenger_model = parts.model_json(challenger.model)
         challenger_threshold = to_json(challenger.threshold)
         champion_scores = _floats([result.anomaly_score for result in champion])
         challenger_scores = _floats([challenger.scores[row] for row in rows])
         decisions = challenger.decisions
-        decided_at = self.decided_at_json
+        decided_at = parts.decided_at_json
         out = []
         for result, row, position, champion_score, challenger_score in zip(
                 champion, rows, positions, champion_scores, challenger_scores, strict=True):
@@ -120,12 +105,13 @@ class ShadowEncoder:
             assert challenger_decision is not None, "only scored claims are encoded"
             out.append(_RECORD % (
                 SCHEMA_VERSION, to_json(result.claim_id),
-                self.model(result.model), champion_score, to_json(result.threshold),
+                parts.model_json(result.model), champion_score, to_json(result.threshold),
                 result.decision.encode(),
                 challenger_model, challenger_score, challenger_threshold,
                 challenger_decision.encode(),
                 b"true" if result.decision == challenger_decision else b"false",
-                decided_at, self.topic(position.topic), position.partition, position.offset,
+                decided_at, parts.topic_json(position.topic), position.partition,
+                position.offset,
             ))
         return out
 
