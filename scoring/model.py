@@ -190,14 +190,9 @@ class ServedModel:
             scores = self.forest.anomaly_scores(self.feature_set.matrix(claims)).tolist()
             return scores, ["investigate" if score > threshold else "approve"
                             for score in scores]
-        codes = self.codes
         assert members is not None
-        assert codes is not None, "a stateful model is built with its code references"
-        peers = self.feature_set.peer_charges
-        vectors = [feature_vector(claim, member, codes, peers)  # type: ignore[arg-type]
-                   for claim, member in zip(claims, members, strict=True)]
-        scores = self.forest.anomaly_scores(
-            np.asarray([values for values, _ in vectors], dtype=np.float64)).tolist()
+        vectors, x = self._history_features(claims, members)  # type: ignore[arg-type]
+        scores = self.forest.anomaly_scores(x).tolist()
         return scores, [
             "investigate" if is_resubmission(evidence) or score > threshold else "approve"
             for (_, evidence), score in zip(vectors, scores, strict=True)
@@ -237,14 +232,19 @@ class ServedModel:
 
     # -- the v2-history path: features from the claim, its codes and its member's history
 
-    def _history_rows(self, claims: Sequence[ClaimV2],
-                      members: Sequence[MemberFeatures]) -> list[dict[str, Any]]:
+    def _history_features(self, claims: Sequence[ClaimV2], members: Sequence[MemberFeatures]
+                          ) -> tuple[list[tuple[tuple[float, ...], Evidence]], np.ndarray]:
+        """Each claim's feature values and evidence, and the values as a matrix."""
         codes = self.codes
         assert codes is not None, "a stateful model is built with its code references"
         peers = self.feature_set.peer_charges
         vectors = [feature_vector(claim, member, codes, peers)
                    for claim, member in zip(claims, members, strict=True)]
-        x = np.asarray([values for values, _ in vectors], dtype=np.float64)
+        return vectors, np.asarray([values for values, _ in vectors], dtype=np.float64)
+
+    def _history_rows(self, claims: Sequence[ClaimV2],
+                      members: Sequence[MemberFeatures]) -> list[dict[str, Any]]:
+        vectors, x = self._history_features(claims, members)
         scores = self.forest.anomaly_scores(x).tolist()
         threshold, ref = self.forest.threshold, self._ref_dict
         tails = self.explainer.reason_fields_batch(x)
