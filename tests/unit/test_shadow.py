@@ -143,6 +143,16 @@ def test_columns_are_read_leniently() -> None:
 # -- the loop
 
 
+def decided_without_shadow(h: Harness, reason: str) -> None:
+    """Three claims are decided, none gets a shadow record, each is counted as ``reason``."""
+    three_claims(h.cluster)
+    h.run()
+    assert len(h.cluster.decisions()) == 3
+    assert h.cluster.on(SHADOW) == []
+    assert h.metrics.registry.get_sample_value(
+        "claimflow_scorer_shadow_missing_total", {"reason": reason}) == 3
+
+
 def test_each_decided_claim_gets_one_shadow_score_in_the_batch_transaction() -> None:
     h = Harness(client=FakeModelClient(challenger=challenger()))
     three_claims(h.cluster)
@@ -174,12 +184,7 @@ def test_each_decided_claim_gets_one_shadow_score_in_the_batch_transaction() -> 
 
 def test_no_challenger_means_no_shadow_records() -> None:
     h = Harness()
-    three_claims(h.cluster)
-    h.run()
-    assert len(h.cluster.decisions()) == 3
-    assert h.cluster.on(SHADOW) == []
-    assert h.metrics.registry.get_sample_value(
-        "claimflow_scorer_shadow_missing_total", {"reason": "no_challenger"}) == 3
+    decided_without_shadow(h, "no_challenger")
 
 
 def test_shadow_off_asks_the_plain_api() -> None:
@@ -198,12 +203,7 @@ def test_an_unfit_challenger_answer_never_holds_routing_back() -> None:
             return super().score_batch(claims, members)[:-1]
 
     h = Harness(client=FakeModelClient(challenger=Broken(model=CHALLENGER)))
-    three_claims(h.cluster)
-    h.run()
-    assert len(h.cluster.decisions()) == 3
-    assert h.cluster.on(SHADOW) == []
-    assert h.metrics.registry.get_sample_value(
-        "claimflow_scorer_shadow_missing_total", {"reason": "mismatch"}) == 3
+    decided_without_shadow(h, "mismatch")
     assert h.counter("shadow_scores_total") == 0
 
 
@@ -236,9 +236,4 @@ def test_an_unreadable_challenger_answer_is_a_mismatch_and_routing_goes_on() -> 
             return ShadowAnswer(results, None, unreadable="2 errors, first at shadow: ...")
 
     h = Harness(client=OldService())
-    three_claims(h.cluster)
-    h.run()
-    assert len(h.cluster.decisions()) == 3
-    assert h.cluster.on(SHADOW) == []
-    assert h.metrics.registry.get_sample_value(
-        "claimflow_scorer_shadow_missing_total", {"reason": "mismatch"}) == 3
+    decided_without_shadow(h, "mismatch")
