@@ -51,6 +51,17 @@ logger = logging.getLogger(__name__)
 
 MemberKey = tuple[int, str]  # (claims partition, member_id)
 RESTORE_BATCH: Final = 10_000
+# librdkafka stops fetching a partition whose local queue is full (queued.min.messages,
+# 100,000 by default) and, by default, waits 1 s before it asks again: a restore, which
+# empties the queue far faster than that, spent most of its time in those waits (1M
+# members: 7-9 s with the default, 2.1-2.4 s with 10 ms; docs/member-stage.md).
+RESTORE_CONSUMER_CONFIG: Final = {
+    "isolation.level": "read_committed",
+    "enable.auto.commit": False,
+    "enable.partition.eof": True,
+    "auto.offset.reset": "earliest",
+    "fetch.queue.backoff.ms": 10,
+}
 CHANGELOG_CONFIG: Final = {
     "cleanup.policy": "compact",
     # Small segments and an eager cleaner keep the changelog near one record per member,
@@ -196,9 +207,7 @@ def restore_partitions(config: dict[str, Any], changelog: str, partitions: Seque
     if not partitions:
         return {}
     started = time.monotonic()
-    consumer = Consumer({**config, "isolation.level": "read_committed",
-                         "enable.auto.commit": False, "enable.partition.eof": True,
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer({**config, **RESTORE_CONSUMER_CONFIG})
     records: dict[int, dict[str, bytes]] = {p: {} for p in partitions}
     try:
         consumer.assign([TopicPartition(changelog, p, OFFSET_BEGINNING) for p in partitions])
