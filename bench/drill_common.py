@@ -20,6 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from confluent_kafka.admin import AdminClient
 
 from bench.stack_harness import ModelService, Stack
+from claimflow.settings import BACKLOG_READER_CONFIG
 from schemas import ContractError, DeadLetter, Decision
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ def reader(bootstrap: str, *, read_committed: bool = True) -> Consumer:
         "enable.auto.commit": False,
         "isolation.level": "read_committed" if read_committed else "read_uncommitted",
         "fetch.max.bytes": 64 * 1024 * 1024,
+        **BACKLOG_READER_CONFIG,
     })
 
 

@@ -57,7 +57,7 @@ from claimflow.investigate import (
     truth_from_headers,
 )
 from claimflow.logging_setup import configure_logging
-from claimflow.settings import TOPICS, CommonSettings
+from claimflow.settings import BACKLOG_READER_CONFIG, TOPICS, CommonSettings
 from schemas import ContractError, Decision, Label, parse_claim
 
 logger = logging.getLogger(__name__)
@@ -127,6 +127,7 @@ class Team:
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "client.id": "claimflow-investigate",
+            **BACKLOG_READER_CONFIG,  # it starts with the queue's whole history
         })
         self.producer = Producer({
             "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",

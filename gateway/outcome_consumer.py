@@ -36,6 +36,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from claimflow.settings import BACKLOG_READER_CONFIG
 from gateway.label_view import decode_label
 from gateway.outcome_store import Outcome, OutcomeStore
 from gateway.polled import Where, decode_poll
@@ -101,6 +102,8 @@ class OutcomeConsumer(RestartingThread):
             "enable.auto.offset.store": False,
             "auto.commit.interval.ms": 5000,
             "error_cb": self._on_error,
+            # A restarted gateway reads every decision since its view's last position.
+            **BACKLOG_READER_CONFIG,
         }
         self.last_error: str | None = None
 

@@ -36,6 +36,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from claimflow.settings import BACKLOG_READER_CONFIG
 from features.member import (
     MemberFeatures,
     MemberHistory,
@@ -51,16 +52,12 @@ logger = logging.getLogger(__name__)
 
 MemberKey = tuple[int, str]  # (claims partition, member_id)
 RESTORE_BATCH: Final = 10_000
-# librdkafka stops fetching a partition whose local queue is full (queued.min.messages,
-# 100,000 by default) and, by default, waits 1 s before it asks again: a restore, which
-# empties the queue far faster than that, spent most of its time in those waits (1M
-# members: 7-9 s with the default, 2.1-2.4 s with 10 ms; docs/member-stage.md).
 RESTORE_CONSUMER_CONFIG: Final = {
     "isolation.level": "read_committed",
     "enable.auto.commit": False,
     "enable.partition.eof": True,
     "auto.offset.reset": "earliest",
-    "fetch.queue.backoff.ms": 10,
+    **BACKLOG_READER_CONFIG,  # most of a restore's time went to fetch back-offs without it
 }
 CHANGELOG_CONFIG: Final = {
     "cleanup.policy": "compact",

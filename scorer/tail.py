@@ -17,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message
 
+from claimflow.settings import BACKLOG_READER_CONFIG
 from schemas import Claim, ClaimV2, ContractError, DeadLetter, Decision
 from scorer.routing import position_of
 from scorer.worker_settings import OutcomeName, ScorerSettings
@@ -98,6 +99,7 @@ def tail_consumer_config(settings: ScorerSettings, *, from_beginning: bool) -> d
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest" if from_beginning else "latest",
+        **BACKLOG_READER_CONFIG,  # --from-beginning reads a backlog
     }
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Final
 
+from claimflow.settings import BACKLOG_READER_CONFIG
 from trainer.data import DataError
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ def read_snapshot(bootstrap: str, topic: str, *, what: str, group: str, timeout_
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
     config = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-              "auto.offset.reset": "earliest", "enable.partition.eof": True}
+              "auto.offset.reset": "earliest", "enable.partition.eof": True,
+              **BACKLOG_READER_CONFIG}
     if read_committed:
         config["isolation.level"] = "read_committed"
     consumer = Consumer(config)

@@ -26,6 +26,7 @@ from broker.admin import wait_for_metadata
 from broker.config import BrokerConfig, cluster_id, render_properties, server_properties
 from broker.errors import BrokerError
 from claimflow.procs import free_port as free_port  # re-exported for the tests
+from claimflow.settings import BACKLOG_READER_CONFIG
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -208,6 +209,7 @@ def consume_until(
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+            **BACKLOG_READER_CONFIG,
         }
     )
     consumer.subscribe(topics)
