@@ -271,7 +271,11 @@ def kill_and_replace(bootstrap: str, home: Path, topics: Topics, group: str, mod
                      stream: list[bytes], keys: list[bytes], sizes: Sizes,
                      static: bool = False) -> dict[str, Any]:
     partitions = [TopicPartition(topics.claims, p) for p in range(CLAIM_PARTITIONS)]
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    # read_uncommitted: a read_committed client asks for *stable* offsets, which a worker
+    # killed inside a transaction holding offsets withholds until its replacement's
+    # init_transactions aborts it, and the replacement starts only after this probe answers.
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                      "isolation.level": "read_uncommitted"})
     producer = PacedProducer(bootstrap, topics.claims, stream, keys, sizes.rate)
     suffix = "-static" if static else ""
     first = start_worker(f"a{suffix}", bootstrap, home, topics, group, model_url, static)
