@@ -87,6 +87,12 @@ def server_properties(cfg: BrokerConfig) -> dict[str, str]:
         "num.partitions": "1",
         # A single-node dev broker has nobody else to wait for before the first rebalance.
         "group.initial.rebalance.delay.ms": "0",
+        # A dead worker's open transaction keeps its partitions' offsets unstable, so whoever
+        # inherits them cannot commit until the coordinator aborts it. The coordinator looks
+        # for timed-out transactions every 10 s by default, so the abort came 10-20 s after
+        # the transaction began (the worker's transaction timeout is 10 s); every second
+        # makes that 10-11 s.
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
     }
 
 

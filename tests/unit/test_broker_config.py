@@ -36,6 +36,8 @@ def test_single_node_settings_make_transactions_and_groups_work() -> None:
     assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9092"
     assert props["inter.broker.listener.name"] == "PLAINTEXT"
     assert props["log.dirs"] == "/data"
+    # A dead worker's open transaction is aborted within a second of its timeout.
+    assert props["transaction.abort.timed.out.transaction.cleanup.interval.ms"] == "1000"
 
 
 def test_container_advertises_mapped_port_and_talks_to_itself_internally() -> None:
