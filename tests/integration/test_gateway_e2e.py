@@ -372,8 +372,14 @@ def test_no_decision_by_the_deadline_is_202_and_the_later_get_has_the_decision(
     has the stream's decision and a resubmission replays it."""
     gateway = gateway_factory(gateway_env(kafka_bootstrap, gateway_topics, group_id,
                                           GATEWAY_DECISION_TIMEOUT_S="1"), name="gw-late")
-    ready = httpx.get(f"{gateway.url}/readyz", timeout=10).json()
-    assert ready["ready"] is True
+
+    def answers_ready() -> dict[str, Any] | None:
+        ready: dict[str, Any] = httpx.get(f"{gateway.url}/readyz", timeout=10).json()
+        return ready if ready["ready"] else None
+
+    # Each of the two worker processes is ready once its own consumers have polled; the
+    # start waited for one ready answer, and this request may reach the other process.
+    ready = wait_until(answers_ready, 20, "the gateway ready without a model service")
     assert "model_service" not in ready["checks"]
     body = unusual(f"late-{uuid.uuid4().hex[:6]}")
     with httpx.Client(base_url=gateway.url, timeout=60) as client:
