@@ -3,7 +3,6 @@ in-memory consumer in place of librdkafka's: what a restore keeps, and how it as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -12,28 +11,16 @@ from confluent_kafka import KafkaError, TopicPartition
 import scorer.member_state as member_state
 from claimflow.settings import BACKLOG_READER_CONFIG
 from scorer.member_state import restore_partitions
+from tests.fake_message import FakeMessage
 
 
-@dataclass
-class Record:
-    """A changelog message as the restore reads it (librdkafka's ``Message`` methods)."""
+def record(partition: int, member: bytes | None, state: bytes | None) -> FakeMessage:
+    return FakeMessage(state, _partition=partition, _key=member, _topic="g.member-state")
 
-    on_partition: int
-    member: bytes | None
-    state: bytes | None
-    eof: bool = False
 
-    def error(self) -> KafkaError | None:
-        return KafkaError(KafkaError._PARTITION_EOF) if self.eof else None
-
-    def partition(self) -> int:
-        return self.on_partition
-
-    def key(self) -> bytes | None:
-        return self.member
-
-    def value(self) -> bytes | None:
-        return self.state
+def end_of(partition: int) -> FakeMessage:
+    return FakeMessage(None, _partition=partition, _key=None, _topic="g.member-state",
+                       _error=KafkaError(KafkaError._PARTITION_EOF))
 
 
 class ChangelogConsumer:
@@ -41,7 +28,7 @@ class ChangelogConsumer:
 
     made: list[ChangelogConsumer] = []
 
-    def __init__(self, config: dict[str, Any], records: list[Record]) -> None:
+    def __init__(self, config: dict[str, Any], records: list[FakeMessage]) -> None:
         self.config = config
         self.records = records
         self.assigned: list[TopicPartition] = []
@@ -51,8 +38,8 @@ class ChangelogConsumer:
     def assign(self, partitions: list[TopicPartition]) -> None:
         self.assigned = partitions
         numbers = {tp.partition for tp in partitions}
-        self.pending = [r for r in self.records if r.on_partition in numbers]
-        self.pending += [Record(p, None, None, eof=True) for p in sorted(numbers)]
+        self.pending = [r for r in self.records if r.partition() in numbers]
+        self.pending += [end_of(p) for p in sorted(numbers)]
 
     def consume(self, num_messages: int, timeout: float) -> list[Any]:
         taken, self.pending = self.pending[:3], self.pending[3:]
@@ -62,7 +49,7 @@ class ChangelogConsumer:
         self.closed = True
 
 
-def read(records: list[Record], partitions: list[int], monkeypatch: pytest.MonkeyPatch
+def read(records: list[FakeMessage], partitions: list[int], monkeypatch: pytest.MonkeyPatch
          ) -> tuple[dict[int, dict[str, bytes]], ChangelogConsumer]:
     ChangelogConsumer.made.clear()
     monkeypatch.setattr(member_state, "Consumer",
@@ -75,9 +62,9 @@ def read(records: list[Record], partitions: list[int], monkeypatch: pytest.Monke
 def test_a_restore_keeps_each_members_latest_record_and_forgets_tombstoned_members(
         monkeypatch: pytest.MonkeyPatch) -> None:
     records = [
-        Record(0, b"M-1", b"old"), Record(0, b"M-2", b"two"), Record(1, b"M-3", b"three"),
-        Record(0, b"M-1", b"new"), Record(0, b"M-2", None), Record(0, None, b"keyless"),
-        Record(2, b"M-9", b"not ours"),
+        record(0, b"M-1", b"old"), record(0, b"M-2", b"two"), record(1, b"M-3", b"three"),
+        record(0, b"M-1", b"new"), record(0, b"M-2", None), record(0, None, b"keyless"),
+        record(2, b"M-9", b"not ours"),
     ]
     restored, consumer = read(records, [0, 1], monkeypatch)
     assert restored == {0: {"M-1": b"new"}, 1: {"M-3": b"three"}}
@@ -88,7 +75,7 @@ def test_a_restore_keeps_each_members_latest_record_and_forgets_tombstoned_membe
 
 def test_a_restore_reads_only_committed_state_and_does_not_wait_out_fetch_back_offs(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    _, consumer = read([Record(0, b"M-1", b"state")], [0], monkeypatch)
+    _, consumer = read([record(0, b"M-1", b"state")], [0], monkeypatch)
     # A batch whose transaction never committed left no state.
     assert consumer.config["isolation.level"] == "read_committed"
     assert consumer.config["enable.partition.eof"] is True
