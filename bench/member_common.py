@@ -85,7 +85,7 @@ def history_champion(home: Path, rows: int, seed: int = 5,
     from trainer.model import TrainParams, train
 
     data = generate_v2(home / "train.jsonl", rows, seed)
-    # Pinned to v2-history (the default for v2 is v2-peers since these figures were
+    # Pinned to v2-history (the default for v2 is v2-velocity since these figures were
     # measured): the benchmarks' labels and committed results name that set.
     trained = train(load_jsonl(data, "v2-history"),
                     TrainParams(n_estimators=n_estimators, seed=seed))

@@ -82,6 +82,9 @@ class MemberFeatures(NamedTuple):
     claims_7d: float
     claims_30d: float
     providers_30d: float  # distinct providers, the new claim's included
+    # The same within 7 days: visits spread over providers within days. None only in a
+    # context from a worker older than this feature (the model service's check refuses it).
+    providers_7d: float | None
     days_since_previous: float  # -1 when the member has no earlier claim
     same_provider_same_day: float  # earlier claims, same provider and service date
     duplicate: float  # 1 when the same provider, date and lines were billed before
@@ -158,6 +161,7 @@ def member_features(claim: ClaimV2, history: MemberHistory, digest: str | None =
     provider = claim.provider_id
     in_1d = in_7d = in_window = same_day = 0
     providers = {provider}
+    providers_7d = {provider}
     previous = 0  # the latest earlier service day (date ordinals start at 1)
     for past in history.recent:
         past_day = past.service_day
@@ -167,6 +171,7 @@ def member_features(claim: ClaimV2, history: MemberHistory, digest: str | None =
             providers.add(past.provider_id)
             if distance < 7:
                 in_7d += 1
+                providers_7d.add(past.provider_id)
                 if distance == 0:
                     in_1d += 1
                     same_day += past.provider_id == provider
@@ -183,6 +188,7 @@ def member_features(claim: ClaimV2, history: MemberHistory, digest: str | None =
         claims_7d=in_7d + 1.0,
         claims_30d=in_window + 1.0,
         providers_30d=float(len(providers)),
+        providers_7d=float(len(providers_7d)),
         days_since_previous=-1.0 if previous == 0 else float(day - previous),
         same_provider_same_day=float(same_day),
         duplicate=0.0 if match is None else 1.0,
@@ -217,7 +223,7 @@ def remember(history: MemberHistory, claim: ClaimV2, digest: str | None = None,
 
 # What a claim without member features sends in a stateful batch: v1 claims (the model
 # refuses them) and repeated claim_ids (set aside, never scored) get this placeholder.
-NO_HISTORY: Final = MemberFeatures(1.0, 1.0, 1.0, 1.0, -1.0, 0.0, 0.0, None, 0.0)
+NO_HISTORY: Final = MemberFeatures(1.0, 1.0, 1.0, 1.0, 1.0, -1.0, 0.0, 0.0, None, 0.0)
 
 Key = TypeVar("Key", bound=Hashable)
 

@@ -1,4 +1,4 @@
-"""Reasons in an investigator's words for the ``v2-history`` and ``v2-peers`` features.
+"""Reasons in an investigator's words for the stateful feature sets (``v2-history`` and after).
 
 The explainer (``scoring.explain``) decides WHICH features are unusual (a tail of the training
 data); this module says what that means for the claim at hand, with the evidence the
@@ -103,6 +103,7 @@ WORDS: Final[dict[str, Words]] = {
     "claims_7d": _claims_within(7),
     "claims_30d": _claims_within(30),
     "providers_30d": _simple("member saw {n} different providers within 30 days ({typical})"),
+    "providers_7d": _simple("member saw {n} different providers within 7 days ({typical})"),
     "days_since_previous": _simple("member's previous claim was {n} days before this one "
                                    "({typical})"),
     "same_provider_same_day": _simple("the same provider billed this member {n} other "

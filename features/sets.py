@@ -12,8 +12,9 @@ forest splitting on its numeric value would learn the order of an id scheme).
 ``v2-history`` adds each claim's codes against references learned in training and its
 member's history before it (:mod:`features.vector`): its values need state, so it has no
 ``row`` of one claim; the stream's member stage and ``replay`` supply the history.
-``v2-peers`` (the default for v2 claims) is ``v2-history`` plus the claim's charges against
-its provider's specialty peers.
+``v2-peers`` is ``v2-history`` plus the claim's charges against its provider's specialty
+peers. ``v2-velocity`` (the default for v2 claims) is ``v2-peers`` with the member's distinct
+providers counted within 7 days instead of 30.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from features.vector import HISTORY_FEATURES, PEER_FEATURES
+from features.vector import HISTORY_FEATURES, PEER_FEATURES, VELOCITY_FEATURES
 from schemas import CLAIM_FEATURES, Claim, ClaimV2
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -58,6 +59,8 @@ class FeatureSet:
     stateful: bool = False
     # True: also the claim's charges against its provider's specialty peers (v2-peers).
     peer_charges: bool = False
+    # True: the member's distinct providers within 7 days, not 30 (v2-velocity).
+    recent_providers: bool = False
 
     def accepts(self, claim: Claim | ClaimV2) -> bool:
         return claim.schema_version == self.claim_version
@@ -91,8 +94,8 @@ def v2_claim_row(claim: ClaimV2) -> tuple[float, ...]:
 
 def _needs_history(claim: ClaimV2) -> tuple[float, ...]:
     raise FeatureSetError(
-        f"claim {claim.claim_id}: feature sets v2-history and v2-peers need the member's "
-        "history "
+        f"claim {claim.claim_id}: feature sets v2-history, v2-peers and v2-velocity need the "
+        "member's history "
         "(the stream's member stage or `claimflow score-file` computes it)"
     )
 
@@ -115,9 +118,13 @@ V2_PEERS: Final = FeatureSet(
     name="v2-peers", claim_version=2, features=PEER_FEATURES, row=_needs_history,
     stateful=True, peer_charges=True,
 )
-FEATURE_SETS: Final = {fs.name: fs for fs in (V1, V2_CLAIM, V2_HISTORY, V2_PEERS)}
+V2_VELOCITY: Final = FeatureSet(
+    name="v2-velocity", claim_version=2, features=VELOCITY_FEATURES, row=_needs_history,
+    stateful=True, peer_charges=True, recent_providers=True,
+)
+FEATURE_SETS: Final = {fs.name: fs for fs in (V1, V2_CLAIM, V2_HISTORY, V2_PEERS, V2_VELOCITY)}
 # The set a new model is trained with, per claim version of its training data.
-DEFAULT_FOR_VERSION: Final = {1: V1, 2: V2_PEERS}
+DEFAULT_FOR_VERSION: Final = {1: V1, 2: V2_VELOCITY}
 
 
 def feature_set(name: str) -> FeatureSet:

@@ -36,6 +36,11 @@ HISTORY_FEATURES: Final = (
 # ``v2-peers``: the v2-history features and the claim's charges against its provider's
 # specialty peers (the code references' per-specialty norms).
 PEER_FEATURES: Final = (*HISTORY_FEATURES, "max_peer_charge_z")
+# ``v2-velocity``: the v2-peers features with the member's distinct providers counted over 7
+# days instead of 30. Doctor shopping and a shared card show as several providers within
+# days; over 30 days that count mixes in a member's ordinary care (docs/detection.md).
+VELOCITY_FEATURES: Final = tuple(
+    "providers_7d" if name == "providers_30d" else name for name in PEER_FEATURES)
 # An exact resubmission (same provider, service date and lines as an earlier claim of the
 # member) filed at least this long after the original is decided by rule, not by the forest:
 # a legitimate repeat of a service on one day arrives with the original, a resubmission
@@ -57,10 +62,23 @@ class Evidence(NamedTuple):
     specialty: str | None = None  # the peers' specialty
 
 
+class MissingContextError(ValueError):
+    """A member context without a feature the model reads (from an older worker)."""
+
+
 def feature_vector(claim: ClaimV2, member: MemberFeatures, codes: CodeReference,
-                   peers: bool = False) -> tuple[tuple[float, ...], Evidence]:
-    """The ``v2-history`` values of ``claim`` (:data:`HISTORY_FEATURES` order) and, with
-    ``peers``, the ``v2-peers`` ones (:data:`PEER_FEATURES`)."""
+                   peers: bool = False, recent_providers: bool = False
+                   ) -> tuple[tuple[float, ...], Evidence]:
+    """The ``v2-history`` values of ``claim`` (:data:`HISTORY_FEATURES` order); with
+    ``peers``, the ``v2-peers`` ones (:data:`PEER_FEATURES`); with ``recent_providers`` as
+    well, the ``v2-velocity`` ones (:data:`VELOCITY_FEATURES`)."""
+    providers = member.providers_30d
+    if recent_providers:
+        if member.providers_7d is None:
+            raise MissingContextError(
+                f"claim {claim.claim_id}: the member context has no providers_7d (sent by a "
+                "worker older than the v2-velocity feature set): upgrade the stream workers")
+        providers = member.providers_7d
     steepest = _steepest_line(claim, codes)
     rarest = _rarest_line(claim, codes)
     unsupported = _least_supported_line(claim, codes)
@@ -76,7 +94,7 @@ def feature_vector(claim: ClaimV2, member: MemberFeatures, codes: CodeReference,
         member.claims_1d,
         member.claims_7d,
         member.claims_30d,
-        member.providers_30d,
+        providers,
         member.days_since_previous,
         member.same_provider_same_day,
     )
@@ -155,16 +173,18 @@ def _amount_vs_norm(claim: ClaimV2, codes: CodeReference) -> float:
     return math.log(billed / usual) if usual > 0 else 0.0
 
 
-def replay(claims: Iterable[ClaimV2], codes: CodeReference, peers: bool = False
+def replay(claims: Iterable[ClaimV2], codes: CodeReference, peers: bool = False,
+           recent_providers: bool = False
            ) -> Iterator[tuple[ClaimV2, tuple[float, ...], Evidence]]:
     """Every claim's features in the given order, each from the history before it: what the
-    stream computes claim by claim, for a file (training, ``score-file``). ``peers``: the
-    ``v2-peers`` values (see :func:`feature_vector`)."""
+    stream computes claim by claim, for a file (training, ``score-file``). ``peers`` and
+    ``recent_providers``: the ``v2-peers`` and ``v2-velocity`` values (see
+    :func:`feature_vector`)."""
     histories: dict[str, MemberHistory] = {}
     for claim in claims:
         history = histories.get(claim.member_id, MemberHistory())
         digest = fingerprint(claim)
         values, evidence = feature_vector(claim, member_features(claim, history, digest), codes,
-                                          peers)
+                                          peers, recent_providers)
         histories[claim.member_id] = remember(history, claim, digest)
         yield claim, values, evidence

@@ -22,6 +22,10 @@ class MemberContext(Contract):
     claims_7d: float = Field(ge=1)
     claims_30d: float = Field(ge=1)
     providers_30d: float = Field(ge=1, description="Distinct providers within 30 days.")
+    providers_7d: float | None = Field(
+        default=None, ge=1,
+        description="Distinct providers within 7 days. Read by the v2-velocity feature set; "
+        "a worker older than this field leaves it out, and such a model refuses the batch.")
     days_since_previous: float = Field(ge=-1, description="-1: no earlier claim.")
     same_provider_same_day: float = Field(ge=0)
     duplicate: float = Field(ge=0, le=1, description="1: the same provider, service date and "

@@ -179,6 +179,13 @@ class ServedModel:
                 f"{0 if members is None else len(members)} for {len(claims)} claims (the "
                 "stream's member stage and `claimflow score-file` supply them)"
             )
+        if self.feature_set.recent_providers and members is not None and any(
+                member.providers_7d is None for member in members):
+            raise MissingHistoryError(
+                f"model {self.ref.name} v{self.ref.version} (feature set "
+                f"{self.feature_set.name}) reads providers_7d, which these member contexts "
+                "lack: they come from a stream worker older than the model; upgrade the "
+                "workers")
 
     def _verdicts(self, claims: Sequence[AnyClaim],
                   members: Sequence[MemberFeatures] | None) -> tuple[list[float], list[str]]:
@@ -237,8 +244,8 @@ class ServedModel:
         """Each claim's feature values and evidence, and the values as a matrix."""
         codes = self.codes
         assert codes is not None, "a stateful model is built with its code references"
-        peers = self.feature_set.peer_charges
-        vectors = [feature_vector(claim, member, codes, peers)
+        peers, recent = self.feature_set.peer_charges, self.feature_set.recent_providers
+        vectors = [feature_vector(claim, member, codes, peers, recent)
                    for claim, member in zip(claims, members, strict=True)]
         return vectors, np.asarray([values for values, _ in vectors], dtype=np.float64)
 

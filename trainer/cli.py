@@ -35,6 +35,9 @@ QUIET_ENV: Final = {
 }
 # Field notes: `mlflow server` defaults to many worker processes and a job runner.
 UI_ENV: Final = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# features.sets.FEATURE_SETS by name (a unit test keeps them equal): importing the sets here
+# would load numpy for every `claimflow --help`.
+FEATURE_SET_NAMES: Final = ("v1", "v2-claim", "v2-history", "v2-peers", "v2-velocity")
 HEADLINE_METRICS: Final = (
     "train_anomaly_percentage", "test_anomaly_percentage", "threshold", "precision", "recall",
     "f1", "roc_auc", "pr_auc", "precision_at_budget", "recall_at_budget", "naive_pr_auc",
@@ -95,8 +98,8 @@ def clear_errors() -> Iterator[None]:
 @click.option("--promote", "then_promote", is_flag=True,
               help="Also make the new version the champion and export it to BentoML.")
 @click.option("--feature-set", "feature_set_name",
-              type=click.Choice(["v1", "v2-claim", "v2-history", "v2-peers"]), default=None,
-              help="Which features the model reads [default: v1 for v1 claims, v2-peers "
+              type=click.Choice(FEATURE_SET_NAMES), default=None,
+              help="Which features the model reads [default: v1 for v1 claims, v2-velocity "
               "for v2 claims].")
 @click.option("--supervised", is_flag=True,
               help="Train the supervised family (gradient-boosted classifier on labels) "
@@ -113,7 +116,7 @@ def train(data_path: Path, n_estimators: int | None, contamination: float | None
     """Train an Isolation Forest on claims (CSV or JSON Lines), log it to MLflow, register a
     version.
 
-    The feature set follows the claims' contract version (v1 -> v1, v2 -> v2-peers: the
+    The feature set follows the claims' contract version (v1 -> v1, v2 -> v2-velocity: the
     claim, its codes against references learned from the training split (also against its
     provider's specialty peers), and its member's history before it, computed in file order
     as the stream does; the test split is then the file's last part, in time). The new

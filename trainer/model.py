@@ -165,8 +165,9 @@ def history_split(dataset: Dataset, test_size: float,
     cut = time_cut(len(claims), test_size, labelled)
     codes = build_code_reference(claims[:cut])
     rows, rules = [], []
-    peers = feature_set(dataset.feature_set).peer_charges
-    for _claim, values, evidence in replay(claims, codes, peers):
+    features = feature_set(dataset.feature_set)
+    for _claim, values, evidence in replay(claims, codes, features.peer_charges,
+                                           features.recent_providers):
         rows.append(values)
         rules.append(is_resubmission(evidence))
     x = np.asarray(rows, dtype=np.float64)

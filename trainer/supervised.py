@@ -162,8 +162,8 @@ def labelled_split(dataset: Dataset, test_size: float, seed: int,
     else:
         split = split_dataset(dataset, test_size, seed)
         if topic_labels is not None:
-            raise DataError("labels from a topic need a time split (feature set v2-history "
-                            f"or v2-peers), not {features.name}")
+            raise DataError("labels from a topic need a time split (a feature set that "
+                            f"reads member history), not {features.name}")
         known_train = np.ones(split.x_train.shape[0], dtype=bool)
         known_test = np.ones(split.x_test.shape[0], dtype=bool)
     assert split.y_train is not None

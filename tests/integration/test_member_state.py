@@ -1,4 +1,4 @@
-"""The member stage end to end: a v2-peers champion (the v2 default: member history, codes
+"""The member stage end to end: a v2-velocity champion (the v2 default: member history, codes
 and specialty peers) served by ``bentoml serve``, the
 worker as a real subprocess keeping member state in a changelog topic, and
 ``claimflow score-file`` deciding the same file offline. Every streamed decision must equal
@@ -49,7 +49,7 @@ def generate(path: Path, rows: int, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def history_champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
-    """A model of the default v2 feature set (v2-peers) trained by the trainer's functions,
+    """A model of the default v2 feature set (v2-velocity) trained by the trainer's functions,
     exported like ``promote``."""
     from modelstore.bento import export_to_bentoml
     from trainer.jsonl import load_jsonl
@@ -58,11 +58,11 @@ def history_champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
     home = tmp_path_factory.mktemp("history")
     trained = train(load_jsonl(generate(home / "train.jsonl", 8_000, seed=5)),
                     TrainParams(n_estimators=60, seed=5))
-    assert trained.reference.feature_set == "v2-peers"
+    assert trained.reference.feature_set == "v2-velocity"
     assert trained.reference.codes is not None
     tag = export_to_bentoml(trained.estimator, trained.reference, "1", "test-run-history",
                             home / "bentoml")
-    return Champion(home=home, tag=tag, estimator=trained.estimator, feature_set="v2-peers")
+    return Champion(home=home, tag=tag, estimator=trained.estimator, feature_set="v2-velocity")
 
 
 @pytest.fixture(scope="module")

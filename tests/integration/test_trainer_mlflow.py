@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from claimflow.cli import cli
 from claimflow.procs import free_port
 from features.reference import FeatureReference
-from features.sets import V2_CLAIM, V2_PEERS
+from features.sets import V2_CLAIM, V2_VELOCITY
 from modelstore.bento import load_exported
 from modelstore.registry import (
     aliases_of,
@@ -135,15 +135,15 @@ def test_train_with_promote_flag_makes_a_champion(seed_csv: Path, client: Mlflow
     assert resolve_champion(settings.tracking_uri) == ("1", outcome["run_id"])
 
 
-def test_v2_jsonl_trains_a_v2_peers_model_and_promotes_it(
+def test_v2_jsonl_trains_a_v2_velocity_model_and_promotes_it(
     tmp_path: Path, client: MlflowClient, settings: TrainerSettings,
 ) -> None:
     data = write_jsonl(tmp_path / "claims_v2.jsonl", v2_claims(1_000, seed=3))
     outcome = train_json("--data", str(data), "--promote", "--n-estimators", "20")
     run = client.get_run(outcome["run_id"])
-    assert run.data.params["feature_set"] == "v2-peers"
+    assert run.data.params["feature_set"] == "v2-velocity"
     assert run.data.params["claim_version"] == "2"
-    assert run.data.params["features"] == ",".join(V2_PEERS.features)
+    assert run.data.params["features"] == ",".join(V2_VELOCITY.features)
     assert run.data.params["max_samples"] == "800"  # min(1,024, the 800 training claims)
     assert {"pr_auc", "precision_at_budget", "recall_at_budget_gross_outlier",
             "test_rule_findings"} <= set(run.data.metrics)
@@ -152,12 +152,12 @@ def test_v2_jsonl_trains_a_v2_peers_model_and_promotes_it(
     with mlflow_uris(settings.tracking_uri):
         info = mlflow.models.get_model_info(f"models:/{NAME}/1")
     assert info.metadata is not None
-    assert info.metadata["feature_set"] == "v2-peers"
+    assert info.metadata["feature_set"] == "v2-velocity"
     assert info.metadata["claim_version"] == 2
     exported = load_exported(outcome["bento_tag"], settings.bentoml_home)
-    assert exported.labels["feature_set"] == "v2-peers"
+    assert exported.labels["feature_set"] == "v2-velocity"
     assert exported.labels["claim_version"] == "2"
-    assert exported.reference.features == list(V2_PEERS.features)
+    assert exported.reference.features == list(V2_VELOCITY.features)
     assert exported.reference.claim_version == 2
     assert exported.reference.codes is not None  # the code references travel with the model
     assert exported.reference.codes.charge

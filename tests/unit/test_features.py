@@ -18,7 +18,7 @@ from features.member import (
     remember,
 )
 from features.reasons import in_words
-from features.vector import HISTORY_FEATURES, PEER_FEATURES, is_resubmission, replay
+from features.vector import HISTORY_FEATURES, PEER_FEATURES, Evidence, is_resubmission, replay
 from schemas import ClaimV2
 
 DAY0 = date(2025, 3, 3)
@@ -68,7 +68,14 @@ def test_windows_count_earlier_claims_by_service_date() -> None:
     assert features.claims_7d == 2.0  # day 9
     assert features.claims_30d == 4.0  # days 0, 3, 9 (day -40 is outside)
     assert features.providers_30d == 4.0
+    assert features.providers_7d == 2.0  # P-3 on day 9 and its own P-4
     assert features.days_since_previous == 1.0
+
+
+def test_several_providers_within_days_are_a_reason_in_words() -> None:
+    evidence = Evidence(None, None, None, None, 0.0)
+    words = in_words("providers_7d", 5.0, "high", 2.0, "99th", evidence)
+    assert words == "member saw 5 different providers within 7 days (99th percentile: 2)"
 
 
 def test_an_exact_resubmission_is_a_duplicate_whatever_the_line_order() -> None:
@@ -100,15 +107,17 @@ def by_definition(new: ClaimV2, history: MemberHistory) -> tuple[object, ...]:
     def within(days: int) -> float:
         return float(sum(1 for age in ages if abs(age) < days)) + 1.0
 
-    providers = {past.provider_id for past, age in zip(history.recent, ages, strict=True)
-                 if abs(age) < 30} | {new.provider_id}
+    def providers(days: int) -> float:
+        return float(len({past.provider_id for past, age in zip(history.recent, ages, strict=True)
+                          if abs(age) < days} | {new.provider_id}))
+
     previous = max((past.service_day for past in history.recent if past.service_day <= day),
                    default=None)
     same_day = sum(1 for past in history.recent
                    if past.service_day == day and past.provider_id == new.provider_id)
     digest = fingerprint(new)
     match = next((f for f in reversed(history.fingerprints) if f.digest == digest), None)
-    return (within(1), within(7), within(30), float(len(providers)),
+    return (within(1), within(7), within(30), providers(30), providers(7),
             -1.0 if previous is None else float(day - previous), float(same_day),
             0.0 if match is None else 1.0, None if match is None else match.claim_id,
             0.0 if match is None else max(
@@ -120,7 +129,7 @@ def test_member_features_equal_their_definition_over_random_histories() -> None:
 
     rng = random.Random(3)
     providers, lines = ["P-1", "P-2", "P-3"], [[("99213", 1, 100.0)], [("85025", 2, 24.5)]]
-    checked = duplicates = 0
+    checked = duplicates = spread = 0
     for _ in range(300):
         history = MemberHistory()
         for n in range(rng.randrange(0, 25)):
@@ -132,8 +141,10 @@ def test_member_features_equal_their_definition_over_random_histories() -> None:
         assert tuple(member_features(new, history)) == by_definition(new, history)
         features = member_features(new, history)
         checked += features.claims_7d > 1.0
+        spread += features.providers_7d is not None and features.providers_7d > 1.0
         duplicates += features.duplicate == 1.0
     assert checked > 50  # many cases had claims inside the windows
+    assert spread > 20  # and several providers within 7 days
     assert duplicates > 5  # and some an exact earlier match
 
 
@@ -272,7 +283,6 @@ def test_a_reference_without_peer_norms_still_loads_and_gives_no_peer_evidence()
 @pytest.mark.parametrize(("log2_ratio", "shown"), [(0.39, "1.3x"), (3.0, "8.0x"),
                                                     (6.3, "79x"), (10.0, "1,024x")])
 def test_rarity_words_never_round_a_small_ratio_to_1x(log2_ratio: float, shown: str) -> None:
-    from features.vector import Evidence
 
     evidence = Evidence(None, None, "80061", None, 0.0)
     words = in_words("max_code_rarity", log2_ratio, "high", 0.0, "99th", evidence)

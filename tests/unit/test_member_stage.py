@@ -24,13 +24,20 @@ from features.member import (
     remember,
     step_histories,
 )
-from features.sets import V2_HISTORY, V2_PEERS, FeatureSetError
-from features.vector import HISTORY_FEATURES, PEER_FEATURES, is_resubmission, replay
-from schemas import ClaimV2, ModelRef
+from features.sets import V2_HISTORY, V2_PEERS, V2_VELOCITY, FeatureSetError
+from features.vector import (
+    HISTORY_FEATURES,
+    PEER_FEATURES,
+    VELOCITY_FEATURES,
+    is_resubmission,
+    replay,
+)
+from schemas import ClaimV2, MemberContext, ModelRef
 from scorer.member_state import MemberStore, member_step
 from scorer.model_settings import ModelSettings
 from scorer.routing import Position
 from scoring.model import MissingHistoryError, ServedModel, build_served_model
+from scoring.model import member_features as served_member_features
 from scoring.score_file import score_claims
 from tests.v2_factory import as_contract, v2_claim, v2_claims, write_jsonl
 from tests.v2_factory import member_claim as claim
@@ -119,22 +126,23 @@ def history_model(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
                               ModelSettings())
 
 
-@pytest.mark.parametrize(("chosen", "features", "peers"), [
-    (None, PEER_FEATURES, True),  # the default for v2 claims
-    ("v2-history", HISTORY_FEATURES, False),
+@pytest.mark.parametrize(("chosen", "features", "peers", "recent"), [
+    (None, VELOCITY_FEATURES, True, True),  # the default for v2 claims
+    ("v2-peers", PEER_FEATURES, True, False),
+    ("v2-history", HISTORY_FEATURES, False, False),
 ])
 def test_training_is_point_in_time_and_split_by_time(
-    tmp_path: Path, chosen: str | None, features: tuple[str, ...], peers: bool,
+    tmp_path: Path, chosen: str | None, features: tuple[str, ...], peers: bool, recent: bool,
 ) -> None:
     path = write_jsonl(tmp_path / "x.jsonl", v2_claims(500, seed=2))
     data = load_jsonl(path, chosen)
     trained = train(data, TrainParams(n_estimators=20, test_size=0.2))
-    assert data.feature_set == (chosen or "v2-peers")
+    assert data.feature_set == (chosen or "v2-velocity")
     assert trained.reference.codes is not None
     assert trained.split.x_train.shape == (400, len(features))
     assert data.claims is not None
     expected = np.asarray([values for _, values, _ in
-                           replay(data.claims, trained.reference.codes, peers)])
+                           replay(data.claims, trained.reference.codes, peers, recent)])
     assert np.array_equal(trained.split.x_test, expected[400:])  # the file's last part
     assert "test_rule_findings" in trained.metrics
 
@@ -147,11 +155,28 @@ def test_a_history_model_never_scores_without_history(history_model: ServedModel
         history_model.score(claims, [NO_HISTORY])
 
 
+def test_a_velocity_model_refuses_contexts_of_an_older_worker(history_model: ServedModel
+                                                              ) -> None:
+    """A worker older than providers_7d sends contexts without it: a clear refusal, never a
+    score from a stand-in value."""
+    claims = as_contract(v2_claims(2, seed=9))
+    old = {"claims_1d": 1.0, "claims_7d": 1.0, "claims_30d": 1.0, "providers_30d": 1.0,
+           "days_since_previous": -1.0, "same_provider_same_day": 0.0, "duplicate": 0.0}
+    contexts = [served_member_features(MemberContext.model_validate(old)) for _ in claims]
+    assert contexts[0].providers_7d is None
+    with pytest.raises(MissingHistoryError, match=r"reads providers_7d.*upgrade the workers"):
+        history_model.score(claims, contexts)
+    fresh = [served_member_features(MemberContext.model_validate({**old, "providers_7d": 1.0}))
+             for _ in claims]
+    assert len(history_model.score(claims, fresh)) == 2
+
+
 def test_score_file_equals_the_forest_on_replayed_features(history_model: ServedModel) -> None:
     claims = as_contract(v2_claims(300, seed=6))
     assert history_model.codes is not None
-    assert history_model.feature_set is V2_PEERS
-    x = np.asarray([values for _, values, _ in replay(claims, history_model.codes, peers=True)])
+    assert history_model.feature_set is V2_VELOCITY
+    x = np.asarray([values for _, values, _ in replay(claims, history_model.codes, peers=True,
+                                                      recent_providers=True)])
     expected = history_model.forest.anomaly_scores(x)
     answers = list(score_claims(history_model, claims, batch=64))  # batch edges mid-member
     assert [a["claim_id"] for a in answers] == [c.claim_id for c in claims]
@@ -186,7 +211,7 @@ def test_every_investigate_decision_has_a_reason_in_words(history_model: ServedM
             assert not reason["message"].startswith(reason["feature"]), reason
 
 
-@pytest.mark.parametrize("features", [V2_HISTORY, V2_PEERS])
+@pytest.mark.parametrize("features", [V2_HISTORY, V2_PEERS, V2_VELOCITY])
 def test_the_history_sets_have_no_identifiers_and_no_row_of_one_claim(features: Any) -> None:
     assert features.stateful
     assert not {"member_id", "provider_id", "claim_id", "procedure_code",

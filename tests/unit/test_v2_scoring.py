@@ -15,7 +15,7 @@ from features.reference import build_reference
 from features.sets import (
     V1,
     V2_CLAIM,
-    V2_PEERS,
+    V2_VELOCITY,
     FeatureSetError,
     feature_set,
     for_claim_version,
@@ -67,7 +67,7 @@ def test_a_feature_set_reads_only_its_claim_version() -> None:
     with pytest.raises(FeatureSetError, match="scores claims of schema_version 2; this claim "
                        "is schema_version 1"):
         V2_CLAIM.values(Claim.from_json(claim_bytes()))
-    assert for_claim_version(2) is V2_PEERS  # the default for v2 training data
+    assert for_claim_version(2) is V2_VELOCITY  # the default for v2 training data
     with pytest.raises(FeatureSetError, match="unknown feature set"):
         feature_set("v3")
 
