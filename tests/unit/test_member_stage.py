@@ -171,6 +171,25 @@ def test_a_velocity_model_refuses_contexts_of_an_older_worker(history_model: Ser
     assert len(history_model.score(claims, fresh)) == 2
 
 
+def test_a_peers_model_scores_the_same_with_or_without_providers_7d(
+    tmp_path: Path,
+) -> None:
+    """A model of an earlier set behind a worker that sends providers_7d (or one that does
+    not) reads the 30-day count only: the same scores either way."""
+    path = write_jsonl(tmp_path / "train.jsonl", v2_claims(600, seed=4))
+    trained = train(load_jsonl(path, "v2-peers"), TrainParams(n_estimators=20, seed=4))
+    model = build_served_model(trained.estimator, trained.reference, REF, "claim-anomaly:v3",
+                               ModelSettings())
+    claims = as_contract(v2_claims(40, seed=8))
+    step = member_step(MemberStore(), claims, [at(0, i) for i in range(len(claims))])
+    # An extreme value would move the scores if the model read it.
+    extreme = orjson.loads(model.score_json(
+        claims, [f._replace(providers_7d=99.0) for f in step.features]))
+    without = orjson.loads(model.score_json(
+        claims, [f._replace(providers_7d=None) for f in step.features]))
+    assert extreme == without == orjson.loads(model.score_json(claims, step.features))
+
+
 def test_score_file_equals_the_forest_on_replayed_features(history_model: ServedModel) -> None:
     claims = as_contract(v2_claims(300, seed=6))
     assert history_model.codes is not None
