@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from scorer.calls import KAFKA_CALL_TIMEOUT_S
-from scorer.member_state import restore_partitions
+from scorer.member_state import ChangelogRead, read_changelog, restore_partitions
 from scorer.routing import OutcomeTopics
 from scorer.worker_settings import ScorerSettings
 
@@ -71,13 +71,15 @@ def restore_config(settings: ScorerSettings) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ClusterCalls:
     """What the scoring loop asks of the cluster besides its consumer and producer: an admin
-    client (to create or check the member-state changelog), a restore of changelog partitions
-    and the group's committed offsets. :func:`cluster_calls` builds the real ones; tests hand
-    in fakes."""
+    client (to create or check the member-state changelog), a restore of changelog partitions,
+    the group's committed offsets and, for the prefetch before the first assignment, a read
+    of changelog partitions from given offsets (changelog, start offsets, keep tombstones,
+    log label). :func:`cluster_calls` builds the real ones; tests hand in fakes."""
 
     make_admin: Callable[[], AdminClient]
     restore: Callable[[str, Sequence[int]], dict[int, dict[str, bytes]]]
     committed_offsets: Callable[[list[TopicPartition]], list[TopicPartition]]
+    read_changelog: Callable[[str, dict[int, int], bool, str], ChangelogRead] | None = None
 
 
 def cluster_calls(settings: ScorerSettings) -> ClusterCalls:
@@ -86,6 +88,8 @@ def cluster_calls(settings: ScorerSettings) -> ClusterCalls:
         make_admin=lambda: AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers}),
         restore=lambda changelog, partitions: restore_partitions(config, changelog, partitions),
         committed_offsets=lambda partitions: read_committed_offsets(settings, partitions),
+        read_changelog=lambda changelog, start, keep, label: read_changelog(
+            config, changelog, start, keep, label=label),
     )
 
 

@@ -86,6 +86,8 @@ from scorer.kafka_config import ClusterCalls, outcome_topics
 from scorer.member_state import (
     MemberStore,
     MissingTopicError,
+    StatePrefetch,
+    catch_up,
     ensure_changelog,
     member_step,
     set_aside_repeats,
@@ -170,9 +172,17 @@ class ScoringLoop:
         self.producer, self.calls = self.new_producer()
         self.members = MemberStore()
         self.changelog = settings.changelog_topic
+        self.prefetch: StatePrefetch | None = None
 
     def subscribe(self) -> None:
-        self.ensure_changelog()
+        partitions = self.ensure_changelog()
+        read = self.cluster.read_changelog
+        if (self.settings.state_prefetch and not self.settings.static_membership
+                and read is not None):
+            # Read the state while the group decides the assignment (on_assign takes it).
+            changelog = self.changelog
+            self.prefetch = StatePrefetch(
+                lambda start: read(changelog, start, False, "prefetched"), partitions).start()
         self.consumer.subscribe(
             [self.settings.input_topic],
             on_assign=self.on_assign,
@@ -201,7 +211,21 @@ class ScoringLoop:
         logger.info("assigned %s", describe_partitions(partitions))
         # The partitions' member state, as of their committed offsets, before any claim.
         numbers = [tp.partition for tp in partitions]
-        restored = self.cluster.restore(self.changelog, numbers)
+        prefetch, self.prefetch = self.prefetch, None  # the first assignment only
+        started = time.monotonic()
+        prefetched = prefetch.take() if prefetch is not None else None
+        read = self.cluster.read_changelog
+        if (prefetched is None or read is None
+                or not set(numbers) <= prefetched.next_offsets.keys()):
+            restored = self.cluster.restore(self.changelog, numbers)
+        else:
+            changelog = self.changelog
+            restored = catch_up(prefetched, numbers,
+                                lambda start: read(changelog, start, True, "caught up"))
+            logger.info("restored %s partitions %s: %d members in %.2f s after the assignment "
+                        "(read before it, then caught up)", self.changelog,
+                        ",".join(map(str, numbers)), sum(map(len, restored.values())),
+                        time.monotonic() - started)
         for partition, records in restored.items():
             self.members.load(partition, records)
 
@@ -210,15 +234,15 @@ class ScoringLoop:
         self.forget_lag(partitions)
         self.members.drop(tp.partition for tp in partitions)
 
-    def ensure_changelog(self) -> None:
-        """The member-state changelog exists with the claims topic's partition count; waits
-        (with backoff) while the claims topic itself does not exist yet."""
+    def ensure_changelog(self) -> int:
+        """The member-state changelog exists with the claims topic's partition count (the
+        count is returned); waits (with backoff) while the claims topic itself does not
+        exist yet."""
         admin = self.cluster.make_admin()
         pause = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         while True:
             try:
-                ensure_changelog(admin, self.settings.input_topic, self.changelog)
-                return
+                return ensure_changelog(admin, self.settings.input_topic, self.changelog)
             except (MissingTopicError, KafkaException) as exc:
                 if self.stop.is_set():
                     raise FatalWorkerError(f"stopped before the changelog was ready: {exc}"

@@ -20,14 +20,17 @@ offset implies. Nothing is kept on local disk; a new host restores from Kafka.
   sent again, ``claim_id_conflict`` for another claim under a used id), so every claim read
   still ends in exactly one outcome or one dead letter. Because the claim ids live in the
   member's changelog record, this holds across restarts and rebalances like the history.
-* :func:`restore_partitions`: reads changelog partitions to their end.
+* :func:`restore_partitions`: reads changelog partitions to their end;
+  :class:`StatePrefetch` and :func:`catch_up` read them before the first assignment and
+  then only what was written since.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -201,39 +204,127 @@ def restore_partitions(config: dict[str, Any], changelog: str, partitions: Seque
     read_committed: a batch whose transaction never committed left no state. The end is
     the last stable offset (librdkafka reports partition EOF there in this mode).
     """
-    if not partitions:
-        return {}
+    read = read_changelog(config, changelog, dict.fromkeys(partitions, OFFSET_BEGINNING),
+                          timeout_s=timeout_s, label="restored")
+    return read.records  # type: ignore[return-value]  # no tombstones kept: bytes only
+
+
+@dataclass(frozen=True)
+class ChangelogRead:
+    """What a read of changelog partitions found: each partition's latest record per member
+    and the offset each partition's read ended at (the next one to read). With
+    ``keep_tombstones`` a member deleted in the range read is there as None."""
+
+    records: dict[int, dict[str, bytes | None]]
+    next_offsets: dict[int, int]
+
+
+def read_changelog(config: dict[str, Any], changelog: str, start: dict[int, int],
+                   keep_tombstones: bool = False, timeout_s: float = 300.0,
+                   label: str = "read") -> ChangelogRead:
+    """Changelog partitions from ``start`` (partition -> offset, or ``OFFSET_BEGINNING``)
+    to their end (the last stable offset: read_committed, so a batch whose transaction
+    never committed left no state). ``label`` starts the log line."""
+    if not start:
+        return ChangelogRead({}, {})
     started = time.monotonic()
     consumer = Consumer({**config, **RESTORE_CONSUMER_CONFIG})
-    records: dict[int, dict[str, bytes]] = {p: {} for p in partitions}
+    records: dict[int, dict[str, bytes | None]] = {p: {} for p in start}
+    next_offsets = {p: max(offset, 0) for p, offset in start.items()}
     try:
-        consumer.assign([TopicPartition(changelog, p, OFFSET_BEGINNING) for p in partitions])
-        pending = set(partitions)
+        consumer.assign([TopicPartition(changelog, p, offset) for p, offset in start.items()])
+        pending = set(start)
         while pending:
             if time.monotonic() - started > timeout_s:
                 raise StateError(f"restoring {changelog} partitions {sorted(pending)} took "
                                  f"over {timeout_s:.0f} s")
             for message in consumer.consume(RESTORE_BATCH, 1.0):
+                partition = message.partition() or 0
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(message.partition() or 0)
+                        pending.discard(partition)
+                        end = message.offset()
+                        if end is not None and end >= 0:
+                            next_offsets[partition] = end
                         continue
                     if error.fatal():
                         raise StateError(f"restoring {changelog}: {error}")
                     logger.warning("restoring %s: %s", changelog, error)
                     continue
+                next_offsets[partition] = (message.offset() or 0) + 1
                 key, value = message.key(), message.value()
                 if key is None:
                     continue
-                members = records[message.partition() or 0]
-                if value is None:  # a tombstone: the member's state was deleted
-                    members.pop(key.decode(), None)
-                else:
+                members = records[partition]
+                if value is not None:
                     members[key.decode()] = value
+                elif keep_tombstones:  # a tombstone: the member's state was deleted
+                    members[key.decode()] = None
+                else:
+                    members.pop(key.decode(), None)
     finally:
         consumer.close()
-    logger.info("restored %s partitions %s: %d members in %.2f s", changelog,
-                ",".join(map(str, partitions)), sum(map(len, records.values())),
+    logger.info("%s %s partitions %s: %d members in %.2f s", label, changelog,
+                ",".join(map(str, start)), sum(map(len, records.values())),
                 time.monotonic() - started)
-    return records
+    return ChangelogRead(records, next_offsets)
+
+
+class StatePrefetch:
+    """Every changelog partition read in a thread of its own before the first assignment.
+
+    A dynamic group member waits seconds for its first assignment: a replacement for a
+    killed worker waits until the dead member's session expires. The read of the changelog,
+    most of a restore, fits in that wait. On the assignment :meth:`take` hands over what was
+    read, and the worker reads only what was written to its partitions since
+    (:func:`catch_up`), so its state is the same as a full restore at that moment.
+    """
+
+    def __init__(self, read: Callable[[dict[int, int]], ChangelogRead], partitions: int
+                 ) -> None:
+        self._read = read
+        self._partitions = partitions
+        self._result: ChangelogRead | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="member-state-prefetch",
+                                        daemon=True)
+
+    def start(self) -> StatePrefetch:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._result = self._read(dict.fromkeys(range(self._partitions), OFFSET_BEGINNING))
+        except Exception as exc:  # reported by take(); the worker restores
+            self._error = exc
+
+    def take(self) -> ChangelogRead | None:
+        """What was read (waiting for the read to end); None when it failed (logged): the
+        caller restores the partitions the usual way."""
+        self._thread.join()
+        if self._error is not None:
+            logger.warning("member state prefetch failed (%s); restoring on assignment",
+                           self._error)
+            return None
+        return self._result
+
+
+def catch_up(prefetched: ChangelogRead, partitions: Sequence[int],
+             read_since: Callable[[dict[int, int]], ChangelogRead]
+             ) -> dict[int, dict[str, bytes]]:
+    """The assigned partitions' state: what the prefetch read, updated by what was written
+    to them since (``read_since`` reads from the prefetch's end, tombstones kept). The
+    prefetched records of other partitions are left behind."""
+    since = read_since({p: prefetched.next_offsets[p] for p in partitions})
+    restored: dict[int, dict[str, bytes]] = {}
+    for partition in partitions:
+        members = prefetched.records[partition]
+        for key, value in since.records.get(partition, {}).items():
+            if value is None:
+                members.pop(key, None)
+            else:
+                members[key] = value
+        restored[partition] = members  # type: ignore[assignment]  # the prefetch keeps no tombstones
+    return restored

@@ -105,6 +105,14 @@ class ScorerSettings(CommonSettings):
         "at once instead of after the session timeout. A stopped static worker does not "
         "leave the group: its partitions wait up to the session timeout for it to return.",
     )
+    state_prefetch: bool = Field(
+        default=True,
+        description="Read the whole member-state changelog while waiting for the first "
+        "partition assignment (a replacement waits out its killed predecessor's session), "
+        "then only what was written since to the assigned partitions. Costs a read of every "
+        "partition, not just the assigned ones, once at start. Not used with static "
+        "membership, whose assignment comes at once.",
+    )
     lag_interval_s: float = Field(
         default=2.0, gt=0, description="How often the consumer-lag gauge is refreshed."
     )

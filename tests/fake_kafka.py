@@ -32,6 +32,7 @@ from schemas import Claim, ClaimV2, ModelRef, ScoreAnswer, ScoreRefusal, ScoreRe
 from scorer.client import ModelClient, ModelServiceError, ModelUnavailable, ShadowAnswer
 from scorer.kafka_config import ClusterCalls
 from scorer.loop import ScoringLoop
+from scorer.member_state import ChangelogRead
 from scorer.shadow import ShadowColumns
 from scorer.worker_metrics import WorkerMetrics
 from scorer.worker_settings import ScorerSettings
@@ -60,8 +61,12 @@ class Record:
 class FakeCluster:
     """Input partitions, committed offsets and committed output of one consumer group."""
 
-    def __init__(self, partitions: int = 2, topic: str = INPUT) -> None:
+    def __init__(self, partitions: int = 2, topic: str = INPUT, prefetch: bool = False
+                 ) -> None:
         self.topic = topic
+        # True: the loop gets read_changelog too, so it prefetches state before assignment.
+        self.prefetch = prefetch
+        self.reads: list[tuple[dict[int, int], str]] = []  # (start offsets, label)
         self.logs: dict[Key, list[FakeMessage]] = {(topic, p): [] for p in range(partitions)}
         self.topics: dict[str, int] = {topic: partitions}  # what the admin client sees
         self.committed: dict[Key, int] = {}
@@ -109,7 +114,23 @@ class FakeCluster:
 
     def calls(self) -> ClusterCalls:
         return ClusterCalls(make_admin=lambda: cast(Any, FakeAdmin(self)),
-                            restore=self.restore, committed_offsets=self.committed_offsets)
+                            restore=self.restore, committed_offsets=self.committed_offsets,
+                            read_changelog=self.read_changelog if self.prefetch else None)
+
+    def read_changelog(self, changelog: str, start: dict[int, int], keep_tombstones: bool,
+                       label: str) -> ChangelogRead:
+        """A partition's offsets are its changelog records' order; OFFSET_BEGINNING is 0."""
+        self.reads.append((dict(start), label))
+        records: dict[int, dict[str, bytes | None]] = {p: {} for p in start}
+        ends = dict.fromkeys(start, 0)
+        for record in self.on(changelog):
+            partition = record.partition
+            if partition not in start or record.key is None:
+                continue
+            offset, ends[partition] = ends[partition], ends[partition] + 1
+            if offset >= max(start[partition], 0):
+                records[partition][record.key.decode()] = record.value
+        return ChangelogRead(records, ends)
 
     def restore(self, changelog: str, partitions: Sequence[int]) -> dict[int, dict[str, bytes]]:
         self.restores.append(list(partitions))

@@ -5,12 +5,13 @@ same paths against a real broker: tests/integration/test_worker.py and test_memb
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from features.member import NO_HISTORY
+from features.member import NO_HISTORY, decode_history
 from schemas import DeadLetter
 from scorer.loop import FatalWorkerError, describe_batch
 from scorer.routing import split_batch
@@ -21,6 +22,7 @@ from tests.fake_kafka import (
     FakeModelClient,
     Harness,
     abortable,
+    fast_settings,
     three_claims,
 )
 from tests.fake_message import FakeMessage
@@ -336,3 +338,62 @@ def test_claim_ids_survive_a_restore_from_the_changelog() -> None:
     assert h.cluster.restores[-1] == [0]
     assert [letter.error_kind for letter in dead_letters(h)] == ["duplicate_claim_id"]
     assert list(h.cluster.decisions()) == ["C-1"]
+
+
+# -- the state prefetch before the first assignment
+
+
+def test_a_prefetch_reads_the_state_before_the_assignment_and_catches_up_after_it() -> None:
+    previous = Harness()
+    three_claims(previous.cluster)
+    previous.run()  # the previous worker: M1 on partition 0, M2 on partition 1
+    cluster = previous.cluster
+    cluster.prefetch = True
+    h = Harness(cluster=cluster)  # a replacement: subscribing starts the prefetch
+    assert h.loop.prefetch is not None
+    h.loop.prefetch.take()  # the prefetch has read the changelog as it was then
+    # The previous owner commits one more batch before the group hands the partitions over.
+    cluster.append_claim(0, claim_id="C-4", member_id="M1", service_date="2026-11-22")
+    previous.run()
+    restores_before = list(cluster.restores)
+
+    cluster.append_claim(0, claim_id="C-5", member_id="M1", service_date="2026-11-23")
+    h.run()
+    assert h.cluster.decisions()["C-5"] == "claims.approved"
+    assert cluster.restores == restores_before  # no full restore on the assignment
+    assert [label for _, label in cluster.reads] == ["prefetched", "caught up"]
+    assert cluster.reads[1][0] == {0: 1, 1: 1}  # from where the prefetch ended
+    # C-5 saw C-1, C-2 (prefetched) and C-4 (written after the prefetch, caught up).
+    claims, members = h.client.calls[-1]
+    assert [c.claim_id for c in claims] == ["C-5"]
+    assert members is not None
+    assert members[0].claims_30d == 4.0
+    # The same state as a full restore of the changelog now.
+    full = cluster.restore(CHANGELOG, [0, 1])
+    assert h.member_state() == {p: {m: decode_history(record) for m, record in members.items()}
+                                for p, members in full.items()}
+
+
+def test_a_failed_prefetch_falls_back_to_the_full_restore() -> None:
+    cluster = FakeCluster(prefetch=True)
+    three_claims(cluster)
+
+    def broken(changelog: str, start: dict[int, int], keep: bool, label: str) -> Any:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT, "broker gone (fake)"))
+
+    cluster.read_changelog = broken  # type: ignore[method-assign,assignment]
+    h = Harness(cluster=cluster)
+    h.run()
+    assert cluster.restores == [[0, 1]]
+    assert set(h.cluster.decisions()) == {"C-1", "C-2", "C-3"}
+
+
+def test_no_prefetch_with_static_membership_or_when_turned_off() -> None:
+    for settings in (fast_settings(static_membership=True), fast_settings(state_prefetch=False)):
+        cluster = FakeCluster(prefetch=True)
+        three_claims(cluster)
+        h = Harness(cluster=cluster, settings=settings)
+        assert h.loop.prefetch is None
+        h.run()
+        assert cluster.reads == []
+        assert cluster.restores == [[0, 1]]
